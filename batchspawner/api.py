@@ -1,0 +1,90 @@
+"""The hub side of the port callback: ``POST /hub/api/batchspawner``.
+
+The job's wrapper reports the port its server will listen on, authenticated
+with the server's own API token. The handler accepts exactly ``{"port": N}``
+with 1 <= N <= 65535, only from the token of a server that is starting and
+waiting for a port, and only once. It never sets any other attribute on the
+spawner (jupyterhub/batchspawner 1.3 set *any* key it was sent, which let a
+user's server token rewrite ``exec_prefix``).
+
+Importing this module (which ``import batchspawner`` does, and so does naming
+a spawner through its entry point) adds the route to the hub.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from jupyterhub import apihandlers
+from jupyterhub.apihandlers import APIHandler
+from tornado import web
+
+ROUTE = r"/api/batchspawner"
+
+
+def _find_spawner(user, token):
+    """The user's spawner whose server token is ``token``, or None."""
+    for spawner in user.spawners.values():
+        api_token = getattr(spawner, "api_token", "") or ""
+        if api_token and hmac.compare_digest(api_token.encode(), token.encode()):
+            return spawner
+    return None
+
+
+def _port_target(spawner):
+    """The spawner that waits for the port: follow wrappers down to their child."""
+    seen = 0
+    while seen < 5:
+        child = getattr(spawner, "child_spawner", None)
+        if child is None:
+            break
+        spawner = child
+        seen += 1
+    return spawner if callable(getattr(spawner, "report_port", None)) else None
+
+
+class BatchSpawnerAPIHandler(APIHandler):
+    """Receives the port a batch job's server listens on."""
+
+    def check_xsrf_cookie(self):
+        # token-authenticated API call from the job, no browser cookie involved
+        return
+
+    @web.authenticated
+    def post(self):
+        user = self.current_user
+        if user is None or getattr(user, "kind", "user") != "user":
+            raise web.HTTPError(403, "Only a user's server token may report a port.")
+        token = self.get_auth_token() or ""
+        spawner = _find_spawner(user, token)
+        if spawner is None:
+            raise web.HTTPError(403, "This token does not belong to a server of this user.")
+        try:
+            data = json.loads(self.request.body or b"null")
+        except ValueError:
+            raise web.HTTPError(400, "Body must be JSON: {\"port\": <integer>}.")
+        if not isinstance(data, dict) or set(data) != {"port"}:
+            raise web.HTTPError(400, "Body must be exactly {\"port\": <integer 1-65535>}.")
+        port = data["port"]
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise web.HTTPError(400, "port must be an integer from 1 to 65535.")
+        if not getattr(spawner, "_spawn_pending", False):
+            raise web.HTTPError(409, "This server is not starting.")
+        target = _port_target(spawner)
+        if target is None:
+            raise web.HTTPError(404, "This server does not take port reports.")
+        target.report_port(port)  # raises 409 when a port was already reported
+        self.set_status(201)
+        self.finish(json.dumps({"message": "port accepted", "port": port}))
+
+
+def register():
+    """Add the route to JupyterHub's API handlers (idempotent)."""
+    for route, handler in apihandlers.default_handlers:
+        if route == ROUTE:
+            return
+    apihandlers.default_handlers.append((ROUTE, BatchSpawnerAPIHandler))
+
+
+register()

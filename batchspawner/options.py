@@ -1,0 +1,88 @@
+"""Checks on options that users send (form fields, ``user_options`` via the REST API).
+
+BatchSpawnerBase on its own accepts a user option only when it names a
+request template variable the admin has declared (``req_<name>``), is not on
+the protected list (commands, prologue, raw scheduler options...), and its
+value is a plain scalar made of safe characters. Richer typed fields
+(choices, ranges, memory, walltime) are the ProfilesSpawner's job; they arrive
+here already validated.
+"""
+
+from __future__ import annotations
+
+import re
+
+from tornado import web
+
+# Template variables a user may never set: they are commands, whole script
+# sections or identity, not resource requests.
+PROTECTED = frozenset(
+    {
+        "cmd",
+        "prologue",
+        "epilogue",
+        "options",
+        "srun",
+        "keepvars",
+        "keepvars_extra",
+        "username",
+        "homedir",
+        "log_path",
+        "job_id",
+    }
+)
+
+SAFE_VALUE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:,@%+=/-]*$")
+
+
+class OptionError(web.HTTPError):
+    """A user option was refused: HTTP 400 naming the field and the rule."""
+
+    def __init__(self, field: str, rule: str):
+        self.field = field
+        self.rule = rule
+        message = f"Invalid option {field!r}: {rule}"
+        super().__init__(400, message, reason="Invalid option")
+        # shown on the hub's spawn page
+        self.jupyterhub_message = message
+
+    def __str__(self):
+        return self.log_message
+
+
+def check_scalar(field: str, value, pattern: re.Pattern = SAFE_VALUE) -> str:
+    """Return ``value`` as a string if it is a safe scalar, else raise OptionError."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise OptionError(field, f"must be a string or a number, not {type(value).__name__}")
+    text = str(value)
+    if len(text) > 256:
+        raise OptionError(field, "is longer than 256 characters")
+    if text and not pattern.match(text):
+        raise OptionError(
+            field,
+            "may contain only letters, digits and _ . : , @ % + = / - "
+            "(no spaces, quotes, newlines or shell characters, and no leading '-')",
+        )
+    return text
+
+
+def validate_user_options(user_options: dict, request_vars: set[str]) -> dict[str, str]:
+    """Validate raw ``user_options`` against the declared request variables.
+
+    Returns the template values to use. Raises :class:`OptionError` (HTTP 400)
+    on the first bad field, before anything is submitted.
+    """
+    if user_options is None:
+        return {}
+    if not isinstance(user_options, dict):
+        raise OptionError("user_options", "must be a JSON object")
+    values = {}
+    for key, value in user_options.items():
+        if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise OptionError(str(key)[:40], "is not a valid option name")
+        if key in PROTECTED:
+            raise OptionError(key, "cannot be set by users")
+        if key not in request_vars:
+            raise OptionError(key, "is not an option this server accepts")
+        values[key] = check_scalar(key, value)
+    return values

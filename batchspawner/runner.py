@@ -1,0 +1,187 @@
+"""The one place where jupyterhub-hpc runs scheduler commands.
+
+Scheduler modules decide *what* to run (an argv list, maybe a script for stdin);
+:class:`CommandRunner` decides *how*: locally, behind a prefix such as
+``sudo -E -u alice``, or over ssh to a submit host. Every call has a timeout,
+an explicit environment and never goes through a shell on this machine.
+Failures raise :class:`CommandError`, which carries everything needed to
+explain the failure: argv, exit code, stdout and stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+__all__ = [
+    "CommandError",
+    "CommandTimeout",
+    "CommandResult",
+    "CommandRunner",
+    "split_command",
+]
+
+# Environment variables whose values must never be printed.
+SECRET_ENV_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "KEY")
+
+
+def split_command(template: str | Sequence[str], **subvars) -> list[str]:
+    """Turn a configured command into an argv list.
+
+    A string is split with :func:`shlex.split` first and *then* each token is
+    formatted with ``subvars``, so a value containing spaces or shell
+    metacharacters stays one argument and is never interpreted by a shell.
+    A list is formatted token by token.
+    """
+    if isinstance(template, str):
+        tokens = shlex.split(template)
+    else:
+        tokens = list(template)
+    argv = []
+    for token in tokens:
+        formatted = token.format(**subvars) if subvars else token
+        argv.append(formatted)
+    return [a for a in argv if a != ""]
+
+
+@dataclass
+class CommandResult:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float = 0.0
+
+
+class CommandError(Exception):
+    """A scheduler command failed: non-zero exit, timeout or could not start."""
+
+    def __init__(self, argv, returncode=None, stdout="", stderr="", reason=""):
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stdout = stdout or ""
+        self.stderr = stderr or ""
+        self.reason = reason
+        super().__init__(self._message())
+
+    def _message(self):
+        cmd = shlex.join(self.argv)
+        if self.reason:
+            head = f"{self.reason}: {cmd}"
+        else:
+            head = f"command exited with {self.returncode}: {cmd}"
+        parts = [head]
+        if self.stderr.strip():
+            parts.append("stderr: " + _tail(self.stderr))
+        if self.stdout.strip():
+            parts.append("stdout: " + _tail(self.stdout))
+        return "\n".join(parts)
+
+    @property
+    def output(self):
+        """stdout and stderr together, for pattern matching."""
+        return (self.stdout or "") + "\n" + (self.stderr or "")
+
+
+class CommandTimeout(CommandError):
+    """The command did not finish within its timeout and was killed."""
+
+
+def _tail(text: str, lines: int = 10, chars: int = 2000) -> str:
+    text = text.strip()
+    tail = "\n".join(text.splitlines()[-lines:])
+    return tail[-chars:]
+
+
+@dataclass
+class CommandRunner:
+    """Runs argv lists asynchronously.
+
+    ``prefix`` is an argv list put in front of every command (``sudo -E -u
+    alice``, ``ssh -o BatchMode=yes alice@login1``). When the prefix is an ssh
+    command (``remote_shell=True``) the command is joined and quoted for the
+    remote shell with :func:`shlex.join`, because ssh passes one string to a
+    shell on the far side.
+    """
+
+    prefix: list[str] = field(default_factory=list)
+    timeout: float = 30.0
+    remote_shell: bool = False
+    log: object = None
+
+    def build_argv(self, argv: Sequence[str]) -> list[str]:
+        argv = [str(a) for a in argv]
+        if self.remote_shell:
+            return list(self.prefix) + [shlex.join(argv)]
+        return list(self.prefix) + argv
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: str | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+        cwd: str | None = None,
+    ) -> CommandResult:
+        full = self.build_argv(argv)
+        if not full:
+            raise CommandError(full, reason="empty command")
+        timeout = self.timeout if timeout is None else timeout
+        t0 = time.monotonic()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *full,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except OSError as e:
+            raise CommandError(full, reason=f"could not start ({e.strerror or e})") from e
+        data = stdin.encode() if stdin is not None else None
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(data), timeout)
+        except asyncio.TimeoutError:
+            await _kill(proc)
+            raise CommandTimeout(full, reason=f"timed out after {timeout:g} s") from None
+        except asyncio.CancelledError:
+            await _kill(proc)
+            raise
+        result = CommandResult(
+            full,
+            proc.returncode,
+            out.decode(errors="replace"),
+            err.decode(errors="replace"),
+            time.monotonic() - t0,
+        )
+        if self.log is not None:
+            self.log.debug(
+                "ran %s -> %s in %.3f s", shlex.join(full), result.returncode, result.seconds
+            )
+        if check and result.returncode != 0:
+            raise CommandError(full, result.returncode, result.stdout, result.stderr)
+        return result
+
+
+async def _kill(proc):
+    """Kill a process group we started and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+    try:
+        await asyncio.wait_for(proc.wait(), 5)
+    except asyncio.TimeoutError:
+        pass

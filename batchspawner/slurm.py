@@ -1,0 +1,174 @@
+"""Slurm: SlurmSpawner and MultiSlurmSpawner.
+
+Behaviour of Slurm 22.05 that matters here (measured on the real daemons):
+- ``sbatch --parsable`` prints ``ID`` (or ``ID;CLUSTER`` with --clusters).
+- For ``MinJobAge`` (300 s) after a job ends, ``squeue -h -j ID`` exits 0 and
+  prints nothing; with ``-t all`` it prints COMPLETED/CANCELLED/FAILED...
+- Later ``squeue -j ID`` exits 1 with "Invalid job id specified".
+- With slurmctld down: "Unable to contact slurm controller" (state unknown).
+- With ``--clusters``/``-M``, squeue prints a ``CLUSTER: name`` line first.
+"""
+
+from __future__ import annotations
+
+import re
+
+from traitlets import Dict, Unicode, default
+
+from .spawner import BatchSpawnerBase, _req
+from .states import JobState, JobStatus
+from .templating import load_template
+
+PENDING_STATES = (
+    "PENDING",
+    "CONFIGURING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "RESV_DEL_HOLD",
+    "SUSPENDED",
+    "STOPPED",
+    "RESIZING",
+)
+RUNNING_STATES = ("RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT")
+FINISHED_STATES = (
+    "COMPLETED",
+    "CANCELLED",
+    "FAILED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "OUT_OF_MEMORY",
+    "SPECIAL_EXIT",
+    "REVOKED",
+)
+
+
+def _alternatives(words):
+    return r"^(?:%s)\b" % "|".join(words)
+
+
+def first_host(nodelist: str) -> str:
+    """First host of a Slurm node list: ``node[01-04,07]`` -> ``node01``."""
+    nodelist = nodelist.strip()
+    if not nodelist or nodelist in ("n/a", "(null)"):
+        return ""
+    # the first element before a comma that is not inside brackets
+    depth = 0
+    for i, ch in enumerate(nodelist):
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            nodelist = nodelist[:i]
+            break
+    match = re.match(r"^([^\[]*)\[([^\]]*)\](.*)$", nodelist)
+    if not match:
+        return nodelist
+    prefix, ranges, suffix = match.groups()
+    first = ranges.split(",")[0].split("-")[0]
+    return f"{prefix}{first}{suffix}"
+
+
+class SlurmSpawner(BatchSpawnerBase):
+    """Runs the single-user server as a Slurm batch job (``sbatch``/``squeue``/``scancel``)."""
+
+    batch_script = Unicode(
+        load_template("slurm.sh"),
+        help=BatchSpawnerBase.batch_script.help,
+    ).tag(config=True)
+
+    batch_submit_cmd = Unicode(
+        "sbatch --parsable", help=BatchSpawnerBase.batch_submit_cmd.help
+    ).tag(config=True)
+    batch_query_cmd = Unicode(
+        "squeue -h -t all -j {job_id} -o '%T %B %r' {cluster_opt}",
+        help=BatchSpawnerBase.batch_query_cmd.help + " {cluster_opt} is --clusters=NAME when req_cluster is set.",
+    ).tag(config=True)
+    batch_cancel_cmd = Unicode(
+        "scancel {cluster_opt} {job_id}", help=BatchSpawnerBase.batch_cancel_cmd.help
+    ).tag(config=True)
+
+    state_pending_re = Unicode(_alternatives(PENDING_STATES), help=BatchSpawnerBase.state_pending_re.help).tag(
+        config=True
+    )
+    state_running_re = Unicode(_alternatives(RUNNING_STATES), help=BatchSpawnerBase.state_running_re.help).tag(
+        config=True
+    )
+    state_finished_re = Unicode(
+        _alternatives(FINISHED_STATES), help=BatchSpawnerBase.state_finished_re.help
+    ).tag(config=True)
+    state_gone_re = Unicode("Invalid job id specified", help=BatchSpawnerBase.state_gone_re.help).tag(config=True)
+    state_unknown_re = Unicode(
+        r"^slurm_load_jobs error: (?:Socket timed out on send/recv|Unable to contact slurm controller)",
+        help=BatchSpawnerBase.state_unknown_re.help,
+    ).tag(config=True)
+    state_exechost_re = Unicode(r"^\S+\s+(\S+)", help=BatchSpawnerBase.state_exechost_re.help).tag(config=True)
+
+    @default("empty_query_means_finished")
+    def _empty_finished(self):
+        # squeue -h -j ID exits 0 with no output for MinJobAge after the job ended
+        return True
+
+    @default("log_path")
+    def _log_path_default(self):
+        return "{homedir}/jupyterhub_slurmspawner_{job_id}.log"
+
+    job_id_placeholder = "%j"
+
+    req_partition = _req("Partition name to submit job to resource manager")
+    req_qos = _req("QoS name to submit job to resource manager")
+    req_gres = _req("Additional resources (gres) requested, e.g. gpu:1")
+    req_reservation = _req("Reservation name to submit to resource manager")
+    req_srun = _req(
+        "Command that launches the server inside the allocation; empty runs it directly.", "srun"
+    )
+    req_cluster = _req("Cluster name (sbatch/squeue/scancel --clusters) for multi-cluster Slurm")
+    req_job_name = _req("Job name shown in squeue", "spawner-jupyterhub")
+
+    def command_vars(self, job_id=""):
+        extra = {"cluster_opt": f"--clusters={self.req_cluster}" if self.req_cluster else ""}
+        return super().command_vars(job_id) | extra
+
+    def parse_job_id(self, output):
+        lines = [line for line in output.strip().splitlines() if line.strip()]
+        if not lines:
+            return super().parse_job_id(output)
+        job_id = lines[-1].split(";")[0].strip()
+        if not job_id.isdigit():
+            return super().parse_job_id(output)
+        return job_id
+
+    def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
+        stdout = "\n".join(line for line in stdout.splitlines() if not line.startswith("CLUSTER:"))
+        status = super().parse_query_output(returncode, stdout, stderr)
+        if status.state is JobState.RUNNING and not self.state_exechost_exp:
+            status.host = first_host(status.host)
+        if status.state is JobState.PENDING:
+            status.reason = self.pending_reason(stdout)
+        return status
+
+    def pending_reason(self, output):
+        fields = output.strip().split(None, 2)
+        if len(fields) == 3 and fields[2] not in ("None", "(null)"):
+            return fields[2]
+        return ""
+
+
+class MultiSlurmSpawner(SlurmSpawner):
+    """SlurmSpawner for clusters whose node names the hub cannot resolve.
+
+    ``daemon_resolver`` maps a node name as Slurm reports it (for example the
+    ``slurmd -N`` name of a multiple-slurmd setup) to a host name or address the
+    hub can reach.
+    """
+
+    daemon_resolver = Dict(
+        {}, help="Map node names reported by Slurm to host names the hub can connect to."
+    ).tag(config=True)
+
+    def resolve_host(self, host):
+        return super().resolve_host(self.daemon_resolver.get(host, host))

@@ -1,0 +1,643 @@
+"""BatchSpawnerBase: a JupyterHub spawner that runs single-user servers as batch jobs.
+
+This module knows no scheduler. A scheduler module (``slurm.py``...) sets
+the command templates, the script template and small parsing hooks; the flow
+(submit, wait, port callback, poll, cancel) lives here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import re
+import shlex
+import shutil
+import socket
+import sys
+import time
+
+from jupyterhub.spawner import Spawner
+from tornado import web
+from traitlets import (
+    Any,
+    Bool,
+    Dict,
+    Float,
+    Integer,
+    List,
+    Unicode,
+    default,
+    validate,
+)
+from traitlets import TraitError
+
+from .options import validate_user_options
+from .runner import CommandError, CommandRunner, split_command
+from .states import JobState, JobStatus
+from .templating import format_template, has_control_chars
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$")
+
+
+class SpawnFailed(Exception):
+    """A spawn failed for a reason the user should read on the spawn page."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.jupyterhub_message = message
+
+
+def _req(help_text, default_value="", **kw):
+    return Unicode(default_value, help=help_text, **kw).tag(config=True)
+
+
+class BatchSpawnerBase(Spawner):
+    """Base class for spawners that submit the single-user server as a batch job.
+
+    Subclasses set ``batch_script``, ``batch_submit_cmd``, ``batch_query_cmd``,
+    ``batch_cancel_cmd`` and the state regexes (all configurable), and may
+    override :meth:`parse_job_id` and :meth:`parse_query_output`.
+    """
+
+    # ---------------------------------------------------------------- hub timing
+    # A batch job waits in a queue, then a Python server starts on a node that
+    # may be busy: the hub's defaults (60 s / 30 s) are too short.
+    start_timeout = Integer(
+        600,
+        help="""Seconds from submission until the server must answer, queue wait included.
+
+        The spawn is abandoned (and the job cancelled) after this. Batch spawners wait
+        for the job to report its port *and* for the port to accept connections before
+        returning, so the hub's ``http_timeout`` only covers the final HTTP check.
+        """,
+    ).tag(config=True)
+
+    http_timeout = Integer(
+        120,
+        help="Seconds the hub waits for the server's HTTP answer after start() returns.",
+    ).tag(config=True)
+
+    ip = Unicode(
+        "0.0.0.0",
+        help="""Address the single-user server binds to inside the job.
+
+        The hub connects to the execution host the scheduler reports, so the server must
+        listen on an address reachable from the hub (all interfaces by default).""",
+    ).tag(config=True)
+
+    # ---------------------------------------------------------------- commands
+    exec_prefix = Unicode(
+        "sudo -E -u {username}",
+        help="""Prefix for submit and cancel commands, e.g. to run them as the user.
+
+        Split with shell rules, then each word is formatted with the template variables
+        ({username}, ...). An empty string runs commands as the hub's own user. When the
+        first word is ``ssh``, the command is quoted for the remote shell.""",
+    ).tag(config=True)
+
+    batch_script = Unicode(
+        "",
+        help="""Template for the batch script piped to the submit command on stdin.
+
+        Rendered with jinja2 when it contains ``{{`` or ``{%``, else with str.format.
+        Variables: every ``req_*`` trait without the prefix, ``cmd`` (the quoted
+        single-user command), ``log_path``, plus validated user options.""",
+    ).tag(config=True)
+
+    batch_submit_cmd = Unicode(
+        "", help="Command that submits the script (read from stdin) and prints the job id."
+    ).tag(config=True)
+    batch_query_cmd = Unicode(
+        "", help="Command that prints the state of job {job_id}; parsed with the state_*_re regexes."
+    ).tag(config=True)
+    batch_cancel_cmd = Unicode("", help="Command that cancels job {job_id}.").tag(config=True)
+
+    command_timeout = Float(
+        30.0,
+        help="""Seconds any scheduler command may run before it is killed.
+
+        A submit that times out fails the spawn; a query that times out makes the job
+        state *unknown* (alive), never finished.""",
+    ).tag(config=True)
+
+    batchspawner_singleuser_cmd = Unicode(
+        help="""Wrapper that runs in the job, reports the port to the hub, then starts the server.
+
+        Defaults to the absolute path of ``batchspawner-singleuser`` next to the hub's
+        Python, so the job finds it even though sudo and JupyterHub >= 5 drop PATH.
+        Set it when the compute nodes see the wrapper at another path.""",
+    ).tag(config=True)
+
+    @default("batchspawner_singleuser_cmd")
+    def _default_wrapper(self):
+        here = os.path.join(os.path.dirname(sys.executable), "batchspawner-singleuser")
+        if os.path.exists(here):
+            return here
+        return shutil.which("batchspawner-singleuser") or "batchspawner-singleuser"
+
+    # ---------------------------------------------------------------- requests
+    req_queue = _req("Queue name to submit job to resource manager")
+    req_host = _req("Host name of batch server to submit job to resource manager")
+    req_memory = _req("Memory to request from resource manager")
+    req_nprocs = _req("Number of processors to request from resource manager")
+    req_ngpus = _req("Number of GPUs to request from resource manager")
+    req_runtime = _req("Length of time for submitted job to run")
+    req_partition = _req("Partition name to submit job to resource manager")
+    req_account = _req("Account name string to pass to the resource manager")
+    req_options = _req("Other options to include into job submission script (admin only)")
+    req_prologue = _req("Script to run before single user server starts.")
+    req_epilogue = _req("Script to run after single user server ends.")
+    req_username = Unicode(help="The user name, for templates (derived from the hub user).").tag(
+        config=True
+    )
+    req_homedir = Unicode(help="The user's home directory, for templates.").tag(config=True)
+    req_keepvars = Unicode(
+        help="Comma-separated names of environment variables the job keeps (derived from get_env())."
+    ).tag(config=True)
+    req_keepvars_extra = _req("Extra environment variable names appended to keepvars.")
+
+    @default("req_username")
+    def _req_username_default(self):
+        return self.user.name
+
+    @default("req_homedir")
+    def _req_homedir_default(self):
+        try:
+            return pwd.getpwnam(self.user.name).pw_dir
+        except KeyError:
+            return os.path.join("/home", self.user.name)
+
+    @default("req_keepvars")
+    def _req_keepvars_default(self):
+        return ",".join(self.get_env().keys())
+
+    log_path = Unicode(
+        help="""Where the job writes its output, as the job script sees it.
+
+        Rendered into the script as {log_path} with the scheduler's job-id placeholder,
+        and read back (last lines, as the user) to explain a spawn that failed.
+        Formatted with {homedir}, {username}, {job_id}.""",
+    ).tag(config=True)
+
+    job_id_placeholder = ""  # e.g. %j for Slurm: the scheduler fills in the id
+
+    log_tail_lines = Integer(
+        20, help="How many lines of the job's output to show when a spawn fails."
+    ).tag(config=True)
+
+    # ---------------------------------------------------------------- states
+    state_pending_re = Unicode(
+        "", help="Regex that matches query output when the job is pending."
+    ).tag(config=True)
+    state_running_re = Unicode(
+        "", help="Regex that matches query output when the job is running."
+    ).tag(config=True)
+    state_finished_re = Unicode(
+        "",
+        help="""Regex that matches query output when the job has ended.
+
+        Only this (or the job vanishing, see state_gone_re) counts as finished: output
+        nothing matches is *unknown*, which keeps the server alive.""",
+    ).tag(config=True)
+    state_gone_re = Unicode(
+        "",
+        help="Regex on a failed query's output meaning the scheduler no longer knows the job (finished).",
+    ).tag(config=True)
+    state_unknown_re = Unicode(
+        "",
+        help="Regex on query output meaning the scheduler could not answer (state unknown).",
+    ).tag(config=True)
+    state_exechost_re = Unicode(
+        "", help="Regex with one group that extracts the execution host from query output."
+    ).tag(config=True)
+    state_exechost_exp = Unicode(
+        "",
+        help="""If set, the host is ``re.sub(state_exechost_re, state_exechost_exp, output)``.
+
+        Use it to map node names the hub cannot resolve, e.g. ``\\1.cluster.local``.""",
+    ).tag(config=True)
+    empty_query_means_finished = Bool(
+        False, help="Whether a successful query that prints nothing means the job ended."
+    ).tag(config=True)
+
+    startup_poll_interval = Float(
+        0.5, help="Seconds between job-state checks while the server starts."
+    ).tag(config=True)
+
+    cancel_wait_timeout = Float(
+        60.0, help="Seconds stop() waits for the scheduler to report the cancelled job gone."
+    ).tag(config=True)
+
+    unknown_grace = Float(
+        600.0,
+        help="Seconds of continuous *unknown* state after which the hub logs an error (the server is kept).",
+    ).tag(config=True)
+
+    # ---------------------------------------------------------------- state kept
+    job_id = Unicode("")
+    job_status = Unicode("")  # last native state text, for templates and logs
+    runner = Any(help="CommandRunner for submit/cancel (injected in tests).")
+    query_runner = Any(help="CommandRunner for queries (injected in tests).")
+
+    @default("runner")
+    def _default_runner(self):
+        return self._make_runner(self.exec_prefix)
+
+    @default("query_runner")
+    def _default_query_runner(self):
+        return self.runner
+
+    def _make_runner(self, prefix_template):
+        prefix = split_command(prefix_template, **self._identity_vars()) if prefix_template else []
+        remote = bool(prefix) and os.path.basename(prefix[0]) == "ssh"
+        return CommandRunner(prefix=prefix, timeout=self.command_timeout, remote_shell=remote, log=self.log)
+
+    @validate("exec_prefix")
+    def _check_exec_prefix(self, proposal):
+        value = proposal["value"]
+        try:
+            shlex.split(value)
+        except ValueError as e:
+            raise TraitError(f"BatchSpawnerBase.exec_prefix is not a valid command: {e}")
+        return value
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._port_future = None
+        self._events = []
+        self._unknown_since = None
+        self._last_status = None
+        self._started_at = None
+
+    # ---------------------------------------------------------------- helpers
+    def _identity_vars(self):
+        name = self.user.name
+        if not USERNAME_RE.match(name):
+            raise SpawnFailed(
+                f"User name {name!r} cannot be used as a system user name for batch jobs."
+            )
+        return {"username": name, "homedir": self.req_homedir}
+
+    def request_vars(self) -> set[str]:
+        """Names of the template variables that come from ``req_*`` traits."""
+        return {n[4:] for n in self.trait_names() if n.startswith("req_")}
+
+    def get_req_subvars(self):
+        """Template variables from every ``req_*`` trait (batchspawner 1.3 name)."""
+        return {n[4:]: getattr(self, n) for n in self.trait_names() if n.startswith("req_")}
+
+    def cmd_formatted_for_batch(self):
+        """The command the job runs: wrapper + cmd + args, each word shell-quoted."""
+        words = [self.batchspawner_singleuser_cmd] + list(self.cmd) + list(self.get_args())
+        return shlex.join(words)
+
+    def get_env(self):
+        env = super().get_env()
+        # JupyterHub >= 5 no longer keeps PATH: give the submit command and the job
+        # one that finds the scheduler tools and the hub's own bin directory first.
+        if "PATH" not in env:
+            hub_bin = os.path.dirname(sys.executable)
+            path = os.environ.get("PATH", os.defpath)
+            env["PATH"] = hub_bin + os.pathsep + path if hub_bin not in path.split(os.pathsep) else path
+        for key in ("LANG", "LC_ALL"):
+            if key in os.environ and key not in env:
+                env[key] = os.environ[key]
+        return env
+
+    def command_env(self):
+        """Environment for queries and cancels: no tokens."""
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME", "USER")}
+        env.setdefault("PATH", os.defpath)
+        return env
+
+    def command_vars(self, job_id=""):
+        """Variables for formatting command words: request values, job_id, identity."""
+        subvars = self.get_req_subvars()
+        subvars.update(self._identity_vars())
+        subvars["job_id"] = job_id
+        return subvars
+
+    def template_vars(self, user_values=None):
+        subvars = self.get_req_subvars()
+        subvars.update(user_values or {})
+        if subvars.get("keepvars_extra"):
+            subvars["keepvars"] = ",".join(v for v in (subvars["keepvars"], subvars["keepvars_extra"]) if v)
+        subvars["cmd"] = self.cmd_formatted_for_batch()
+        subvars["log_path"] = self.format_log_path(self.job_id_placeholder)
+        return subvars
+
+    def format_log_path(self, job_id):
+        if not self.log_path:
+            return ""
+        return self.log_path.format(homedir=self.req_homedir, username=self.user.name, job_id=job_id)
+
+    def render_script(self, user_values=None):
+        subvars = self.template_vars(user_values)
+        for key, value in subvars.items():
+            if key in ("prologue", "epilogue", "cmd"):
+                continue  # admin-set multi-line sections
+            if isinstance(value, str) and has_control_chars(value):
+                raise SpawnFailed(f"Template value {key!r} contains a newline or control character.")
+        return format_template(self.batch_script, **subvars)
+
+    def _event(self, progress, message):
+        self._events.append({"progress": progress, "message": message})
+        self.log.info("%s: %s", self._log_name, message)
+
+    @property
+    def _log_name(self):
+        return f"{self.user.name}:{self.name}" if self.name else self.user.name
+
+    # ---------------------------------------------------------------- scheduler hooks
+    def parse_job_id(self, output):
+        """Job id from the submit command's stdout."""
+        text = output.strip()
+        match = re.search(r"(\d+(?:\.[\w.-]+)?)", text)
+        if not match:
+            raise SpawnFailed(f"Could not find a job id in the submit output: {text[:200]!r}")
+        return match.group(1)
+
+    def state_gethost(self, output=None):
+        output = self.job_status if output is None else output
+        if not self.state_exechost_re:
+            return ""
+        if self.state_exechost_exp:
+            return re.sub(self.state_exechost_re, self.state_exechost_exp, output).strip()
+        match = re.search(self.state_exechost_re, output, re.M)
+        return match.group(1) if match else ""
+
+    def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
+        """Turn one query's result into a JobStatus using the state_* regexes."""
+        out = stdout.strip()
+        both = f"{stdout}\n{stderr}"
+        if self.state_unknown_re and re.search(self.state_unknown_re, both, re.M):
+            return JobStatus(JobState.UNKNOWN, native=out[:80], reason=_first_line(stderr or stdout))
+        if returncode != 0:
+            if self.state_gone_re and re.search(self.state_gone_re, both, re.M):
+                return JobStatus(JobState.FINISHED, native="gone")
+            return JobStatus(JobState.UNKNOWN, reason=f"query failed ({returncode}): {_first_line(stderr)}")
+        if not out:
+            if self.empty_query_means_finished:
+                return JobStatus(JobState.FINISHED, native="gone")
+            return JobStatus(JobState.UNKNOWN, reason="query printed nothing")
+        native = out.split()[0] if out.split() else ""
+        if self.state_running_re and re.search(self.state_running_re, out, re.M):
+            return JobStatus(JobState.RUNNING, host=self.state_gethost(out), native=native)
+        if self.state_pending_re and re.search(self.state_pending_re, out, re.M):
+            return JobStatus(JobState.PENDING, native=native, reason=self.pending_reason(out))
+        if self.state_finished_re and re.search(self.state_finished_re, out, re.M):
+            return JobStatus(JobState.FINISHED, native=native)
+        return JobStatus(JobState.UNKNOWN, native=native, reason=f"unrecognised query output: {out[:120]!r}")
+
+    def pending_reason(self, output):
+        return ""
+
+    # ---------------------------------------------------------------- scheduler calls
+    async def submit_batch_script(self, user_values=None):
+        script = self.render_script(user_values)
+        argv = split_command(self.batch_submit_cmd, **(self.command_vars() | (user_values or {})))
+        env = self.get_env()
+        self.log.info("%s: submitting job: %s", self._log_name, shlex.join(self.runner.build_argv(argv)))
+        try:
+            result = await self.runner.run(argv, env=env, stdin=script, cwd=self._submit_cwd())
+        except CommandError as e:
+            raise SpawnFailed(
+                "The batch system refused the job: "
+                + (_first_line(e.stderr) or e.reason or f"exit code {e.returncode}")
+                + ". Check the requested resources or ask your site's support."
+            ) from e
+        return self.parse_job_id(result.stdout)
+
+    def _submit_cwd(self):
+        home = self.req_homedir
+        return home if home and os.path.isdir(home) and not self.runner.remote_shell else None
+
+    async def query_job_status(self) -> JobStatus:
+        """Ask the scheduler about this spawner's job (one command)."""
+        if not self.job_id:
+            return JobStatus(JobState.FINISHED, native="no job")
+        argv = split_command(self.batch_query_cmd, **self.command_vars(self.job_id))
+        try:
+            result = await self.query_runner.run(argv, env=self.command_env(), check=False)
+        except CommandError as e:  # timeout or could not start
+            status = JobStatus(JobState.UNKNOWN, reason=e.reason or str(e))
+        else:
+            status = self.parse_query_output(result.returncode, result.stdout, result.stderr)
+        return self._record_status(status)
+
+    def _record_status(self, status: JobStatus) -> JobStatus:
+        self._last_status = status
+        if status.native:
+            self.job_status = f"{status.native} {status.host}".strip()
+        if status.state is JobState.UNKNOWN:
+            now = time.monotonic()
+            if self._unknown_since is None:
+                self._unknown_since = now
+                self.log.warning("%s: job %s state unknown: %s", self._log_name, self.job_id, status.reason)
+            elif now - self._unknown_since > self.unknown_grace:
+                self.log.error(
+                    "%s: job %s state unknown for %d s (%s); keeping the server",
+                    self._log_name,
+                    self.job_id,
+                    now - self._unknown_since,
+                    status.reason,
+                )
+        else:
+            self._unknown_since = None
+        return status
+
+    async def job_status_now(self) -> JobStatus:
+        """Status used by start() and poll(); the shared poller overrides it."""
+        return await self.query_job_status()
+
+    async def cancel_batch_job(self):
+        argv = split_command(self.batch_cancel_cmd, **self.command_vars(self.job_id))
+        self.log.info("%s: cancelling job %s", self._log_name, self.job_id)
+        await self.runner.run(argv, env=self.command_env())
+
+    async def read_log_tail(self):
+        path = self.format_log_path(self.job_id)
+        if not path:
+            return ""
+        try:
+            result = await self.runner.run(
+                ["tail", "-n", str(self.log_tail_lines), "--", path], env=self.command_env(), timeout=10
+            )
+        except CommandError as e:
+            return f"(could not read {path}: {_first_line(e.stderr) or e.reason})"
+        return result.stdout.strip()
+
+    # ---------------------------------------------------------------- state
+    def load_state(self, state):
+        super().load_state(state)
+        self.job_id = state.get("job_id", "")
+        self.job_status = state.get("job_status", "")
+
+    def get_state(self):
+        state = super().get_state()
+        if self.job_id:
+            state["job_id"] = self.job_id
+            state["job_status"] = self.job_status
+        return state
+
+    def clear_state(self):
+        super().clear_state()
+        self.job_id = ""
+        self.job_status = ""
+
+    def _save_state_now(self):
+        """Persist the job id at once, so a hub restart during start cannot lose it."""
+        orm = getattr(self, "orm_spawner", None)
+        db = getattr(self, "db", None)
+        if orm is None or db is None:
+            return
+        try:
+            orm.state = self.get_state()
+            db.commit()
+        except Exception:  # never fail a spawn over this
+            self.log.exception("%s: could not save job id %s", self._log_name, self.job_id)
+
+    # ---------------------------------------------------------------- Spawner API
+    async def start(self):
+        user_values = validate_user_options(self.user_options, self.request_vars())
+        self._events = []
+        self._started_at = time.monotonic()
+        if self.job_id:
+            await self._cancel_leftover_job()
+        self.port = 0
+        loop = asyncio.get_running_loop()
+        self._port_future = loop.create_future()
+        try:
+            self.job_id = await self.submit_batch_script(user_values)
+            self._save_state_now()
+            self._event(10, f"Job {self.job_id} submitted to the batch system.")
+            host = await self._wait_until_running()
+            self._event(60, f"Job {self.job_id} is running on {host}; waiting for the server to start.")
+            port = await self._wait_for_port()
+            ip = self.resolve_host(host)
+            await self._wait_for_listen(ip, port)
+            self._event(90, f"Server is listening on {ip}:{port}.")
+        finally:
+            self._port_future = None
+        self.port = port
+        return (ip, port)
+
+    async def _cancel_leftover_job(self):
+        old = self.job_id
+        status = await self.query_job_status()
+        if status.alive:
+            self.log.warning("%s: cancelling leftover job %s from an interrupted spawn", self._log_name, old)
+            try:
+                await self.cancel_batch_job()
+            except CommandError as e:
+                self.log.warning("%s: could not cancel leftover job %s: %s", self._log_name, old, e)
+        self.job_id = ""
+
+    def resolve_host(self, host):
+        """The address the hub connects to; ``state_exechost_exp`` already mapped names."""
+        return host or "127.0.0.1"
+
+    async def _job_ended(self, status):
+        tail = await self.read_log_tail()
+        msg = f"The batch job {self.job_id} ended ({status.describe()}) before the server started."
+        if tail:
+            msg += "\nLast lines of the job's output:\n" + tail
+        else:
+            msg += " The job left no output we could read."
+        self.log.error("%s: %s", self._log_name, msg)
+        raise SpawnFailed(msg)
+
+    async def _wait_until_running(self):
+        last = None
+        while True:
+            status = await self.job_status_now()
+            if status.state is JobState.RUNNING:
+                return status.host
+            if status.state is JobState.FINISHED:
+                await self._job_ended(status)
+            desc = status.describe()
+            if desc != last:
+                if status.state is JobState.PENDING:
+                    self._event(20, f"Job {self.job_id} is waiting in the queue: {desc}.")
+                else:
+                    self._event(20, f"Job {self.job_id} state not known yet: {status.reason}.")
+                last = desc
+            await asyncio.sleep(self.startup_poll_interval)
+
+    async def _wait_for_port(self):
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(self._port_future), self.startup_poll_interval * 4)
+            except asyncio.TimeoutError:
+                pass
+            status = await self.job_status_now()
+            if status.state is JobState.FINISHED:
+                await self._job_ended(status)
+
+    async def _wait_for_listen(self, ip, port):
+        while True:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 5)
+                writer.close()
+                return
+            except (OSError, asyncio.TimeoutError):
+                pass
+            status = await self.job_status_now()
+            if status.state is JobState.FINISHED:
+                await self._job_ended(status)
+            await asyncio.sleep(self.startup_poll_interval)
+
+    def report_port(self, port: int):
+        """Called by the hub's API handler when the job reports its port."""
+        fut = self._port_future
+        if fut is None or fut.done():
+            raise web.HTTPError(409 if fut is not None else 404, "This server is not waiting for a port.")
+        fut.set_result(port)
+        self.log.info("%s: job %s reported port %d", self._log_name, self.job_id, port)
+
+    async def poll(self):
+        if not self.job_id:
+            return 0
+        status = await self.job_status_now()
+        if status.state is JobState.FINISHED:
+            self.log.info("%s: job %s has ended (%s)", self._log_name, self.job_id, status.describe())
+            return 1 if status.exit_code is None else (status.exit_code or 1)
+        return None
+
+    async def stop(self, now=False):
+        if not self.job_id:
+            return
+        try:
+            await self.cancel_batch_job()
+        except CommandError as e:
+            self.log.warning("%s: cancel of job %s failed: %s", self._log_name, self.job_id, e)
+        deadline = time.monotonic() + (0 if now else self.cancel_wait_timeout)
+        while True:
+            status = await self.query_job_status()
+            if status.state is JobState.FINISHED:
+                return
+            if time.monotonic() >= deadline:
+                self.log.warning(
+                    "%s: job %s still %s after cancel", self._log_name, self.job_id, status.describe()
+                )
+                return
+            await asyncio.sleep(self.startup_poll_interval)
+
+    async def progress(self):
+        """Spawn progress: submission, queue state and reason, host, listening."""
+        sent = 0
+        while True:
+            while sent < len(self._events):
+                yield self._events[sent]
+                sent += 1
+            if not getattr(self, "_spawn_pending", False):
+                break
+            await asyncio.sleep(0.5)
+
+
+def _first_line(text):
+    for line in (text or "").splitlines():
+        if line.strip():
+            return line.strip()[:300]
+    return ""

@@ -1,0 +1,53 @@
+"""Job states and what each one means to the hub."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class JobState(str, enum.Enum):
+    """The four states every scheduler's answer is reduced to.
+
+    ``UNKNOWN`` means "we could not tell" (the query failed, timed out or
+    printed something we do not understand). The hub treats it as alive: a
+    scheduler hiccup must never drop a running server or orphan its job.
+    Only positive evidence (the scheduler answered and the job is gone or
+    ended) gives ``FINISHED``.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    FINISHED = "finished"
+    UNKNOWN = "unknown"
+
+    @property
+    def alive(self) -> bool:
+        return self is not JobState.FINISHED
+
+
+@dataclass
+class JobStatus:
+    """One job as the scheduler last described it."""
+
+    state: JobState
+    host: str = ""
+    native: str = ""  # the scheduler's own state word, e.g. COMPLETING
+    reason: str = ""  # pending reason or error explanation
+    exit_code: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def alive(self) -> bool:
+        return self.state.alive
+
+    def describe(self) -> str:
+        words = [self.native or self.state.value]
+        if self.host:
+            words.append(f"on {self.host}")
+        if self.reason:
+            words.append(f"({self.reason})")
+        return " ".join(words)
+
+
+UNKNOWN = JobStatus(JobState.UNKNOWN)

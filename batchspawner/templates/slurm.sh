@@ -1,0 +1,25 @@
+#!/bin/bash
+#SBATCH --job-name={{ job_name or 'spawner-jupyterhub' }}
+#SBATCH --output={{ log_path }}
+#SBATCH --chdir={{ homedir }}
+#SBATCH --export={{ keepvars }}
+#SBATCH --get-user-env=L
+{% if partition %}#SBATCH --partition={{ partition }}
+{% endif %}{% if runtime %}#SBATCH --time={{ runtime }}
+{% endif %}{% if memory %}#SBATCH --mem={{ memory }}
+{% endif %}{% if nprocs %}#SBATCH --cpus-per-task={{ nprocs }}
+{% endif %}{% if gres %}#SBATCH --gres={{ gres }}
+{% endif %}{% if ngpus %}#SBATCH --gpus={{ ngpus }}
+{% endif %}{% if account %}#SBATCH --account={{ account }}
+{% endif %}{% if qos %}#SBATCH --qos={{ qos }}
+{% endif %}{% if reservation %}#SBATCH --reservation={{ reservation }}
+{% endif %}{% if cluster %}#SBATCH --clusters={{ cluster }}
+{% endif %}{% if options %}#SBATCH {{ options }}
+{% endif %}
+set -euo pipefail
+
+trap 'echo SIGTERM received' TERM
+{{ prologue }}
+{% if srun %}{{ srun }} {% endif %}{{ cmd }}
+echo "jupyterhub-singleuser ended gracefully"
+{{ epilogue }}
