@@ -29,10 +29,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
 fi
 if [ "${JHPC_EDITABLE:-0}" = 1 ]; then
-  "$VENV/bin/pip" install -q -e "$here[test]"
+  "$VENV/bin/pip" install -q -e "$here[test,demo]"
 else
   # a real install, so job users can import it even if the checkout is private
-  "$VENV/bin/pip" install -q "$here[test]"
+  "$VENV/bin/pip" install -q "$here[test,demo]"
   "$VENV/bin/pip" install -q --no-deps --force-reinstall "$here"
 fi
 chmod -R a+rX "$(dirname "$VENV")"

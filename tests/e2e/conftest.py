@@ -1,0 +1,57 @@
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+import slurmtools
+from hubharness import ARTIFACTS, Hub
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def require(ok: bool, why: str):
+    """Skip when a real component truly cannot start here; in CI that is a failure."""
+    if not ok:
+        if IN_CI:
+            pytest.fail(f"component missing in CI: {why}")
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    ok, why = slurmtools.available()
+    require(ok, why)
+    require(bool(shutil.which("configurable-http-proxy")), "configurable-http-proxy not installed")
+    return True
+
+
+@pytest.fixture
+def hubs(tmp_path, request):
+    """Factory for real hubs; each is stopped (by PID) and its test jobs cancelled at teardown."""
+    started = []
+
+    def make(extra_config="", **kw):
+        hub = Hub(tmp_path / f"hub{len(started)}", extra_config, **kw)
+        started.append(hub)
+        return hub
+
+    yield make
+    for hub in started:
+        try:
+            hub.stop()
+        finally:
+            dest = ARTIFACTS / "hub-logs"
+            dest.mkdir(parents=True, exist_ok=True)
+            if hub.log_path.exists():
+                shutil.copy(hub.log_path, dest / f"{request.node.name}-{hub.workdir.name}.log")
+    # cancel only jobs these hubs submitted (other test runs may share the cluster)
+    if shutil.which("squeue"):
+        ours = set()
+        for hub in started:
+            if hub.log_path.exists():
+                ours |= set(re.findall(r"Job (\d+) submitted", hub.log_text()))
+        live = slurmtools.live_jobs()
+        slurmtools.cancel([j for j in ours if j in live])
