@@ -70,11 +70,11 @@ class BatchSpawnerAPIHandler(APIHandler):
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise web.HTTPError(400, "port must be an integer from 1 to 65535.")
         if not getattr(spawner, "_spawn_pending", False):
-            raise web.HTTPError(409, "This server is not starting.")
+            raise web.HTTPError(403, "This server is not starting.")
         target = _port_target(spawner)
         if target is None:
             raise web.HTTPError(404, "This server does not take port reports.")
-        target.report_port(port)  # raises 409 when a port was already reported
+        target.report_port(port)  # raises 403 when a port was already reported
         self.set_status(201)
         self.finish(json.dumps({"message": "port accepted", "port": port}))
 

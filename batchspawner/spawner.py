@@ -289,7 +289,7 @@ class BatchSpawnerBase(Spawner):
 
     def cmd_formatted_for_batch(self):
         """The command the job runs: wrapper + cmd + args, each word shell-quoted."""
-        words = [self.batchspawner_singleuser_cmd] + list(self.cmd) + list(self.get_args())
+        words = shlex.split(self.batchspawner_singleuser_cmd) + list(self.cmd) + list(self.get_args())
         return shlex.join(words)
 
     def get_env(self):
@@ -592,7 +592,7 @@ class BatchSpawnerBase(Spawner):
         """Called by the hub's API handler when the job reports its port."""
         fut = self._port_future
         if fut is None or fut.done():
-            raise web.HTTPError(409 if fut is not None else 404, "This server is not waiting for a port.")
+            raise web.HTTPError(403, "This server is not waiting for a port (already reported, or not starting).")
         fut.set_result(port)
         self.log.info("%s: job %s reported port %d", self._log_name, self.job_id, port)
 

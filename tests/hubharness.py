@@ -196,7 +196,9 @@ class Hub:
 
 
 def _port_free(port):
+    """True when nothing listens on the port (TIME_WAIT leftovers do not count)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True

@@ -55,3 +55,14 @@ def hubs(tmp_path, request):
                 ours |= set(re.findall(r"Job (\d+) submitted", hub.log_text()))
         live = slurmtools.live_jobs()
         slurmtools.cancel([j for j in ours if j in live])
+
+
+@pytest.fixture
+def shared_dir():
+    """A scratch directory job users can read and write (pytest's tmp_path is private to root)."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="jhpc-e2e-"))
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -38,3 +38,79 @@ def test_spawn_ready_proxy_stop(slurm, hubs, spawner_class):
         time.sleep(0.5)
     assert slurmtools.job_state(job_id) in ("", "CANCELLED", "COMPLETED")
     assert job_id not in slurmtools.live_jobs()
+
+
+def test_job_that_dies_before_reporting_fails_fast_with_log_tail(slurm, hubs):
+    hub = hubs(
+        """
+c.JupyterHub.spawner_class = 'slurm'
+c.SlurmSpawner.req_prologue = 'echo "module load failed: boom-marker-4711" >&2; exit 3'
+c.SlurmSpawner.startup_poll_interval = 0.25
+"""
+    ).start()
+    hub.ensure_user("alice")
+    t0 = time.monotonic()
+    r = hub.api("POST", "/users/alice/server", json={})
+    # the hub answers 500 with our message when the spawn fails within its slow_spawn_timeout
+    seconds = time.monotonic() - t0
+    assert r.status_code == 500, r.text
+    message = r.json()["message"]
+    assert "boom-marker-4711" in message
+    assert "ended (FAILED" in message
+    assert seconds < 15, seconds
+    assert hub.server_model("alice") is None
+
+
+def test_hub_restart_keeps_running_server(slurm, hubs):
+    hub = hubs(SLURM_CONFIG.format(spawner_class="slurm")).start()
+    r, _ = hub.spawn("alice")
+    assert hub.server_model("alice")["ready"], hub.log_tail()
+    job_id = job_id_of(hub, "alice")
+    hub.restart()
+    model = hub.server_model("alice")
+    assert model and model["ready"], hub.log_tail()
+    assert job_id_of(hub, "alice") == job_id
+    assert slurmtools.job_state(job_id) == "RUNNING"
+    assert hub.user_request("alice", "api").status_code == 200
+    assert hub.stop_server("alice")
+
+
+FLAKY_SQUEUE = """#!/bin/sh
+# A query command that fails like a broken munge while {flag} exists (test only).
+if [ -e {flag} ]; then
+  echo "squeue: error: Munge decode failed: Expired credential" >&2
+  echo "slurm_load_jobs error: Protocol authentication error" >&2
+  exit 1
+fi
+exec squeue -h -t all -j "$1" -o '%T %B %r'
+"""
+
+
+def test_query_failures_keep_server_alive(slurm, hubs, shared_dir):
+    flag = shared_dir / "broken"
+    script = shared_dir / "flaky-squeue"
+    script.write_text(FLAKY_SQUEUE.format(flag=flag))
+    script.chmod(0o755)
+    hub = hubs(
+        f"""
+c.JupyterHub.spawner_class = 'slurm'
+c.SlurmSpawner.batch_query_cmd = '{script} {{job_id}}'
+c.SlurmSpawner.poll_interval = 1
+c.SlurmSpawner.startup_poll_interval = 0.25
+"""
+    ).start()
+    hub.spawn("alice")
+    assert hub.server_model("alice")["ready"], hub.log_tail()
+    job_id = job_id_of(hub, "alice")
+    flag.touch()
+    time.sleep(8)  # several hub polls (poll_interval = 1 s) all fail
+    assert "state unknown" in hub.log_text()
+    model = hub.server_model("alice")
+    assert model and model["ready"]
+    assert slurmtools.job_state(job_id) == "RUNNING"
+    assert hub.user_request("alice", "api").status_code == 200
+    flag.unlink()
+    time.sleep(3)
+    assert hub.server_model("alice")["ready"]
+    assert hub.user_request("alice", "api").status_code == 200
+    assert hub.stop_server("alice")
