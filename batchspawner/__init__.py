@@ -1,6 +1,7 @@
 """jupyterhub-hpc batch spawners: run JupyterHub single-user servers as batch jobs."""
 
 from . import api  # noqa: F401  (registers POST /hub/api/batchspawner)
+from .gridengine import GridengineSpawner
 from .runner import CommandError, CommandRunner, CommandTimeout
 from .slurm import MultiSlurmSpawner, SlurmSpawner
 from .spawner import BatchSpawnerBase, SpawnFailed
@@ -13,6 +14,7 @@ __all__ = [
     "CommandError",
     "CommandRunner",
     "CommandTimeout",
+    "GridengineSpawner",
     "JobState",
     "JobStatus",
     "MultiSlurmSpawner",

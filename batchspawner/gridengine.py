@@ -1,0 +1,165 @@
+"""Grid Engine (Son of Grid Engine 8.1, also Univa/Altair GE and OGS): GridengineSpawner.
+
+Behaviour of SGE 8.1.9 that matters here (measured on the real daemons, see
+tests/fixtures/gridengine):
+- ``qsub -terse`` prints only the job id; the script is read from stdin.
+- The usual queue (``shell_start_mode posix_compliant``) ignores ``#!/bin/bash``:
+  the submit command passes ``-S /bin/bash``.
+- ``qstat -xml`` lists running jobs under ``queue_info`` (state ``r``, ``t`` while
+  transferring, ``dr`` while being deleted) with ``queue_name`` ``all.q@host``, and
+  pending ones under ``job_info`` (``qw``, ``hqw``, ``Eqw`` in error state).
+- A finished job simply vanishes from ``qstat``; ``qstat -j ID`` then exits 1 with
+  "Following jobs do not exist".
+- Plain ``qstat`` lists only the caller's jobs, so the query names the user.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+from traitlets import Unicode, default
+
+from .spawner import BatchSpawnerBase, _req
+from .states import JobState, JobStatus
+from .templating import load_template
+
+SUSPENDED_LETTERS = set("sST")
+
+
+def queue_host(queue_name: str) -> str:
+    """Host of a queue instance: ``all.q@node1.example.org`` -> ``node1.example.org``."""
+    queue_name = (queue_name or "").strip()
+    if "@" not in queue_name:
+        return ""
+    return queue_name.split("@", 1)[1].strip()
+
+
+def find_job(xml_text: str, job_id: str):
+    """The ``job_list`` element of ``job_id`` in ``qstat -xml`` output, or None.
+
+    Raises ValueError when the text is not qstat XML (so the caller reports *unknown*).
+    """
+    try:
+        root = ET.fromstring(xml_text)
+    except ET.ParseError as e:
+        raise ValueError(f"qstat printed no valid XML ({e})") from None
+    if root.tag != "job_info":
+        raise ValueError(f"unexpected qstat XML root <{root.tag}>")
+    for job in root.iter("job_list"):
+        if (job.findtext("JB_job_number") or "").strip() == str(job_id):
+            return job
+    return None
+
+
+class GridengineSpawner(BatchSpawnerBase):
+    """Runs the single-user server as a Grid Engine job (``qsub``/``qstat -xml``/``qdel``)."""
+
+    batch_script = Unicode(
+        load_template("gridengine.sh"),
+        help=BatchSpawnerBase.batch_script.help,
+    ).tag(config=True)
+
+    batch_submit_cmd = Unicode(
+        "qsub -terse -S /bin/bash",
+        help=BatchSpawnerBase.batch_submit_cmd.help
+        + " -S /bin/bash because the usual posix_compliant queues ignore the #! line.",
+    ).tag(config=True)
+    batch_query_cmd = Unicode(
+        "qstat -xml -u {username}",
+        help=BatchSpawnerBase.batch_query_cmd.help
+        + """ The output is qstat XML; a job missing from a valid answer has finished.
+        -u {username} makes it work whether or not exec_prefix runs it as the user
+        (plain qstat lists only the caller's jobs).""",
+    ).tag(config=True)
+    batch_cancel_cmd = Unicode("qdel {job_id}", help=BatchSpawnerBase.batch_cancel_cmd.help).tag(
+        config=True
+    )
+
+    state_gone_re = Unicode(
+        r"Following jobs do not exist|job \"?\d+\"? does not exist",
+        help=BatchSpawnerBase.state_gone_re.help,
+    ).tag(config=True)
+    state_unknown_re = Unicode(
+        r"unable to contact qmaster|unable to send message to qmaster|commlib error|can't unpack gdi request",
+        help=BatchSpawnerBase.state_unknown_re.help,
+    ).tag(config=True)
+    state_exechost_re = Unicode(
+        "",
+        help="""Optional regex applied to the host taken from queue_name (``all.q@HOST`` -> HOST).
+
+        With state_exechost_exp set, the host becomes ``re.sub(state_exechost_re,
+        state_exechost_exp, HOST)``, e.g. to map node names the hub cannot resolve.""",
+    ).tag(config=True)
+
+    @default("log_path")
+    def _log_path_default(self):
+        return "{homedir}/jupyterhub_gridengine_{job_id}.log"
+
+    job_id_placeholder = "$JOB_ID"  # a qsub -o pseudo variable
+
+    req_pe = _req(
+        """Parallel environment used to request req_nprocs slots (``#$ -pe PE N``).
+
+        Empty (default): no -pe line, the job gets one slot whatever req_nprocs says,
+        because PE names are site-specific (``smp``, ``shm``, ``mpi``...)."""
+    )
+    req_memory_resource = _req(
+        "Resource complex that req_memory sets (``#$ -l NAME=VALUE``): h_vmem, mem_free, m_mem_free...",
+        "h_vmem",
+    )
+    req_gpu_resource = _req(
+        """Consumable resource that req_ngpus sets (``#$ -l NAME=N``), e.g. ``gpu``.
+
+        Empty (default): GPUs cannot be requested, since the name is site-specific."""
+    )
+    req_project = _req("Project (``#$ -P``) the job is charged to.")
+    req_job_name = _req("Job name shown in qstat", "spawner-jupyterhub")
+
+    def parse_job_id(self, output):
+        lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+        # -terse prints "ID" (array jobs: "ID.1-10:1"); without it "Your job ID (...) has been submitted"
+        for line in lines:
+            match = re.match(r"^(\d+)(?:\.\S+)?$", line) or re.match(r"^Your job(?:-array)? (\d+)", line)
+            if match:
+                return match.group(1)
+        return super().parse_job_id(output)
+
+    def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
+        if not stdout.lstrip().startswith("<"):
+            # not XML: a failed query, or an admin-configured non-XML query command
+            return super().parse_query_output(returncode, stdout, stderr)
+        if returncode != 0:
+            return super().parse_query_output(returncode, stdout, stderr)
+        try:
+            job = find_job(stdout, self.job_id)
+        except ValueError as e:
+            return JobStatus(JobState.UNKNOWN, reason=str(e))
+        if job is None:
+            return JobStatus(JobState.FINISHED, native="gone")
+        return self.job_status_from_xml(job)
+
+    def job_status_from_xml(self, job) -> JobStatus:
+        code = (job.findtext("state") or "").strip()
+        host = self.map_host(queue_host(job.findtext("queue_name") or ""))
+        letters = set(code)
+        if "E" in letters:
+            return JobStatus(
+                JobState.FINISHED,
+                native=code,
+                reason=f"the job is in error state and will not start; `qstat -j {self.job_id}` shows why",
+            )
+        reason = "being deleted" if "d" in letters else ""
+        if letters & SUSPENDED_LETTERS:
+            return JobStatus(JobState.PENDING, native=code, host=host, reason="suspended")
+        if letters & {"r", "t"} and host:
+            return JobStatus(JobState.RUNNING, native=code, host=host, reason=reason)
+        if letters & {"q", "w", "h", "t", "d"}:
+            reason = reason or ("on hold" if "h" in letters else "")
+            return JobStatus(JobState.PENDING, native=code, reason=reason)
+        return JobStatus(JobState.UNKNOWN, native=code, reason=f"unrecognised Grid Engine state {code!r}")
+
+    def map_host(self, host):
+        if host and self.state_exechost_re and self.state_exechost_exp:
+            return re.sub(self.state_exechost_re, self.state_exechost_exp, host).strip()
+        return host

@@ -1,0 +1,79 @@
+"""SlurmSpawner parsers over output captured from the real Slurm 22.05 (tests/fixtures/slurm)."""
+
+import pytest
+
+from batchspawner import JobState, SlurmSpawner, SpawnFailed
+from batchspawner.slurm import first_host
+from fakes import fixture
+from helpers import make_spawner
+
+S = "slurm/"
+
+# (fixture, returncode, expected state, native, host, reason)
+QUERY_CASES = [
+    ("squeue_pending_held.txt", 0, JobState.PENDING, "PENDING", "", "JobHeldUser"),
+    ("squeue_pending_begin.txt", 0, JobState.PENDING, "PENDING", "", "BeginTime"),
+    ("squeue_running.txt", 0, JobState.RUNNING, "RUNNING", "localhost", ""),
+    ("squeue_completing.txt", 0, JobState.RUNNING, "COMPLETING", "localhost", ""),
+    ("squeue_completed.txt", 0, JobState.FINISHED, "COMPLETED", "", ""),
+    ("squeue_cancelled.txt", 0, JobState.FINISHED, "CANCELLED", "", ""),
+    ("squeue_failed.txt", 0, JobState.FINISHED, "FAILED", "", ""),
+    ("squeue_empty_after_end.txt", 0, JobState.FINISHED, "gone", "", ""),
+    ("squeue_invalid_job_id.txt", 1, JobState.FINISHED, "gone", "", ""),
+    ("squeue_clusters_no_dbd.txt", 1, JobState.UNKNOWN, "", "", "Problem talking to database"),
+    ("squeue_clusters_running.txt", 0, JobState.RUNNING, "RUNNING", "gpu-b017", ""),
+]
+
+
+@pytest.mark.parametrize(
+    "name,rc,state,native,host,reason",
+    QUERY_CASES,
+    ids=[c[0][len("squeue_"):-4] for c in QUERY_CASES],
+)
+def test_query_fixture(name, rc, state, native, host, reason):
+    sp = make_spawner(SlurmSpawner)
+    sp.job_id = "12"
+    text = fixture(S + name)
+    stdout, stderr = (text, "") if rc == 0 else ("", text)
+    status = sp.parse_query_output(rc, stdout, stderr)
+    assert status.state is state, status
+    assert status.native == native
+    assert status.host == host
+    assert reason in status.reason
+
+
+SUBMIT_CASES = [
+    ("parsable", "sbatch_parsable.txt", "12"),
+    ("parsable-with-cluster", "sbatch_parsable_cluster.txt", "1234"),
+]
+
+
+@pytest.mark.parametrize("name,job_id", [c[1:] for c in SUBMIT_CASES], ids=[c[0] for c in SUBMIT_CASES])
+def test_job_id(name, job_id):
+    assert make_spawner(SlurmSpawner).parse_job_id(fixture(S + name)) == job_id
+
+
+def test_submit_refused_without_slurmdbd_is_not_a_job_id():
+    with pytest.raises(SpawnFailed):
+        make_spawner(SlurmSpawner).parse_job_id("")
+
+
+NODELISTS = fixture(S + "nodelists.txt").split()
+FIRST_HOSTS = ["node01", "gpu-a1", "rack1-n01", "node1"]
+
+
+@pytest.mark.parametrize("nodelist,host", list(zip(NODELISTS, FIRST_HOSTS)), ids=NODELISTS)
+def test_first_host_of_real_node_lists(nodelist, host):
+    assert first_host(nodelist) == host
+
+
+@pytest.mark.parametrize("nodelist", ["", "n/a", "(null)"], ids=["empty", "n/a", "null"])
+def test_no_host(nodelist):
+    assert first_host(nodelist) == ""
+
+
+def test_running_node_list_gives_first_host():
+    sp = make_spawner(SlurmSpawner)
+    sp.job_id = "12"
+    status = sp.parse_query_output(0, "RUNNING node[01-04,07] None\n", "")
+    assert (status.state, status.host) == (JobState.RUNNING, "node01")
