@@ -106,7 +106,10 @@ class SlurmSpawner(BatchSpawnerBase):
         r"^slurm_load_jobs error: (?:Socket timed out on send/recv|Unable to contact slurm controller)",
         help=BatchSpawnerBase.state_unknown_re.help,
     ).tag(config=True)
-    state_exechost_re = Unicode(r"^\S+\s+(\S+)", help=BatchSpawnerBase.state_exechost_re.help).tag(config=True)
+    # the whole line matches, so a 1.3-style state_exechost_exp (re.sub on the output) yields just the host
+    state_exechost_re = Unicode(
+        r"^\S+\s+(\S+)(?:\s.*)?$", help=BatchSpawnerBase.state_exechost_re.help
+    ).tag(config=True)
 
     @default("empty_query_means_finished")
     def _empty_finished(self):
@@ -129,18 +132,37 @@ class SlurmSpawner(BatchSpawnerBase):
     req_cluster = _req("Cluster name (sbatch/squeue/scancel --clusters) for multi-cluster Slurm")
     req_job_name = _req("Job name shown in squeue", "spawner-jupyterhub")
 
+    job_cluster = Unicode("", help="Cluster sbatch placed the job on (from 'ID;cluster'); kept in state.")
+
     def command_vars(self, job_id=""):
-        extra = {"cluster_opt": f"--clusters={self.req_cluster}" if self.req_cluster else ""}
+        cluster = self.job_cluster or self.req_cluster
+        extra = {"cluster_opt": f"--clusters={cluster}" if cluster else ""}
         return super().command_vars(job_id) | extra
 
     def parse_job_id(self, output):
         lines = [line for line in output.strip().splitlines() if line.strip()]
         if not lines:
             return super().parse_job_id(output)
-        job_id = lines[-1].split(";")[0].strip()
+        # sbatch --parsable prints "ID" or "ID;CLUSTER"; warnings may come before it
+        job_id, _, cluster = lines[-1].strip().partition(";")
         if not job_id.isdigit():
             return super().parse_job_id(output)
+        self.job_cluster = cluster.strip()
         return job_id
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.job_cluster = state.get("job_cluster", "")
+
+    def get_state(self):
+        state = super().get_state()
+        if self.job_id and self.job_cluster:
+            state["job_cluster"] = self.job_cluster
+        return state
+
+    def clear_state(self):
+        super().clear_state()
+        self.job_cluster = ""
 
     def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
         stdout = "\n".join(line for line in stdout.splitlines() if not line.startswith("CLUSTER:"))

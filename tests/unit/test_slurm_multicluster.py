@@ -100,11 +100,6 @@ def test_exechost_exp_with_own_regex_maps_node_name():
     assert status.host == "localhost.ib.example.org"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="slurm.py bug: the default state_exechost_re matches only the first two columns, so a 1.3 config "
-    "that sets only state_exechost_exp keeps the '%r' reason column in the host ('node.domain None')",
-)
 def test_exechost_exp_alone_as_in_batchspawner_13_configs():
     sp = make_spawner(SlurmSpawner, state_exechost_exp=r"\1.ib.example.org")
     sp.job_id = "12"
@@ -112,12 +107,6 @@ def test_exechost_exp_alone_as_in_batchspawner_13_configs():
     assert status.host == "localhost.ib.example.org"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="slurm.py bug: the cluster sbatch prints ('ID;cluster') is dropped, so a job placed on a cluster "
-    "chosen by #SBATCH --clusters in req_options (or by SLURM_CLUSTERS) is queried on the local cluster, "
-    "'Invalid job id' then reads as finished and the job is orphaned",
-)
 async def test_cluster_printed_by_sbatch_is_used_for_query_and_cancel():
     runner = FakeRunner(responder("1234;clusterb\n"))
     sp = make_spawner(SlurmSpawner, runner, req_options="--clusters=clusterb")
