@@ -55,6 +55,11 @@ def find_job(xml_text: str, job_id: str):
 class GridengineSpawner(BatchSpawnerBase):
     """Runs the single-user server as a Grid Engine job (``qsub``/``qstat -xml``/``qdel``)."""
 
+    @default("token_via_file")
+    def _token_via_file_default(self):
+        # qstat -j prints any job's env_list to every user: keep the token out of it
+        return True
+
     batch_script = Unicode(
         load_template("gridengine.sh"),
         help=BatchSpawnerBase.batch_script.help,

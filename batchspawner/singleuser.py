@@ -110,6 +110,15 @@ def main(argv=None) -> int:
     if not argv:
         print("usage: batchspawner-singleuser COMMAND [ARGS...]", file=sys.stderr)
         return 2
+    token_file = os.environ.pop("JUPYTERHUB_API_TOKEN_FILE", "")
+    if token_file:
+        try:
+            with open(token_file) as f:
+                os.environ["JUPYTERHUB_API_TOKEN"] = f.read().strip()
+            os.unlink(token_file)
+        except OSError as e:
+            print(f"batchspawner-singleuser: cannot read the token file {token_file}: {e.strerror}", file=sys.stderr)
+            return 2
     try:
         api_url = os.environ["JUPYTERHUB_API_URL"]
         token = os.environ.get("JUPYTERHUB_API_TOKEN") or os.environ["JPY_API_TOKEN"]

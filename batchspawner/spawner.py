@@ -11,6 +11,7 @@ import asyncio
 import os
 import pwd
 import re
+import secrets
 import shlex
 import shutil
 import socket
@@ -182,6 +183,22 @@ class BatchSpawnerBase(Spawner):
 
     job_id_placeholder = ""  # e.g. %j for Slurm: the scheduler fills in the id
 
+    token_via_file = Bool(
+        False,
+        help="""Pass the server's API token to the job in a file instead of its environment.
+
+        Use it where the scheduler shows a job's environment to other users (Grid Engine's
+        ``qstat -j`` prints ``env_list`` for any job). The hub writes the token, as the user
+        (through ``exec_prefix``), to a new mode-0600 file under ``token_dir``; the job's
+        wrapper reads it, deletes it and hands the token to the server in its own environment.
+        ``JUPYTERHUB_API_TOKEN`` is then absent from the job's environment and ``keepvars``.""",
+    ).tag(config=True)
+
+    token_dir = Unicode(
+        "{homedir}",
+        help="Directory (as the job sees it, formatted with {homedir}, {username}) for token_via_file.",
+    ).tag(config=True)
+
     log_tail_lines = Integer(
         20, help="How many lines of the job's output to show when a spawn fails."
     ).tag(config=True)
@@ -303,7 +320,35 @@ class BatchSpawnerBase(Spawner):
         for key in ("LANG", "LC_ALL"):
             if key in os.environ and key not in env:
                 env[key] = os.environ[key]
+        if self.token_via_file:
+            env.pop("JUPYTERHUB_API_TOKEN", None)
+            env.pop("JPY_API_TOKEN", None)
+            env["JUPYTERHUB_API_TOKEN_FILE"] = self._token_path()
         return env
+
+    def _token_path(self):
+        if not getattr(self, "_token_file", None):
+            directory = self.token_dir.format(homedir=self.req_homedir, username=self.user.name)
+            self._token_file = os.path.join(directory, f".jupyterhub-hpc-token-{secrets.token_hex(8)}")
+        return self._token_file
+
+    async def _write_token_file(self):
+        """Create the token file as the user: new file (noclobber), mode 0600, token on stdin."""
+        argv = ["sh", "-c", 'set -C; umask 077; cat > "$1"', "write-token", self._token_path()]
+        try:
+            await self.runner.run(argv, env=self.command_env(), stdin=self.api_token)
+        except CommandError as e:
+            raise SpawnFailed(f"Could not hand the server its token: {_first_line(e.stderr) or e.reason}") from e
+
+    async def _remove_token_file(self):
+        path = getattr(self, "_token_file", None)
+        if not path:
+            return
+        self._token_file = None
+        try:
+            await self.runner.run(["rm", "-f", "--", path], env=self.command_env(), timeout=10)
+        except CommandError as e:
+            self.log.warning("%s: could not remove token file %s: %s", self._log_name, path, e.reason or e)
 
     def command_env(self):
         """Environment for queries and cancels: no tokens."""
@@ -509,6 +554,9 @@ class BatchSpawnerBase(Spawner):
         loop = asyncio.get_running_loop()
         self._port_future = loop.create_future()
         try:
+            self._token_file = None
+            if self.token_via_file:
+                await self._write_token_file()
             self.job_id = await self.submit_batch_script(user_values)
             self._save_state_now()
             self._event(10, f"Job {self.job_id} submitted to the batch system.")
@@ -518,6 +566,9 @@ class BatchSpawnerBase(Spawner):
             ip = self.resolve_host(host)
             await self._wait_for_listen(ip, port)
             self._event(90, f"Server is listening on {ip}:{port}.")
+        except BaseException:
+            await self._remove_token_file()
+            raise
         finally:
             self._port_future = None
         self.port = port

@@ -2,6 +2,7 @@
 
 import re
 import shutil
+import subprocess
 import time
 
 import pytest
@@ -55,6 +56,10 @@ def test_spawn_ready_proxy_stop(gridengine, sge_hubs, spawner_class):
     assert model and model["ready"], hub.log_tail()
     job_id = job_id_of(hub, "alice")
     assert sgetools.job_state(job_id) == "r"
+    # any user can read a job's env_list with qstat -j: the token must not be in it
+    shown = subprocess.run(["sudo", "-u", "bob", "qstat", "-j", job_id], capture_output=True, text=True).stdout
+    assert "JUPYTERHUB_API_TOKEN_FILE=" in shown
+    assert "JUPYTERHUB_API_TOKEN=" not in shown and "JPY_API_TOKEN=" not in shown
     resp = hub.user_request("alice", "api")
     assert resp.status_code == 200, resp.text
     assert "version" in resp.json()

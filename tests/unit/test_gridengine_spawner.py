@@ -100,8 +100,10 @@ async def test_job_that_ends_before_reporting_fails_with_log_tail():
     with pytest.raises(SpawnFailed, match="ended") as err:
         await sp.start()
     assert "No such file or directory" in str(err.value)
-    assert ["tail", "-n", "20", "--"] == runner.calls[-1].argv[:4]
-    assert runner.calls[-1].argv[-1].endswith("jupyterhub_gridengine_1.log")
+    assert ["tail", "-n", "20", "--"] in [c.argv[:4] for c in runner.calls]
+    assert runner.calls[-1].argv[:3] == ["rm", "-f", "--"]  # the token file is removed
+    tail = [c.argv for c in runner.calls if c.argv[0] == "tail"][0]
+    assert tail[-1].endswith("jupyterhub_gridengine_1.log")
 
 
 async def test_error_state_job_fails_spawn_then_stop_deletes_it():

@@ -98,3 +98,17 @@ def test_main_without_hub_env_fails_clearly(monkeypatch, capsys):
     monkeypatch.delenv("JUPYTERHUB_API_URL", raising=False)
     assert singleuser.main(["jupyterhub-singleuser"]) == 2
     assert "JUPYTERHUB_API_URL is not set" in capsys.readouterr().err
+
+
+def test_token_file_is_read_and_deleted(tmp_path, monkeypatch):
+    token_file = tmp_path / "tok"
+    token_file.write_text("tok-from-file\n")
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN_FILE", str(token_file))
+    monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
+    monkeypatch.delenv("JUPYTERHUB_API_URL", raising=False)
+    # stops at the missing API URL, after taking the token from the file
+    assert singleuser.main(["jupyterhub-singleuser"]) == 2
+    import os
+
+    assert os.environ["JUPYTERHUB_API_TOKEN"] == "tok-from-file"
+    assert not token_file.exists()

@@ -35,6 +35,8 @@ class Cluster:
         if cmd == "scancel":
             self.cancelled.add(argv[-1])
             return Reply()
+        if cmd in ("sh", "rm"):  # token file written / removed as the user
+            return Reply()
         if cmd == "tail":
             return Reply(stdout="line1\nImportError: no module named jupyterhub\n")
         if cmd == "squeue":
@@ -270,3 +272,29 @@ def test_format_style_1_3_template_still_works():
 )
 def test_first_host(nodelist, host):
     assert first_host(nodelist) == host
+
+
+async def test_token_via_file_keeps_token_out_of_env_and_script(listener):
+    cluster = Cluster(["RUNNING 127.0.0.1 None"])
+    spawner, runner = spawner_with(cluster, token_via_file=True)
+    await _start_and_report(spawner, listener)
+    write, submit = runner.calls[0], runner.calls[1]
+    assert write.argv[:3] == ["sh", "-c", 'set -C; umask 077; cat > "$1"']
+    path = write.argv[-1]
+    assert path.startswith("/home/alice/.jupyterhub-hpc-token-")
+    assert write.stdin == "secret-token-value"
+    assert "secret-token-value" not in repr(write.env)
+    assert submit.argv == ["sbatch", "--parsable"]
+    assert "JUPYTERHUB_API_TOKEN" not in submit.env and "JPY_API_TOKEN" not in submit.env
+    assert submit.env["JUPYTERHUB_API_TOKEN_FILE"] == path
+    assert "secret-token-value" not in submit.stdin
+    assert "JUPYTERHUB_API_TOKEN_FILE" in submit.stdin and "JUPYTERHUB_API_TOKEN," not in submit.stdin
+
+
+async def test_token_file_removed_when_spawn_fails():
+    cluster = Cluster(["FAILED localhost NonZeroExitCode"])
+    spawner, runner = spawner_with(cluster, token_via_file=True)
+    with pytest.raises(SpawnFailed):
+        await spawner.start()
+    path = runner.calls[0].argv[-1]
+    assert ["rm", "-f", "--", path] in [c.argv for c in runner.calls]
