@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 import jinja2
 from jupyterhub.spawner import Spawner
 from jupyterhub.utils import maybe_future
-from tornado import web
-from traitlets import Any, List, TraitError, Unicode, default, import_item, validate
+from traitlets import Any, List, TraitError, Unicode, import_item, validate
 
 from batchspawner.options import OptionError
 
@@ -306,7 +305,13 @@ class ProfilesSpawner(WrapSpawner):
         if saved:
             self.log.warning("%s: profile %r changed; rebuilding %s from state", self._log_name, self.child_profile, saved)
             return _load_class(saved), profile.config if profile else {}
-        raise web.HTTPError(500, f"Saved profile {self.child_profile!r} no longer exists and no class was saved")
+        self.log.error(
+            "%s: saved profile %r no longer exists and its state names no class; the server's job "
+            "cannot be tracked. Put the profile back in ProfilesSpawner.profiles and restart the hub.",
+            self._log_name,
+            self.child_profile,
+        )
+        return None, None
 
     def clear_state(self):
         super().clear_state()

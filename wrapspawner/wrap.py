@@ -244,8 +244,11 @@ class WrapSpawner(Spawner):
         child_state = self.child_spawner.get_state() if self.child_spawner is not None else self.child_state
         if child_state:
             state["child_state"] = child_state
-            cls = type(self.child_spawner) if self.child_spawner is not None else self.child_class
-            state["child_class"] = qualname(cls)
+            if self.child_spawner is not None:
+                state["child_class"] = qualname(type(self.child_spawner))
+            elif getattr(self, "_saved_child_class", None):
+                state["child_class"] = self._saved_child_class
+
             if self.child_values:
                 state["child_values"] = dict(self.child_values)
         return state
@@ -256,7 +259,10 @@ class WrapSpawner(Spawner):
         if not child_state:
             return
         self.child_state = child_state
+        self._saved_child_class = state.get("child_class")
         child_class, child_config = self.restored_child(state)
+        if child_class is None:
+            return  # logged; child_state is kept so the next get_state() does not lose the job
         self.build_child(child_class, child_config, state.get("child_values") or {}, state=child_state)
 
     def restored_child(self, state):
@@ -276,3 +282,4 @@ class WrapSpawner(Spawner):
         self.child_state = {}
         self.child_values = {}
         self.child_spawner = None
+        self._saved_child_class = None

@@ -6,7 +6,6 @@ import re
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from traitlets.config import Config
 
 from batchspawner.options import OptionError
 from batchspawner.spawner import SpawnFailed

@@ -3,7 +3,7 @@
 import asyncio
 
 import pytest
-from jupyterhub.spawner import LocalProcessSpawner, Spawner
+from jupyterhub.spawner import LocalProcessSpawner
 from jupyterhub.utils import maybe_future
 from traitlets import default
 from traitlets.config import Config
@@ -145,3 +145,16 @@ def test_profiles_config_errors_name_the_trait():
         make_wrapper(ProfilesSpawner, profiles=[
             {"key": "x", "class": "batchspawner.SlurmSpawner", "fields": {"account": {"type": "text"}}}
         ])
+
+
+async def test_state_written_by_wrapspawner_101_is_loaded():
+    runner = fake_runner()
+    wrapper = make_wrapper(ProfilesSpawner, profiles=profiles(runner))
+    # wrapspawner 1.0.1 + batchspawner 1.3 state: no child_class, same job keys
+    wrapper.load_state({"profile": "hpc", "child_state": {"job_id": "31", "job_status": "RUNNING localhost"}})
+    assert isinstance(wrapper.child_spawner, SlurmSpawner) and wrapper.child_spawner.job_id == "31"
+    assert await wrapper.poll() is None and "31" in runner.calls[-1].argv
+    # a profile that disappeared: logged, state kept, nothing raised at hub start
+    gone = make_wrapper(ProfilesSpawner, profiles=profiles(runner))
+    gone.load_state({"profile": "removed", "child_state": {"job_id": "32"}})
+    assert gone.child_spawner is None and gone.get_state() == {"profile": "removed", "child_state": {"job_id": "32"}}

@@ -17,7 +17,7 @@ def slurm_responder(state="RUNNING localhost None"):
     return respond
 
 
-def make_wrapper(cls, runner=None, name="alice", groups=(), **traits):
+def make_wrapper(cls, name="alice", groups=(), **traits):
     spawner = make_spawner(cls, None, name=name, **traits)
     spawner.user.groups = [SimpleNamespace(name=g) for g in groups]
     return spawner
