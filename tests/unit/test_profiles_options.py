@@ -1,0 +1,207 @@
+"""ProfilesSpawner: visibility, validation of the form and of REST user_options, hostile values, 1.0.1 configs."""
+
+import asyncio
+import re
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from batchspawner.options import OptionError
+from batchspawner.spawner import SpawnFailed
+from fakes import FakeRunner, Reply
+from wraphelpers import make_wrapper
+from wrapspawner import ProfilesSpawner
+
+FIELDS = {
+    "partition": {"type": "choice", "choices": {"debug": "Debug", "long": "Long"}, "default": "debug"},
+    "nprocs": {"type": "int", "min": 1, "max": 8, "default": 1},
+    "memory": {"type": "memory", "min": "1G", "max": "16G", "default": "2G"},
+    "runtime": {"type": "walltime", "max": "1-00:00:00", "default": "01:00:00"},
+    "account": {"type": "text", "regex": r"proj[0-9]{1,4}", "default": "proj1"},
+}
+# the #SBATCH option each field's value lands on in the Slurm template
+SBATCH = {"partition": "--partition", "nprocs": "--cpus-per-task", "memory": "--mem", "runtime": "--time",
+          "account": "--account"}
+
+
+def site_profiles(runner=None):
+    plumbing = {"runner": runner, "query_runner": runner, "startup_poll_interval": 0.01} if runner else {}
+    return [
+        {"key": "hpc", "display": "Slurm", "class": "batchspawner.SlurmSpawner", "config": plumbing, "fields": FIELDS},
+        {"key": "a-only", "display": "Group A", "class": "batchspawner.SlurmSpawner", "groups": ["A"]},
+        {"key": "b-only", "display": "Group B", "class": "batchspawner.SlurmSpawner", "groups": ["B"],
+         "description": "For B <only>"},
+        {"key": "carol", "display": "Carol's", "class": "batchspawner.SlurmSpawner", "users": ["carol"]},
+        {"key": "named", "display": "Named", "class": "batchspawner.SlurmSpawner",
+         "visible": lambda spawner: spawner.user.name.startswith("a")},
+    ]
+
+
+async def test_form_shows_only_visible_profiles_and_refuses_invisible_post():
+    wrapper = make_wrapper(ProfilesSpawner, profiles=site_profiles(), groups=["A"])
+    form = await wrapper.get_options_form()
+    shown = re.findall(r'name="profile"[^>]*value="([^"]+)"', form)
+    assert shown == ["hpc", "a-only", "named"]
+    with pytest.raises(OptionError) as err:
+        await wrapper.options_from_form({"profile": ["b-only"]})
+    assert err.value.status_code == 400 and err.value.field == "profile"
+    # the REST API path: same refusal, before any child exists
+    wrapper.user_options = {"profile": "carol"}
+    with pytest.raises(OptionError, match="not a profile available"):
+        await wrapper.run_pre_spawn_hook()
+    assert wrapper.child_spawner is None
+
+
+async def test_form_preselects_last_choice_and_escapes():
+    wrapper = make_wrapper(ProfilesSpawner, profiles=site_profiles(), groups=["B"])
+    wrapper.user_options = {"profile": "hpc", "memory": "8G", "partition": "long"}
+    form = await wrapper.get_options_form()
+    assert re.search(r'value="hpc"\s+checked', form)
+    assert 'name="hpc.memory" id="hpc.memory"\n               value="8G"' in form
+    assert '<option value="long" selected>' in form
+    assert "For B &lt;only&gt;" in form  # autoescaped
+    wrapper.user_options = {"profile": "hpc", "memory": "\"><script>"}  # a refused old value is not shown
+    assert "<script>" not in await wrapper.get_options_form()
+
+
+@pytest.mark.parametrize(
+    "options, field, rule",
+    [
+        ({"profile": "hpc", "cmd": "sh"}, "cmd", "not an option"),
+        ({"profile": "hpc", "prologue": "id"}, "prologue", "not an option"),
+        ({"profile": "hpc", "qos": "high"}, "qos", "not an option"),
+        ({"profile": "hpc", "memory": "64G"}, "memory", "to 16G"),
+        ({"profile": "hpc", "nprocs": 0}, "nprocs", "from 1 to 8"),
+        ({"profile": "hpc", "runtime": "2-00:00:00"}, "runtime", "HH:MM:SS"),
+        ({"profile": "hpc", "account": "proj1\n#SBATCH --uid=0"}, "account", "newlines"),
+        ({"profile": "hpc", "account": "proj1;id"}, "account", "shell characters"),
+        ({"profile": "hpc", "partition": "gpu"}, "partition", "one of: debug, long"),
+        ({"profile": ["hpc"]}, "profile", "not a profile"),
+    ],
+    ids=lambda v: str(v)[:30],
+)
+async def test_rest_user_options_refused(options, field, rule):
+    runner = FakeRunner()
+    wrapper = make_wrapper(ProfilesSpawner, profiles=site_profiles(runner))
+    wrapper.user_options = options
+    with pytest.raises(OptionError) as err:
+        await wrapper.run_pre_spawn_hook()
+    assert err.value.status_code == 400 and err.value.field == field and rule in err.value.rule
+    assert runner.calls == []
+
+
+async def test_form_refuses_fields_of_unknown_profiles():
+    wrapper = make_wrapper(ProfilesSpawner, profiles=site_profiles())
+    with pytest.raises(OptionError, match="b-only.x"):
+        await wrapper.options_from_form({"profile": ["hpc"], "b-only.x": ["1"]})
+    ok = await wrapper.options_from_form({"profile": ["hpc"], "hpc.memory": ["3072M"], "_xsrf": ["t"]})
+    assert ok == {"profile": "hpc", "partition": "debug", "nprocs": "1", "memory": "3G", "runtime": "01:00:00",
+                  "account": "proj1"}
+
+
+HOSTILE = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["4G\n#SBATCH --uid=0", "$(id)", "`id`", "1;id", "debug long", "-1", "1e3", " 2", "2 ",
+                     "00:10:00\r", "1-25:00:00", "proj1 && id", "--wrap=id", "4G'", "long\u2028x", "0x10", "٣"]),
+    st.builds(lambda good, bad: good + bad, st.sampled_from(["debug", "4", "4G", "01:00:00", "proj12"]),
+              st.text(min_size=1, max_size=8)),
+    st.integers(min_value=-10, max_value=10**12), st.booleans(), st.none(), st.floats(allow_nan=True),
+    st.lists(st.text(max_size=5), max_size=3), st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
+)
+SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:,@%+=/-]*$")
+
+
+def _baseline_lines():
+    runner = FakeRunner(responder=_respond)
+    asyncio.run(_spawn_script(runner, {"profile": "hpc"}))
+    return len(runner.calls[0].stdin.splitlines())
+
+
+def _respond(argv, stdin):
+    return Reply(stdout="77\n") if argv[0] == "sbatch" else Reply()  # empty squeue: job gone, spawn ends
+
+
+async def _spawn_script(runner, options):
+    wrapper = make_wrapper(ProfilesSpawner, profiles=site_profiles(runner))
+    wrapper.user_options = options
+    await wrapper.run_pre_spawn_hook()
+    with pytest.raises(SpawnFailed):
+        await wrapper.start()
+    return wrapper
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(field=st.sampled_from(sorted(FIELDS)), value=HOSTILE, via_form=st.booleans())
+def test_hostile_values_refused_or_one_safe_value(field, value, via_form):
+    runner = FakeRunner(responder=_respond)
+    options = {"profile": "hpc", field: value}
+    try:
+        if via_form:
+            form_value = value if isinstance(value, list) else [value]
+            options = asyncio.run(
+                make_wrapper(ProfilesSpawner, profiles=site_profiles(runner)).options_from_form(
+                    {"profile": ["hpc"], f"hpc.{field}": form_value}
+                )
+            )
+        asyncio.run(_spawn_script(runner, options))
+    except OptionError as e:
+        assert e.status_code == 400 and e.field == field
+        assert not [c for c in runner.calls if c.argv[0] == "sbatch"]
+        return
+    script = [c for c in runner.calls if c.argv[0] == "sbatch"][0].stdin
+    lines = [line for line in script.splitlines() if line.startswith(f"#SBATCH {SBATCH[field]}=")]
+    assert len(lines) == 1, script
+    rendered = lines[0].split("=", 1)[1]
+    assert SAFE.match(rendered) and rendered == options[field] if via_form else SAFE.match(rendered)
+    assert len(script.splitlines()) == BASELINE_LINES
+
+
+BASELINE_LINES = _baseline_lines()
+
+
+WRAPSPAWNER_101_CONFIG = """
+c.JupyterHub.spawner_class = 'wrapspawner.ProfilesSpawner'
+c.Spawner.http_timeout = 120
+c.SlurmSpawner.req_nprocs = '2'
+c.SlurmSpawner.req_queue = 'debug'
+c.SlurmSpawner.req_runtime = '1:00:00'
+c.SlurmSpawner.req_memory = '4gb'
+c.ProfilesSpawner.ip = '0.0.0.0'
+c.ProfilesSpawner.default_profile = 'slurm2c'
+c.ProfilesSpawner.profiles = [
+   ('Local server', 'local', 'jupyterhub.spawner.LocalProcessSpawner', {'ip': '0.0.0.0'}),
+   ('Slurm - 2 cores, 8 hours', 'slurm2c', 'batchspawner.SlurmSpawner',
+      dict(req_nprocs='2', req_partition='debug', req_runtime='8:00:00')),
+   ('Slurm - 1 core, 4 hours', 'slurm1c', 'batchspawner.SlurmSpawner',
+      dict(req_nprocs='1', req_partition='debug', req_runtime='4:00:00')),
+]
+"""
+
+
+async def test_wrapspawner_101_config_runs_unchanged(tmp_path):
+    from traitlets.config.loader import PyFileConfigLoader
+
+    path = tmp_path / "jupyterhub_config.py"
+    path.write_text(WRAPSPAWNER_101_CONFIG)
+    cfg = PyFileConfigLoader(path.name, str(tmp_path)).load_config()
+    runner = FakeRunner(responder=_respond)
+    wrapper = make_wrapper(ProfilesSpawner, config=cfg)
+    form = await wrapper.get_options_form()
+    assert re.search(r'value="slurm2c"\s+checked', form)
+    options = await wrapper.options_from_form({"profile": ["slurm1c"]})  # the 1.0.1 form's only input
+    assert options == {"profile": "slurm1c"}
+    wrapper.user_options = options
+    await wrapper.run_pre_spawn_hook()
+    child = wrapper.child_spawner
+    child.runner = child.query_runner = runner
+    assert (child.req_nprocs, child.req_runtime, child.req_memory) == ("1", "4:00:00", "4gb")
+    with pytest.raises(SpawnFailed):
+        await wrapper.start()
+    script = runner.calls[0].stdin
+    assert "#SBATCH --cpus-per-task=1\n" in script and "#SBATCH --time=4:00:00\n" in script
+    assert "#SBATCH --partition=debug\n" in script
+    # 1.0.1 form traits still work
+    cfg.ProfilesSpawner.form_template = '<select name="profile">{input_template}</select>'
+    legacy = make_wrapper(ProfilesSpawner, config=cfg)
+    assert '<option value="slurm2c" selected>Slurm - 2 cores, 8 hours</option>' in await legacy.get_options_form()

@@ -1,0 +1,160 @@
+"""WrapSpawner/ProfilesSpawner proxy the Spawner API to a real SlurmSpawner child (FakeRunner for commands)."""
+
+import asyncio
+
+import pytest
+from jupyterhub.spawner import LocalProcessSpawner
+from jupyterhub.utils import maybe_future
+from traitlets import default
+from traitlets.config import Config
+
+from batchspawner import SlurmSpawner
+from batchspawner.api import _port_target
+from wraphelpers import fake_runner, make_wrapper
+from wrapspawner import ProfilesSpawner, WrapSpawner
+
+
+def profiles(runner):
+    plumbing = {"runner": runner, "query_runner": runner, "startup_poll_interval": 0.01}
+    return [
+        ("Local", "local", "jupyterhub.spawner.LocalProcessSpawner", {}),
+        {
+            "key": "hpc",
+            "display": "Slurm",
+            "class": "batchspawner.SlurmSpawner",
+            "config": {"req_partition": "debug", **plumbing},
+            "fields": {"memory": {"type": "memory", "max": "16G", "default": "2G"}},
+        },
+    ]
+
+
+class SiteSlurm(SlurmSpawner):
+    @default("cmd")
+    def _site_cmd(self):
+        return ["/opt/site/bin/singleuser"]
+
+
+def test_child_keeps_its_own_defaults():
+    wrapper = make_wrapper(WrapSpawner, child_class=SiteSlurm)
+    child = wrapper.build_child()
+    assert child.start_timeout == 600 and child.http_timeout == 120 and child.ip == "0.0.0.0"
+    assert child.cmd == ["/opt/site/bin/singleuser"]  # wrapspawner 1.0.1 replaced it with the wrapper's
+    # the hub reads these on the wrapper: the child's values win
+    assert (wrapper.start_timeout, wrapper.http_timeout, wrapper.ip) == (600, 120, "0.0.0.0")
+
+
+def test_only_admin_settings_on_the_wrapper_pass():
+    cfg = Config()
+    cfg.WrapSpawner.start_timeout = 900
+    cfg.Spawner.cmd = ["my-singleuser"]
+    cfg.SlurmSpawner.req_qos = "normal"
+    wrapper = make_wrapper(WrapSpawner, child_class=SlurmSpawner, config=cfg)
+    wrapper.mem_limit = "1G"  # e.g. group_overrides, set after construction
+    wrapper.environment["SITE"] = "x"  # a pre_spawn_hook filling a dict in place
+    child = wrapper.build_child()
+    assert child.start_timeout == 900 and wrapper.start_timeout == 900
+    assert child.cmd == ["my-singleuser"] and child.req_qos == "normal"
+    assert child.mem_limit == 1024**3 and child.environment == {"SITE": "x"}
+    assert child.http_timeout == 120 and child.ip == "0.0.0.0"  # not set by the admin: child default
+
+
+async def _serve():
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_whole_api_through_profiles_spawner():
+    runner = fake_runner()
+    wrapper = make_wrapper(ProfilesSpawner, profiles=profiles(runner))
+    # progress before any child exists does not raise
+    assert [e["progress"] async for e in wrapper.progress()] == [1]
+    assert await wrapper.poll() == 0
+    wrapper.user_options = {"profile": "hpc", "memory": "4096M"}
+    await wrapper.run_pre_spawn_hook()
+    child = wrapper.child_spawner
+    assert isinstance(child, SlurmSpawner) and child.user_options == {}
+    assert child.req_memory == "4G" and child.req_partition == "debug"
+    assert wrapper.start_timeout == child.start_timeout == 600
+    wrapper.api_token = "tok-123"
+    wrapper._spawn_pending = True
+    assert child._spawn_pending
+    server, port = await _serve()
+    task = asyncio.create_task(wrapper.start())
+    while child._port_future is None or not runner.calls:
+        await asyncio.sleep(0.01)
+    _port_target(wrapper).report_port(port)  # the port API follows child_spawner
+    assert await asyncio.wait_for(task, 10) == ("localhost", port)
+    server.close()
+    assert wrapper.port == port
+    sbatch = [c for c in runner.calls if c.argv[0] == "sbatch"][0]
+    assert "#SBATCH --mem=4G\n" in sbatch.stdin and "#SBATCH --partition=debug\n" in sbatch.stdin
+    assert sbatch.env["JUPYTERHUB_API_TOKEN"] == "tok-123"
+    assert wrapper.get_env()["JUPYTERHUB_API_TOKEN"] == "tok-123"
+    wrapper._spawn_pending = False
+    messages = [e["message"] async for e in wrapper.progress()]
+    assert any("Job 4242 submitted" in m for m in messages)
+    assert await wrapper.poll() is None
+    state = wrapper.get_state()
+    assert state["profile"] == "hpc" and state["child_state"]["job_id"] == "4242"
+    assert state["child_class"] == "batchspawner.slurm.SlurmSpawner"
+
+    # hub restart: a new wrapper rebuilds the same child from state and finds the job
+    again = make_wrapper(ProfilesSpawner, profiles=profiles(runner))
+    again.load_state(state)
+    assert again.child_spawner.job_id == "4242" and again.child_spawner.req_memory == "4G"
+    runner.calls.clear()
+    assert await again.poll() is None
+    assert runner.calls[0].argv[:1] == ["squeue"] and "4242" in runner.calls[0].argv
+
+    # stop cancels the job; clear_state drops the child
+    runner.responder = lambda argv, stdin: ""
+    await again.stop()
+    assert any(c.argv[0] == "scancel" and "4242" in c.argv for c in runner.calls)
+    again.clear_state()
+    assert again.child_spawner is None and again.get_state() == {}
+
+
+class Recording(LocalProcessSpawner):
+    calls = []
+
+    async def rename(self, old, new):
+        self.calls.append(("rename", old, new))
+
+    def delete_forever(self):
+        self.calls.append(("delete_forever",))
+
+
+async def test_rename_delete_forever_and_form_are_forwarded():
+    wrapper = make_wrapper(WrapSpawner, child_class=Recording)
+    wrapper.build_child()
+    await wrapper.rename("a", "b")
+    await wrapper.delete_forever()
+    assert Recording.calls == [("rename", "a", "b"), ("delete_forever",)]
+    wrapper.child_spawner.options_form = "<input name='x'>"
+    assert await wrapper.get_options_form() == "<input name='x'>"
+    wrapper.child_spawner.options_from_form = lambda form: {"x": int(form["x"][0]) + 1}
+    assert await maybe_future(wrapper.run_options_from_form({"x": ["1"]})) == {"x": 2}
+
+
+def test_profiles_config_errors_name_the_trait():
+    with pytest.raises(Exception, match=r"ProfilesSpawner.profiles\[0\].*cmd"):
+        make_wrapper(ProfilesSpawner, profiles=[
+            {"key": "x", "class": "batchspawner.SlurmSpawner", "fields": {"c": {"type": "text", "regex": ".*", "trait": "cmd"}}}
+        ])
+    with pytest.raises(Exception, match=r"ProfilesSpawner.profiles\[0\].*regex"):
+        make_wrapper(ProfilesSpawner, profiles=[
+            {"key": "x", "class": "batchspawner.SlurmSpawner", "fields": {"account": {"type": "text"}}}
+        ])
+
+
+async def test_state_written_by_wrapspawner_101_is_loaded():
+    runner = fake_runner()
+    wrapper = make_wrapper(ProfilesSpawner, profiles=profiles(runner))
+    # wrapspawner 1.0.1 + batchspawner 1.3 state: no child_class, same job keys
+    wrapper.load_state({"profile": "hpc", "child_state": {"job_id": "31", "job_status": "RUNNING localhost"}})
+    assert isinstance(wrapper.child_spawner, SlurmSpawner) and wrapper.child_spawner.job_id == "31"
+    assert await wrapper.poll() is None and "31" in runner.calls[-1].argv
+    # a profile that disappeared: logged, state kept, nothing raised at hub start
+    gone = make_wrapper(ProfilesSpawner, profiles=profiles(runner))
+    gone.load_state({"profile": "removed", "child_state": {"job_id": "32"}})
+    assert gone.child_spawner is None and gone.get_state() == {"profile": "removed", "child_state": {"job_id": "32"}}

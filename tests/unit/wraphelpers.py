@@ -1,0 +1,27 @@
+"""Shared pieces for the wrapspawner unit tests: a hub-like user with groups, a Slurm fake."""
+
+from types import SimpleNamespace
+
+from fakes import FakeRunner, Reply
+from helpers import make_spawner
+
+
+def slurm_responder(state="RUNNING localhost None"):
+    def respond(argv, stdin):
+        if argv[0] == "sbatch":
+            return Reply(stdout="4242\n")
+        if argv[0] == "squeue":
+            return Reply(stdout=state() if callable(state) else state)
+        return Reply()
+
+    return respond
+
+
+def make_wrapper(cls, name="alice", groups=(), **traits):
+    spawner = make_spawner(cls, None, name=name, **traits)
+    spawner.user.groups = [SimpleNamespace(name=g) for g in groups]
+    return spawner
+
+
+def fake_runner(state="RUNNING localhost None"):
+    return FakeRunner(responder=slurm_responder(state))

@@ -1,0 +1,299 @@
+"""Typed option fields for ProfilesSpawner: what a user may type, and what reaches the child.
+
+An admin declares fields per profile (see ``ProfilesSpawner.profiles``)::
+
+    "fields": {
+        "partition": {"type": "choice", "choices": {"debug": "Debug (1 h)", "long": "Long"}},
+        "nprocs":    {"type": "int", "min": 1, "max": 8, "default": 1, "label": "CPU cores"},
+        "memory":    {"type": "memory", "min": "1G", "max": "16G", "default": "2G"},
+        "runtime":   {"type": "walltime", "max": "1-00:00:00", "default": "01:00:00"},
+        "account":   {"type": "text", "regex": r"proj[0-9]{3}", "help": "Your project code"},
+    }
+
+Each field sets one trait of the child spawner: ``req_<name>`` unless the field
+names another with ``"trait"``. :meth:`Field.parse` turns whatever a user sent
+(form text or a JSON value from the REST API) into exactly one canonical,
+shell-safe string, or raises :class:`batchspawner.options.OptionError` (HTTP
+400) naming the field and the rule. Admin mistakes in a field's spec raise
+``ValueError`` at configuration time.
+"""
+
+from __future__ import annotations
+
+import re
+
+from batchspawner.options import PROTECTED, SAFE_VALUE, OptionError
+
+NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+# whitespace, quotes and everything a shell (or a #SBATCH line) treats specially
+UNSAFE_TEXT_RE = re.compile(r"[\s;&|`$<>\\\"'(){}\[\]*?!~#^]")
+MAX_LEN = 256
+
+# child traits no field may ever set: commands, scripts, hooks, environment, identity
+FORBIDDEN_TRAITS = frozenset(
+    {"cmd", "args", "environment", "env_keep", "notebook_dir", "default_url", "user_options", "ip", "port"}
+    | {f"req_{name}" for name in PROTECTED}
+)
+FORBIDDEN_PARTS = ("cmd", "command", "script", "hook", "prefix", "exec", "env", "path", "token", "ssl", "cert")
+
+
+def check_target_trait(field: str, trait: str, child_class) -> None:
+    """Refuse (ValueError) a field that would set a command, script or unknown trait."""
+    if trait in FORBIDDEN_TRAITS or any(part in trait for part in FORBIDDEN_PARTS):
+        raise ValueError(f"field {field!r} may not set {child_class.__name__}.{trait} (commands and scripts are admin-only)")
+    traits = child_class.class_traits(config=True)
+    if trait not in traits:
+        raise ValueError(f"field {field!r} sets {trait!r}, which is not a configurable trait of {child_class.__name__}")
+    kind = type(traits[trait]).__name__
+    if kind not in ("Unicode", "CUnicode", "Integer", "CInt", "Float", "CFloat", "ByteSpecification"):
+        raise ValueError(f"field {field!r}: {child_class.__name__}.{trait} is a {kind}, not a single value")
+
+
+def _one(field: str, value):
+    """The single scalar a user sent for ``field`` (form lists hold one element)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise OptionError(field, "must be given exactly once")
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise OptionError(field, f"must be a string or a whole number, not {type(value).__name__}")
+    text = str(value)
+    if len(text) > MAX_LEN:
+        raise OptionError(field, f"is longer than {MAX_LEN} characters")
+    if CONTROL_RE.search(text):
+        raise OptionError(field, "must not contain newlines or control characters")
+    return text
+
+
+class Field:
+    """One typed option. Subclasses implement :meth:`_parse` and :attr:`rule`."""
+
+    kind = ""
+    rule = ""
+    input_type = "text"
+
+    def __init__(self, name: str, spec: dict):
+        if not NAME_RE.match(name) or name == "profile":
+            raise ValueError(f"field name {name!r} must be a lower-case identifier other than 'profile'")
+        self.name = name
+        self.label = str(spec.get("label") or name.replace("_", " ").capitalize())
+        self.help = str(spec.get("help", ""))
+        self.trait = str(spec.get("trait") or f"req_{name}")
+        known = {"type", "label", "help", "trait", "default", "min", "max", "choices", "regex", "unit", "max_length"}
+        unknown = set(spec) - known
+        if unknown:
+            raise ValueError(f"field {name!r}: unknown keys {sorted(unknown)}")
+        self.default = None
+        if spec.get("default") not in (None, ""):
+            try:
+                self.default = self.parse(spec["default"])
+            except OptionError as e:
+                raise ValueError(f"field {name!r}: default {spec['default']!r} {e.rule}") from None
+
+    def parse(self, value) -> str:
+        """Canonical value for ``value`` or OptionError naming this field and the rule."""
+        return self._parse(_one(self.name, value))
+
+    def _parse(self, text: str) -> str:
+        raise NotImplementedError
+
+    def fail(self, rule=None):
+        raise OptionError(self.name, rule or self.rule)
+
+    def attrs(self) -> dict:
+        """HTML input attributes (hints for the browser; the server checks again)."""
+        return {}
+
+
+class ChoiceField(Field):
+    kind = "choice"
+
+    def __init__(self, name, spec):
+        choices = spec.get("choices")
+        if isinstance(choices, (list, tuple)):
+            choices = {str(c): str(c) for c in choices}
+        if not isinstance(choices, dict) or not choices:
+            raise ValueError(f"field {name!r}: a choice field needs 'choices' (a list or a dict value -> label)")
+        self.choices = {str(k): str(v) for k, v in choices.items()}
+        for key in self.choices:
+            if not SAFE_VALUE.match(key):
+                raise ValueError(f"field {name!r}: choice {key!r} is not a plain value (letters, digits, _.:,@%+=/-)")
+        self.rule = "must be one of: " + ", ".join(self.choices)
+        super().__init__(name, spec)
+
+    def _parse(self, text):
+        if text not in self.choices:
+            self.fail()
+        return text
+
+
+class IntField(Field):
+    kind = "int"
+    input_type = "number"
+
+    def __init__(self, name, spec):
+        self.min = int(spec["min"]) if spec.get("min") is not None else 0
+        self.max = int(spec["max"]) if spec.get("max") is not None else None
+        self.rule = f"must be a whole number from {self.min}" + (f" to {self.max}" if self.max is not None else " up")
+        super().__init__(name, spec)
+
+    def _parse(self, text):
+        if not re.fullmatch(r"[0-9]{1,9}", text):
+            self.fail()
+        number = int(text)
+        if number < self.min or (self.max is not None and number > self.max):
+            self.fail()
+        return str(number)
+
+    def attrs(self):
+        return {"min": self.min, **({"max": self.max} if self.max is not None else {})}
+
+
+_UNITS = {"K": 1, "M": 1024, "G": 1024**2, "T": 1024**3}  # in KiB
+
+
+def parse_memory(text: str, unit: str = "G") -> int | None:
+    """KiB in ``4G``, ``512M``, ``2GB``, ``8GiB`` or a bare number in ``unit``; None if malformed."""
+    match = re.fullmatch(r"([0-9]{1,9})([KMGTkmgt])?(?:i?[Bb])?", text)
+    if not match:
+        return None
+    return int(match.group(1)) * _UNITS[(match.group(2) or unit).upper()]
+
+
+def format_memory(kib: int) -> str:
+    for suffix in ("T", "G", "M"):
+        if kib % _UNITS[suffix] == 0:
+            return f"{kib // _UNITS[suffix]}{suffix}"
+    return f"{kib}K"
+
+
+class MemoryField(Field):
+    kind = "memory"
+
+    def __init__(self, name, spec):
+        self.unit = str(spec.get("unit", "G")).upper()
+        if self.unit not in _UNITS:
+            raise ValueError(f"field {name!r}: unit must be one of K, M, G, T")
+        self.min = self._bound(name, spec.get("min", "1M"))
+        self.max = self._bound(name, spec.get("max")) if spec.get("max") is not None else None
+        self.rule = (
+            f"must be a whole amount of memory with an optional unit K, M, G or T (default {self.unit}), "
+            f"from {format_memory(self.min)}" + (f" to {format_memory(self.max)}" if self.max else "")
+        )
+        super().__init__(name, spec)
+
+    def _bound(self, name, value):
+        kib = parse_memory(str(value), self.unit)
+        if kib is None:
+            raise ValueError(f"field {name!r}: bound {value!r} is not an amount of memory")
+        return kib
+
+    def _parse(self, text):
+        kib = parse_memory(text, self.unit)
+        if kib is None or kib < self.min or (self.max is not None and kib > self.max):
+            self.fail()
+        return format_memory(kib)
+
+    def attrs(self):
+        return {"pattern": r"[0-9]+[KMGTkmgt]?(i?[Bb])?"}
+
+
+def parse_walltime(text: str) -> int | None:
+    """Seconds in ``HH:MM:SS`` or ``D-HH:MM:SS``; None if malformed."""
+    match = re.fullmatch(r"(?:([0-9]{1,3})-)?([0-9]{1,3}):([0-5][0-9]):([0-5][0-9])", text)
+    if not match:
+        return None
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    if match.group(1) and hours > 23:
+        return None
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def format_walltime(seconds: int) -> str:
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    hms = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{days}-{hms}" if days else hms
+
+
+class WalltimeField(Field):
+    kind = "walltime"
+
+    def __init__(self, name, spec):
+        self.min = self._bound(name, spec.get("min", "00:01:00"))
+        self.max = self._bound(name, spec.get("max")) if spec.get("max") is not None else None
+        self.rule = f"must be a time HH:MM:SS or D-HH:MM:SS from {format_walltime(self.min)}" + (
+            f" to {format_walltime(self.max)}" if self.max else ""
+        )
+        super().__init__(name, spec)
+
+    def _bound(self, name, value):
+        seconds = parse_walltime(str(value))
+        if seconds is None:
+            raise ValueError(f"field {name!r}: bound {value!r} is not HH:MM:SS or D-HH:MM:SS")
+        return seconds
+
+    def _parse(self, text):
+        seconds = parse_walltime(text)
+        if seconds is None or seconds < self.min or (self.max is not None and seconds > self.max):
+            self.fail()
+        return format_walltime(seconds)
+
+    def attrs(self):
+        return {"pattern": r"([0-9]{1,3}-)?[0-9]{1,3}:[0-5][0-9]:[0-5][0-9]"}
+
+
+class TextField(Field):
+    """Free text, only with an admin regex; never spaces, quotes or shell characters."""
+
+    kind = "text"
+
+    def __init__(self, name, spec):
+        regex = spec.get("regex")
+        if not regex:
+            raise ValueError(f"field {name!r}: a text field needs an admin 'regex' saying what is allowed")
+        try:
+            self.regex = re.compile(regex)
+        except re.error as e:
+            raise ValueError(f"field {name!r}: regex {regex!r} does not compile: {e}") from None
+        self.max_length = int(spec.get("max_length", 64))
+        self.rule = (
+            f"must match {regex!r}, be at most {self.max_length} characters, and contain no spaces, "
+            "quotes, shell characters or leading '-'"
+        )
+        super().__init__(name, spec)
+
+    def _parse(self, text):
+        if (
+            not text
+            or len(text) > self.max_length
+            or UNSAFE_TEXT_RE.search(text)
+            or text.startswith("-")
+            or not self.regex.fullmatch(text)
+        ):
+            self.fail()
+        return text
+
+    def attrs(self):
+        return {"pattern": self.regex.pattern, "maxlength": self.max_length}
+
+
+FIELD_TYPES = {
+    "choice": ChoiceField,
+    "int": IntField,
+    "integer": IntField,
+    "memory": MemoryField,
+    "walltime": WalltimeField,
+    "text": TextField,
+}
+
+
+def make_field(name: str, spec: dict) -> Field:
+    if not isinstance(spec, dict):
+        raise ValueError(f"field {name!r} must be a dict with a 'type'")
+    kind = spec.get("type")
+    if kind not in FIELD_TYPES:
+        raise ValueError(f"field {name!r}: type must be one of {sorted(FIELD_TYPES)}, not {kind!r}")
+    return FIELD_TYPES[kind](name, spec)

@@ -1,0 +1,332 @@
+"""ProfilesSpawner: the user picks a profile (and fills its fields) on the spawn form.
+
+``profiles`` accepts both forms, mixed freely:
+
+- the wrapspawner 1.0.1 tuple ``(display, key, spawner_class, config)``;
+- a dict ``{"key", "display", "class", "config", "description", "fields",
+  "groups", "users", "visible", "default"}`` (see :mod:`wrapspawner.options` for fields).
+
+How user values reach the child (the one path, for the form and the REST API):
+``options_from_form`` turns the form into ``{"profile": key, field: value}``; the
+hub stores that as ``user_options``; right before ``start()`` (in
+``run_pre_spawn_hook``) those options are validated again field by field, and a
+child is built with each canonical value set on its declared trait
+(``req_<field>`` by default) and with **empty** ``user_options``. So
+BatchSpawnerBase's own ``user_options`` check in ``start()`` sees nothing, and no
+raw user text ever becomes a template variable. Any refusal is
+:class:`batchspawner.options.OptionError` (HTTP 400 naming the field and the
+rule) before anything is submitted.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass, field
+
+import jinja2
+from jupyterhub.spawner import Spawner
+from jupyterhub.utils import maybe_future
+from traitlets import Any, List, TraitError, Unicode, import_item, validate
+
+from batchspawner.options import OptionError
+
+from .options import Field, check_target_trait, make_field
+from .wrap import WrapSpawner, qualname
+
+TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
+PROFILE_KEYS = {"key", "display", "class", "spawner_class", "config", "description", "fields", "groups", "users",
+                "visible", "default"}
+
+
+@dataclass
+class Profile:
+    key: str
+    display: str
+    spawner_class: type
+    config: dict
+    description: str = ""
+    fields: dict = field(default_factory=dict)  # name -> Field
+    groups: frozenset = frozenset()
+    users: frozenset = frozenset()
+    visible: object = None
+    default: bool = False
+
+    async def visible_to(self, spawner) -> bool:
+        if not (self.groups or self.users or self.visible):
+            return True
+        user = spawner.user
+        if user.name in self.users:
+            return True
+        if self.groups & {g.name for g in getattr(user, "groups", [])}:
+            return True
+        if self.visible is not None:
+            return bool(await maybe_future(self.visible(spawner)))
+        return False
+
+    def parse_values(self, options: dict) -> dict:
+        """Canonical values of this profile's fields in ``options`` (the key 'profile' excluded)."""
+        values = {}
+        for key in options:
+            if key != "profile" and key not in self.fields:
+                raise OptionError(str(key)[:40], f"is not an option of profile {self.key!r}")
+        for name, fld in self.fields.items():
+            raw = options.get(name)
+            values[name] = fld.default if raw in (None, "", [""]) else fld.parse(raw)
+            if values[name] is None:
+                raise OptionError(name, "is required")
+        return values
+
+
+def _load_class(value):
+    cls = import_item(value) if isinstance(value, str) else value
+    if not (isinstance(cls, type) and issubclass(cls, Spawner)):
+        raise ValueError(f"{value!r} is not a Spawner class")
+    return cls
+
+
+def parse_profile(entry) -> Profile:
+    """A Profile from a 1.0.1 tuple or a dict; ValueError saying what is wrong."""
+    if isinstance(entry, (list, tuple)):
+        if len(entry) != 4:
+            raise ValueError("a tuple profile is (display, key, spawner_class, config)")
+        display, key, cls, config = entry
+        entry = {"display": display, "key": key, "class": cls, "config": config}
+    if not isinstance(entry, dict):
+        raise ValueError("a profile is a (display, key, class, config) tuple or a dict")
+    unknown = set(entry) - PROFILE_KEYS
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}")
+    key = entry.get("key")
+    if not isinstance(key, str) or not key or any(c in key for c in "\n\r\"'<>&"):
+        raise ValueError(f"key {key!r} must be a non-empty plain string")
+    cls = _load_class(entry.get("class") or entry.get("spawner_class"))
+    config = dict(entry.get("config") or {})
+    fields = {}
+    for name, spec in (entry.get("fields") or {}).items():
+        fld: Field = make_field(name, spec)
+        check_target_trait(name, fld.trait, cls)
+        fields[name] = fld
+    visible = entry.get("visible")
+    if visible is not None and not callable(visible):
+        raise ValueError("'visible' must be a callable taking the spawner")
+    return Profile(
+        key=key,
+        display=str(entry.get("display") or key),
+        spawner_class=cls,
+        config=config,
+        description=str(entry.get("description", "")),
+        fields=fields,
+        groups=frozenset(entry.get("groups") or ()),
+        users=frozenset(entry.get("users") or ()),
+        visible=visible,
+        default=bool(entry.get("default", False)),
+    )
+
+
+class ProfilesSpawner(WrapSpawner):
+    """WrapSpawner whose child is chosen by the user from admin-defined profiles."""
+
+    profiles = List(
+        [("Local server", "local", "jupyterhub.spawner.LocalProcessSpawner", {})],
+        minlen=1,
+        help="""The profiles users choose from.
+
+        Each is a wrapspawner 1.0.1 tuple ``(display, key, spawner_class, config)`` or a dict
+        with ``key``, ``display``, ``class``, ``config`` and optionally ``description``,
+        ``fields`` (typed options, see wrapspawner.options), ``groups``/``users`` (who sees it;
+        anyone if neither nor ``visible`` is given), ``visible`` (callable(spawner) -> bool,
+        may be async) and ``default``. ``config`` is given to the child as trait values;
+        field values win over it. Users never see or start a profile not visible to them.""",
+    ).tag(config=True)
+
+    default_profile = Unicode(
+        "",
+        help="""Key of the profile preselected on a user's first visit and used when user_options
+        name none (a REST API spawn). Empty: the profile marked ``default``, else the first visible.
+        After a spawn the form preselects the user's last choice instead.""",
+    ).tag(config=True)
+
+    template_paths = List(
+        Unicode(),
+        help="""Folders searched (before the package's own) for ``form_template_name``.
+
+        Copy wrapspawner/templates/profiles_form.html into one to change the form.""",
+    ).tag(config=True)
+
+    form_template_name = Unicode(
+        "profiles_form.html", help="Jinja2 template of the profile form (found in template_paths first)."
+    ).tag(config=True)
+
+    # wrapspawner 1.0.1 names; when form_template is set it is used as in 1.0.1 (no fields)
+    form_template = Unicode("", help="Deprecated (wrapspawner 1.0.1): str.format form with {input_template}.").tag(
+        config=True
+    )
+    first_template = Unicode("selected", help="Deprecated (wrapspawner 1.0.1), used with form_template.").tag(
+        config=True
+    )
+    input_template = Unicode(
+        '<option value="{key}" {first}>{display}</option>',
+        help="Deprecated (wrapspawner 1.0.1), used with form_template.",
+    ).tag(config=True)
+
+    child_profile = Unicode(help="Key of the running child's profile (kept in state).")
+    _parsed = Any()
+
+    @validate("profiles")
+    def _check_profiles(self, proposal):
+        parsed, keys = [], set()
+        for i, entry in enumerate(proposal["value"]):
+            try:
+                profile = parse_profile(entry)
+            except (ValueError, ImportError) as e:
+                raise TraitError(f"ProfilesSpawner.profiles[{i}]: {e}") from None
+            if profile.key in keys:
+                raise TraitError(f"ProfilesSpawner.profiles[{i}]: key {profile.key!r} is used twice")
+            keys.add(profile.key)
+            parsed.append(profile)
+        self._parsed = parsed
+        return proposal["value"]
+
+    @property
+    def parsed_profiles(self) -> list[Profile]:
+        if self._parsed is None:
+            self._check_profiles({"value": self.profiles})
+        return self._parsed
+
+    def profile(self, key) -> Profile | None:
+        return next((p for p in self.parsed_profiles if p.key == key), None)
+
+    async def visible_profiles(self) -> list[Profile]:
+        return [p for p in self.parsed_profiles if await p.visible_to(self)]
+
+    def _default_key(self, visible) -> str:
+        keys = [p.key for p in visible]
+        if self.default_profile in keys:
+            return self.default_profile
+        marked = [p.key for p in visible if p.default]
+        return marked[0] if marked else (keys[0] if keys else "")
+
+    # ------------------------------------------------------------ validation (form and REST)
+    async def validate_options(self, options) -> tuple[Profile, dict]:
+        """The visible profile and canonical field values for ``options``, or OptionError."""
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            raise OptionError("user_options", "must be a JSON object")
+        visible = await self.visible_profiles()
+        if not visible:
+            raise OptionError("profile", "no profile is available to you; ask your site's administrators")
+        key = options.get("profile") or self._default_key(visible)
+        if not isinstance(key, str) or key not in {p.key for p in visible}:
+            raise OptionError("profile", "is not a profile available to you")
+        profile = self.profile(key)
+        return profile, profile.parse_values(options)
+
+    async def options_from_form(self, formdata):
+        """Form -> ``{"profile": key, field: canonical value}`` (inputs are named ``key.field``)."""
+        visible = await self.visible_profiles()
+        fields_by_input = {f"{p.key}.{name}": (p.key, name) for p in visible for name in p.fields}
+        chosen = formdata.get("profile") or [self._default_key(visible)]
+        if len(chosen) != 1:
+            raise OptionError("profile", "must be given exactly once")
+        options = {"profile": chosen[0]}
+        for input_name, value in formdata.items():
+            if input_name in ("profile", "_xsrf"):
+                continue
+            if input_name not in fields_by_input:
+                raise OptionError(input_name[:40], "is not a field of a profile available to you")
+            key, name = fields_by_input[input_name]
+            if key == chosen[0]:
+                options[name] = value
+        profile, values = await self.validate_options(options)
+        return {"profile": profile.key, **values}
+
+    async def select_child(self):
+        profile, values = await self.validate_options(self.user_options)
+        self.child_profile = profile.key
+        traits = {profile.fields[name].trait: value for name, value in values.items() if value is not None}
+        return profile.spawner_class, profile.config, _typed(profile.spawner_class, traits)
+
+    def child_user_options(self):
+        return {}  # validated values are on the child's traits instead
+
+    # ------------------------------------------------------------ form
+    async def get_options_form(self):
+        visible = await self.visible_profiles()
+        last = self.user_options if isinstance(self.user_options, dict) else {}
+        selected = last.get("profile") if last.get("profile") in {p.key for p in visible} else None
+        selected = selected or self._default_key(visible)
+        if self.form_template:
+            return self._legacy_form(visible, selected)
+        values = {}
+        for p in visible:
+            for name, fld in p.fields.items():
+                value = fld.default
+                if p.key == selected and name in last:
+                    try:
+                        value = fld.parse(last[name])
+                    except OptionError:
+                        pass  # a refused old value is not shown again
+                values[f"{p.key}.{name}"] = value if value is not None else ""
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader([*self.template_paths, TEMPLATES]),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        return env.get_template(self.form_template_name).render(
+            profiles=visible, selected=selected, values=values, user=self.user.name
+        )
+
+    def _legacy_form(self, visible, selected):
+        options = "".join(
+            self.input_template.format(
+                key=html.escape(p.key),
+                display=html.escape(p.display),
+                first=self.first_template if p.key == selected else "",
+            )
+            for p in visible
+        )
+        return self.form_template.format(input_template=options)
+
+    # ------------------------------------------------------------ state
+    def get_state(self):
+        state = super().get_state()
+        if "child_state" in state and self.child_profile:
+            state["profile"] = self.child_profile
+        return state
+
+    def restored_child(self, state):
+        self.child_profile = state.get("profile", "")
+        profile = self.profile(self.child_profile)
+        saved = state.get("child_class")
+        if profile is not None and (not saved or saved == qualname(profile.spawner_class)):
+            return profile.spawner_class, profile.config
+        if saved:
+            self.log.warning("%s: profile %r changed; rebuilding %s from state", self._log_name, self.child_profile, saved)
+            return _load_class(saved), profile.config if profile else {}
+        self.log.error(
+            "%s: saved profile %r no longer exists and its state names no class; the server's job "
+            "cannot be tracked. Put the profile back in ProfilesSpawner.profiles and restart the hub.",
+            self._log_name,
+            self.child_profile,
+        )
+        return None, None
+
+    def clear_state(self):
+        super().clear_state()
+        self.child_profile = ""
+
+
+def _typed(child_class, traits: dict) -> dict:
+    """Canonical strings converted to the type of the child's trait (Integer, Float...)."""
+    out = {}
+    all_traits = child_class.class_traits()
+    for name, value in traits.items():
+        kind = type(all_traits[name]).__name__
+        if kind in ("Integer", "CInt"):
+            value = int(value)
+        elif kind in ("Float", "CFloat"):
+            value = float(value)
+        out[name] = value
+    return out

@@ -1,0 +1,285 @@
+"""WrapSpawner: a spawner that holds a child spawner and proxies the whole Spawner API to it.
+
+What reaches the child, in increasing precedence:
+
+1. the child class's own defaults;
+2. configuration for the child's own classes (``c.Spawner.*``, ``c.SlurmSpawner.*``...),
+   through the shared ``config`` object, exactly as if the child were the hub's spawner;
+3. what the admin set *on the wrapper*: traits configured in a wrapper section
+   (``c.WrapSpawner.*``, ``c.ProfilesSpawner.*``), traits changed on the wrapper
+   after it was made (``group_overrides``, ``apply_user_options``, ``pre_spawn_hook``)
+   and containers filled in place;
+4. ``child_config`` (for ProfilesSpawner: the chosen profile's config);
+5. validated user values (ProfilesSpawner option fields).
+
+Nothing else is copied: unlike wrapspawner 1.0.1, which linked every shared trait
+and so replaced e.g. the child's ``start_timeout``/``ip`` with the Spawner
+defaults, the child keeps its own defaults. The timeouts and address the hub
+reads on the wrapper (``start_timeout``, ``http_timeout``, ``poll_interval``,
+``ip``, ``port``) are mirrored *from* the child: the child's values win.
+
+The child is built in :meth:`run_pre_spawn_hook`, which the hub calls right
+before ``start()`` and before it reads ``start_timeout``; or by
+:meth:`load_state` after a hub restart, from the state
+``{child_class, child_state, child_values}`` (ProfilesSpawner adds ``profile``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from jupyterhub.spawner import LocalProcessSpawner, Spawner
+from jupyterhub.utils import maybe_future
+from traitlets import All, Container, Dict, Instance, Type, import_item, observe
+
+# set on the child from the wrapper right before each start (the hub sets them on the wrapper)
+RUNTIME_TRAITS = ("api_token", "admin_access", "cert_paths", "handler", "oauth_client_id", "oauth_roles")
+# read by the hub on the wrapper; the child's values win
+MIRRORED_TRAITS = ("start_timeout", "http_timeout", "poll_interval", "poll_jitter", "ip", "port")
+# never passed from wrapper to child: the wrapper's own form and options
+WRAPPER_ONLY = frozenset({"options_form", "options_from_form", "user_options", "apply_user_options", "group_overrides"})
+
+
+def qualname(cls) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class WrapSpawner(Spawner):
+    """Runs the server with a child spawner (``child_class`` + ``child_config``)."""
+
+    child_class = Type(
+        LocalProcessSpawner,
+        klass=Spawner,
+        help="""The spawner class that really starts the server (a class or its import string).
+
+        ProfilesSpawner sets it from the chosen profile.""",
+    ).tag(config=True)
+
+    child_config = Dict(
+        {},
+        help="""Trait values given to the child spawner, e.g. ``{"req_partition": "debug"}``.
+
+        They win over configuration set on the wrapper; validated user values win over them.""",
+    ).tag(config=True)
+
+    child_spawner = Instance(Spawner, allow_none=True, help="The running child (batchspawner's port API follows it).")
+    child_state = Dict(help="The child's state loaded before the child exists.")
+    child_values = Dict(help="Validated user values set on the child's traits.")
+
+    def __init__(self, **kwargs):
+        # what the hub gave us (user, hub, orm_spawner, ...): the child gets the same
+        self._hub_kwargs = {k: v for k, v in kwargs.items() if k not in ("config", "user_options")}
+        self._explicit = set()
+        self._mirroring = False
+        self._wrap_spawn_pending = False
+        super().__init__(**kwargs)
+        self._explicit |= self._configured_on_wrapper()
+        self._watching = True
+
+    # ------------------------------------------------------------ what passes to the child
+    def _configured_on_wrapper(self) -> set[str]:
+        names = set()
+        for cls in type(self).mro():
+            if isinstance(cls, type) and issubclass(cls, WrapSpawner) and cls.__name__ in self.config:
+                names |= set(self.config[cls.__name__].keys())
+        return names
+
+    @observe(All)
+    def _record_explicit(self, change):
+        if getattr(self, "_watching", False) and not self._mirroring:
+            self._explicit.add(change["name"])
+
+    def wrapper_settings(self, child_class) -> dict:
+        """Trait values the admin set on the wrapper that the child class also has."""
+        own = set(type(self).class_trait_names()) - set(Spawner.class_trait_names())
+        child_traits = child_class.class_traits(config=True)
+        settings = {}
+        for name, trait in self.traits(config=True).items():
+            if name in WRAPPER_ONLY or name in RUNTIME_TRAITS or name in own or name not in child_traits:
+                continue
+            explicit = name in self._explicit
+            filled = isinstance(trait, (Container, Dict)) and getattr(self, name) != trait.default()
+            if explicit or filled:
+                settings[name] = getattr(self, name)
+        return settings
+
+    def child_kwargs(self, child_class, child_config, values) -> dict:
+        kwargs = {k: v for k, v in self._hub_kwargs.items() if child_class.class_traits().get(k) is not None}
+        kwargs.update(self.wrapper_settings(child_class))
+        for key, value in dict(child_config).items():
+            if child_class.class_traits().get(key) is None:
+                self.log.warning("%s: %s has no trait %r; ignoring it", self._log_name, child_class.__name__, key)
+                continue
+            kwargs[key] = value
+        kwargs.update(values)
+        kwargs["config"] = self.config
+        kwargs["user_options"] = self.child_user_options()
+        return kwargs
+
+    def child_user_options(self) -> dict:
+        """user_options the child sees: the wrapper's own (WrapSpawner passes them through)."""
+        return dict(self.user_options or {})
+
+    def build_child(self, child_class=None, child_config=None, values=None, state=None):
+        """Make ``child_spawner`` (replacing any previous one) and mirror its hub-read traits."""
+        child_class = child_class or self.child_class
+        child_config = self.child_config if child_config is None else child_config
+        self.child_values = dict(values or {})
+        child = child_class(**self.child_kwargs(child_class, child_config, self.child_values))
+        child.clear_state()  # it must not see our state
+        if state:
+            child.load_state(state)
+        if hasattr(child, "_save_state_now"):
+            # BatchSpawnerBase saves the job id at once; save *our* state (profile + child) instead
+            child._save_state_now = self._save_state_now
+        child._spawn_pending = self._wrap_spawn_pending
+        self.child_spawner = child
+        self.child_state = {}
+        self._sync_runtime()
+        self._mirror_child()
+        return child
+
+    def _sync_runtime(self):
+        for name in RUNTIME_TRAITS:
+            if self.child_spawner.has_trait(name) and name in self._trait_values:
+                setattr(self.child_spawner, name, getattr(self, name))
+
+    def _mirror_child(self):
+        self._mirroring = True
+        try:
+            for name in MIRRORED_TRAITS:
+                setattr(self, name, getattr(self.child_spawner, name))
+        finally:
+            self._mirroring = False
+
+    def _save_state_now(self):
+        orm = getattr(self, "orm_spawner", None)
+        db = self._hub_kwargs.get("_deprecated_db_session")
+        if orm is None or db is None:
+            return
+        try:
+            orm.state = self.get_state()
+            db.commit()
+        except Exception:
+            self.log.exception("%s: could not save the child's state", self._log_name)
+
+    async def select_child(self):
+        """Choose class, config and validated values for a new child (ProfilesSpawner overrides)."""
+        return self.child_class, self.child_config, {}
+
+    async def prepare_child(self):
+        """Build a fresh child for the coming start (validates user options first)."""
+        child_class, child_config, values = await self.select_child()
+        return self.build_child(child_class, child_config, values)
+
+    # ------------------------------------------------------------ hub-pending flags
+    @property
+    def _spawn_pending(self):
+        return self._wrap_spawn_pending
+
+    @_spawn_pending.setter
+    def _spawn_pending(self, value):
+        self._wrap_spawn_pending = value
+        child = self._trait_values.get("child_spawner") if hasattr(self, "_trait_values") else None
+        if child is not None:
+            child._spawn_pending = value
+
+    # ------------------------------------------------------------ Spawner API
+    async def run_pre_spawn_hook(self):
+        await maybe_future(super().run_pre_spawn_hook())
+        await self.prepare_child()
+
+    async def start(self):
+        if self.child_spawner is None:
+            await self.prepare_child()
+        child = self.child_spawner
+        self._sync_runtime()
+        result = await child.start()
+        self._mirror_child()
+        return result
+
+    async def stop(self, now=False):
+        if self.child_spawner is not None:
+            await self.child_spawner.stop(now=now)
+            self._mirror_child()
+
+    async def poll(self):
+        if self.child_spawner is None:
+            return 0
+        return await self.child_spawner.poll()
+
+    async def progress(self):
+        if self.child_spawner is None:
+            yield {"progress": 1, "message": "Preparing the server..."}
+            while self.child_spawner is None and self._spawn_pending:
+                await asyncio.sleep(0.2)
+        if self.child_spawner is not None:
+            async for event in self.child_spawner.progress():
+                yield event
+
+    def get_env(self):
+        if self.child_spawner is not None:
+            return self.child_spawner.get_env()
+        return super().get_env()
+
+    async def rename(self, old_name, new_name):
+        if self.child_spawner is not None:
+            await maybe_future(self.child_spawner.rename(old_name, new_name))
+
+    async def delete_forever(self):
+        if self.child_spawner is not None:
+            await maybe_future(self.child_spawner.delete_forever())
+
+    async def get_options_form(self):
+        child = self.child_spawner or self.child_class(**self.child_kwargs(self.child_class, self.child_config, {}))
+        return await child.get_options_form()
+
+    def options_from_form(self, form_data):
+        child = self.child_spawner or self.child_class(**self.child_kwargs(self.child_class, self.child_config, {}))
+        return child.run_options_from_form(form_data)
+
+    # ------------------------------------------------------------ state
+    def get_state(self):
+        state = super().get_state()
+        child_state = self.child_spawner.get_state() if self.child_spawner is not None else self.child_state
+        if child_state:
+            state["child_state"] = child_state
+            if self.child_spawner is not None:
+                state["child_class"] = qualname(type(self.child_spawner))
+            elif getattr(self, "_saved_child_class", None):
+                state["child_class"] = self._saved_child_class
+
+            if self.child_values:
+                state["child_values"] = dict(self.child_values)
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        child_state = state.get("child_state") or {}
+        if not child_state:
+            return
+        self.child_state = child_state
+        self._saved_child_class = state.get("child_class")
+        child_class, child_config = self.restored_child(state)
+        if child_class is None:
+            return  # logged; child_state is kept so the next get_state() does not lose the job
+        self.build_child(child_class, child_config, state.get("child_values") or {}, state=child_state)
+
+    def restored_child(self, state):
+        """(class, config) of the child that wrote ``state`` (ProfilesSpawner: its profile)."""
+        name = state.get("child_class")
+        if name and name != qualname(self.child_class):
+            cls = import_item(name)
+            if not (isinstance(cls, type) and issubclass(cls, Spawner)):
+                raise ValueError(f"saved child class {name!r} is not a Spawner")
+            return cls, self.child_config
+        return self.child_class, self.child_config
+
+    def clear_state(self):
+        super().clear_state()
+        if self.child_spawner is not None:
+            self.child_spawner.clear_state()
+        self.child_state = {}
+        self.child_values = {}
+        self.child_spawner = None
+        self._saved_child_class = None
