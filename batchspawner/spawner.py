@@ -531,17 +531,18 @@ class BatchSpawnerBase(Spawner):
         self.job_id = ""
         self.job_status = ""
 
+    state_saver = Any(
+        None,
+        help="""Callable that persists state right after submission (set by wrappers, which
+        save their own state around the child's); by default this spawner's own row is saved.""",
+    )
+
     def _save_state_now(self):
         """Persist the job id at once, so a hub restart during start cannot lose it."""
-        orm = getattr(self, "orm_spawner", None)
-        db = getattr(self, "db", None)
-        if orm is None or db is None:
-            return
-        try:
-            orm.state = self.get_state()
-            db.commit()
-        except Exception:  # never fail a spawn over this
-            self.log.exception("%s: could not save job id %s", self._log_name, self.job_id)
+        if self.state_saver is not None:
+            self.state_saver()
+        else:
+            save_spawner_state(self)
 
     # ---------------------------------------------------------------- Spawner API
     async def start(self):
@@ -685,6 +686,23 @@ class BatchSpawnerBase(Spawner):
             if not getattr(self, "_spawn_pending", False):
                 break
             await asyncio.sleep(0.5)
+
+
+def save_spawner_state(spawner):
+    """Write ``spawner.get_state()`` to its database row now (outside the hub's own saves)."""
+    orm = getattr(spawner, "orm_spawner", None)
+    if orm is None:
+        return
+    try:
+        from sqlalchemy import inspect
+
+        session = inspect(orm).session
+        if session is None:
+            return
+        orm.state = spawner.get_state()
+        session.commit()
+    except Exception:  # never fail a spawn over this
+        spawner.log.exception("could not save the state of %s", getattr(spawner, "_log_name", spawner))
 
 
 def _first_line(text):

@@ -32,6 +32,8 @@ from jupyterhub.spawner import LocalProcessSpawner, Spawner
 from jupyterhub.utils import maybe_future
 from traitlets import All, Container, Dict, Instance, Type, import_item, observe
 
+from batchspawner.spawner import save_spawner_state
+
 # set on the child from the wrapper right before each start (the hub sets them on the wrapper)
 RUNTIME_TRAITS = ("api_token", "admin_access", "cert_paths", "handler", "oauth_client_id", "oauth_roles")
 # read by the hub on the wrapper; the child's values win
@@ -129,9 +131,9 @@ class WrapSpawner(Spawner):
         child.clear_state()  # it must not see our state
         if state:
             child.load_state(state)
-        if hasattr(child, "_save_state_now"):
+        if child.has_trait("state_saver"):
             # BatchSpawnerBase saves the job id at once; save *our* state (profile + child) instead
-            child._save_state_now = self._save_state_now
+            child.state_saver = self._save_state_now
         child._spawn_pending = self._wrap_spawn_pending
         self.child_spawner = child
         self.child_state = {}
@@ -153,15 +155,7 @@ class WrapSpawner(Spawner):
             self._mirroring = False
 
     def _save_state_now(self):
-        orm = getattr(self, "orm_spawner", None)
-        db = self._hub_kwargs.get("_deprecated_db_session")
-        if orm is None or db is None:
-            return
-        try:
-            orm.state = self.get_state()
-            db.commit()
-        except Exception:
-            self.log.exception("%s: could not save the child's state", self._log_name)
+        save_spawner_state(self)
 
     async def select_child(self):
         """Choose class, config and validated values for a new child (ProfilesSpawner overrides)."""

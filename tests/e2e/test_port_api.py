@@ -62,6 +62,14 @@ c.SlurmSpawner.startup_poll_interval = 0.25
         resp = hub.api("POST", "/batchspawner", token=token, json={"port": 34567})
         assert resp.status_code in (403, 404), (resp.status_code, resp.text)
 
+    # the job id is in the hub's database already, while the spawn is still pending
+    import sqlite3
+
+    with sqlite3.connect(hub.workdir / "hub.sqlite") as db:
+        states = [json.loads(row[0] or "{}") for row in db.execute("SELECT state FROM spawners")]
+    assert any(state.get("job_id", "").isdigit() for state in states), states
+    assert hub.server_model("alice")["pending"] == "spawn"
+
     (shared_dir / "go").touch()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
