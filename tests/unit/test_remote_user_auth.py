@@ -15,7 +15,7 @@ SECRET = "0123456789abcdef-test-secret"
 
 
 def handler(headers=(), peer="127.0.0.1", xff="192.0.2.10"):
-    h = HTTPHeaders()
+    h = HTTPHeaders({"Host": "hub.example.org"})
     for k, v in headers:
         h.add(k, v)
     if xff is not None:
