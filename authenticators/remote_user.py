@@ -252,7 +252,7 @@ class RemoteUserAuthenticator(Authenticator):
         if failures:
             # never log header values: one of them may be a (wrong) secret
             self.log.warning(
-                "Refused %s login from client %s (TCP peer %s, checked address %s): %s",
+                "Refused %s login from client %s (remote_ip as the hub sees it; TCP peer %s, checked address %s): %s",
                 type(self).__name__, request.remote_ip, peer, checked, "; ".join(failures),
             )
             raise web.HTTPError(

@@ -1,0 +1,187 @@
+"""RemoteUserAuthenticator behind a real Apache (examples/apache/ as shipped) in front of a real hub.
+
+Path: client -> Apache (basic auth standing in for SSO) -> configurable-http-proxy -> hub.
+Trust is configured both ways (shared secret AND Apache's address), as a site would.
+"""
+
+import http.client
+import os
+import secrets
+import shutil
+import time
+
+import pytest
+import requests
+
+import apachetools
+from hubharness import ARTIFACTS, Hub
+
+IN_CI = os.environ.get("CI") == "true"
+PASSWORDS = {"alice": secrets.token_hex(8), "bob": secrets.token_hex(8)}
+LOGOUT_URL = "/sso/logged-out.html"
+
+HUB_CONFIG = f"""
+c.JupyterHub.authenticator_class = 'remote-user'
+c.RemoteUserAuthenticator.trusted_proxy_networks = ['127.0.0.1/32']
+c.RemoteUserAuthenticator.hub_proxy_networks = ['127.0.0.1/32']
+c.RemoteUserAuthenticator.groups_header = 'X-Remote-User-Groups'
+c.RemoteUserAuthenticator.admin_groups = {{'jhub-admins'}}
+c.RemoteUserAuthenticator.auth_state_headers = ['X-Remote-User-Email']
+c.RemoteUserAuthenticator.logout_redirect_url = '{LOGOUT_URL}'
+c.Authenticator.manage_groups = True
+c.Authenticator.enable_auth_state = True
+c.JupyterHub.default_url = '/hub/home'  # land on the hub page, spawn nothing
+c.JupyterHub.load_roles[0]['scopes'].append('admin:auth_state')
+"""
+
+
+def require(ok, why):
+    if not ok:
+        if IN_CI:
+            pytest.fail(f"component missing in CI: {why}")
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def sso(tmp_path_factory):
+    ok, why = apachetools.available("alice")
+    require(ok, why)
+    require(bool(shutil.which("configurable-http-proxy")), "configurable-http-proxy not installed")
+    secret = secrets.token_hex(32)
+    env = {"REMOTE_USER_PROXY_SECRET": secret, "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)}
+    hub = Hub(tmp_path_factory.mktemp("sso-hub"), HUB_CONFIG, env=env)
+    t0 = time.monotonic()
+    hub.start()
+    hub_seconds = time.monotonic() - t0
+    apache = apachetools.Apache(backend=f"127.0.0.1:{hub.port}", secret=secret, users=PASSWORDS)
+    try:
+        apache.start()
+        print(f"hub up in {hub_seconds:.2f} s, apache up in {apache.start_seconds:.2f} s")
+        yield hub, apache, secret
+    finally:
+        apache.stop()
+        hub.stop()
+        dest = ARTIFACTS / "sso-logs"
+        apache.cleanup(keep_logs_in=dest)
+        if hub.log_path.exists():
+            shutil.copy(hub.log_path, dest / "hub.log")
+        # the secret must never reach a log
+        for log in dest.iterdir():
+            assert secret not in log.read_text(errors="replace"), f"secret leaked into {log}"
+
+
+def browser_login(apache, user):
+    s = requests.Session()
+    s.auth = (user, PASSWORDS[user])
+    t0 = time.monotonic()
+    r = s.get(apache.url + "/hub/login", timeout=30)
+    return s, r, time.monotonic() - t0
+
+
+def hub_cookies(session):
+    return {c.name: c.value for c in session.cookies if c.name.startswith("jupyterhub")}
+
+
+def test_login_through_apache_sets_session_groups_admin(sso):
+    hub, apache, _ = sso
+    s, r, seconds = browser_login(apache, "alice")
+    assert r.status_code == 200, r.text[:500]
+    assert r.url == apache.url + "/hub/home", r.url
+    assert "alice" in r.text
+    assert "jupyterhub-hub-login" in hub_cookies(s)
+    print(f"login through apache: {seconds:.2f} s, landed on {r.url}")
+
+    # the cookie session alone works: straight to the hub's proxy, no SSO headers at all
+    home = requests.get(hub.url + "/hub/home", cookies=hub_cookies(s), allow_redirects=False, timeout=30)
+    assert home.status_code == 200 and "alice" in home.text
+
+    alice = hub.api("GET", "/users/alice").json()
+    assert alice["admin"] is True
+    assert sorted(alice["groups"]) == ["hpc", "jhub-admins"]
+    assert alice["auth_state"]["headers"] == {"X-Remote-User-Email": "alice@example.org"}
+    assert sorted(hub.api("GET", "/groups/jhub-admins").json()["users"]) == ["alice"]
+
+    s2, r2, _ = browser_login(apache, "bob")
+    assert r2.status_code == 200 and r2.url.startswith(apache.url + "/hub/")
+    bob = hub.api("GET", "/users/bob").json()
+    assert bob["admin"] is False
+    assert bob["groups"] == ["hpc"]
+
+
+def test_logout_clears_session_and_redirects_to_sso(sso):
+    hub, apache, _ = sso
+    s, r, _ = browser_login(apache, "alice")
+    assert r.status_code == 200
+    out = s.get(apache.url + "/hub/logout", allow_redirects=False, timeout=30)
+    assert out.status_code == 302, out.text[:300]
+    assert out.headers["Location"] == LOGOUT_URL
+    page = s.get(apache.url + out.headers["Location"], timeout=30)
+    assert page.status_code == 200 and "Signed out" in page.text
+    assert "jupyterhub-hub-login" not in hub_cookies(s)
+    # what the browser holds now no longer opens the hub (straight to its proxy, no SSO headers)
+    home = requests.get(hub.url + "/hub/home", cookies=hub_cookies(s), allow_redirects=False, timeout=30)
+    assert home.status_code == 302 and "/hub/login" in home.headers["Location"]
+
+
+def raw_get(port, path, headers, source="127.0.0.1"):
+    """One GET from a chosen loopback source address (127.0.0.2 is 'another machine')."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    try:
+        conn.request("GET", path, headers={"Host": f"127.0.0.1:{port}", **headers})
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Set-Cookie") or "", resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+SPOOFS = [
+    # id, where (hub|chp), source address, use the real secret?, extra headers
+    ("straight-to-hub-forged-header", "hub", "127.0.0.1", True, {}),
+    ("through-chp-wrong-secret", "chp", "127.0.0.1", False, {}),
+    ("through-chp-no-secret", "chp", "127.0.0.1", None, {}),
+    ("untrusted-address-even-with-secret", "chp", "127.0.0.2", True, {}),
+    ("untrusted-address-forged-xff", "chp", "127.0.0.2", True, {"X-Forwarded-For": "127.0.0.1", "X-Real-Ip": "127.0.0.1"}),
+    ("straight-to-hub-from-elsewhere-forged-xff", "hub", "127.0.0.2", True, {"X-Forwarded-For": "127.0.0.1"}),
+]
+
+
+@pytest.mark.parametrize("where,source,use_secret,extra", [c[1:] for c in SPOOFS], ids=[c[0] for c in SPOOFS])
+def test_spoofed_requests_log_nobody_in(sso, where, source, use_secret, extra):
+    hub, apache, secret = sso
+    victim = f"mallory{secrets.token_hex(2)}"
+    headers = {"REMOTE_USER": victim, "X-Remote-User-Groups": "jhub-admins", **extra}
+    if use_secret is True:
+        headers["X-Proxy-Secret"] = secret
+    elif use_secret is False:
+        headers["X-Proxy-Secret"] = secrets.token_hex(32)
+    port = hub.hub_port if where == "hub" else hub.port
+    status, set_cookie, body = raw_get(port, "/hub/login", headers, source=source)
+    assert status == 403, body[:300]
+    assert "jupyterhub-hub-login" not in set_cookie
+    assert "single sign-on front end" in body
+    assert hub.api("GET", f"/users/{victim}").status_code == 404
+    time.sleep(0.2)
+    log = hub.log_text()
+    assert "Refused RemoteUserAuthenticator login" in log
+    if source == "127.0.0.2":
+        assert "127.0.0.2" in log
+
+
+def test_client_set_headers_through_apache_are_replaced(sso):
+    hub, apache, secret = sso
+    victim = f"mallory{secrets.token_hex(2)}"
+    forged = {"REMOTE_USER": victim, "Remote_User": victim, "X-Remote-User-Groups": "jhub-admins",
+              "X-Proxy-Secret": secrets.token_hex(32)}
+    # no SSO login: Apache stops it, the hub never sees it
+    r = requests.get(apache.url + "/hub/login", headers=forged, allow_redirects=False, timeout=30)
+    assert r.status_code == 401
+    # logged in to the SSO as bob, claiming to be someone else and an admin
+    s = requests.Session()
+    s.auth = ("bob", PASSWORDS["bob"])
+    r = s.get(apache.url + "/hub/login", headers=forged, timeout=30)
+    assert r.status_code == 200
+    assert hub.api("GET", f"/users/{victim}").status_code == 404
+    bob = hub.api("GET", "/users/bob").json()
+    assert bob["admin"] is False and bob["groups"] == ["hpc"]
+    home = requests.get(hub.url + "/hub/home", cookies=hub_cookies(s), allow_redirects=False, timeout=30)
+    assert home.status_code == 200 and "bob" in home.text and victim not in home.text
