@@ -14,23 +14,24 @@ import pytest
 import requests
 
 import apachetools
-from hubharness import ARTIFACTS, Hub
+from hubharness import ARTIFACTS, VENV_BIN, Hub
 
 IN_CI = os.environ.get("CI") == "true"
 PASSWORDS = {"alice": secrets.token_hex(8), "bob": secrets.token_hex(8)}
 LOGOUT_URL = "/sso/logged-out.html"
 
-HUB_CONFIG = f"""
-c.JupyterHub.authenticator_class = 'remote-user'
-c.RemoteUserAuthenticator.trusted_proxy_networks = ['127.0.0.1/32']
-c.RemoteUserAuthenticator.hub_proxy_networks = ['127.0.0.1/32']
-c.RemoteUserAuthenticator.groups_header = 'X-Remote-User-Groups'
-c.RemoteUserAuthenticator.admin_groups = {{'jhub-admins'}}
-c.RemoteUserAuthenticator.auth_state_headers = ['X-Remote-User-Email']
-c.RemoteUserAuthenticator.logout_redirect_url = '{LOGOUT_URL}'
-c.Authenticator.manage_groups = True
-c.Authenticator.enable_auth_state = True
-c.JupyterHub.default_url = '/hub/home'  # land on the hub page, spawn nothing
+EXAMPLE_CONFIG = apachetools.EXAMPLE / "jupyterhub_config.py"
+
+
+def hub_config(hub):
+    """examples/apache/jupyterhub_config.py as shipped, then this test's ports and test-only settings."""
+    return f"""
+load_subconfig({str(EXAMPLE_CONFIG)!r})
+c.JupyterHub.port = {hub.port}
+c.JupyterHub.hub_port = {hub.hub_port}
+c.RemoteUserAuthenticator.hub_proxy_networks = ['127.0.0.1/32']  # so 127.0.0.2 counts as elsewhere
+c.JupyterHub.default_url = '/hub/home'  # land on the hub page; spawn only when a test asks
+c.Spawner.cmd = [{str(VENV_BIN / "jupyterhub-singleuser")!r}]
 c.JupyterHub.load_roles[0]['scopes'].append('admin:auth_state')
 """
 
@@ -49,7 +50,8 @@ def sso(tmp_path_factory):
     require(bool(shutil.which("configurable-http-proxy")), "configurable-http-proxy not installed")
     secret = secrets.token_hex(32)
     env = {"REMOTE_USER_PROXY_SECRET": secret, "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)}
-    hub = Hub(tmp_path_factory.mktemp("sso-hub"), HUB_CONFIG, env=env)
+    hub = Hub(tmp_path_factory.mktemp("sso-hub"), env=env)
+    hub.extra_config = hub_config(hub)
     t0 = time.monotonic()
     hub.start()
     hub_seconds = time.monotonic() - t0
@@ -60,6 +62,15 @@ def sso(tmp_path_factory):
         yield hub, apache, secret
     finally:
         apache.stop()
+        # Hub.stop() then waits until the proxy's port could be bound again (for restarts). We never
+        # restart, and node's keep-alive closes leave TIME_WAIT entries on that port that make the
+        # wait run its full 15 s; so end the hub (by PID) first, and Hub.stop() has nothing left to do.
+        if hub.proc is not None and hub.proc.poll() is None:
+            hub.proc.terminate()
+            try:
+                hub.proc.wait(30)
+            except Exception:
+                hub.proc.kill()
         hub.stop()
         dest = ARTIFACTS / "sso-logs"
         apache.cleanup(keep_logs_in=dest)
@@ -185,3 +196,56 @@ def test_client_set_headers_through_apache_are_replaced(sso):
     assert bob["admin"] is False and bob["groups"] == ["hpc"]
     home = requests.get(hub.url + "/hub/home", cookies=hub_cookies(s), allow_redirects=False, timeout=30)
     assert home.status_code == 200 and "bob" in home.text and victim not in home.text
+
+
+def process_environ(pid):
+    raw = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+
+
+def test_server_through_apache_websocket_and_sso_env(sso):
+    """A server started after an SSO login gets the SSO e-mail (auth_state_hook) and its
+    websockets work through Apache."""
+    import asyncio
+
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    hub, apache, secret = sso
+    s, r, _ = browser_login(apache, "alice")  # fresh auth_state for alice
+    assert r.status_code == 200
+    resp, seconds = hub.spawn("alice", timeout=60)
+    assert resp.status_code in (201, 202), resp.text
+    model = hub.server_model("alice")
+    assert model and model["ready"], hub.log_tail()
+    print(f"spawn -> ready {seconds:.2f} s")
+    try:
+        env = process_environ(model["state"]["pid"])
+        assert env.get("SSO_EMAIL") == "alice@example.org"
+        assert secret not in "".join(env.values())
+
+        # the browser session reaches the server through Apache (hub OAuth via /hub/ pages)
+        page = s.get(apache.url + "/user/alice/", timeout=30)
+        assert page.status_code == 200, page.text[:300]
+        assert page.url.startswith(apache.url + "/user/alice/"), page.url
+        assert any(c.name.startswith("jupyterhub-user-alice") for c in s.cookies)
+
+        async def ws_roundtrip():
+            import base64
+
+            basic = base64.b64encode(f"alice:{PASSWORDS['alice']}".encode()).decode()
+            ws_url = apache.url.replace("http", "ws", 1) + "/user/alice/api/events/subscribe"
+            # as a browser sends it: SSO credentials for Apache, the server's cookie from the OAuth dance
+            cookie = "; ".join(f"{c.name}={c.value}" for c in s.cookies if c.name.startswith("jupyterhub-user-alice"))
+            headers = {"Authorization": f"Basic {basic}", "Cookie": cookie, "Sec-Fetch-Mode": "websocket"}
+            req = HTTPRequest(ws_url, headers=headers, request_timeout=30)
+            conn = await websocket_connect(req)
+            conn.close()
+            return True
+
+        assert asyncio.run(ws_roundtrip())
+        # Apache logged the upgrade (101)
+        lines = [ln for ln in apache.access_log().splitlines() if "/user/alice/api/events/subscribe" in ln]
+        assert lines and all(" 101 " in ln for ln in lines), lines
+    finally:
+        assert hub.stop_server("alice", timeout=60)
