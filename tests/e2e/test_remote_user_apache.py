@@ -240,12 +240,18 @@ def test_server_through_apache_websocket_and_sso_env(sso):
             headers = {"Authorization": f"Basic {basic}", "Cookie": cookie, "Sec-Fetch-Mode": "websocket"}
             req = HTTPRequest(ws_url, headers=headers, request_timeout=30)
             conn = await websocket_connect(req)
-            conn.close()
-            return True
+            conn.close()  # a clean close handshake, so Apache ends (and logs) the tunnel
+            return await asyncio.wait_for(conn.read_message(), 10) is None
 
         assert asyncio.run(ws_roundtrip())
         # Apache logged the upgrade (101)
-        lines = [ln for ln in apache.access_log().splitlines() if "/user/alice/api/events/subscribe" in ln]
+        # (Apache writes the entry when the tunnel is torn down, a moment after the close)
+        deadline = time.monotonic() + 15
+        while True:
+            lines = [ln for ln in apache.access_log().splitlines() if "/user/alice/api/events/subscribe" in ln]
+            if lines or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert lines and all(" 101 " in ln for ln in lines), lines
     finally:
         assert hub.stop_server("alice", timeout=60)
