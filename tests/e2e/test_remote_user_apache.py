@@ -255,3 +255,40 @@ def test_server_through_apache_websocket_and_sso_env(sso):
         assert lines and all(" 101 " in ln for ln in lines), lines
     finally:
         assert hub.stop_server("alice", timeout=60)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def test_browser_login_and_logout_through_apache(sso):
+    """A real browser: SSO (basic auth) -> hub home page as alice -> logout -> SSO logout page."""
+    require(os.path.exists(CHROMIUM), "chromium not installed (scripts/setup-browser.sh)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require(False, "python playwright not installed (scripts/setup-browser.sh)")
+    hub, apache, _ = sso
+    shots = ARTIFACTS / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        t0 = time.monotonic()
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            ctx = browser.new_context(viewport={"width": 1280, "height": 800},
+                                      http_credentials={"username": "alice", "password": PASSWORDS["alice"]})
+            page = ctx.new_page()
+            page.goto(apache.url + "/hub/")
+            page.wait_for_url("**/hub/home", timeout=30000)
+            page.screenshot(path=str(shots / "sso-hub-home.png"))
+            assert "alice" in page.inner_text("body")
+            assert any(c["name"] == "jupyterhub-hub-login" for c in ctx.cookies())
+            page.goto(apache.url + "/hub/logout")
+            page.wait_for_url("**" + LOGOUT_URL, timeout=30000)
+            page.screenshot(path=str(shots / "sso-logged-out.png"))
+            assert "Signed out" in page.inner_text("h1")
+            assert not any(c["name"] == "jupyterhub-hub-login" for c in ctx.cookies())
+            print(f"browser login+logout through apache: {time.monotonic() - t0:.2f} s")
+        finally:
+            browser.close()
