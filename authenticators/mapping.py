@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["MappingError", "map_username", "parse_groups", "posix_name_problem"]
+__all__ = ["MappingError", "brief", "map_username", "parse_groups", "posix_name_problem"]
 
 
 class MappingError(ValueError):
@@ -21,6 +21,11 @@ _BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 # what useradd/adduser accept on Debian (NAME_REGEX default, without the upper-case extension)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _POSIX_NAME = re.compile(r"^[a-z_][a-z0-9_.-]*\$?$")
+
+
+def brief(value: str, limit: int = 64) -> str:
+    """repr() for messages and logs, cut short: header values can be long."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"...({len(value)} chars)"
 
 
 def _split_realm(raw: str) -> tuple[str, str | None]:
@@ -56,36 +61,36 @@ def map_username(
     if extract_regex is not None:
         match = extract_regex.fullmatch(value)
         if not match:
-            raise MappingError(f"the user name {value!r} does not match this hub's username pattern")
+            raise MappingError(f"the user name {brief(value)} does not match this hub's username pattern")
         name = match.groupdict().get("username") if "username" in extract_regex.groupindex else match.group(1)
         if not name:
-            raise MappingError(f"the username pattern matched {value!r} but captured no name")
+            raise MappingError(f"the username pattern matched {brief(value)} but captured no name")
     else:
         name, realm = _split_realm(value) if (strip_realm or allowed_realms) else (value, None)
         if allowed_realms:
             wanted = {r.lower() for r in allowed_realms}
             if realm is None or realm.lower() not in wanted:
                 raise MappingError(
-                    f"accounts from realm {realm!r} cannot use this hub" if realm else
-                    f"the user name {value!r} has no realm; this hub expects one of {sorted(wanted)}"
+                    f"accounts from realm {brief(realm)} cannot use this hub" if realm else
+                    f"the user name {brief(value)} has no realm; this hub expects one of {sorted(wanted)}"
                 )
         if not strip_realm and realm is not None:
             name = value
         if not name:
-            raise MappingError(f"no user name left in {value!r} after removing the realm")
+            raise MappingError(f"no user name left in {brief(value)} after removing the realm")
     if lowercase:
         name = name.lower()
     if "/" in name or set(name) <= {"."}:
-        raise MappingError(f"{name!r} cannot be used as a hub user name")
+        raise MappingError(f"{brief(name)} cannot be used as a hub user name")
     return name
 
 
 def posix_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a system account (for the Local authenticator), or None."""
     if len(name) > 32:
-        return f"{name!r} is longer than 32 characters, too long for a system account"
+        return f"{brief(name)} is longer than 32 characters, too long for a system account"
     if not _POSIX_NAME.match(name):
-        return (f"{name!r} is not a valid system account name "
+        return (f"{brief(name)} is not a valid system account name "
                 "(lower-case letters, digits, '_', '-', '.'; starting with a letter or '_')")
     return None
 

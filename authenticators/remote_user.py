@@ -22,7 +22,7 @@ from tornado import web
 from traitlets import Bool, Dict, List, Set, TraitError, Unicode, default, validate
 
 from .logout import RemoteUserLogoutHandler
-from .mapping import MappingError, map_username, parse_groups, posix_name_problem
+from .mapping import MappingError, brief, map_username, parse_groups, posix_name_problem
 from .trust import address_in, forwarded_client, parse_networks, secret_matches
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
@@ -232,8 +232,6 @@ class RemoteUserAuthenticator(Authenticator):
                 "%s is on: any client that reaches the hub can log in as anyone by sending %s",
                 self._trait_name("unsafe_trust_any_client"), self.header_name,
             )
-        self._trusted_nets = parse_networks(self.trusted_proxy_networks)
-        self._hub_proxy_nets = parse_networks(self.hub_proxy_networks)
 
     # ------------------------------------------------------------------- trust
     def check_request_trusted(self, handler):
@@ -246,8 +244,10 @@ class RemoteUserAuthenticator(Authenticator):
         if self.proxy_secret and not secret_matches(request.headers.get(self.proxy_secret_header), self.proxy_secret):
             failures.append(f"missing or wrong {self.proxy_secret_header}")
         if self.trusted_proxy_networks:
-            checked, how = forwarded_client(peer, request.headers.get_list("X-Forwarded-For"), self._hub_proxy_nets)
-            if not address_in(checked, self._trusted_nets):
+            checked, how = forwarded_client(
+                peer, request.headers.get_list("X-Forwarded-For"), parse_networks(self.hub_proxy_networks)
+            )
+            if not address_in(checked, parse_networks(self.trusted_proxy_networks)):
                 failures.append(f"address not in trusted_proxy_networks ({how})")
         if failures:
             # never log header values: one of them may be a (wrong) secret
@@ -312,7 +312,7 @@ class RemoteUserAuthenticator(Authenticator):
         name = self.user_from_header(handler)
         normalized = self.normalize_username(name)
         if not self.validate_username(normalized):
-            self._refuse(handler, f"{normalized!r} is not a user name this hub accepts (Authenticator.username_pattern)")
+            self._refuse(handler, f"{brief(normalized)} is not a user name this hub accepts (Authenticator.username_pattern)")
         self.check_username_usable(handler, normalized)
         groups = self.groups_from_headers(handler)
         headers = handler.request.headers
@@ -349,4 +349,4 @@ class RemoteUserLocalAuthenticator(LocalAuthenticator, RemoteUserAuthenticator):
             self._getpwnam(name)
         except KeyError:
             if not self.create_system_users:
-                self._refuse(handler, f"there is no system account {name!r} on this hub; ask the administrators to create it")
+                self._refuse(handler, f"there is no system account {brief(name)} on this hub; ask the administrators to create it")

@@ -160,3 +160,12 @@ def test_auth_state_env_hook_updates_spawner_environment():
     assert s.environment == {"KEEP": "1", "SSO_EMAIL": "a@example.org"}
     with pytest.raises(ValueError, match="not a valid environment variable"):
         auth_state_env_hook({"BAD-NAME": "mail"})
+
+
+def test_long_header_value_is_cut_short_in_messages():
+    with pytest.raises(MappingError) as err:
+        map_username("x" * 5000 + "@evil.org", strip_realm=True, allowed_realms={"example.org"})
+    assert len(str(err.value)) < 200
+    with pytest.raises(MappingError) as err:
+        map_username("y" * 5000, extract_regex=EXTRACT)
+    assert "(5000 chars)" in str(err.value) and len(str(err.value)) < 200
