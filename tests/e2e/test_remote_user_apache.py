@@ -52,11 +52,11 @@ def sso(tmp_path_factory):
     env = {"REMOTE_USER_PROXY_SECRET": secret, "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)}
     hub = Hub(tmp_path_factory.mktemp("sso-hub"), env=env)
     hub.extra_config = hub_config(hub)
-    t0 = time.monotonic()
-    hub.start()
-    hub_seconds = time.monotonic() - t0
     apache = apachetools.Apache(backend=f"127.0.0.1:{hub.port}", secret=secret, users=PASSWORDS)
     try:
+        t0 = time.monotonic()
+        hub.start()
+        hub_seconds = time.monotonic() - t0
         apache.start()
         print(f"hub up in {hub_seconds:.2f} s, apache up in {apache.start_seconds:.2f} s")
         yield hub, apache, secret
@@ -72,6 +72,8 @@ def sso(tmp_path_factory):
             except Exception:
                 hub.proc.kill()
         hub.stop()
+        if getattr(hub, "_log", None) is not None:
+            hub._log.close()
         dest = ARTIFACTS / "sso-logs"
         apache.cleanup(keep_logs_in=dest)
         if hub.log_path.exists():
@@ -214,12 +216,12 @@ def test_server_through_apache_websocket_and_sso_env(sso):
     hub, apache, secret = sso
     s, r, _ = browser_login(apache, "alice")  # fresh auth_state for alice
     assert r.status_code == 200
-    resp, seconds = hub.spawn("alice", timeout=60)
-    assert resp.status_code in (201, 202), resp.text
-    model = hub.server_model("alice")
-    assert model and model["ready"], hub.log_tail()
-    print(f"spawn -> ready {seconds:.2f} s")
     try:
+        resp, seconds = hub.spawn("alice", timeout=60)
+        assert resp.status_code in (201, 202), resp.text
+        model = hub.server_model("alice")
+        assert model and model["ready"], hub.log_tail()
+        print(f"spawn -> ready {seconds:.2f} s")
         env = process_environ(model["state"]["pid"])
         assert env.get("SSO_EMAIL") == "alice@example.org"
         assert secret not in "".join(env.values())
