@@ -43,7 +43,7 @@ def map_username(
     raw: str | None,
     *,
     strip_realm: bool = False,
-    allowed_realms=(),
+    accepted_realms=(),
     extract_regex: re.Pattern | None = None,
     lowercase: bool = True,
 ) -> str:
@@ -66,9 +66,9 @@ def map_username(
         if not name:
             raise MappingError(f"the username pattern matched {brief(value)} but captured no name")
     else:
-        name, realm = _split_realm(value) if (strip_realm or allowed_realms) else (value, None)
-        if allowed_realms:
-            wanted = {r.lower() for r in allowed_realms}
+        name, realm = _split_realm(value) if (strip_realm or accepted_realms) else (value, None)
+        if accepted_realms:
+            wanted = {r.lower() for r in accepted_realms}
             if realm is None or realm.lower() not in wanted:
                 raise MappingError(
                     f"accounts from realm {brief(realm)} cannot use this hub" if realm else

@@ -74,6 +74,13 @@ class RemoteUserAuthenticator(Authenticator):
         a user not in any of them at login loses admin rights (unless in
         `Authenticator.admin_users`): admin follows the SSO.""",
     )
+    allowed_remote_groups = Set(
+        Unicode(),
+        config=True,
+        help="""Let in members of these groups (from `groups_header`, after `group_map`), in
+        addition to `Authenticator.allowed_users`. Not UNIX groups: those are
+        `LocalAuthenticator.allowed_groups`. `blocked_users` still wins.""",
+    ).tag(allow_config=True)
     auth_state_headers = List(
         Unicode(),
         config=True,
@@ -89,7 +96,7 @@ class RemoteUserAuthenticator(Authenticator):
         config=True,
         help="Strip a realm or domain from the user header: `alice@example.org` and `EXAMPLE\\alice` -> `alice`.",
     )
-    allowed_realms = Set(
+    accepted_realms = Set(
         Unicode(),
         config=True,
         help="""Realms accepted in the user header (case-insensitive). When set, a name
@@ -101,7 +108,7 @@ class RemoteUserAuthenticator(Authenticator):
         config=True,
         help="""Regex that must match the whole user header; its group `username` (or group 1)
         is the hub name, e.g. `(?P<username>[a-z0-9]+)@(example\\.org|ex\\.org)`.
-        Replaces `strip_realm`/`allowed_realms` when set; a non-matching header is refused.""",
+        Replaces `strip_realm`/`accepted_realms` when set; a non-matching header is refused.""",
     )
     lowercase_username = Bool(
         True,
@@ -277,7 +284,7 @@ class RemoteUserAuthenticator(Authenticator):
             return map_username(
                 values[0],
                 strip_realm=self.strip_realm,
-                allowed_realms=self.allowed_realms,
+                accepted_realms=self.accepted_realms,
                 extract_regex=re.compile(self.username_extract_pattern) if self.username_extract_pattern else None,
                 lowercase=self.lowercase_username,
             )
@@ -306,6 +313,12 @@ class RemoteUserAuthenticator(Authenticator):
         if name in self.admin_users:
             return True
         return False if self.admin_groups else None
+
+    def check_allowed(self, username, authentication=None):
+        groups = ((authentication or {}).get("auth_state") or {}).get("groups") or []
+        if self.allowed_remote_groups and set(groups) & self.allowed_remote_groups:
+            return True
+        return super().check_allowed(username, authentication)
 
     async def authenticate(self, handler, data=None):
         self.check_request_trusted(handler)

@@ -22,7 +22,7 @@ c.RemoteUserAuthenticator.trusted_proxy_networks = ["127.0.0.1/32"]
 # Names. The demo's htpasswd users are bare names (alice). An SSO sending eppn-style names
 # (alice@example.org) would use, to get "alice" and refuse every other realm:
 # c.RemoteUserAuthenticator.strip_realm = True
-# c.RemoteUserAuthenticator.allowed_realms = {"example.org"}
+# c.RemoteUserAuthenticator.accepted_realms = {"example.org"}
 # or a regex: c.RemoteUserAuthenticator.username_extract_pattern = r"(?P<username>[a-z0-9]+)@example\.org"
 
 # Groups and admin from the SSO

@@ -67,12 +67,16 @@ async def test_groups_only_sent_with_manage_groups_and_admin_follows_sso():
         ({"blocked_users": {"bob"}}, "bob", False),
         ({"username_pattern": r"^[a-z]+$"}, "alice", True),
         ({"username_map": {"alice": "al"}, "allow_all": False, "allowed_users": {"al"}}, "Alice", True),
+        ({"allow_all": False, "allowed_remote_groups": {"hpc"}}, "carol", True),
+        ({"allow_all": False, "allowed_remote_groups": {"physics"}}, "carol", False),
+        ({"allow_all": False, "allowed_remote_groups": {"hpc"}, "blocked_users": {"carol"}}, "carol", False),
     ],
-    ids=["allowed", "not-allowed", "blocked", "pattern-ok", "username_map-then-allowed"],
+    ids=["allowed", "not-allowed", "blocked", "pattern-ok", "username_map-then-allowed",
+         "remote-group-allowed", "remote-group-not-allowed", "blocked-beats-remote-group"],
 )
 async def test_hub_checks_still_run(kw, user, allowed):
-    a = auth(**kw)
-    model = await a.get_authenticated_user(handler(ok_headers(user)), None)
+    a = auth(groups_header="X-Groups", **kw)
+    model = await a.get_authenticated_user(handler(ok_headers(user, ("X-Groups", "hpc"))), None)
     assert (model is not None) is allowed
 
 
@@ -101,7 +105,7 @@ REFUSED = [
     ("no-user-header", {}, {"headers": [("X-Proxy-Secret", SECRET)]}, "sent no REMOTE_USER header"),
     ("user-header-twice", {}, {"headers": ok_headers("alice", ("REMOTE_USER", "bob"))}, "more than once"),
     ("bad-name", {}, {"headers": ok_headers("alice smith")}, "spaces or control"),
-    ("foreign-realm", {"strip_realm": True, "allowed_realms": {"example.org"}},
+    ("foreign-realm", {"strip_realm": True, "accepted_realms": {"example.org"}},
      {"headers": ok_headers("alice@evil.org")}, "realm 'evil.org'"),
     ("hub-pattern", {"username_pattern": r"^[a-z]+$"}, {"headers": ok_headers("alice1")}, "username_pattern"),
 ]
@@ -203,3 +207,11 @@ async def test_local_existing_account_ok():
     a = auth(RemoteUserLocalAuthenticator)
     model = await a.get_authenticated_user(handler(ok_headers("root")), None)
     assert model["name"] == "root"
+
+
+async def test_local_variant_keeps_unix_allowed_groups_separate():
+    a = auth(RemoteUserLocalAuthenticator, allow_all=False, groups_header="X-Groups", allowed_remote_groups={"hpc"})
+    assert a.allowed_groups == set()  # LocalAuthenticator's UNIX groups, untouched
+    model = await a.get_authenticated_user(handler(ok_headers("root", ("X-Groups", "hpc"))), None)
+    assert model["name"] == "root"
+    assert await a.get_authenticated_user(handler(ok_headers("root", ("X-Groups", "other"))), None) is None

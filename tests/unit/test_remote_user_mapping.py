@@ -22,8 +22,8 @@ USERNAME_CASES = [
     ("realm-stripped", "alice@example.org", {"strip_realm": True}, "alice"),
     ("last-at-is-realm", "a@b@example.org", {"strip_realm": True}, "a@b"),
     ("windows-domain", "EXAMPLE\\Alice", {"strip_realm": True}, "alice"),
-    ("allowed-realm", "alice@EXAMPLE.org", {"strip_realm": True, "allowed_realms": {"example.org"}}, "alice"),
-    ("allowed-realm-kept", "alice@example.org", {"allowed_realms": {"example.org"}}, "alice@example.org"),
+    ("allowed-realm", "alice@EXAMPLE.org", {"strip_realm": True, "accepted_realms": {"example.org"}}, "alice"),
+    ("allowed-realm-kept", "alice@example.org", {"accepted_realms": {"example.org"}}, "alice@example.org"),
     ("regex-named-group", "bob@ex.org", {"extract_regex": EXTRACT}, "bob"),
     ("regex-group-1", "uid=Carol,ou=people,dc=example,dc=org", {"extract_regex": GROUP1}, "carol"),
     ("unicode-nfc", "jose\u0301", {}, "jos\u00e9"),
@@ -37,8 +37,8 @@ USERNAME_REJECTS = [
     ("nul", "alice\x00", {}, "spaces or control"),
     ("slash", "../admin", {}, "cannot be used"),
     ("dots", "..", {}, "cannot be used"),
-    ("other-realm", "alice@evil.org", {"strip_realm": True, "allowed_realms": {"example.org"}}, "realm 'evil.org'"),
-    ("no-realm-when-required", "alice", {"strip_realm": True, "allowed_realms": {"example.org"}}, "has no realm"),
+    ("other-realm", "alice@evil.org", {"strip_realm": True, "accepted_realms": {"example.org"}}, "realm 'evil.org'"),
+    ("no-realm-when-required", "alice", {"strip_realm": True, "accepted_realms": {"example.org"}}, "has no realm"),
     ("realm-only", "@example.org", {"strip_realm": True}, "no user name left"),
     ("regex-no-match", "bob@evil.org", {"extract_regex": EXTRACT}, "does not match"),
     ("regex-partial-is-not-enough", "bob@ex.org.evil", {"extract_regex": EXTRACT}, "does not match"),
@@ -164,7 +164,7 @@ def test_auth_state_env_hook_updates_spawner_environment():
 
 def test_long_header_value_is_cut_short_in_messages():
     with pytest.raises(MappingError) as err:
-        map_username("x" * 5000 + "@evil.org", strip_realm=True, allowed_realms={"example.org"})
+        map_username("x" * 5000 + "@evil.org", strip_realm=True, accepted_realms={"example.org"})
     assert len(str(err.value)) < 200
     with pytest.raises(MappingError) as err:
         map_username("y" * 5000, extract_regex=EXTRACT)
