@@ -294,3 +294,17 @@ def test_browser_login_and_logout_through_apache(sso):
             print(f"browser login+logout through apache: {time.monotonic() - t0:.2f} s")
         finally:
             browser.close()
+
+
+def test_hub_refuses_to_start_without_trust_config(tmp_path):
+    """No secret, no trusted networks, no explicit unsafe opt-out: the real hub exits at startup."""
+    hub = Hub(tmp_path / "untrusting", "c.JupyterHub.authenticator_class = 'remote-user'\n",
+              env={"REMOTE_USER_PROXY_SECRET": ""})
+    try:
+        with pytest.raises(RuntimeError, match="hub exited with 1"):
+            hub.start(timeout=60)
+        log = hub.log_text()
+        assert "RemoteUserAuthenticator.header_name would be trusted from any client" in log
+        assert "RemoteUserAuthenticator.unsafe_trust_any_client" in log
+    finally:
+        hub.stop()
