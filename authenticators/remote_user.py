@@ -248,7 +248,11 @@ class RemoteUserAuthenticator(Authenticator):
         peer = peer[0] if isinstance(peer, tuple) and peer else None
         failures = []
         checked = None
-        if self.proxy_secret and not secret_matches(request.headers.get(self.proxy_secret_header), self.proxy_secret):
+        given = request.headers.get(self.proxy_secret_header)
+        # gone from the request once read: the hub logs every header of a 5xx response
+        if self.proxy_secret_header in request.headers:
+            del request.headers[self.proxy_secret_header]
+        if self.proxy_secret and not secret_matches(given, self.proxy_secret):
             failures.append(f"missing or wrong {self.proxy_secret_header}")
         if self.trusted_proxy_networks:
             checked, how = forwarded_client(

@@ -308,3 +308,58 @@ def test_hub_refuses_to_start_without_trust_config(tmp_path):
         assert "RemoteUserAuthenticator.unsafe_trust_any_client" in log
     finally:
         hub.stop()
+
+
+def test_vhost_header_hygiene_seen_by_backend():
+    """The example vhost in front of a header-echo backend: what exactly reaches the hub's side."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    ok, why = apachetools.available("alice")
+    require(ok, why)
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps([[k.lower(), v] for k, v in self.headers.items()]).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    secret = secrets.token_hex(32)
+    apache = apachetools.Apache(backend=f"127.0.0.1:{server.server_address[1]}", secret=secret, users=PASSWORDS)
+    try:
+        apache.start()
+        forged = {"REMOTE_USER": "mallory", "X-Proxy-Secret": "forged", "X-Remote-User-Groups": "jhub-admins",
+                  "X-Remote-User-Email": "m@evil.org"}
+
+        def seen(path):
+            r = requests.get(apache.url + path, auth=("bob", PASSWORDS["bob"]), headers=forged, timeout=30)
+            assert r.status_code == 200
+            got = {}
+            for k, v in r.json():
+                got.setdefault(k, []).append(v)
+            return got
+
+        login = seen("/hub/login")
+        assert login["remote_user"] == ["bob"]
+        assert login["x-proxy-secret"] == [secret]
+        assert login["x-remote-user-groups"] == ["hpc"]
+        assert login["x-remote-user-email"] == ["bob@example.org"]
+        assert "authorization" not in login  # the demo's basic-auth password stays in Apache
+        for path in ["/hub/home", "/hub/api/user", "/user/bob/api/contents"]:
+            other = seen(path)
+            for name in ("remote_user", "x-proxy-secret", "x-remote-user-groups", "x-remote-user-email",
+                         "authorization"):
+                assert name not in other, (path, name)
+        assert secret not in apache.access_log() + apache.error_log()
+    finally:
+        apache.stop()
+        apache.cleanup()
+        server.shutdown()

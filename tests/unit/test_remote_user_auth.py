@@ -48,6 +48,13 @@ async def test_good_login_returns_model():
     assert model["auth_state"]["remote_user"] == "Alice"
 
 
+async def test_secret_header_removed_from_request_once_read():
+    h = handler(ok_headers())
+    await auth().get_authenticated_user(h, None)
+    assert "X-Proxy-Secret" not in h.request.headers
+    assert h.request.headers["REMOTE_USER"] == "alice"
+
+
 async def test_groups_only_sent_with_manage_groups_and_admin_follows_sso():
     a = auth(groups_header="X-Groups", admin_groups={"jhub-admins"})
     model = await a.get_authenticated_user(handler(ok_headers("bob", ("X-Groups", "hpc"))), None)
