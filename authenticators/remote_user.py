@@ -1,0 +1,369 @@
+"""Log users in from the SSO headers a trusted front proxy (Apache + mod_shib,
+mod_auth_openidc, mod_auth_mellon, ...) sets.
+
+With ``auto_login`` (on by default here) the hub's own ``/hub/login`` calls
+``authenticate(handler, None)``; this returns a user model, so the hub's own
+checks still run afterwards: ``normalize_username``, ``username_pattern``,
+``blocked_users``, ``allow_all``/``allowed_users``, ``admin_users``, group sync
+(``manage_groups``), auth_state and ``post_auth_hook``.
+
+A request counts only if it came through the front proxy: the proxy adds a
+shared secret header, and/or the request arrives from ``trusted_proxy_networks``
+(see ``authenticators/trust.py`` for which address is checked and why).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from jupyterhub.auth import Authenticator, LocalAuthenticator
+from tornado import web
+from traitlets import Bool, Dict, List, Set, TraitError, Unicode, default, validate
+
+from .logout import RemoteUserLogoutHandler
+from .mapping import MappingError, brief, map_username, parse_groups, posix_name_problem
+from .trust import address_in, forwarded_client, parse_networks, secret_matches
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+SECRET_ENV = "REMOTE_USER_PROXY_SECRET"
+MIN_SECRET = 16
+
+
+class RemoteUserAuthenticator(Authenticator):
+    """Trust a user header set by an authenticating front proxy, and nothing else."""
+
+    # ------------------------------------------------------------------ headers
+    header_name = Unicode(
+        "REMOTE_USER",
+        config=True,
+        help="""Request header holding the authenticated user, as the front proxy sets it
+        (`REMOTE_USER`, `X-Remote-User`, `eppn`, ...). Matched case-insensitively.
+        The front proxy must remove any client-sent copy of it (see examples/apache).""",
+    )
+    groups_header = Unicode(
+        "",
+        config=True,
+        help="""Request header listing the user's groups (`isMemberOf`, `X-Remote-User-Groups`).
+        Empty: no groups from headers. Split on `groups_separator`, renamed by `group_map`;
+        synced to the hub only with `Authenticator.manage_groups = True`; `admin_groups`
+        is checked against the result.""",
+    )
+    groups_separator = Unicode(
+        ";",
+        config=True,
+        help="Separator between groups in `groups_header` (mod_shib uses `;`, many OIDC setups `,`).",
+    )
+    group_map = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        config=True,
+        help="""Rename external groups to hub groups, e.g.
+        `{"cn=hpc,ou=groups,dc=example,dc=org": "hpc"}`. Unmapped groups keep their name
+        unless `drop_unmapped_groups` is set.""",
+    )
+    drop_unmapped_groups = Bool(
+        False,
+        config=True,
+        help="Keep only groups named in `group_map` (avoids creating a hub group per SSO group).",
+    )
+    admin_groups = Set(
+        Unicode(),
+        config=True,
+        help="""Hub group names (after `group_map`) whose members are hub admins. When set,
+        a user not in any of them at login loses admin rights (unless in
+        `Authenticator.admin_users`): admin follows the SSO.""",
+    )
+    allowed_remote_groups = Set(
+        Unicode(),
+        config=True,
+        help="""Let in members of these groups (from `groups_header`, after `group_map`), in
+        addition to `Authenticator.allowed_users`. Not UNIX groups: those are
+        `LocalAuthenticator.allowed_groups`. `blocked_users` still wins.""",
+    ).tag(allow_config=True)
+    auth_state_headers = List(
+        Unicode(),
+        config=True,
+        help="""Headers to keep in the user's auth_state under `headers` (e.g. `mail`,
+        `X-Remote-User-Account`), so a `Spawner.auth_state_hook` can pass them to the job
+        (see `authenticators.env.auth_state_env_hook`). auth_state is only stored with
+        `Authenticator.enable_auth_state = True` and `JUPYTERHUB_CRYPT_KEY` set.""",
+    )
+
+    # --------------------------------------------------------------- usernames
+    strip_realm = Bool(
+        False,
+        config=True,
+        help="Strip a realm or domain from the user header: `alice@example.org` and `EXAMPLE\\alice` -> `alice`.",
+    )
+    accepted_realms = Set(
+        Unicode(),
+        config=True,
+        help="""Realms accepted in the user header (case-insensitive). When set, a name
+        without one of these realms is refused; this stops `alice@other.org` becoming hub
+        user `alice` when `strip_realm` is on.""",
+    )
+    username_extract_pattern = Unicode(
+        "",
+        config=True,
+        help="""Regex that must match the whole user header; its group `username` (or group 1)
+        is the hub name, e.g. `(?P<username>[a-z0-9]+)@(example\\.org|ex\\.org)`.
+        Replaces `strip_realm`/`accepted_realms` when set; a non-matching header is refused.""",
+    )
+    lowercase_username = Bool(
+        True,
+        config=True,
+        help="Lower-case names (the hub's default normalisation). False keeps case; `username_map` still applies.",
+    )
+
+    # ------------------------------------------------------------------- trust
+    proxy_secret_header = Unicode(
+        "X-Proxy-Secret",
+        config=True,
+        help="Request header carrying `proxy_secret`; the front proxy sets it and removes client copies.",
+    )
+    proxy_secret = Unicode(
+        config=True,
+        help=f"""Shared secret the front proxy adds in `proxy_secret_header`; compared in constant
+        time. Default: the `{SECRET_ENV}` environment variable (keep it out of config files).
+        At least {MIN_SECRET} characters. Required unless `trusted_proxy_networks` is set;
+        with both set, both must pass.""",
+    )
+    trusted_proxy_networks = List(
+        Unicode(),
+        config=True,
+        help="""CIDR networks the front proxy connects to configurable-http-proxy from
+        (e.g. `["10.1.2.3/32"]`). The checked address is the last X-Forwarded-For entry
+        appended by the hub's own proxy, not `request.remote_ip` (client-controllable);
+        see `hub_proxy_networks`. With `proxy_secret` also set, both must pass.""",
+    )
+    hub_proxy_networks = List(
+        Unicode(),
+        ["127.0.0.0/8", "::1/128"],
+        config=True,
+        help="""Where configurable-http-proxy connects to the hub from. Only for connections
+        from here is the last X-Forwarded-For entry believed; any other connection is
+        checked by its own address. Set it to the CHP host's address when CHP runs elsewhere.""",
+    )
+    unsafe_trust_any_client = Bool(
+        False,
+        config=True,
+        help="""UNSAFE: accept the user header from any client, with neither `proxy_secret` nor
+        `trusted_proxy_networks`. Anyone who can reach the hub or its proxy can then log in
+        as anyone. Only for a hub reachable solely through the authenticating proxy.""",
+    )
+
+    # ------------------------------------------------------------------ logout
+    logout_redirect_url = Unicode(
+        "",
+        config=True,
+        help="""Where /hub/logout sends the browser after clearing the hub session: the SSO's
+        logout URL (e.g. `/Shibboleth.sso/Logout`, `/oidc-redirect?logout=https://...`).
+        Empty: the hub's own logout page, and the SSO session stays alive.""",
+    )
+
+    @default("auto_login")
+    def _auto_login_default(self):
+        return True
+
+    @default("proxy_secret")
+    def _proxy_secret_default(self):
+        return os.environ.get(SECRET_ENV, "")
+
+    # -------------------------------------------------------------- validation
+    def _trait_name(self, name):
+        return f"{type(self).__name__}.{name}"
+
+    @validate("header_name", "groups_header", "proxy_secret_header")
+    def _valid_header(self, proposal):
+        value = proposal["value"].strip()
+        name = proposal["trait"].name
+        if value and not _HEADER_NAME.match(value):
+            raise TraitError(f"{self._trait_name(name)} = {value!r} is not a valid HTTP header name")
+        if not value and name != "groups_header":
+            raise TraitError(f"{self._trait_name(name)} must not be empty")
+        return value
+
+    @validate("trusted_proxy_networks", "hub_proxy_networks")
+    def _valid_networks(self, proposal):
+        try:
+            parse_networks(proposal["value"])
+        except ValueError as e:
+            raise TraitError(f"{self._trait_name(proposal['trait'].name)}: {e}") from None
+        return proposal["value"]
+
+    @validate("username_extract_pattern")
+    def _valid_pattern(self, proposal):
+        value = proposal["value"]
+        if value:
+            try:
+                compiled = re.compile(value)
+            except re.error as e:
+                raise TraitError(f"{self._trait_name('username_extract_pattern')}: bad regex {value!r}: {e}") from None
+            if "username" not in compiled.groupindex and compiled.groups < 1:
+                raise TraitError(
+                    f"{self._trait_name('username_extract_pattern')} needs a group `(?P<username>...)` or a group 1"
+                )
+        return value
+
+    @validate("logout_redirect_url")
+    def _valid_logout(self, proposal):
+        value = proposal["value"].strip()
+        if value and not (value.startswith(("https://", "http://")) or (value.startswith("/") and not value.startswith("//"))):
+            raise TraitError(
+                f"{self._trait_name('logout_redirect_url')} = {value!r}: use an absolute http(s) URL or a path starting with /"
+            )
+        return value
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.check_trust_config()
+
+    def check_trust_config(self):
+        """At startup: refuse a configuration that trusts the header from anyone."""
+        secret = self.proxy_secret
+        if secret and len(secret) < MIN_SECRET:
+            raise ValueError(
+                f"{self._trait_name('proxy_secret')} is {len(secret)} characters; use at least {MIN_SECRET}"
+                f" (e.g. `openssl rand -hex 32`, passed as ${SECRET_ENV})"
+            )
+        if not secret and not self.trusted_proxy_networks and not self.unsafe_trust_any_client:
+            raise ValueError(
+                f"{self._trait_name('header_name')} would be trusted from any client. Set "
+                f"{self._trait_name('proxy_secret')} (or ${SECRET_ENV}) and/or "
+                f"{self._trait_name('trusted_proxy_networks')}; or, only if the hub is unreachable except "
+                f"through the authenticating proxy, {self._trait_name('unsafe_trust_any_client')} = True"
+            )
+        if self.unsafe_trust_any_client and not secret and not self.trusted_proxy_networks:
+            self.log.warning(
+                "%s is on: any client that reaches the hub can log in as anyone by sending %s",
+                self._trait_name("unsafe_trust_any_client"), self.header_name,
+            )
+
+    # ------------------------------------------------------------------- trust
+    def check_request_trusted(self, handler):
+        """Raise 403 unless the request came through the front proxy."""
+        request = handler.request
+        peer = getattr(getattr(request.connection, "context", None), "address", None)
+        peer = peer[0] if isinstance(peer, tuple) and peer else None
+        failures = []
+        checked = None
+        given = request.headers.get(self.proxy_secret_header)
+        # gone from the request once read: the hub logs every header of a 5xx response
+        if self.proxy_secret_header in request.headers:
+            del request.headers[self.proxy_secret_header]
+        if self.proxy_secret and not secret_matches(given, self.proxy_secret):
+            failures.append(f"missing or wrong {self.proxy_secret_header}")
+        if self.trusted_proxy_networks:
+            checked, how = forwarded_client(
+                peer, request.headers.get_list("X-Forwarded-For"), parse_networks(self.hub_proxy_networks)
+            )
+            if not address_in(checked, parse_networks(self.trusted_proxy_networks)):
+                failures.append(f"address not in trusted_proxy_networks ({how})")
+        if failures:
+            # never log header values: one of them may be a (wrong) secret
+            self.log.warning(
+                "Refused %s login from client %s (remote_ip as the hub sees it; TCP peer %s, checked address %s): %s",
+                type(self).__name__, request.remote_ip, peer, checked, "; ".join(failures),
+            )
+            raise web.HTTPError(
+                403, "%s",
+                "This hub accepts sign-ins only through its single sign-on front end; this request did not "
+                "come through it. Open the hub's public address instead; if you did, ask the hub's "
+                "administrators to check the front proxy configuration.",
+            )
+
+    # ----------------------------------------------------------------- authenticate
+    def _refuse(self, handler, why):
+        self.log.warning("Refused %s login from client %s: %s", type(self).__name__, handler.request.remote_ip, why)
+        raise web.HTTPError(403, "%s", f"Sign-in refused: {why}.")
+
+    def user_from_header(self, handler) -> str:
+        values = handler.request.headers.get_list(self.header_name)
+        if not values:
+            self._refuse(handler, f"the front proxy sent no {self.header_name} header; sign in through the SSO front end")
+        if len(values) > 1:
+            self._refuse(handler, f"the front proxy sent {self.header_name} more than once")
+        try:
+            return map_username(
+                values[0],
+                strip_realm=self.strip_realm,
+                accepted_realms=self.accepted_realms,
+                extract_regex=re.compile(self.username_extract_pattern) if self.username_extract_pattern else None,
+                lowercase=self.lowercase_username,
+            )
+        except MappingError as e:
+            self._refuse(handler, f"{e}; ask the hub's administrators if you think this is wrong")
+
+    def normalize_username(self, username):
+        if self.lowercase_username:
+            return super().normalize_username(username)
+        return self.username_map.get(username, username)
+
+    def groups_from_headers(self, handler) -> list[str]:
+        if not self.groups_header:
+            return []
+        return parse_groups(
+            handler.request.headers.get_list(self.groups_header),
+            separator=self.groups_separator,
+            group_map=self.group_map,
+            drop_unmapped=self.drop_unmapped_groups,
+        )
+
+    def admin_from_groups(self, name, groups):
+        """True if in admin_groups or admin_users; False when admin_groups is set (admin follows the SSO)."""
+        if self.admin_groups and set(groups) & self.admin_groups:
+            return True
+        if name in self.admin_users:
+            return True
+        return False if self.admin_groups else None
+
+    def check_allowed(self, username, authentication=None):
+        groups = ((authentication or {}).get("auth_state") or {}).get("groups") or []
+        if self.allowed_remote_groups and set(groups) & self.allowed_remote_groups:
+            return True
+        return super().check_allowed(username, authentication)
+
+    async def authenticate(self, handler, data=None):
+        self.check_request_trusted(handler)
+        name = self.user_from_header(handler)
+        normalized = self.normalize_username(name)
+        if not self.validate_username(normalized):
+            self._refuse(handler, f"{brief(normalized)} is not a user name this hub accepts (Authenticator.username_pattern)")
+        self.check_username_usable(handler, normalized)
+        groups = self.groups_from_headers(handler)
+        headers = handler.request.headers
+        auth_state = {
+            "remote_user": headers.get(self.header_name),
+            "groups": groups,
+            "headers": {h: headers.get(h) for h in self.auth_state_headers if headers.get(h) is not None},
+        }
+        model = {"name": name, "admin": self.admin_from_groups(normalized, groups), "auth_state": auth_state}
+        if self.manage_groups:
+            model["groups"] = groups
+        return model
+
+    def check_username_usable(self, handler, name):
+        """Hook for subclasses (the Local variant checks the system account)."""
+
+    def get_handlers(self, app):
+        return super().get_handlers(app) + [("/logout", RemoteUserLogoutHandler)]
+
+
+class RemoteUserLocalAuthenticator(LocalAuthenticator, RemoteUserAuthenticator):
+    """RemoteUserAuthenticator for hubs that spawn as system users (batch jobs run as the user).
+
+    With `LocalAuthenticator.create_system_users = True` the account is created at
+    first login (`add_user_cmd`); otherwise a user without an account is refused
+    with a clear message instead of a server error at spawn time.
+    """
+
+    def check_username_usable(self, handler, name):
+        problem = posix_name_problem(name)
+        if problem:
+            self._refuse(handler, problem)
+        try:
+            self._getpwnam(name)
+        except KeyError:
+            if not self.create_system_users:
+                self._refuse(handler, f"there is no system account {brief(name)} on this hub; ask the administrators to create it")
