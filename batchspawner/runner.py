@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from . import metrics
+
 __all__ = [
     "CommandError",
     "CommandTimeout",
@@ -133,6 +135,27 @@ class CommandRunner:
         full = self.build_argv(argv)
         if not full:
             raise CommandError(full, reason="empty command")
+        label = metrics.command_name(argv)
+        try:
+            result = await self._run(full, env, stdin, timeout, cwd)
+        except CommandTimeout:
+            metrics.COMMAND_FAILURES.labels(command=label, kind="timeout").inc()
+            raise
+        except CommandError:
+            metrics.COMMAND_FAILURES.labels(command=label, kind="start").inc()
+            raise
+        metrics.COMMAND_SECONDS.labels(command=label).observe(result.seconds)
+        if self.log is not None:
+            self.log.debug(
+                "ran %s -> %s in %.3f s", shlex.join(full), result.returncode, result.seconds
+            )
+        if result.returncode != 0:
+            metrics.COMMAND_FAILURES.labels(command=label, kind="exit").inc()
+        if check and result.returncode != 0:
+            raise CommandError(full, result.returncode, result.stdout, result.stderr)
+        return result
+
+    async def _run(self, full, env, stdin, timeout, cwd) -> CommandResult:
         timeout = self.timeout if timeout is None else timeout
         t0 = time.monotonic()
         try:
@@ -156,20 +179,13 @@ class CommandRunner:
         except asyncio.CancelledError:
             await _kill(proc)
             raise
-        result = CommandResult(
+        return CommandResult(
             full,
             proc.returncode,
             out.decode(errors="replace"),
             err.decode(errors="replace"),
             time.monotonic() - t0,
         )
-        if self.log is not None:
-            self.log.debug(
-                "ran %s -> %s in %.3f s", shlex.join(full), result.returncode, result.seconds
-            )
-        if check and result.returncode != 0:
-            raise CommandError(full, result.returncode, result.stdout, result.stderr)
-        return result
 
 
 async def _kill(proc):

@@ -92,6 +92,11 @@ class SlurmSpawner(BatchSpawnerBase):
         "scancel {cluster_opt} {job_id}", help=BatchSpawnerBase.batch_cancel_cmd.help
     ).tag(config=True)
 
+    batch_status_cmd = Unicode(
+        "squeue -h -t all -j {job_ids} -o '%i %T %B %r' {cluster_opt}",
+        help=BatchSpawnerBase.batch_status_cmd.help,
+    ).tag(config=True)
+
     state_pending_re = Unicode(_alternatives(PENDING_STATES), help=BatchSpawnerBase.state_pending_re.help).tag(
         config=True
     )
@@ -172,6 +177,41 @@ class SlurmSpawner(BatchSpawnerBase):
         if status.state is JobState.PENDING:
             status.reason = self.pending_reason(stdout)
         return status
+
+    def parse_batch_status(self, returncode, stdout, stderr, job_ids):
+        """Parse ``squeue -h -t all -j ID,ID,... -o '%i %T %B %r'``.
+
+        Exit 0: every listed job is described; a job missing from the list has been
+        purged (finished). Exit 1 with "Invalid job id specified": none of the ids is
+        known any more (all finished). Anything else raises, so the round counts as
+        failed and every job stays *unknown*.
+        """
+        if returncode != 0:
+            both = f"{stdout}\n{stderr}"
+            if self.state_gone_re and re.search(self.state_gone_re, both) and not (
+                self.state_unknown_re and re.search(self.state_unknown_re, both, re.M)
+            ):
+                return {j: JobStatus(JobState.FINISHED, native="gone") for j in job_ids}
+            raise RuntimeError(f"squeue exited with {returncode}: {(stderr or stdout).strip()[:200]}")
+        wanted = set(job_ids)
+        answer = {}
+        for line in stdout.splitlines():
+            if not line.strip() or line.startswith("CLUSTER:"):
+                continue
+            job_id, _, rest = line.strip().partition(" ")
+            if not re.fullmatch(r"\d+(?:_\d+)?(?:\+\d+)?", job_id):
+                raise RuntimeError(f"unexpected squeue line: {line[:120]!r}")
+            if job_id not in wanted:
+                continue
+            status = super().parse_query_output(0, rest, "")
+            if status.state is JobState.RUNNING and not self.state_exechost_exp:
+                status.host = first_host(status.host)
+            if status.state is JobState.PENDING:
+                status.reason = self.pending_reason(rest)
+            answer[job_id] = status
+        for job_id in wanted - answer.keys():
+            answer[job_id] = JobStatus(JobState.FINISHED, native="gone")
+        return answer
 
     def pending_reason(self, output):
         fields = output.strip().split(None, 2)

@@ -33,9 +33,11 @@ from traitlets import (
 )
 from traitlets import TraitError
 
+from . import metrics
 from .options import validate_user_options
 from .runner import CommandError, CommandRunner, split_command
 from .states import JobState, JobStatus
+from .status import StatusPoller
 from .templating import format_template, has_control_chars
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$")
@@ -238,6 +240,55 @@ class BatchSpawnerBase(Spawner):
         False, help="Whether a successful query that prints nothing means the job ended."
     ).tag(config=True)
 
+    # ---------------------------------------------------------------- shared status
+    shared_status = Bool(
+        True,
+        help="""Read job states from one shared query per cluster instead of one query per job.
+
+        All spawners with the same status command, cluster and query identity share a
+        poller that asks the scheduler about every job in one command each
+        ``status_interval`` (``batch_status_cmd``). Set False to query each job on its own
+        with ``batch_query_cmd`` (as batchspawner 1.3 did). Schedulers without a
+        ``batch_status_cmd`` always query per job.""",
+    ).tag(config=True)
+
+    batch_status_cmd = Unicode(
+        "",
+        help="""Command that prints the state of many jobs at once, for the shared poller.
+
+        Formatted like the other commands, plus {job_ids} (comma-separated). Parsed by the
+        scheduler module's parse_batch_status(); empty disables the shared poller.""",
+    ).tag(config=True)
+
+    status_exec_prefix = Unicode(
+        "",
+        help="""Prefix for the shared status query (it covers every user's jobs, so it runs as
+        the hub's own user by default, not as one user). E.g. ``sudo -u slurmview`` where the
+        scheduler hides other users' jobs.""",
+    ).tag(config=True)
+
+    status_interval = Float(
+        10.0,
+        help="""Seconds between shared status queries while jobs exist. One query covers all
+        jobs, so this can be short. Backs off (doubling, up to status_max_interval) while
+        queries fail, and stretches to 10x the query's own duration when it is slow.""",
+    ).tag(config=True)
+
+    status_min_interval = Float(
+        0.5,
+        help="Floor between two shared status queries: starting spawns asking for fresh states share one query.",
+    ).tag(config=True)
+
+    status_max_interval = Float(
+        300.0, help="Ceiling of the shared status interval when backing off after failures."
+    ).tag(config=True)
+
+    @validate("status_min_interval")
+    def _check_min_interval(self, proposal):
+        if proposal["value"] <= 0:
+            raise TraitError("BatchSpawnerBase.status_min_interval must be > 0")
+        return proposal["value"]
+
     startup_poll_interval = Float(
         0.5, help="Seconds between job-state checks while the server starts."
     ).tag(config=True)
@@ -265,6 +316,12 @@ class BatchSpawnerBase(Spawner):
     def _default_query_runner(self):
         return self.runner
 
+    status_runner = Any(help="CommandRunner for the shared status query (injected in tests).")
+
+    @default("status_runner")
+    def _default_status_runner(self):
+        return self._make_runner(self.status_exec_prefix)
+
     def _make_runner(self, prefix_template):
         prefix = split_command(prefix_template, **self._identity_vars()) if prefix_template else []
         remote = bool(prefix) and os.path.basename(prefix[0]) == "ssh"
@@ -284,6 +341,7 @@ class BatchSpawnerBase(Spawner):
         self._port_future = None
         self._events = []
         self._unknown_since = None
+        self._grace_reported = False
         self._last_status = None
         self._started_at = None
 
@@ -480,7 +538,9 @@ class BatchSpawnerBase(Spawner):
             if self._unknown_since is None:
                 self._unknown_since = now
                 self.log.warning("%s: job %s state unknown: %s", self._log_name, self.job_id, status.reason)
-            elif now - self._unknown_since > self.unknown_grace:
+            elif now - self._unknown_since > self.unknown_grace and not self._grace_reported:
+                self._grace_reported = True
+                metrics.UNKNOWN_TOO_LONG.inc()
                 self.log.error(
                     "%s: job %s state unknown for %d s (%s); keeping the server",
                     self._log_name,
@@ -490,11 +550,54 @@ class BatchSpawnerBase(Spawner):
                 )
         else:
             self._unknown_since = None
+            self._grace_reported = False
         return status
 
-    async def job_status_now(self) -> JobStatus:
-        """Status used by start() and poll(); the shared poller overrides it."""
-        return await self.query_job_status()
+    async def job_status_now(self, max_age=None) -> JobStatus:
+        """This job's state, from the shared poller (no older than ``max_age``) or one query."""
+        if not self.job_id:
+            return JobStatus(JobState.FINISHED, native="no job")
+        if not self.uses_shared_status():
+            return await self.query_job_status()
+        status = await self.status_poller().status(self.job_id, max_age)
+        return self._record_status(status)
+
+    def uses_shared_status(self):
+        return bool(self.shared_status and self.batch_status_cmd)
+
+    def status_poller(self) -> StatusPoller:
+        """The poller shared by every spawner that would run the same status query."""
+        runner = self.status_runner
+        vars_ = self.command_vars()
+        key = (
+            type(self).__name__,
+            self.batch_status_cmd,
+            vars_.get("cluster_opt", ""),
+            tuple(getattr(runner, "prefix", ()) or ()),
+            tuple(getattr(runner, "hosts", ()) or ()),
+        )
+
+        async def query(job_ids):
+            argv = split_command(self.batch_status_cmd, **(vars_ | {"job_ids": ",".join(job_ids)}))
+            result = await runner.run(argv, env=self.command_env(), check=False)
+            return self.parse_batch_status(result.returncode, result.stdout, result.stderr, job_ids)
+
+        return StatusPoller.get(
+            key,
+            query,
+            interval=self.status_interval,
+            min_interval=self.status_min_interval,
+            max_interval=self.status_max_interval,
+            log=self.log,
+        )
+
+    def parse_batch_status(self, returncode, stdout, stderr, job_ids) -> dict:
+        """{job_id: JobStatus} from batch_status_cmd's output; raise when it cannot be trusted."""
+        raise NotImplementedError(f"{type(self).__name__} has no batched status parser")
+
+    def _forget_job(self):
+        if self.job_id and self.uses_shared_status():
+            self.status_poller().unwatch(self.job_id)
 
     async def cancel_batch_job(self):
         argv = split_command(self.batch_cancel_cmd, **self.command_vars(self.job_id))
@@ -528,6 +631,7 @@ class BatchSpawnerBase(Spawner):
 
     def clear_state(self):
         super().clear_state()
+        self._forget_job()
         self.job_id = ""
         self.job_status = ""
 
@@ -602,9 +706,11 @@ class BatchSpawnerBase(Spawner):
 
     async def _wait_until_running(self):
         last = None
+        submitted = time.monotonic()
         while True:
-            status = await self.job_status_now()
+            status = await self.job_status_now(max_age=self.startup_poll_interval)
             if status.state is JobState.RUNNING:
+                metrics.QUEUE_WAIT_SECONDS.observe(time.monotonic() - submitted)
                 return status.host
             if status.state is JobState.FINISHED:
                 await self._job_ended(status)
@@ -623,7 +729,7 @@ class BatchSpawnerBase(Spawner):
                 return await asyncio.wait_for(asyncio.shield(self._port_future), self.startup_poll_interval * 4)
             except asyncio.TimeoutError:
                 pass
-            status = await self.job_status_now()
+            status = await self.job_status_now(max_age=self.startup_poll_interval * 4)
             if status.state is JobState.FINISHED:
                 await self._job_ended(status)
 
@@ -635,7 +741,7 @@ class BatchSpawnerBase(Spawner):
                 return
             except (OSError, asyncio.TimeoutError):
                 pass
-            status = await self.job_status_now()
+            status = await self.job_status_now(max_age=self.startup_poll_interval * 4)
             if status.state is JobState.FINISHED:
                 await self._job_ended(status)
             await asyncio.sleep(self.startup_poll_interval)
@@ -654,6 +760,7 @@ class BatchSpawnerBase(Spawner):
         status = await self.job_status_now()
         if status.state is JobState.FINISHED:
             self.log.info("%s: job %s has ended (%s)", self._log_name, self.job_id, status.describe())
+            self._forget_job()
             return 1 if status.exit_code is None else (status.exit_code or 1)
         return None
 
@@ -666,8 +773,9 @@ class BatchSpawnerBase(Spawner):
             self.log.warning("%s: cancel of job %s failed: %s", self._log_name, self.job_id, e)
         deadline = time.monotonic() + (0 if now else self.cancel_wait_timeout)
         while True:
-            status = await self.query_job_status()
+            status = await self.job_status_now(max_age=self.startup_poll_interval)
             if status.state is JobState.FINISHED:
+                self._forget_job()
                 return
             if time.monotonic() >= deadline:
                 self.log.warning(

@@ -11,3 +11,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_status_pollers():
+    """Each test starts with no shared status pollers (they are process-wide)."""
+    from batchspawner.status import StatusPoller
+
+    StatusPoller._registry.clear()
+    yield
+    for poller in StatusPoller._registry.values():
+        if poller._task is not None:
+            poller._task.cancel()
+    StatusPoller._registry.clear()

@@ -31,4 +31,5 @@ def make_spawner(cls, runner=None, name="alice", **traits):
     if runner is not None:
         spawner.runner = runner
         spawner.query_runner = runner
+        spawner.status_runner = runner
     return spawner

@@ -26,7 +26,7 @@ SBATCH = {"partition": "--partition", "nprocs": "--cpus-per-task", "memory": "--
 
 
 def site_profiles(runner=None):
-    plumbing = {"runner": runner, "query_runner": runner, "startup_poll_interval": 0.01} if runner else {}
+    plumbing = {"runner": runner, "query_runner": runner, "status_runner": runner, "startup_poll_interval": 0.01} if runner else {}
     return [
         {"key": "hpc", "display": "Slurm", "class": "batchspawner.SlurmSpawner", "config": plumbing, "fields": FIELDS},
         {"key": "a-only", "display": "Group A", "class": "batchspawner.SlurmSpawner", "groups": ["A"]},
@@ -194,7 +194,7 @@ async def test_wrapspawner_101_config_runs_unchanged(tmp_path):
     wrapper.user_options = options
     await wrapper.run_pre_spawn_hook()
     child = wrapper.child_spawner
-    child.runner = child.query_runner = runner
+    child.runner = child.query_runner = child.status_runner = runner
     assert (child.req_nprocs, child.req_runtime, child.req_memory) == ("1", "4:00:00", "4gb")
     with pytest.raises(SpawnFailed):
         await wrapper.start()

@@ -40,18 +40,26 @@ class Cluster:
         if cmd == "tail":
             return Reply(stdout="line1\nImportError: no module named jupyterhub\n")
         if cmd == "squeue":
-            if argv[5] in self.cancelled:
-                return Reply(stdout="CANCELLED localhost None\n")
-            state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
-            if isinstance(state, Reply):
-                return state
-            return Reply(stdout=state + "\n")
+            # per-job query "-o '%T %B %r'", or the shared one "-o '%i %T %B %r'" for many ids
+            job_id = argv[5]
+            with_id = argv[7].startswith("%i")
+            if job_id in self.cancelled:
+                line = "CANCELLED localhost None"
+            else:
+                state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+                if isinstance(state, Reply):
+                    return state
+                line = state
+            if with_id and line:
+                line = f"{job_id} {line}"
+            return Reply(stdout=line + "\n" if line else "")
         raise AssertionError(f"unexpected command {argv}")
 
 
 def spawner_with(cluster, **traits):
     runner = FakeRunner(cluster)
     traits.setdefault("startup_poll_interval", 0.01)
+    traits.setdefault("status_min_interval", 0.01)
     return make_spawner(SlurmSpawner, runner, **traits), runner
 
 
@@ -93,7 +101,7 @@ async def test_start_submits_script_on_stdin_and_returns_host_port(listener):
     assert "PATH" in submit.env and "PATH" in script.split("--export=")[1].split("\n")[0]
     assert spawner.get_state()["job_id"] == "123"
     queries = [c.argv for c in runner.calls if c.argv[0] == "squeue"]
-    assert queries[0] == ["squeue", "-h", "-t", "all", "-j", "123", "-o", "%T %B %r"]
+    assert queries[0] == ["squeue", "-h", "-t", "all", "-j", "123", "-o", "%i %T %B %r"]
     messages = [e["message"] for e in spawner._events]
     assert any("Resources" in m for m in messages) and any("Priority" in m for m in messages)
 
@@ -151,7 +159,8 @@ async def test_query_states(reply, state, host):
 
 async def test_poll_unknown_is_alive_finished_is_not():
     replies = [Reply(stderr=ERR_DOWN, returncode=1), Reply(stdout="RUNNING localhost None\n"), Reply(stdout="")]
-    spawner, _ = spawner_with(lambda argv, stdin: replies.pop(0))
+    # one query per poll: the per-job mode (shared_status=False), as batchspawner 1.3 did
+    spawner, _ = spawner_with(lambda argv, stdin: replies.pop(0), shared_status=False)
     spawner.job_id = "9"
     assert await spawner.poll() is None
     assert await spawner.poll() is None
@@ -169,7 +178,7 @@ async def test_stop_cancels_and_waits_until_gone():
     spawner, runner = spawner_with(cluster)
     spawner.job_id = "55"
     await spawner.stop()
-    assert [c.argv for c in runner.calls][:2] == [["scancel", "55"], ["squeue", "-h", "-t", "all", "-j", "55", "-o", "%T %B %r"]]
+    assert [c.argv for c in runner.calls][:2] == [["scancel", "55"], ["squeue", "-h", "-t", "all", "-j", "55", "-o", "%i %T %B %r"]]
 
 
 async def test_stop_is_bounded_when_job_never_goes():

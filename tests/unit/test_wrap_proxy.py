@@ -15,7 +15,7 @@ from wrapspawner import ProfilesSpawner, WrapSpawner
 
 
 def profiles(runner):
-    plumbing = {"runner": runner, "query_runner": runner, "startup_poll_interval": 0.01}
+    plumbing = {"runner": runner, "query_runner": runner, "status_runner": runner, "startup_poll_interval": 0.01}
     return [
         ("Local", "local", "jupyterhub.spawner.LocalProcessSpawner", {}),
         {
@@ -98,7 +98,11 @@ async def test_whole_api_through_profiles_spawner():
     assert state["profile"] == "hpc" and state["child_state"]["job_id"] == "4242"
     assert state["child_class"] == "batchspawner.slurm.SlurmSpawner"
 
-    # hub restart: a new wrapper rebuilds the same child from state and finds the job
+    # hub restart: a new process (no shared status cache), a new wrapper rebuilds the
+    # same child from state and finds the job
+    from batchspawner.status import StatusPoller
+
+    StatusPoller._registry.clear()
     again = make_wrapper(ProfilesSpawner, profiles=profiles(runner))
     again.load_state(state)
     assert again.child_spawner.job_id == "4242" and again.child_spawner.req_memory == "4G"

@@ -11,7 +11,10 @@ def slurm_responder(state="RUNNING localhost None"):
         if argv[0] == "sbatch":
             return Reply(stdout="4242\n")
         if argv[0] == "squeue":
-            return Reply(stdout=state() if callable(state) else state)
+            line = state() if callable(state) else state
+            if "%i" in argv[-1] and line.strip():  # the shared query lists job ids first
+                line = f"{argv[5]} {line}"
+            return Reply(stdout=line)
         return Reply()
 
     return respond

@@ -1,0 +1,52 @@
+"""Prometheus metrics, served by the hub's own ``/metrics`` (they live in the default registry)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+from prometheus_client import Counter as PCounter
+from prometheus_client import Gauge, Histogram
+
+COMMAND_SECONDS = Histogram(
+    "batchspawner_command_duration_seconds",
+    "Time taken by scheduler commands (sbatch, squeue, scancel, ...)",
+    ["command"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+COMMAND_FAILURES = PCounter(
+    "batchspawner_command_failures_total",
+    "Scheduler commands that failed (non-zero exit, timeout, could not start)",
+    ["command", "kind"],
+)
+JOBS = Gauge(
+    "batchspawner_jobs",
+    "Jobs of this hub by state, as the last shared status query saw them",
+    ["poller", "state"],
+)
+QUEUE_WAIT_SECONDS = Histogram(
+    "batchspawner_queue_wait_seconds",
+    "Time from submission until the job ran",
+    buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+)
+POLL_ROUND_SECONDS = Histogram(
+    "batchspawner_status_round_seconds",
+    "Time taken by one shared status query round",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+UNKNOWN_TOO_LONG = PCounter(
+    "batchspawner_unknown_grace_exceeded_total",
+    "Times a job stayed in state unknown longer than unknown_grace (the server was kept)",
+)
+
+
+def command_name(argv) -> str:
+    """A low-cardinality label for a command: the tool's base name (never its arguments)."""
+    return os.path.basename(str(argv[0]))[:40] if argv else "unknown"
+
+
+def record_job_states(key, statuses):
+    counts = Counter(s.state.value for s in statuses)
+    label = str(key[0]) if isinstance(key, tuple) and key else str(key)
+    for state in ("pending", "running", "finished", "unknown"):
+        JOBS.labels(poller=label, state=state).set(counts.get(state, 0))
