@@ -15,9 +15,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def install(directory, flavour: str) -> Path:
+def install(directory, flavour: str, pending_seconds=0.5, keep_seconds=30) -> Path:
     """Install a fake cluster of ``flavour`` into ``directory``; returns its bin directory."""
-    subprocess.run(["bash", str(HERE / "install.sh"), str(directory), flavour], check=True, capture_output=True)
+    env = dict(os.environ, FAKESCHED_PENDING_SECONDS=str(pending_seconds), FAKESCHED_KEEP_SECONDS=str(keep_seconds))
+    subprocess.run(
+        ["bash", str(HERE / "install.sh"), str(directory), flavour], check=True, capture_output=True, env=env
+    )
     return Path(directory) / "bin"
 
 

@@ -8,6 +8,8 @@
 #              bsub bjobs bkill | condor_submit condor_q condor_history condor_rm)
 #   DIR/lib    copies of the fake's Python files (run by /usr/bin/python3, readable by job users)
 #   DIR/state  the job table, writable by every user (sticky, like /tmp)
+# FAKESCHED_PENDING_SECONDS (queue wait, default 0.5) and FAKESCHED_KEEP_SECONDS (how long
+# finished jobs stay listed, default 30) are fixed into the wrappers at install time.
 set -euo pipefail
 dir=${1:?usage: install.sh DIR FLAVOUR}
 flavour=${2:?usage: install.sh DIR FLAVOUR}
@@ -29,7 +31,9 @@ for cmd in $cmds; do
   cat > "$dir/bin/$cmd" <<WRAP
 #!/bin/sh
 # FAKE $flavour '$cmd' for jupyterhub-hpc tests: not a real scheduler (see tests/fakesched).
-FAKESCHED_DIR='$dir' FAKESCHED_FLAVOUR='$flavour' exec /usr/bin/python3 '$dir/lib/cli.py' '$cmd' "\$@"
+FAKESCHED_DIR='$dir' FAKESCHED_FLAVOUR='$flavour' \\
+FAKESCHED_PENDING_SECONDS='${FAKESCHED_PENDING_SECONDS:-0.5}' FAKESCHED_KEEP_SECONDS='${FAKESCHED_KEEP_SECONDS:-30}' \\
+exec /usr/bin/python3 '$dir/lib/cli.py' '$cmd' "\$@"
 WRAP
   chmod 755 "$dir/bin/$cmd"
 done
