@@ -136,20 +136,24 @@ class CondorSpawner(BatchSpawnerBase):
         status.native = STATE_NAMES.get(code, code)
         return status
 
-    async def query_job_status(self) -> JobStatus:
-        status = await super().query_job_status()
-        if not status.extra.get("left_queue"):
-            return status
-        argv = split_command(self.batch_history_cmd, **self.command_vars(self.job_id))
+    async def _query(self, template) -> JobStatus:
+        argv = split_command(template, **self.command_vars(self.job_id))
         try:
             result = await self.query_runner.run(argv, env=self.command_env(), check=False)
-        except CommandError as e:
-            return self._record_status(JobStatus(JobState.UNKNOWN, reason=e.reason or str(e)))
-        status = self.parse_query_output(result.returncode, result.stdout, result.stderr)
-        if status.extra.get("left_queue"):
-            status = JobStatus(JobState.FINISHED, native="gone", reason="in neither condor_q nor condor_history")
-        return self._record_status(status)
+        except CommandError as e:  # timeout or could not start
+            return JobStatus(JobState.UNKNOWN, reason=e.reason or str(e))
+        return self.parse_query_output(result.returncode, result.stdout, result.stderr)
 
+    async def query_job_status(self) -> JobStatus:
+        """condor_q; when the job left the queue, condor_history (one recorded status)."""
+        if not self.job_id:
+            return await super().query_job_status()
+        status = await self._query(self.batch_query_cmd)
+        if status.extra.get("left_queue"):
+            status = await self._query(self.batch_history_cmd)
+            if status.extra.get("left_queue"):
+                status = JobStatus(JobState.FINISHED, native="gone", reason="in neither condor_q nor condor_history")
+        return self._record_status(status)
 
 def _seconds(runtime):
     match = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d{1,2})", runtime.strip())
