@@ -9,6 +9,7 @@ request through the proxy, and stop -> the job cancelled and its process gone.
 """
 
 import os
+import pwd
 import shutil
 import tempfile
 import time
@@ -62,6 +63,7 @@ def test_fake_scheduler_spawn_proxy_stop(hubs, fake_cluster, spawner_class, flav
     assert job["owner"] == "alice" and job["state"] == "running"
     assert str(job["id"]) in model["state"]["job_id"]
     assert fakesched.pid_alive(job["pid"])
+    assert os.stat(f"/proc/{job['pid']}").st_uid == pwd.getpwnam("alice").pw_uid  # the job runs as alice
 
     resp = hub.user_request("alice", "api")
     assert resp.status_code == 200, resp.text

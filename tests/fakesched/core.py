@@ -142,7 +142,7 @@ def run_job(num: str) -> None:
             job.update(state="exited", exit=1, start_time=time.time(), end_time=time.time(), error=str(e))
             return
         job.update(state="running", pid=proc.pid, start_time=time.time())
-    code = proc.wait()
+    code = _wait(num, proc)
     with update(num) as job:
         job["exit"] = code if code >= 0 else 128 - code
         job["end_time"] = time.time()
@@ -152,6 +152,20 @@ def run_job(num: str) -> None:
         os.unlink(jobs_dir() / f"{num}.script")
     except OSError:
         pass
+
+
+def _wait(num, proc, grace=5.0):
+    """Wait for the job; after a cancel, SIGKILL its process group if SIGTERM was not enough."""
+    while True:
+        try:
+            return proc.wait(timeout=0.25)
+        except subprocess.TimeoutExpired:
+            job = load(num) or {}
+            if job.get("state") == "cancelled" and time.time() - job.get("cancel_time", time.time()) > grace:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 def cancel(num) -> str:
@@ -166,30 +180,16 @@ def cancel(num) -> str:
             return "finished"
         was = job["state"]
         job["state"] = "cancelled"
+        job["cancel_time"] = time.time()
         if was == "queued":
             job["end_time"] = time.time()
         pid = job["pid"]
-    if pid:
-        _terminate(pid)
-    return ""
-
-
-def _terminate(pgid, grace=5.0):
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
+    if pid:  # like the real tools, return at once; the runner escalates to SIGKILL (see _wait)
         try:
-            os.killpg(pgid, 0)
+            os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+            pass
+    return ""
 
 
 def keep_env(names: str, env=None) -> dict:
