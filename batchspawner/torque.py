@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from traitlets import Unicode, default
+from traitlets import TraitError, Unicode, default, validate
 
 from .hosts import torque_first_host
 from .native import failed_query, garbled, mapped_host, status_from_native, to_int
@@ -92,6 +92,15 @@ class TorqueSpawner(BatchSpawnerBase):
     def _log_path_default(self):
         # #PBS -o takes a plain path (no job-id placeholder): one log per user, overwritten
         return "{homedir}/jupyterhub_torque.log"
+
+    @validate("log_path")
+    def _check_log_path(self, proposal):
+        if "{job_id}" in proposal["value"]:
+            raise TraitError(
+                f"{type(self).__name__}.log_path cannot contain {{job_id}}: #PBS -o takes a plain path "
+                "(the job id is not known when the script is written). Use e.g. {homedir}/jupyterhub.log."
+            )
+        return proposal["value"]
 
     native_states = TORQUE_STATES
 

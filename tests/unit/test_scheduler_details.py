@@ -112,3 +112,12 @@ def test_entry_points(name):
     import batchspawner
 
     assert getattr(batchspawner, cls.__name__) is cls  # 1.3 names: batchspawner.TorqueSpawner, ...
+
+
+@pytest.mark.parametrize("cls", [TorqueSpawner, PBSSpawner], ids=["torque", "pbs"])
+def test_pbs_family_log_path_cannot_use_job_id(cls):
+    from traitlets import TraitError
+
+    with pytest.raises(TraitError, match=rf"{cls.__name__}\.log_path"):
+        make_spawner(cls, log_path="{homedir}/jh_{job_id}.log")
+    assert make_spawner(cls, log_path="{homedir}/jh.log").render_script().count("#PBS -o /home/alice/jh.log") == 1
