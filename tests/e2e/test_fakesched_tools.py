@@ -49,7 +49,7 @@ async def _wait_for(spawner, state, timeout=10):
 async def test_fake_tools_lifecycle(cluster_dir, monkeypatch, flavour, cls):
     bindir = fakesched.install(cluster_dir, flavour, pending_seconds=1.0, keep_seconds=1)
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
-    log = os.path.join(cluster_dir, "job-{job_id}.log")
+    log = os.path.join(cluster_dir, "job.log")
     spawner = make_spawner(
         cls, exec_prefix="", batchspawner_singleuser_cmd="/usr/bin/env", cmd=["sleep", "60"], log_path=log,
         req_homedir=cluster_dir, req_nprocs="2",
@@ -65,6 +65,10 @@ async def test_fake_tools_lifecycle(cluster_dir, monkeypatch, flavour, cls):
     spawner.startup_poll_interval = 0.1
     await spawner.stop()
     assert (await spawner.query_job_status()).state is JobState.FINISHED
+    for _ in range(50):  # HTCondor reports Removed at once, while the process is still ending
+        if not fakesched.pid_alive(job["pid"]):
+            break
+        await asyncio.sleep(0.1)
     assert not fakesched.pid_alive(job["pid"])
     await asyncio.sleep(1.2)  # the fake scheduler forgets the job (keep_seconds=1)
     gone = await spawner.query_job_status()

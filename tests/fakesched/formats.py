@@ -13,11 +13,18 @@ from xml.sax.saxutils import escape, quoteattr
 
 SERVER = "fakeserver"
 
-TORQUE = {"queued": "Q", "running": "R", "done": "C", "exited": "C", "cancelled": "C"}
-PBS = {"queued": "Q", "running": "R", "done": "F", "exited": "F", "cancelled": "F"}
-MOAB = {"queued": "Idle", "running": "Running", "done": "Completed", "exited": "Completed", "cancelled": "Removed"}
-LSF = {"queued": "PEND", "running": "RUN", "done": "DONE", "exited": "EXIT", "cancelled": "EXIT"}
-CONDOR = {"queued": "1", "running": "2", "done": "4", "exited": "4", "cancelled": "3"}
+TORQUE = {"exiting": "E", "queued": "Q", "running": "R", "done": "C", "exited": "C", "cancelled": "C"}
+PBS = {"exiting": "E", "queued": "Q", "running": "R", "done": "F", "exited": "F", "cancelled": "F"}
+MOAB = {"exiting": "Running", "queued": "Idle", "running": "Running", "done": "Completed", "exited": "Completed", "cancelled": "Removed"}
+LSF = {"exiting": "RUN", "queued": "PEND", "running": "RUN", "done": "DONE", "exited": "EXIT", "cancelled": "EXIT"}
+CONDOR = {"exiting": "3", "queued": "1", "running": "2", "done": "4", "exited": "4", "cancelled": "3"}
+
+
+def phase(job):
+    """The state to print: a cancelled job whose process has not ended yet is still exiting."""
+    if job["state"] == "cancelled" and job["end_time"] is None and job["start_time"]:
+        return "exiting"
+    return job["state"]
 
 
 def pbs_id(job):
@@ -35,7 +42,7 @@ def torque_xml(job):
         ("Job_Id", pbs_id(job)),
         ("Job_Name", job["name"]),
         ("Job_Owner", f"{job['owner']}@{job['host']}"),
-        ("job_state", TORQUE[job["state"]]),
+        ("job_state", TORQUE[phase(job)]),
         ("queue", "batch"),
         ("server", SERVER),
         ("ctime", str(int(job["submit_time"]))),
@@ -54,7 +61,7 @@ def _pbs_attrs(job):
     attrs = {
         "Job_Name": job["name"],
         "Job_Owner": f"{job['owner']}@{job['host']}",
-        "job_state": PBS[job["state"]],
+        "job_state": PBS[phase(job)],
         "queue": "workq",
         "server": SERVER,
         "ctime": time.ctime(job["submit_time"]),
@@ -93,8 +100,8 @@ def moab_xml(jobs):
             "JobID": str(job["id"]),
             "JobName": job["name"],
             "User": job["owner"],
-            "State": MOAB[job["state"]],
-            "EState": MOAB[job["state"]],
+            "State": MOAB[phase(job)],
+            "EState": MOAB[phase(job)],
             "SubmissionTime": str(int(job["submit_time"])),
         }
         if job["end_time"] and job["state"] != "running":
@@ -117,7 +124,7 @@ def lsf_fields(job):
         exit_code = str(_exit(job) if job["state"] == "exited" else 130)
     return {
         "JOBID": str(job["id"]),
-        "STAT": LSF[job["state"]],
+        "STAT": LSF[phase(job)],
         "EXEC_HOST": host,
         "EXIT_CODE": exit_code,
         "PEND_REASON": "New job is waiting for scheduling;" if job["state"] == "queued" else "",
@@ -144,7 +151,7 @@ def bjobs_not_found(num, as_json):
 def condor_attr(job, name):
     slot = f"slot1@{job['host']}"
     values = {
-        "JobStatus": CONDOR[job["state"]],
+        "JobStatus": CONDOR[phase(job)],
         "ClusterId": str(job["id"]),
         "ProcId": "0",
         "Owner": job["owner"],
