@@ -1,0 +1,58 @@
+"""Execution-host strings as each scheduler prints them, reduced to the first host name.
+
+The hub connects to the first host of a job, so every parser here returns one
+name (or "" when the scheduler has not assigned one yet).
+"""
+
+from __future__ import annotations
+
+import re
+
+_EMPTY = {"", "-", "n/a", "(null)", "undefined", "none", "None"}
+
+
+def pbs_first_host(exec_host: str) -> str:
+    """PBS Pro / OpenPBS ``exec_host``: ``node1/0*4+node2/0`` -> ``node1``.
+
+    Each chunk is ``host/index[*ncpus]``, chunks joined with ``+``.
+    """
+    exec_host = (exec_host or "").strip()
+    if exec_host in _EMPTY:
+        return ""
+    chunk = exec_host.split("+", 1)[0]
+    return chunk.split("/", 1)[0].strip()
+
+
+def torque_first_host(exec_host: str) -> str:
+    """Torque ``exec_host``: ``node1/0-3+node2/0,2`` -> ``node1`` (same shape as PBS)."""
+    return pbs_first_host(exec_host)
+
+
+def lsf_first_host(exec_host: str) -> str:
+    """LSF ``EXEC_HOST``: ``2*host1:host2``, ``host1:host2`` or ``host1 host2`` -> ``host1``.
+
+    LSF prints ``N*host`` when a host runs N slots of the job, and separates
+    hosts with ``:`` in ``bjobs -o`` output (blanks in the long listing).
+    """
+    exec_host = (exec_host or "").strip()
+    if exec_host in _EMPTY:
+        return ""
+    first = re.split(r"[:\s]+", exec_host, maxsplit=1)[0]
+    match = re.match(r"^\d+\*(.+)$", first)
+    return match.group(1) if match else first
+
+
+def condor_host(remote_host: str) -> str:
+    """HTCondor ``RemoteHost``: ``slot1@host.domain`` or ``slot1_2@host`` -> the host part."""
+    remote_host = (remote_host or "").strip().strip('"')
+    if remote_host in _EMPTY:
+        return ""
+    return remote_host.rsplit("@", 1)[-1]
+
+
+def moab_first_host(alloc_node_list: str) -> str:
+    """Moab ``AllocNodeList``: ``node1,node2`` or ``node1:4,node2:2`` -> ``node1``."""
+    alloc_node_list = (alloc_node_list or "").strip()
+    if alloc_node_list in _EMPTY:
+        return ""
+    return re.split(r"[,\s]", alloc_node_list, maxsplit=1)[0].split(":", 1)[0]

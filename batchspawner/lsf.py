@@ -1,0 +1,142 @@
+"""IBM Spectrum LSF: LsfSpawner (``bsub`` / ``bjobs -o ... -json`` / ``bkill``).
+
+``bsub < script`` prints ``Job <1234> is submitted to default queue <normal>.``
+``bjobs -o 'jobid stat exec_host exit_code pend_reason' -json 1234`` prints
+``{"COMMAND":"bjobs","JOBS":1,"RECORDS":[{"JOBID":"1234","STAT":"RUN",
+"EXEC_HOST":"2*host1:host2",...}]}``; a job LSF forgot gives a record
+``{"ERROR":"Job <1234> is not found"}`` (exit 255). Without ``-json`` (LSF
+before 10.1.0.6) use ``-noheader``: ``1234 RUN 2*host1:host2 - -``.
+States (bjobs): PEND, PSUSP, WAIT pending; RUN, USUSP, SSUSP, PROV started;
+DONE, EXIT finished; UNKWN, ZOMBI the daemons lost touch (unknown).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from traitlets import Unicode, default
+
+from .hosts import lsf_first_host
+from .native import failed_query, garbled, mapped_host, status_from_native, to_int
+from .spawner import BatchSpawnerBase, SpawnFailed, _req
+from .states import JobState, JobStatus
+from .templating import load_template
+
+LSF_STATES = {
+    "PEND": JobState.PENDING,
+    "PSUSP": JobState.PENDING,
+    "WAIT": JobState.PENDING,
+    "PROV": JobState.PENDING,
+    "RUN": JobState.RUNNING,
+    "USUSP": JobState.RUNNING,
+    "SSUSP": JobState.RUNNING,
+    "DONE": JobState.FINISHED,
+    "EXIT": JobState.FINISHED,
+    "UNKWN": JobState.UNKNOWN,
+    "ZOMBI": JobState.UNKNOWN,
+}
+FIELDS = ("JOBID", "STAT", "EXEC_HOST", "EXIT_CODE", "PEND_REASON")
+NOT_FOUND = re.compile(r"Job <[^>]*> is not found")
+
+
+def parse_bjobs(text, job_id=""):
+    """{FIELD: value} of the job from ``bjobs -o ... -json`` or ``-noheader`` output.
+
+    Returns {"ERROR": message} for an error record; raises ValueError on garbage.
+    """
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            records = json.loads(text)["RECORDS"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"not bjobs JSON: {e}") from None
+        records = [r for r in records if isinstance(r, dict)]
+        for rec in records:
+            if not job_id or rec.get("JOBID") == job_id or "ERROR" in rec:
+                return {k: str(v) for k, v in rec.items()}
+        raise ValueError("no record for the job")
+    for line in text.splitlines():
+        if NOT_FOUND.search(line):
+            return {"ERROR": line.strip()}
+        words = line.split(None, len(FIELDS) - 1)
+        if len(words) >= 2 and words[0] == (job_id or words[0]):
+            rec = dict(zip(FIELDS, words))
+            return {k: ("" if v == "-" else v) for k, v in rec.items()}
+    raise ValueError("no line for the job")
+
+
+def lsf_walltime(runtime: str) -> str:
+    """``HH:MM:SS`` (or ``D-HH:MM:SS``) -> LSF ``-W`` ``HH:MM``, rounding seconds up; else unchanged."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d{1,2}):(\d{1,2})", runtime.strip())
+    if not match:
+        return runtime
+    days, hours, minutes, seconds = (int(x or 0) for x in match.groups())
+    total = days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+    return f"{total // 60}:{total % 60:02d}"
+
+
+class LsfSpawner(BatchSpawnerBase):
+    """Runs the single-user server as an LSF job (``bsub``, ``bjobs``, ``bkill``)."""
+
+    batch_script = Unicode(load_template("lsf.sh"), help=BatchSpawnerBase.batch_script.help).tag(config=True)
+    batch_submit_cmd = Unicode("bsub", help=BatchSpawnerBase.batch_submit_cmd.help).tag(config=True)
+    batch_query_cmd = Unicode(
+        "bjobs -o 'jobid stat exec_host exit_code pend_reason' -json {job_id}",
+        help=BatchSpawnerBase.batch_query_cmd.help
+        + " JSON or -noheader text with fields jobid stat exec_host exit_code pend_reason, in that order.",
+    ).tag(config=True)
+    batch_cancel_cmd = Unicode("bkill {job_id}", help=BatchSpawnerBase.batch_cancel_cmd.help).tag(config=True)
+
+    state_pending_re = Unicode(r"^(?:PEND|PSUSP|WAIT)", help=BatchSpawnerBase.state_pending_re.help).tag(config=True)
+    state_running_re = Unicode(r"^RUN", help=BatchSpawnerBase.state_running_re.help).tag(config=True)
+    state_finished_re = Unicode(r"^(?:DONE|EXIT)", help=BatchSpawnerBase.state_finished_re.help).tag(config=True)
+    state_exechost_re = Unicode(r"^\S+\s+(?:\d+\*)?([^\s:]+)", help=BatchSpawnerBase.state_exechost_re.help).tag(
+        config=True
+    )
+    state_gone_re = Unicode(r"Job <[^>]*> is not found", help=BatchSpawnerBase.state_gone_re.help).tag(config=True)
+    state_unknown_re = Unicode(
+        r"LSF is down|Cannot connect to LSF|batch system daemon not responding",
+        help=BatchSpawnerBase.state_unknown_re.help,
+    ).tag(config=True)
+
+    req_job_name = _req("Job name (#BSUB -J)", "jupyterhub-singleuser")
+
+    @default("log_path")
+    def _log_path_default(self):
+        return "{homedir}/jupyterhub_lsf_{job_id}.log"
+
+    job_id_placeholder = "%J"
+
+    def template_vars(self, user_values=None):
+        subvars = super().template_vars(user_values)
+        subvars["runtime_lsf"] = lsf_walltime(subvars.get("runtime") or "")
+        return subvars
+
+    def parse_job_id(self, output):
+        match = re.search(r"Job <(\d+)> is submitted", output)
+        if not match:
+            raise SpawnFailed(f"Could not find a job id in the bsub output: {output.strip()[:200]!r}")
+        return match.group(1)
+
+    def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
+        if returncode != 0 and stdout.strip().startswith("{") and NOT_FOUND.search(stdout):
+            return JobStatus(JobState.FINISHED, native="gone", reason="bjobs: job not found")
+        failed = failed_query(self, returncode, stdout, stderr)
+        if failed is not None:
+            return failed
+        try:
+            rec = parse_bjobs(stdout, self.job_id)
+        except ValueError:
+            return garbled(stdout, "bjobs output")
+        if "ERROR" in rec:
+            if NOT_FOUND.search(rec["ERROR"]):
+                return JobStatus(JobState.FINISHED, native="gone", reason=rec["ERROR"])
+            return JobStatus(JobState.UNKNOWN, reason=rec["ERROR"][:200])
+        host = mapped_host(self, lsf_first_host(rec.get("EXEC_HOST", "")), stdout)
+        exit_code = to_int(rec.get("EXIT_CODE"))
+        if rec.get("STAT") == "DONE" and exit_code is None:
+            exit_code = 0
+        return status_from_native(
+            rec.get("STAT", ""), LSF_STATES, host=host, exit_code=exit_code, reason=rec.get("PEND_REASON", "")
+        )

@@ -1,0 +1,114 @@
+"""Moab: MoabSpawner (``msub`` / ``mdiag -j --xml`` / ``mjobctl -c``).
+
+``mdiag -j JOBID --xml`` prints ``<Data><job JobID="123" State="Running"
+EState="Running" ...><req AllocNodeList="node1:4,node2" .../></job></Data>``.
+States (Moab job states): Idle, Starting, Running, Completed, Removed,
+Vacated, Hold, UserHold, SystemHold, BatchHold, Deferred, Suspended,
+NotQueued, Staging, Blocked, Canceling. A job Moab no longer knows is absent
+from the XML (``<Data></Data>``) or reported as ``invalid job specified``.
+Older Moab sites cancel with ``canceljob {job_id}``; set batch_cancel_cmd.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from traitlets import Unicode
+
+from .hosts import moab_first_host
+from .native import failed_query, garbled, mapped_host, status_from_native, to_int
+from .spawner import BatchSpawnerBase, SpawnFailed
+from .states import JobState, JobStatus
+from .torque import TorqueSpawner
+
+MOAB_STATES = {
+    "Idle": JobState.PENDING,
+    "Starting": JobState.PENDING,
+    "Hold": JobState.PENDING,
+    "UserHold": JobState.PENDING,
+    "SystemHold": JobState.PENDING,
+    "BatchHold": JobState.PENDING,
+    "Deferred": JobState.PENDING,
+    "NotQueued": JobState.PENDING,
+    "Staging": JobState.PENDING,
+    "Blocked": JobState.PENDING,
+    "Suspended": JobState.PENDING,
+    "Running": JobState.RUNNING,
+    "Canceling": JobState.RUNNING,
+    "Completed": JobState.FINISHED,
+    "Removed": JobState.FINISHED,
+    "Vacated": JobState.FINISHED,
+}
+
+
+def parse_mdiag_xml(text, job_id=""):
+    """(job attributes, req attributes) from ``mdiag -j --xml``; ({}, {}) when no job is listed."""
+    try:
+        root = ET.fromstring(text.strip())
+    except ET.ParseError as e:
+        raise ValueError(f"not XML: {e}") from None
+    if root.tag != "Data":
+        raise ValueError(f"unexpected root element <{root.tag}>")
+    jobs = list(root.iter("job"))
+    chosen = next((j for j in jobs if j.get("JobID") == job_id), jobs[0] if jobs else None)
+    if chosen is None:
+        return {}, {}
+    req = chosen.find("req")
+    return dict(chosen.attrib), dict(req.attrib) if req is not None else {}
+
+
+class MoabSpawner(TorqueSpawner):
+    """Runs the single-user server as a Moab job (Torque script directives, Moab commands)."""
+
+    batch_submit_cmd = Unicode("msub", help=BatchSpawnerBase.batch_submit_cmd.help).tag(config=True)
+    batch_query_cmd = Unicode(
+        "mdiag -j {job_id} --xml", help=BatchSpawnerBase.batch_query_cmd.help + " Parsed as Moab XML."
+    ).tag(config=True)
+    batch_cancel_cmd = Unicode(
+        "mjobctl -c {job_id}",
+        help=BatchSpawnerBase.batch_cancel_cmd.help + " Older Moab: 'canceljob {job_id}'.",
+    ).tag(config=True)
+
+    state_pending_re = Unicode(r'State="Idle"', help=BatchSpawnerBase.state_pending_re.help).tag(config=True)
+    state_running_re = Unicode(r'State="Running"', help=BatchSpawnerBase.state_running_re.help).tag(config=True)
+    state_finished_re = Unicode(
+        r'State="(?:Completed|Removed|Vacated)"', help=BatchSpawnerBase.state_finished_re.help
+    ).tag(config=True)
+    state_exechost_re = Unicode(
+        r'AllocNodeList="([^\r\n\t\f :",]*)', help=BatchSpawnerBase.state_exechost_re.help
+    ).tag(config=True)
+    state_gone_re = Unicode(r"invalid job specified|cannot locate job", help=BatchSpawnerBase.state_gone_re.help).tag(
+        config=True
+    )
+    state_unknown_re = Unicode(
+        r"cannot connect to Moab|communication error|server not responding",
+        help=BatchSpawnerBase.state_unknown_re.help,
+    ).tag(config=True)
+
+    native_states = MOAB_STATES
+
+    def parse_job_id(self, output):
+        # msub prints the id alone on a line, after a blank line: "\n123\n" (or "Moab.123")
+        words = output.split()
+        if len(words) == 1 and words[0].replace(".", "").replace("-", "").isalnum():
+            return words[0]
+        raise SpawnFailed(f"Could not find a job id in the msub output: {output.strip()[:200]!r}")
+
+    def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
+        failed = failed_query(self, returncode, stdout, stderr)
+        if failed is not None:
+            return failed
+        try:
+            job, req = parse_mdiag_xml(stdout, self.job_id)
+        except ValueError:
+            return garbled(stdout, "mdiag XML")
+        if not job:
+            return JobStatus(JobState.FINISHED, native="gone", reason="mdiag lists no such job")
+        host = mapped_host(self, moab_first_host(req.get("AllocNodeList", "")), stdout)
+        return status_from_native(
+            job.get("State", ""),
+            self.native_states,
+            host=host,
+            exit_code=to_int(job.get("CompletionCode")),
+            reason=job.get("BlockReason", ""),
+        )

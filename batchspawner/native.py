@@ -1,0 +1,62 @@
+"""Small shared pieces for scheduler modules that parse structured output (XML, JSON, key = value).
+
+The state machine stays in :class:`~batchspawner.spawner.BatchSpawnerBase`; a
+scheduler module turns one query result into a :class:`JobStatus` with these.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .states import JobState, JobStatus
+
+# Scheduler answers are small; anything far larger is not a status report.
+MAX_QUERY_OUTPUT = 1_000_000
+
+
+def failed_query(spawner, returncode, stdout, stderr):
+    """The base class verdict when the query failed or printed a known error, else None.
+
+    A non-zero exit is *finished* only when ``state_gone_re`` matches (the
+    scheduler says it does not know the job), else *unknown*.
+    """
+    both = f"{stdout}\n{stderr}"
+    if returncode != 0 or (spawner.state_unknown_re and re.search(spawner.state_unknown_re, both, re.M)):
+        from .spawner import BatchSpawnerBase
+
+        return BatchSpawnerBase.parse_query_output(spawner, returncode, stdout, stderr)
+    if len(stdout) > MAX_QUERY_OUTPUT:
+        return JobStatus(JobState.UNKNOWN, reason=f"query printed {len(stdout)} bytes; not a status report")
+    return None
+
+
+def status_from_native(native, table, host="", exit_code=None, reason=""):
+    """Map a scheduler's own state word through ``table`` ({word: JobState})."""
+    state = table.get(native)
+    if state is None:
+        return JobStatus(JobState.UNKNOWN, native=native, reason=f"unrecognised job state {native!r}")
+    if state is not JobState.RUNNING:
+        host = ""
+    if state is not JobState.FINISHED:
+        exit_code = None
+    if state is not JobState.PENDING and state is not JobState.FINISHED:
+        reason = ""
+    return JobStatus(state, host=host, native=native, exit_code=exit_code, reason=reason)
+
+
+def mapped_host(spawner, host, output):
+    """Apply ``state_exechost_exp`` (batchspawner 1.3 semantics, on the raw output) when set."""
+    if spawner.state_exechost_exp and spawner.state_exechost_re:
+        return re.sub(spawner.state_exechost_re, spawner.state_exechost_exp, output).strip()
+    return host
+
+
+def to_int(value):
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def garbled(output, what):
+    return JobStatus(JobState.UNKNOWN, reason=f"could not read the {what}: {output.strip()[:120]!r}")

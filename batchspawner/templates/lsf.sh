@@ -1,0 +1,19 @@
+#!/bin/bash
+#BSUB -J {{ job_name or 'jupyterhub-singleuser' }}
+{% if log_path %}#BSUB -o {{ log_path }}
+{% endif %}#BSUB -cwd {{ homedir }}
+{% if queue %}#BSUB -q {{ queue }}
+{% endif %}{% if nprocs %}#BSUB -n {{ nprocs }}
+#BSUB -R "span[hosts=1]"
+{% endif %}{% if memory %}#BSUB -M {{ memory }}
+#BSUB -R "rusage[mem={{ memory }}]"
+{% endif %}{% if runtime_lsf %}#BSUB -W {{ runtime_lsf }}
+{% endif %}{% if ngpus %}#BSUB -gpu "num={{ ngpus }}"
+{% endif %}{% if account %}#BSUB -P {{ account }}
+{% endif %}{% if options %}#BSUB {{ options }}
+{% endif %}
+trap 'echo SIGTERM received' TERM
+{{ prologue }}
+{{ cmd }}
+echo "jupyterhub-singleuser ended gracefully"
+{{ epilogue }}

@@ -1,0 +1,19 @@
+#!/bin/bash
+#PBS -N {{ job_name or 'jupyterhub-singleuser' }}
+#PBS -S /bin/bash
+#PBS -j oe
+{% if log_path %}#PBS -o {{ log_path }}
+{% endif %}{% if keepvars %}#PBS -v {{ keepvars }}
+{% endif %}{% if queue or host %}#PBS -q {{ queue }}{% if host %}@{{ host }}{% endif %}
+{% endif %}{% if runtime %}#PBS -l walltime={{ runtime }}
+{% endif %}#PBS -l nodes=1:ppn={{ nprocs or 1 }}{% if ngpus %}:gpus={{ ngpus }}{% endif %}
+{% if memory %}#PBS -l mem={{ memory }}
+{% endif %}{% if account %}#PBS -A {{ account }}
+{% endif %}{% if options %}#PBS {{ options }}
+{% endif %}
+cd "{{ homedir }}"
+trap 'echo SIGTERM received' TERM
+{{ prologue }}
+{{ cmd }}
+echo "jupyterhub-singleuser ended gracefully"
+{{ epilogue }}

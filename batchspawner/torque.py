@@ -1,0 +1,124 @@
+"""Torque: TorqueSpawner (``qsub`` / ``qstat -x`` / ``qdel``).
+
+Torque's ``qstat -x JOBID`` prints the job as XML::
+
+    <Data><Job><Job_Id>123.server</Job_Id>...<job_state>R</job_state>
+    <exec_host>node1/0-3+node2/0</exec_host>...</Job></Data>
+
+States (qstat man page, Torque 6): C completed, E exiting, H held, Q queued,
+R running, T moving, W waiting, S suspended. Completed jobs stay listed for
+``keep_completed`` seconds, with ``exit_status``; later ``qstat`` exits 153
+with ``qstat: Unknown Job Id Error 123.server``.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from traitlets import TraitError, Unicode, default, validate
+
+from .hosts import torque_first_host
+from .native import failed_query, garbled, mapped_host, status_from_native, to_int
+from .spawner import BatchSpawnerBase, _req
+from .states import JobState, JobStatus
+from .templating import load_template
+
+TORQUE_STATES = {
+    "Q": JobState.PENDING,
+    "H": JobState.PENDING,
+    "W": JobState.PENDING,
+    "T": JobState.PENDING,
+    "S": JobState.PENDING,
+    "R": JobState.RUNNING,
+    "E": JobState.RUNNING,
+    "C": JobState.FINISHED,
+}
+
+
+def parse_qstat_xml(text, job_id=""):
+    """{field: text} of the job in ``qstat -x`` output (the one matching job_id, else the first).
+
+    Raises ValueError when the output is not Torque XML. An empty ``<Data/>``
+    gives ``{}``.
+    """
+    try:
+        root = ET.fromstring(text.strip())
+    except ET.ParseError as e:
+        raise ValueError(f"not XML: {e}") from None
+    if root.tag != "Data":
+        raise ValueError(f"unexpected root element <{root.tag}>")
+    jobs = [{child.tag: (child.text or "").strip() for child in job} for job in root.iter("Job")]
+    for job in jobs:
+        jid = job.get("Job_Id", "")
+        if job_id and (jid == job_id or jid.split(".")[0] == job_id.split(".")[0]):
+            return job
+    return jobs[0] if jobs else {}
+
+
+class TorqueSpawner(BatchSpawnerBase):
+    """Runs the single-user server as a Torque job (``qsub``, ``qstat -x``, ``qdel``)."""
+
+    batch_script = Unicode(load_template("torque.sh"), help=BatchSpawnerBase.batch_script.help).tag(config=True)
+    batch_submit_cmd = Unicode("qsub", help=BatchSpawnerBase.batch_submit_cmd.help).tag(config=True)
+    batch_query_cmd = Unicode(
+        "qstat -x {job_id}",
+        help=BatchSpawnerBase.batch_query_cmd.help + " Parsed as Torque XML (state, exec_host, exit_status).",
+    ).tag(config=True)
+    batch_cancel_cmd = Unicode("qdel {job_id}", help=BatchSpawnerBase.batch_cancel_cmd.help).tag(config=True)
+
+    # batchspawner 1.3 regexes, kept so configurations that set state_exechost_exp work;
+    # the XML parser decides the state.
+    state_pending_re = Unicode(r"<job_state>[QHWTS]</job_state>", help=BatchSpawnerBase.state_pending_re.help).tag(
+        config=True
+    )
+    state_running_re = Unicode(r"<job_state>[RE]</job_state>", help=BatchSpawnerBase.state_running_re.help).tag(
+        config=True
+    )
+    state_finished_re = Unicode(r"<job_state>C</job_state>", help=BatchSpawnerBase.state_finished_re.help).tag(
+        config=True
+    )
+    state_exechost_re = Unicode(r"<exec_host>((?:[\w_-]+\.?)+)/\d+", help=BatchSpawnerBase.state_exechost_re.help).tag(
+        config=True
+    )
+    state_gone_re = Unicode(r"Unknown Job Id", help=BatchSpawnerBase.state_gone_re.help).tag(config=True)
+    state_unknown_re = Unicode(
+        r"cannot connect to server|Communication failure|Premature end of message",
+        help=BatchSpawnerBase.state_unknown_re.help,
+    ).tag(config=True)
+
+    req_job_name = _req("Job name (#PBS -N)", "jupyterhub-singleuser")
+
+    @default("log_path")
+    def _log_path_default(self):
+        # #PBS -o takes a plain path (no job-id placeholder): one log per user, overwritten
+        return "{homedir}/jupyterhub_torque.log"
+
+    @validate("log_path")
+    def _check_log_path(self, proposal):
+        if "{job_id}" in proposal["value"]:
+            raise TraitError(
+                f"{type(self).__name__}.log_path cannot contain {{job_id}}: #PBS -o takes a plain path "
+                "(the job id is not known when the script is written). Use e.g. {homedir}/jupyterhub.log."
+            )
+        return proposal["value"]
+
+    native_states = TORQUE_STATES
+
+    def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
+        failed = failed_query(self, returncode, stdout, stderr)
+        if failed is not None:
+            return failed
+        try:
+            job = parse_qstat_xml(stdout, self.job_id)
+        except ValueError:
+            return garbled(stdout, "qstat XML")
+        if not job:
+            return JobStatus(JobState.FINISHED, native="gone", reason="qstat lists no such job")
+        host = mapped_host(self, torque_first_host(job.get("exec_host", "")), stdout)
+        return status_from_native(
+            job.get("job_state", ""),
+            self.native_states,
+            host=host,
+            exit_code=to_int(job.get("exit_status")),
+            reason=job.get("comment", ""),
+        )

@@ -1,0 +1,75 @@
+"""The FAKE scheduler tools (tests/fakesched) driven by the spawners with the real CommandRunner.
+
+No hub here: each spawner submits a real background job to a fake cluster,
+reads its pending/running state through its own parser, cancels it, and still
+finds it finished once the fake scheduler has forgotten it (Torque/PBS
+"Unknown Job Id", LSF "is not found", Moab empty XML, HTCondor history).
+The daemons these tools imitate cannot be installed here.
+"""
+
+import asyncio
+import os
+import shutil
+import tempfile
+
+import pytest
+from unit.helpers import make_spawner
+
+import fakesched
+from batchspawner import CondorSpawner, JobState, LsfSpawner, MoabSpawner, PBSSpawner, TorqueSpawner
+
+FLAVOURS = [
+    ("torque", TorqueSpawner),
+    ("pbs", PBSSpawner),
+    ("moab", MoabSpawner),
+    ("lsf", LsfSpawner),
+    ("condor", CondorSpawner),
+]
+
+
+@pytest.fixture
+def cluster_dir():
+    directory = tempfile.mkdtemp(prefix="jhpc-fakesched-")
+    os.chmod(directory, 0o755)
+    yield directory
+    fakesched.kill_leftovers(directory)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _wait_for(spawner, state, timeout=10):
+    for _ in range(int(timeout / 0.1)):
+        status = await spawner.query_job_status()
+        if status.state is state:
+            return status
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"job never reached {state}: {status}")
+
+
+@pytest.mark.parametrize("flavour,cls", FLAVOURS, ids=[f[0] for f in FLAVOURS])
+async def test_fake_tools_lifecycle(cluster_dir, monkeypatch, flavour, cls):
+    bindir = fakesched.install(cluster_dir, flavour, pending_seconds=1.0, keep_seconds=1)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    log = os.path.join(cluster_dir, "job.log")
+    spawner = make_spawner(
+        cls, exec_prefix="", batchspawner_singleuser_cmd="/usr/bin/env", cmd=["sleep", "60"], log_path=log,
+        req_homedir=cluster_dir, req_nprocs="2",
+    )
+    spawner.job_id = await spawner.submit_batch_script()
+    first = await spawner.query_job_status()
+    assert first.state is JobState.PENDING, first
+    running = await _wait_for(spawner, JobState.RUNNING)
+    assert running.host == "localhost"
+    job = next(iter(fakesched.jobs(cluster_dir).values()))
+    assert fakesched.pid_alive(job["pid"])
+
+    spawner.startup_poll_interval = 0.1
+    await spawner.stop()
+    assert (await spawner.query_job_status()).state is JobState.FINISHED
+    for _ in range(50):  # HTCondor reports Removed at once, while the process is still ending
+        if not fakesched.pid_alive(job["pid"]):
+            break
+        await asyncio.sleep(0.1)
+    assert not fakesched.pid_alive(job["pid"])
+    await asyncio.sleep(1.2)  # the fake scheduler forgets the job (keep_seconds=1)
+    gone = await spawner.query_job_status()
+    assert gone.state is JobState.FINISHED, gone

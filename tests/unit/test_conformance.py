@@ -1,0 +1,223 @@
+"""One conformance suite for every scheduler module, driven by a table.
+
+Each case replays fixture files (the real tools' output formats) through the
+FakeRunner: render -> submit argv -> job id -> pending -> running (host) ->
+finished; cancel; unknown when a command fails in a way never seen before.
+Adding a scheduler (e.g. GridengineSpawner) is one ``Case`` entry.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pytest
+from fakes import FakeRunner, Reply, fixture
+from unit.helpers import make_spawner
+
+from batchspawner import (
+    CondorSpawner,
+    JobState,
+    LsfSpawner,
+    MoabSpawner,
+    PBSSpawner,
+    SlurmSpawner,
+    TorqueSpawner,
+)
+
+REQUESTS = dict(
+    req_nprocs="4", req_memory="4gb", req_runtime="01:00:00", req_queue="short", req_account="proj7", req_ngpus="2"
+)
+
+
+@dataclass
+class Case:
+    id: str
+    cls: type
+    submit: str  # argv[0] of the submit command
+    query: str  # argv[0] of the query command
+    cancel: str  # argv[0] of the cancel command
+    job_id: str
+    host: str
+    # fixture paths (under tests/fixtures) for each phase of the query
+    submit_out: str
+    pending: str
+    running: str
+    finished: str
+    # what the query answers once the scheduler forgot the job: {argv0: Reply}
+    gone: dict
+    # lines the rendered script must hold for REQUESTS (cores, memory, walltime, queue, account, GPUs)
+    directives: tuple
+    # extra commands the query may make (HTCondor asks condor_history once condor_q lost the job)
+    finished_replies: dict = field(default_factory=dict)
+
+
+def _f(path):
+    return Reply(stdout=fixture(path))
+
+
+CASES = [
+    Case(
+        "slurm", SlurmSpawner, "sbatch", "squeue", "scancel", "15", "localhost",
+        "slurm/submit.txt", "slurm/pending.txt", "slurm/running.txt", "slurm/finished.txt",
+        gone={"squeue": Reply(stderr=fixture("slurm/gone.stderr"), returncode=1)},
+        directives=("#SBATCH --cpus-per-task=4", "#SBATCH --mem=4gb", "#SBATCH --time=01:00:00",
+                    "#SBATCH --account=proj7", "#SBATCH --gpus=2"),
+    ),
+    Case(
+        "torque", TorqueSpawner, "qsub", "qstat", "qdel", "123.torque-server.example.org", "node1",
+        "torque/submit.txt", "torque/pending.xml", "torque/running.xml", "torque/finished.xml",
+        gone={"qstat": Reply(stderr=fixture("torque/gone.stderr"), returncode=153)},
+        directives=("#PBS -l nodes=1:ppn=4:gpus=2", "#PBS -l mem=4gb", "#PBS -l walltime=01:00:00",
+                    "#PBS -q short", "#PBS -A proj7"),
+    ),
+    Case(
+        "pbs", PBSSpawner, "qsub", "qstat", "qdel", "4711.pbs-server", "node1",
+        "pbs/submit.txt", "pbs/pending.txt", "pbs/running.json", "pbs/finished.json",
+        gone={"qstat": Reply(stderr=fixture("pbs/gone.stderr"), returncode=153)},
+        directives=("#PBS -l select=1:ncpus=4:mem=4gb:ngpus=2", "#PBS -l walltime=01:00:00", "#PBS -q short",
+                    "#PBS -A proj7"),
+    ),
+    Case(
+        "moab", MoabSpawner, "msub", "mdiag", "mjobctl", "123", "node1",
+        "moab/submit.txt", "moab/pending.xml", "moab/running.xml", "moab/finished.xml",
+        gone={"mdiag": _f("moab/gone.xml")},
+        directives=("#PBS -l nodes=1:ppn=4:gpus=2", "#PBS -l mem=4gb", "#PBS -l walltime=01:00:00",
+                    "#PBS -q short", "#PBS -A proj7"),
+    ),
+    Case(
+        "lsf", LsfSpawner, "bsub", "bjobs", "bkill", "1234", "host1",
+        "lsf/submit.txt", "lsf/pending.json", "lsf/running.json", "lsf/finished.json",
+        gone={"bjobs": Reply(stdout=fixture("lsf/gone.json"), returncode=255)},
+        directives=("#BSUB -n 4", "#BSUB -M 4gb", "#BSUB -W 1:00", "#BSUB -q short", "#BSUB -P proj7",
+                    '#BSUB -gpu "num=2"'),
+    ),
+    Case(
+        "condor", CondorSpawner, "condor_submit", "condor_q", "condor_rm", "42", "host.domain",
+        "condor/submit.txt", "condor/pending.txt", "condor/running.txt", "",
+        gone={"condor_q": Reply(), "condor_history": Reply()},
+        directives=("request_cpus = 4", "request_memory = 4gb", "allowed_execute_duration = 3600",
+                    "accounting_group = proj7", "request_gpus = 2"),
+        # the job left the queue: condor_q prints nothing, condor_history has the record
+        finished_replies={"condor_q": Reply(), "condor_history": _f("condor/finished.txt")},
+    ),
+]
+IDS = [c.id for c in CASES]
+
+
+class Cluster:
+    """Answers each command by name from the current phase's replies (a scripted scheduler)."""
+
+    def __init__(self, case):
+        self.case = case
+        self.phase = "pending"
+        self.override = None
+
+    def replies(self):
+        c = self.case
+        if self.phase == "gone":
+            return c.gone
+        if self.phase == "finished" and c.finished_replies:
+            return c.finished_replies
+        path = {"pending": c.pending, "running": c.running, "finished": c.finished}[self.phase]
+        return {c.query: _f(path)}
+
+    def __call__(self, argv, stdin):
+        name = os.path.basename(argv[0])
+        if self.override is not None and name == self.case.query:
+            return self.override
+        if name == self.case.submit:
+            return _f(self.case.submit_out)
+        if name == self.case.cancel:
+            self.phase = "gone"
+            return Reply()
+        return self.replies().get(name, Reply(stderr=f"unexpected command {argv}", returncode=99))
+
+
+def _spawner(case, **traits):
+    cluster = Cluster(case)
+    runner = FakeRunner(responder=cluster)
+    spawner = make_spawner(case.cls, runner, **traits)
+    return spawner, runner, cluster
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_render_honours_every_request(case):
+    spawner, _, _ = _spawner(case, **REQUESTS)
+    script = spawner.render_script()
+    for line in case.directives:
+        assert line in script.splitlines(), f"{line!r} missing from:\n{script}"
+    assert "secret-token-value" not in script
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_render_with_nothing_requested_has_no_broken_directive(case):
+    spawner, _, _ = _spawner(case)
+    script = spawner.render_script()
+    for line in script.splitlines():
+        stripped = line.strip()
+        # a directive whose value is missing: "#PBS -q", "#PBS -q @", "#BSUB -W", "request_cpus ="
+        assert not stripped.endswith(("@", "=", " -q", " -A", " -P", " -W", " -n", " -M")), line
+        assert "None" not in stripped, line
+        assert "@ " not in stripped and "=:" not in stripped, line
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+async def test_lifecycle_submit_pending_running_finished(case):
+    spawner, runner, cluster = _spawner(case, **REQUESTS)
+    job_id = await spawner.submit_batch_script()
+    assert job_id == case.job_id
+    submit = runner.calls[0]
+    assert os.path.basename(submit.argv[0]) == case.submit
+    assert submit.stdin == spawner.render_script()  # the script goes on stdin, never to a file
+    assert submit.env["JUPYTERHUB_API_TOKEN"] == "secret-token-value"
+    spawner.job_id = job_id
+
+    status = await spawner.query_job_status()
+    assert status.state is JobState.PENDING, status
+    query = runner.calls[-1]
+    assert os.path.basename(query.argv[0]) == case.query and case.job_id in query.argv
+    assert "JUPYTERHUB_API_TOKEN" not in query.env  # queries carry no token
+    assert await spawner.poll() is None
+
+    cluster.phase = "running"
+    status = await spawner.query_job_status()
+    assert (status.state, status.host) == (JobState.RUNNING, case.host)
+    assert await spawner.poll() is None
+
+    cluster.phase = "finished"
+    status = await spawner.query_job_status()
+    assert status.state is JobState.FINISHED, status
+    assert await spawner.poll() is not None
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+async def test_stop_cancels_and_waits_until_gone(case):
+    spawner, runner, cluster = _spawner(case)
+    spawner.job_id = case.job_id
+    cluster.phase = "running"
+    spawner.cancel_wait_timeout = 5
+    spawner.startup_poll_interval = 0.01
+    await spawner.stop()
+    names = [os.path.basename(c.argv[0]) for c in runner.calls]
+    assert names[0] == case.cancel and case.job_id in runner.calls[0].argv
+    assert case.query in names[1:]
+    assert (await spawner.query_job_status()).state is JobState.FINISHED
+
+
+FAILURES = [
+    ("new-error", Reply(stderr="qfoo: internal error 4242 never seen before", returncode=2)),
+    ("timeout", Reply(timeout=True)),
+    ("garbage", Reply(stdout="\x00\x01 <<garbage>> {not: json")),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("reply", [f[1] for f in FAILURES], ids=[f[0] for f in FAILURES])
+async def test_failed_query_is_unknown_and_keeps_the_server(case, reply):
+    spawner, runner, cluster = _spawner(case)
+    spawner.job_id = case.job_id
+    cluster.override = reply
+    status = await spawner.query_job_status()
+    assert status.state is JobState.UNKNOWN, status
+    assert await spawner.poll() is None  # alive: a scheduler hiccup never drops the server
