@@ -131,12 +131,18 @@ class Cluster:
         if name == self.case.cancel:
             self.phase = "gone"
             return Reply()
-        return self.replies().get(name, Reply(stderr=f"unexpected command {argv}", returncode=99))
+        reply = self.replies().get(name, Reply(stderr=f"unexpected command {argv}", returncode=99))
+        if name == "squeue" and any(a.startswith("%i") for a in argv) and reply.stdout.strip():
+            # Slurm's shared status query (-o '%i %T %B %r') prints each job's id first
+            lines = [f"{self.case.job_id} {line}" for line in reply.stdout.splitlines() if line.strip()]
+            reply = Reply(stdout="\n".join(lines) + "\n", stderr=reply.stderr, returncode=reply.returncode)
+        return reply
 
 
 def _spawner(case, **traits):
     cluster = Cluster(case)
     runner = FakeRunner(responder=cluster)
+    traits.setdefault("status_min_interval", 0.01)
     spawner = make_spawner(case.cls, runner, **traits)
     return spawner, runner, cluster
 
@@ -164,7 +170,9 @@ def test_render_with_nothing_requested_has_no_broken_directive(case):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 async def test_lifecycle_submit_pending_running_finished(case):
-    spawner, runner, cluster = _spawner(case, **REQUESTS)
+    # poll() here asks the scheduler each time (per-job mode); the shared poller's cache
+    # is covered in test_status_poller.py
+    spawner, runner, cluster = _spawner(case, shared_status=False, **REQUESTS)
     job_id = await spawner.submit_batch_script()
     assert job_id == case.job_id
     submit = runner.calls[0]
