@@ -79,17 +79,23 @@ class HostHealth:
         self._lock = threading.Lock()
 
     def order(self, hosts: Sequence[SubmitHost]) -> list[SubmitHost]:
-        """Hosts to try, in order: last good, other healthy ones, then cooling-down ones."""
+        """Hosts to try, in order.
+
+        Normally the last host that worked comes first, then the other healthy ones in list
+        order, then those still cooling down (soonest back first: when all failed recently,
+        each is still tried rather than giving up). Once a failed host's cool-down is over,
+        list order rules again, so a recovered first host is taken back into use.
+        """
         now = self.clock()
         key = tuple(h.address for h in hosts)
         with self._lock:
             last = self.last_good.get(key)
-            healthy = [h for h in hosts if self.bad_until.get(h.address, 0) <= now]
-            cooling = sorted(
-                (h for h in hosts if self.bad_until.get(h.address, 0) > now),
-                key=lambda h: self.bad_until[h.address],
-            )
-        healthy.sort(key=lambda h: h.address != last)  # stable: list order otherwise
+            bad = dict(self.bad_until)
+        healthy = [h for h in hosts if bad.get(h.address, 0) <= now]
+        cooling = sorted((h for h in hosts if bad.get(h.address, 0) > now), key=lambda h: bad[h.address])
+        due_for_retry = any(h.address in bad for h in healthy)
+        if not due_for_retry:
+            healthy.sort(key=lambda h: h.address != last)  # stable: list order otherwise
         return healthy + cooling
 
     def failed(self, host: SubmitHost, cooldown: float):
