@@ -68,6 +68,7 @@ DEFAULT_ENV_SKIP = (
     "PATH", "HOME", "USER", "LOGNAME", "SHELL", "PWD", "OLDPWD", "SHLVL", "TERM", "MAIL",
     "TMPDIR", "_", "SSH_*", "XDG_*", "SUDO_*", "LD_*", "DISPLAY",
 )  # fmt: skip
+MAX_CONTROL_DIR = 107 - 58
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 REMOTE_ENV_SH = 'while IFS= read -r kv && [ -n "$kv" ]; do export "$kv"; done; exec "$@"'
 
@@ -88,6 +89,8 @@ def private_control_dir(path: str = "") -> str:
             if _control_dir is None or not os.path.isdir(_control_dir):
                 _control_dir = tempfile.mkdtemp(prefix="jhpc-ssh-")
             return _control_dir
+    if len(os.fsencode(path)) > MAX_CONTROL_DIR:
+        raise ValueError(f"ssh control directory {path} is too long for Unix socket paths (max {MAX_CONTROL_DIR} bytes)")
     os.makedirs(path, mode=0o700, exist_ok=True)
     st = os.stat(path)
     if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o077:
@@ -339,6 +342,16 @@ class SubmitHostsMixin(HasTraits):
         for option in proposal["value"]:
             if not re.match(r"^[A-Za-z]+[ =]", option):
                 raise TraitError(f"{type(self).__name__}.ssh_options: {option!r} is not 'Key=Value'")
+        return proposal["value"]
+
+    @validate("ssh_control_dir")
+    def _check_control_dir(self, proposal):
+        # ssh makes "<dir>/<40 hex>.<16 random>" and a Unix socket path has at most 107 bytes
+        if len(os.fsencode(proposal["value"])) > MAX_CONTROL_DIR:
+            raise TraitError(
+                f"{type(self).__name__}.ssh_control_dir is longer than {MAX_CONTROL_DIR} bytes: "
+                "ssh's control socket paths would not fit a Unix socket; choose a shorter directory"
+            )
         return proposal["value"]
 
     @validate("ssh_command")

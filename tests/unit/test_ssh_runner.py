@@ -11,7 +11,9 @@ path is covered in tests/e2e/test_submit_hosts.py.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
 import time
 
 import pytest
@@ -232,15 +234,21 @@ def test_host_parsing_and_classification():
     assert classify_ssh_failure(1, "Connection refused") == ""
 
 
-def test_control_dir_must_be_private(tmp_path):
-    open_dir = tmp_path / "open"
-    open_dir.mkdir(mode=0o755)
-    open_dir.chmod(0o755)
-    with pytest.raises(PermissionError):
-        private_control_dir(str(open_dir))
-    new = tmp_path / "new"
-    assert private_control_dir(str(new)) == str(new)
-    assert stat.S_IMODE(new.stat().st_mode) == 0o700
+def test_control_dir_must_be_private_and_short():
+    base = tempfile.mkdtemp(prefix="jhpc-t-")  # socket paths are short: not under pytest's tmp_path
+    try:
+        open_dir = os.path.join(base, "open")
+        os.mkdir(open_dir)
+        os.chmod(open_dir, 0o755)
+        with pytest.raises(PermissionError):
+            private_control_dir(open_dir)
+        new = os.path.join(base, "new")
+        assert private_control_dir(new) == new
+        assert stat.S_IMODE(os.stat(new).st_mode) == 0o700
+        with pytest.raises(ValueError, match="too long"):
+            private_control_dir("/tmp/" + "x" * 60)
+    finally:
+        shutil.rmtree(base)
 
 
 def test_spawner_uses_ssh_runner_when_submit_hosts_set():
@@ -263,3 +271,5 @@ def test_bad_config_names_the_trait():
         make_spawner(SlurmSpawner, submit_hosts=["login1", "-oProxyCommand=evil"])
     with pytest.raises(TraitError, match=r"SlurmSpawner\.ssh_options"):
         make_spawner(SlurmSpawner, ssh_options=["-oProxyCommand=evil"])
+    with pytest.raises(TraitError, match=r"SlurmSpawner\.ssh_control_dir"):
+        make_spawner(SlurmSpawner, ssh_control_dir="/tmp/" + "x" * 60)
