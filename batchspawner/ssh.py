@@ -46,6 +46,7 @@ are not sent (``env_skip``): the remote login provides its own.
 
 from __future__ import annotations
 
+import atexit
 import fnmatch
 import math
 import os
@@ -88,6 +89,7 @@ def private_control_dir(path: str = "") -> str:
         with _control_lock:
             if _control_dir is None or not os.path.isdir(_control_dir):
                 _control_dir = tempfile.mkdtemp(prefix="jhpc-ssh-")
+                atexit.register(_remove_if_empty, _control_dir)
             return _control_dir
     if len(os.fsencode(path)) > MAX_CONTROL_DIR:
         raise ValueError(f"ssh control directory {path} is too long for Unix socket paths (max {MAX_CONTROL_DIR} bytes)")
@@ -380,6 +382,13 @@ class SubmitHostsMixin(HasTraits):
             timeout=getattr(self, "command_timeout", 30.0),
             log=getattr(self, "log", None),
         )
+
+
+def _remove_if_empty(path):
+    try:
+        os.rmdir(path)  # sockets of persisting masters are removed by ssh when they exit
+    except OSError:
+        pass
 
 
 def _first_line(text):

@@ -59,6 +59,7 @@ class Clock:
 
 @pytest.fixture
 def fake(tmp_path):
+    control_dir = tempfile.mkdtemp(prefix="jhpc-t-")  # short: socket paths are limited
     path = tmp_path / "fake-ssh"
     path.write_text(FAKE_SSH)
     path.chmod(0o755)
@@ -81,11 +82,13 @@ def fake(tmp_path):
 
         def runner(self, ports=(2201, 2202), **kw):
             kw.setdefault("health", HostHealth(clock=self.clock))
+            kw.setdefault("control_dir", control_dir)
             return SshRunner(
                 hosts=[f"127.0.0.1:{p}" for p in ports], user="alice", ssh_command=[self.ssh], timeout=10, **kw
             )
 
-    return Fake()
+    yield Fake()
+    shutil.rmtree(control_dir, ignore_errors=True)
 
 
 async def test_argv_is_quoted_for_the_remote_shell(fake, tmp_path):
