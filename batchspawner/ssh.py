@@ -140,7 +140,8 @@ class SshRunner:
             "-o", "BatchMode=yes",
             "-o", f"ConnectTimeout={max(1, math.ceil(self.connect_timeout))}",
             "-o", "LogLevel=ERROR",
-            "-o", "ServerAliveInterval=15",
+            # a shared connection to a host that vanished is noticed within ~15 s, below command_timeout
+            "-o", "ServerAliveInterval=5",
             "-o", "ServerAliveCountMax=3",
         ]  # fmt: skip
         if share and self.control_persist > 0:

@@ -7,6 +7,7 @@ set nothing may go through it.
 
 import asyncio
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -161,3 +162,27 @@ def test_runner_env_methods_on_real_sshd(ssh_pair):
     assert out["sendenv"][0] == f"{secret}|body\n"  # second host has AcceptEnv JHPC_*
     assert all(secret not in c for c in second.commands())
     assert first.commands() == []
+
+
+def test_silent_host_times_out_and_fails_over(ssh_pair):
+    """A first host that accepts TCP but never speaks ssh: ConnectTimeout, then the second host."""
+    key, first, second, control = ssh_pair
+    first.stop()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    try:
+        runner = SshRunner(
+            hosts=[f"127.0.0.1:{port}", f"127.0.0.1:{second.port}"], user="alice", identity_file=str(key.key),
+            options=key.ssh_options(), control_dir=str(control), connect_timeout=1, health=HostHealth(),
+        )  # fmt: skip
+        t0 = time.monotonic()
+        result = asyncio.run(runner.run(["echo", "via-second"]))
+        seconds = time.monotonic() - t0
+    finally:
+        silent.close()
+    print(f"failover past a silent host: {seconds:.2f} s")
+    assert result.stdout == "via-second\n"
+    assert 0.9 < seconds < 5
+    assert runner.health.order(runner.hosts)[0].port == second.port
