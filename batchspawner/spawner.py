@@ -36,6 +36,7 @@ from traitlets import TraitError
 from . import metrics
 from .options import validate_user_options
 from .runner import CommandError, CommandRunner, split_command
+from .ssh import SubmitHostsMixin
 from .states import JobState, JobStatus
 from .status import StatusPoller
 from .templating import format_template, has_control_chars
@@ -55,7 +56,7 @@ def _req(help_text, default_value="", **kw):
     return Unicode(default_value, help=help_text, **kw).tag(config=True)
 
 
-class BatchSpawnerBase(Spawner):
+class BatchSpawnerBase(SubmitHostsMixin, Spawner):
     """Base class for spawners that submit the single-user server as a batch job.
 
     Subclasses set ``batch_script``, ``batch_submit_cmd``, ``batch_query_cmd``,
@@ -323,6 +324,8 @@ class BatchSpawnerBase(Spawner):
         return self._make_runner(self.status_exec_prefix)
 
     def _make_runner(self, prefix_template):
+        if self.submit_hosts:  # over ssh to the first reachable submit host (batchspawner/ssh.py)
+            return self.make_ssh_runner(self._identity_vars())
         prefix = split_command(prefix_template, **self._identity_vars()) if prefix_template else []
         remote = bool(prefix) and os.path.basename(prefix[0]) == "ssh"
         return CommandRunner(prefix=prefix, timeout=self.command_timeout, remote_shell=remote, log=self.log)
