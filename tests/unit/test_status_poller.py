@@ -1,0 +1,184 @@
+"""The shared status poller: one query for many jobs, coalescing, failure handling.
+
+Spawners here are real SlurmSpawners; the FakeRunner answers squeue in the exact
+format of ``squeue -h -t all -j ID,ID -o '%i %T %B %r'`` (Slurm 22.05, seen on the real daemons).
+"""
+
+import asyncio
+import time
+
+import pytest
+from helpers import make_spawner
+
+from batchspawner import JobState, SlurmSpawner
+from batchspawner.status import StatusPoller
+from fakes import FakeRunner, Reply
+
+
+class Squeue:
+    """Answers the shared squeue for whatever ids it is asked about."""
+
+    def __init__(self, state="RUNNING localhost None"):
+        self.state = state
+        self.reply = None  # a Reply to give instead (failures, garbage)
+        self.calls = []
+
+    def __call__(self, argv, stdin):
+        assert argv[0] == "squeue", argv
+        ids = argv[argv.index("-j") + 1].split(",")
+        self.calls.append(ids)
+        if self.reply is not None:
+            return self.reply
+        return Reply(stdout="".join(f"{i} {self.state}\n" for i in ids))
+
+
+def many_spawners(n, squeue, **traits):
+    runner = FakeRunner(squeue)
+    spawners = []
+    for i in range(n):
+        sp = make_spawner(SlurmSpawner, runner, name=f"user{i}", **({"status_min_interval": 0.01} | traits))
+        sp.job_id = str(1000 + i)
+        spawners.append(sp)
+    return spawners, runner
+
+
+async def test_a_poll_round_of_20_servers_makes_one_query():
+    squeue = Squeue()
+    spawners, runner = many_spawners(20, squeue)
+    results = await asyncio.gather(*(sp.poll() for sp in spawners))
+    assert results == [None] * 20
+    assert len(squeue.calls) == 1
+    assert sorted(squeue.calls[0]) == sorted(sp.job_id for sp in spawners)
+    # the next round reads the cache: still one query in all
+    assert await asyncio.gather(*(sp.poll() for sp in spawners)) == [None] * 20
+    assert len(squeue.calls) == 1
+
+
+async def test_fresh_requests_from_starting_spawns_are_coalesced():
+    squeue = Squeue("PENDING n/a Priority")
+    spawners, _ = many_spawners(30, squeue)
+    statuses = await asyncio.gather(*(sp.job_status_now(max_age=0) for sp in spawners))
+    assert {s.state for s in statuses} == {JobState.PENDING}
+    assert {s.reason for s in statuses} == {"Priority"}
+    assert len(squeue.calls) <= 2  # one round, plus at most one for the late arrivals
+
+
+async def test_min_interval_is_a_floor_between_queries():
+    squeue = Squeue()
+    (sp,), _ = many_spawners(1, squeue, status_min_interval=0.2)
+    t0 = time.monotonic()
+    for _ in range(3):
+        await sp.job_status_now(max_age=0)
+    assert len(squeue.calls) == 3
+    assert time.monotonic() - t0 >= 0.4
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(stderr="squeue: error: Munge decode failed: Expired credential\n", returncode=1),
+        Reply(stderr="slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n", returncode=1),
+        Reply(stdout="<html><body>502 Bad Gateway</body></html>\n"),
+        Reply(timeout=True),
+    ],
+    ids=["munge-error", "controller-down", "garbage", "timeout"],
+)
+async def test_failed_rounds_are_unknown_never_finished_and_back_off(reply):
+    squeue = Squeue()
+    squeue.reply = reply
+    spawners, _ = many_spawners(5, squeue, status_interval=1.0)
+    assert await asyncio.gather(*(sp.poll() for sp in spawners)) == [None] * 5
+    poller = spawners[0].status_poller()
+    assert poller.failures == 1
+    assert poller.current_interval() == 2.0
+    assert all(sp._last_status.state is JobState.UNKNOWN for sp in spawners)
+    await spawners[0].job_status_now(max_age=0)
+    assert poller.failures == 2 and poller.current_interval() == 4.0
+    squeue.reply = None  # the scheduler is back
+    await spawners[0].job_status_now(max_age=0)
+    assert poller.failures == 0 and poller.current_interval() == 1.0
+    statuses = [await sp.job_status_now() for sp in spawners]
+    assert {s.state for s in statuses} == {JobState.RUNNING}
+
+
+async def test_all_ids_purged_means_finished_but_only_on_that_error():
+    squeue = Squeue()
+    squeue.reply = Reply(stderr="slurm_load_jobs error: Invalid job id specified\n", returncode=1)
+    spawners, _ = many_spawners(3, squeue)
+    assert await asyncio.gather(*(sp.poll() for sp in spawners)) == [1, 1, 1]
+
+
+async def test_job_missing_from_a_good_answer_is_finished():
+    squeue = Squeue()
+    spawners, runner = many_spawners(3, squeue)
+    gone = spawners[1].job_id
+    runner.responder = lambda argv, stdin: Reply(
+        stdout="".join(f"{sp.job_id} RUNNING localhost None\n" for sp in spawners if sp.job_id != gone)
+    )
+    assert await asyncio.gather(*(sp.poll() for sp in spawners)) == [None, 1, None]
+
+
+async def test_slow_query_stretches_the_interval():
+    poller = StatusPoller("k", query=None, interval=1.0, max_interval=300)
+    poller.last_duration = 2.5
+    assert poller.current_interval() == 25.0
+
+
+async def test_a_hanging_query_does_not_block_the_event_loop():
+    squeue = Squeue()
+    squeue.reply = Reply(delay=1.0, stdout="")
+    (sp,), _ = many_spawners(1, squeue)
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.ensure_future(ticker())
+    await sp.poll()
+    task.cancel()
+    assert ticks > 50  # the loop kept running while the query hung
+
+
+async def test_background_loop_refreshes_all_jobs_in_one_query_per_interval():
+    squeue = Squeue()
+    spawners, _ = many_spawners(10, squeue, status_interval=0.1)
+    await asyncio.gather(*(sp.poll() for sp in spawners))
+    await asyncio.sleep(0.55)
+    rounds = len(squeue.calls)
+    assert 4 <= rounds <= 7, rounds
+    assert all(len(ids) == 10 for ids in squeue.calls)
+    # once every job is gone, the loop stops querying
+    for sp in spawners:
+        sp.clear_state()
+    await asyncio.sleep(0.3)
+    assert len(squeue.calls) <= rounds + 1
+
+
+async def test_different_clusters_get_different_pollers():
+    squeue = Squeue()
+    runner = FakeRunner(squeue)
+    a = make_spawner(SlurmSpawner, runner, req_cluster="alpha")
+    b = make_spawner(SlurmSpawner, runner, req_cluster="beta")
+    a.job_id, b.job_id = "1", "2"
+    await asyncio.gather(a.poll(), b.poll())
+    assert sorted(squeue.calls) == [["1"], ["2"]]
+    assert a.status_poller() is not b.status_poller()
+
+
+async def test_unknown_longer_than_grace_is_logged_once_and_counted(caplog):
+    from batchspawner import metrics
+
+    squeue = Squeue()
+    squeue.reply = Reply(stderr="squeue: error: Munge decode failed: Expired credential\n", returncode=1)
+    (sp,), _ = many_spawners(1, squeue, unknown_grace=0.0)
+    before = metrics.UNKNOWN_TOO_LONG._value.get()
+    for _ in range(3):
+        assert await sp.poll() is None
+        await asyncio.sleep(0.01)
+        sp.status_poller().cache.clear()
+    assert metrics.UNKNOWN_TOO_LONG._value.get() == before + 1
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "keeping the server" in r.getMessage()]
+    assert len(errors) == 1
