@@ -35,6 +35,20 @@ def queue_host(queue_name: str) -> str:
     return queue_name.split("@", 1)[1].strip()
 
 
+def all_jobs(xml_text: str) -> dict:
+    """{job number: job_list element} of every job in ``qstat -xml`` output (first task wins)."""
+    try:
+        root = ET.fromstring(xml_text)
+    except ET.ParseError as e:
+        raise ValueError(f"qstat printed no valid XML ({e})") from None
+    if root.tag != "job_info":
+        raise ValueError(f"unexpected qstat XML root <{root.tag}>")
+    jobs = {}
+    for job in root.iter("job_list"):
+        jobs.setdefault((job.findtext("JB_job_number") or "").strip(), job)
+    return jobs
+
+
 def find_job(xml_text: str, job_id: str):
     """The ``job_list`` element of ``job_id`` in ``qstat -xml`` output, or None.
 
@@ -76,6 +90,11 @@ class GridengineSpawner(BatchSpawnerBase):
         + """ The output is qstat XML; a job missing from a valid answer has finished.
         -u {username} makes it work whether or not exec_prefix runs it as the user
         (plain qstat lists only the caller's jobs).""",
+    ).tag(config=True)
+    batch_status_cmd = Unicode(
+        "qstat -xml -u *",
+        help=BatchSpawnerBase.batch_status_cmd.help
+        + " Lists every user's jobs in one call (run as the hub's user, see status_exec_prefix).",
     ).tag(config=True)
     batch_cancel_cmd = Unicode("qdel {job_id}", help=BatchSpawnerBase.batch_cancel_cmd.help).tag(
         config=True
@@ -143,6 +162,19 @@ class GridengineSpawner(BatchSpawnerBase):
         if job is None:
             return JobStatus(JobState.FINISHED, native="gone")
         return self.job_status_from_xml(job)
+
+    def parse_batch_status(self, returncode, stdout, stderr, job_ids):
+        """Every job's state from one ``qstat -xml -u '*'``; a job missing from it has ended."""
+        if returncode != 0 or not stdout.lstrip().startswith("<"):
+            raise RuntimeError(f"qstat exited with {returncode}: {(stderr or stdout).strip()[:200]}")
+        jobs = all_jobs(stdout)  # ValueError on broken XML: the round fails, jobs stay unknown
+        answer = {}
+        for job_id in job_ids:
+            job = jobs.get(job_id)
+            answer[job_id] = self.job_status_from_xml(job) if job is not None else JobStatus(
+                JobState.FINISHED, native="gone"
+            )
+        return answer
 
     def job_status_from_xml(self, job) -> JobStatus:
         code = (job.findtext("state") or "").strip()

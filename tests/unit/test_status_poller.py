@@ -182,3 +182,21 @@ async def test_unknown_longer_than_grace_is_logged_once_and_counted(caplog):
     assert metrics.UNKNOWN_TOO_LONG._value.get() == before + 1
     errors = [r for r in caplog.records if r.levelname == "ERROR" and "keeping the server" in r.getMessage()]
     assert len(errors) == 1
+
+
+def test_gridengine_one_qstat_answers_for_every_job():
+    from batchspawner import GridengineSpawner
+    from fakes import fixture
+
+    sp = make_spawner(GridengineSpawner)
+    xml = fixture("gridengine/qstat_running_held.xml")
+    import re
+
+    running = re.search(r"<JB_job_number>(\d+)</JB_job_number>", xml).group(1)
+    answer = sp.parse_batch_status(0, xml, "", [running, "999999"])
+    assert answer[running].state is JobState.RUNNING and answer[running].host == "localhost"
+    assert answer["999999"].state is JobState.FINISHED
+    with pytest.raises(ValueError):
+        sp.parse_batch_status(0, "<job_info><broken", "", [running])
+    with pytest.raises(RuntimeError):
+        sp.parse_batch_status(1, "", "error: commlib error: got select error (Connection refused)", [running])
