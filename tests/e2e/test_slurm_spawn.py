@@ -82,11 +82,20 @@ if [ -e {flag} ]; then
   echo "slurm_load_jobs error: Protocol authentication error" >&2
   exit 1
 fi
-exec squeue -h -t all -j "$1" -o '%T %B %r'
+exec squeue -h -t all -j "$1" -o "$2"
 """
 
+QUERY_MODES = {
+    # the shared poller: one query for all jobs
+    "shared": "c.SlurmSpawner.batch_status_cmd = \"{script} {{job_ids}} '%i %T %B %r'\"",
+    # one query per job, as batchspawner 1.3 did
+    "per-job": "c.SlurmSpawner.shared_status = False\n"
+    "c.SlurmSpawner.batch_query_cmd = \"{script} {{job_id}} '%T %B %r'\"",
+}
 
-def test_query_failures_keep_server_alive(slurm, hubs, shared_dir):
+
+@pytest.mark.parametrize("mode", QUERY_MODES)
+def test_query_failures_keep_server_alive(slurm, hubs, shared_dir, mode):
     flag = shared_dir / "broken"
     script = shared_dir / "flaky-squeue"
     script.write_text(FLAKY_SQUEUE.format(flag=flag))
@@ -94,7 +103,9 @@ def test_query_failures_keep_server_alive(slurm, hubs, shared_dir):
     hub = hubs(
         f"""
 c.JupyterHub.spawner_class = 'slurm'
-c.SlurmSpawner.batch_query_cmd = '{script} {{job_id}}'
+{QUERY_MODES[mode].format(script=script)}
+c.SlurmSpawner.status_interval = 1
+c.SlurmSpawner.status_max_interval = 2
 c.SlurmSpawner.poll_interval = 1
 c.SlurmSpawner.startup_poll_interval = 0.25
 """
