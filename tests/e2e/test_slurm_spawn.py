@@ -1,5 +1,6 @@
 """End to end on the real Slurm: real hub + proxy, real jupyterhub-singleuser as alice via sudo."""
 
+import json
 import time
 
 import pytest
@@ -125,3 +126,30 @@ c.SlurmSpawner.startup_poll_interval = 0.25
     assert hub.server_model("alice")["ready"]
     assert hub.user_request("alice", "api").status_code == 200
     assert hub.stop_server("alice")
+
+
+def test_progress_shows_the_pending_reason(slurm, hubs):
+    """A job Slurm will not start yet: the spawn page's progress stream says why."""
+    hub = hubs(
+        """
+c.JupyterHub.spawner_class = 'slurm'
+c.SlurmSpawner.req_options = '--begin=now+3600'
+c.SlurmSpawner.startup_poll_interval = 0.25
+"""
+    ).start()
+    hub.ensure_user("alice")
+    r = hub.api("POST", "/users/alice/server", json={})
+    assert r.status_code == 202, r.text
+    messages = []
+    with hub.api("GET", "/users/alice/server/progress", stream=True, timeout=30) as stream:
+        for line in stream.iter_lines(decode_unicode=True):
+            if line.startswith("data:"):
+                event = json.loads(line[5:])
+                messages.append(event.get("message", ""))
+                if "BeginTime" in event.get("message", ""):
+                    break
+    assert any("waiting in the queue" in m and "BeginTime" in m for m in messages), messages
+    job_id = hub.server_model("alice")["state"]["job_id"]
+    assert slurmtools.job_state(job_id) == "PENDING"
+    assert hub.stop_server("alice")
+    assert slurmtools.job_state(job_id) in ("", "CANCELLED")
