@@ -46,6 +46,26 @@ FINISHED_STATES = (
 )
 
 
+# what Slurm's most common pending reasons mean, for the spawn page
+REASONS = {
+    "Resources": "waiting for free nodes or cores",
+    "Priority": "other jobs are ahead in the queue",
+    "BeginTime": "the job may not start before its requested begin time",
+    "JobHeldUser": "held by the user (scontrol release)",
+    "JobHeldAdmin": "held by an administrator",
+    "Dependency": "waiting for another job to finish",
+    "PartitionDown": "the partition is down",
+    "PartitionNodeLimit": "more nodes requested than the partition allows",
+    "PartitionTimeLimit": "the wall time asked for is longer than the partition allows",
+    "QOSMaxJobsPerUserLimit": "you already have the most jobs your QoS allows",
+    "AssocGrpCPULimit": "your account's CPU limit is reached",
+    "ReqNodeNotAvail": "a requested node is not available",
+    "Reservation": "waiting for its reservation to start",
+    "NodeDown": "a node it needs is down",
+    "BadConstraints": "the request cannot be satisfied; check the requested resources",
+}
+
+
 def _alternatives(words):
     return r"^(?:%s)\b" % "|".join(words)
 
@@ -218,6 +238,10 @@ class SlurmSpawner(BatchSpawnerBase):
         if len(fields) == 3 and fields[2] not in ("None", "(null)"):
             return fields[2]
         return ""
+
+    def explain_reason(self, reason):
+        code = reason.split(",")[0]
+        return f"{reason}: {REASONS[code]}" if code in REASONS else reason
 
 
 class MultiSlurmSpawner(SlurmSpawner):

@@ -499,6 +499,10 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
     def pending_reason(self, output):
         return ""
 
+    def explain_reason(self, reason):
+        """The scheduler's pending reason with a few words a user understands (per scheduler)."""
+        return reason
+
     # ---------------------------------------------------------------- scheduler calls
     async def submit_batch_script(self, user_values=None):
         script = self.render_script(user_values)
@@ -719,11 +723,13 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
                 await self._job_ended(status)
             desc = status.describe()
             if desc != last:
+                last = desc
                 if status.state is JobState.PENDING:
+                    if status.reason:
+                        desc = desc.replace(f"({status.reason})", f"({self.explain_reason(status.reason)})")
                     self._event(20, f"Job {self.job_id} is waiting in the queue: {desc}.")
                 else:
                     self._event(20, f"Job {self.job_id} state not known yet: {status.reason}.")
-                last = desc
             await asyncio.sleep(self.startup_poll_interval)
 
     async def _wait_for_port(self):

@@ -148,7 +148,10 @@ c.SlurmSpawner.startup_poll_interval = 0.25
                 messages.append(event.get("message", ""))
                 if "BeginTime" in event.get("message", ""):
                     break
-    assert any("waiting in the queue" in m and "BeginTime" in m for m in messages), messages
+    assert any(
+        "waiting in the queue" in m and "BeginTime: the job may not start before its requested begin time" in m
+        for m in messages
+    ), messages
     job_id = hub.server_model("alice")["state"]["job_id"]
     assert slurmtools.job_state(job_id) == "PENDING"
     assert hub.stop_server("alice")

@@ -103,7 +103,9 @@ async def test_start_submits_script_on_stdin_and_returns_host_port(listener):
     queries = [c.argv for c in runner.calls if c.argv[0] == "squeue"]
     assert queries[0] == ["squeue", "-h", "-t", "all", "-j", "123", "-o", "%i %T %B %r"]
     messages = [e["message"] for e in spawner._events]
-    assert any("Resources" in m for m in messages) and any("Priority" in m for m in messages)
+    assert any("(Resources: waiting for free nodes or cores)" in m for m in messages)
+    assert any("(Priority: other jobs are ahead in the queue)" in m for m in messages)
+    assert len([m for m in messages if "waiting in the queue" in m]) == 2  # one event per change
 
 
 async def test_job_that_ends_before_reporting_fails_at_once_with_log_tail():
