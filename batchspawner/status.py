@@ -42,6 +42,7 @@ class StatusPoller:
         self.max_interval = max_interval
         self.log = log
         self.jobs: dict[str, int] = {}  # job id -> number of spawners watching it
+        self.watched_at: dict[str, float] = {}
         self.cache: dict[str, tuple[JobStatus, float]] = {}
         self.rounds = 0  # scheduler queries made (for tests and metrics)
         self.failures = 0  # consecutive failed rounds
@@ -73,6 +74,7 @@ class StatusPoller:
     # ------------------------------------------------------------------ jobs
     def watch(self, job_id: str):
         self.jobs[job_id] = self.jobs.get(job_id, 0) + 1
+        self.watched_at.setdefault(job_id, time.monotonic())
         self._ensure_task()
 
     def unwatch(self, job_id: str):
@@ -80,6 +82,7 @@ class StatusPoller:
         if count <= 0:
             self.jobs.pop(job_id, None)
             self.cache.pop(job_id, None)
+            self.watched_at.pop(job_id, None)
         else:
             self.jobs[job_id] = count
 
@@ -93,7 +96,10 @@ class StatusPoller:
         cached = self.cache.get(job_id)
         if cached is not None and time.monotonic() - cached[1] <= max_age:
             return cached[0]
-        await self.refresh(since=time.monotonic() - max_age)
+        since = time.monotonic() - max_age
+        if cached is None:  # a round that started before this job was watched did not ask about it
+            since = max(since, self.watched_at.get(job_id, 0.0))
+        await self.refresh(since=since)
         cached = self.cache.get(job_id)
         if cached is None:
             return JobStatus(JobState.UNKNOWN, reason="no answer from the scheduler yet")

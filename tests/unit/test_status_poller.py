@@ -200,3 +200,18 @@ def test_gridengine_one_qstat_answers_for_every_job():
         sp.parse_batch_status(0, "<job_info><broken", "", [running])
     with pytest.raises(RuntimeError):
         sp.parse_batch_status(1, "", "error: commlib error: got select error (Connection refused)", [running])
+
+
+async def test_a_job_added_during_a_round_gets_its_own_answer():
+    squeue = Squeue()
+    runner = FakeRunner(squeue)
+    a = make_spawner(SlurmSpawner, runner, name="a", status_min_interval=0.01)
+    b = make_spawner(SlurmSpawner, runner, name="b", status_min_interval=0.01)
+    a.job_id, b.job_id = "1", "2"
+    runner.responder = lambda argv, stdin: Reply(delay=0.2, stdout=squeue(argv, stdin).stdout)
+    first = asyncio.ensure_future(a.job_status_now(max_age=0))
+    await asyncio.sleep(0.05)  # a's round is running and does not list job 2
+    status_b = await b.job_status_now(max_age=5)
+    assert status_b.state is JobState.RUNNING, status_b
+    assert (await first).state is JobState.RUNNING
+    assert squeue.calls == [["1"], ["1", "2"]]
