@@ -294,6 +294,15 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         0.5, help="Seconds between job-state checks while the server starts."
     ).tag(config=True)
 
+    running_check_interval = Float(
+        3.0,
+        help="""Seconds between job-state checks once the job runs and its server starts up.
+
+        Until the job reports its port and the port accepts connections, the spawner checks
+        that the job still runs this often (from the shared status cache), so a job that
+        dies fails the spawn within about this long. The port itself is probed every 0.1 s.""",
+    ).tag(config=True)
+
     cancel_wait_timeout = Float(
         60.0, help="Seconds stop() waits for the scheduler to report the cancelled job gone."
     ).tag(config=True)
@@ -735,25 +744,29 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
     async def _wait_for_port(self):
         while True:
             try:
-                return await asyncio.wait_for(asyncio.shield(self._port_future), self.startup_poll_interval * 4)
+                return await asyncio.wait_for(asyncio.shield(self._port_future), self.running_check_interval)
             except asyncio.TimeoutError:
                 pass
-            status = await self.job_status_now(max_age=self.startup_poll_interval * 4)
+            status = await self.job_status_now(max_age=self.running_check_interval)
             if status.state is JobState.FINISHED:
                 await self._job_ended(status)
 
     async def _wait_for_listen(self, ip, port):
+        """Probe the port often (cheap); check the job now and then (a scheduler query)."""
+        last_check = time.monotonic()
         while True:
             try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 5)
+                _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 2)
                 writer.close()
                 return
             except (OSError, asyncio.TimeoutError):
                 pass
-            status = await self.job_status_now(max_age=self.startup_poll_interval * 4)
-            if status.state is JobState.FINISHED:
-                await self._job_ended(status)
-            await asyncio.sleep(self.startup_poll_interval)
+            if time.monotonic() - last_check >= self.running_check_interval:
+                last_check = time.monotonic()
+                status = await self.job_status_now(max_age=self.running_check_interval)
+                if status.state is JobState.FINISHED:
+                    await self._job_ended(status)
+            await asyncio.sleep(0.1)
 
     def report_port(self, port: int):
         """Called by the hub's API handler when the job reports its port."""

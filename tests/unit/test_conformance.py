@@ -143,6 +143,7 @@ def _spawner(case, **traits):
     cluster = Cluster(case)
     runner = FakeRunner(responder=cluster)
     traits.setdefault("status_min_interval", 0.01)
+    traits.setdefault("running_check_interval", 0.05)
     spawner = make_spawner(case.cls, runner, **traits)
     return spawner, runner, cluster
 

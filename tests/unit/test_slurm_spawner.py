@@ -60,6 +60,7 @@ def spawner_with(cluster, **traits):
     runner = FakeRunner(cluster)
     traits.setdefault("startup_poll_interval", 0.01)
     traits.setdefault("status_min_interval", 0.01)
+    traits.setdefault("running_check_interval", 0.05)
     return make_spawner(SlurmSpawner, runner, **traits), runner
 
 
