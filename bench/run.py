@@ -96,6 +96,8 @@ def build_rows(results, keys, opts):
             lambda r, s=size: f"{r['storm'][s]['secs']:.1f} s" + (" (timed out)" if r['storm'][s]['timed_out'] else ""))
         row(f"{size} concurrent spawns: hub API p99",
             lambda r, s=size: f"{r['storm'][s]['p99'] * 1000:.0f} ms ({r['storm'][s]['samples']} GETs)")
+        row(f"{size} concurrent spawns: scheduler calls until settled",
+            lambda r, s=size: fmt_calls(r["storm"][s]["calls"], 1))
     row(f"hub restart with {opts.restart_n} servers: kept", lambda r: f"{r['sched']['restart']['kept']}/{r['sched']['restart']['of']}")
     row(f"hub restart with {opts.restart_n} servers: until API answers", lambda r: f"{r['sched']['restart']['api_s']:.1f} s")
     return rows

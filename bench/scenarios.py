@@ -186,13 +186,15 @@ class Bench:
         try:
             thread.start()
             targets = [(USERS[i % 2], f"s{i:03d}") for i in range(size)]
+            before = len(self.run.log_lines())
             ready, failed, secs = self.spawn_many(hub, targets, self.opts.storm_timeout)
+            calls = count_calls(self.run.log_lines()[before:])
         finally:
             stop.set()
             thread.join(70)
             self.finish(hub)
         res = {"ready": len(ready), "of": size, "secs": secs, "p99": percentile(samples, 99) if samples else None,
-               "samples": len(samples), "timed_out": len(ready) + len(failed) < size}
+               "samples": len(samples), "timed_out": len(ready) + len(failed) < size, "calls": calls}
         log(f"{pkg.label}: storm {size}: {res}")
         return res
 
