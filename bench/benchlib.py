@@ -1,0 +1,94 @@
+"""Pure helpers of the benchmark: parsing counts and /proc, percentiles, the table.
+
+Nothing here starts a process or touches the network, so tests/unit can check it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import statistics
+from collections import Counter
+
+TOOLS = ("sbatch", "squeue", "scancel")
+
+
+def count_calls(lines) -> Counter:
+    """Count scheduler calls in shim log lines (``<tool> [details]`` per call)."""
+    counts = Counter()
+    for line in lines:
+        word = line.split(None, 1)[0] if line.strip() else ""
+        if word in TOOLS:
+            counts[word] += 1
+    return counts
+
+
+def job_ids_from_log(lines) -> list[str]:
+    """Job ids the sbatch shim saw (``sbatch 123`` or ``sbatch 123;cluster``), in order, unique."""
+    seen = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "sbatch":
+            job_id = parts[1].split(";")[0]
+            if job_id.isdigit() and job_id not in seen:
+                seen.append(job_id)
+    return seen
+
+
+def parse_proc_stat(text: str) -> dict[str, int]:
+    """utime, stime, cutime, cstime (clock ticks) from the text of /proc/PID/stat.
+
+    The command name (field 2) is in parentheses and may hold spaces or ')',
+    so the fields are counted from the last ')'.
+    """
+    rest = text[text.rindex(")") + 2 :].split()
+    # rest[0] is field 3 (state); utime is field 14
+    utime, stime, cutime, cstime = (int(rest[i]) for i in range(11, 15))
+    return {"utime": utime, "stime": stime, "cutime": cutime, "cstime": cstime}
+
+
+def cpu_seconds(stat: dict[str, int], ticks: int | None = None) -> tuple[float, float]:
+    """(own, children) CPU seconds from parse_proc_stat's dict."""
+    ticks = ticks or os.sysconf("SC_CLK_TCK")
+    return (stat["utime"] + stat["stime"]) / ticks, (stat["cutime"] + stat["cstime"]) / ticks
+
+
+def percentile(values, pct: float) -> float:
+    """Nearest-rank percentile (pct in 0-100) of a non-empty sequence."""
+    data = sorted(values)
+    if not data:
+        raise ValueError("percentile of no values")
+    rank = max(1, math.ceil(pct / 100 * len(data)))
+    return data[min(rank, len(data)) - 1]
+
+
+def median(values) -> float:
+    return statistics.median(values)
+
+
+def parse_node_cpus(scontrol_text: str) -> tuple[int, int]:
+    """(CPUTot, CPUAlloc) summed over the nodes of ``scontrol show node`` output."""
+    tot = sum(int(m) for m in re.findall(r"\bCPUTot=(\d+)", scontrol_text))
+    alloc = sum(int(m) for m in re.findall(r"\bCPUAlloc=(\d+)", scontrol_text))
+    return tot, alloc
+
+
+def fmt_calls(counts: Counter, rounds: float) -> str:
+    """Calls per round as ``total (squeue a, sbatch b, scancel c)``; only non-zero tools listed."""
+    total = sum(counts[t] for t in TOOLS) / rounds
+    parts = [f"{t} {counts[t] / rounds:g}" for t in TOOLS if counts[t]]
+    return f"{total:g}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def render_table(rows, headers) -> str:
+    """A Markdown table; rows are lists of cells (str)."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    def line(cells):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+    out = [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(row) for row in rows]
+    return "\n".join(out)

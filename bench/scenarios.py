@@ -1,0 +1,261 @@
+"""The measurements. Each function starts its own hub(s), measures, stops them and
+cancels every job they caused (tracked through the sbatch shim's log)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import requests
+
+from .benchlib import count_calls, cpu_seconds, median, parse_node_cpus, parse_proc_stat, percentile
+from .hubs import VenvHub, cancel_jobs, hub_config, remove_job_logs
+
+USERS = ("alice", "bob")
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Bench:
+    def __init__(self, rundir, opts):
+        self.run = rundir
+        self.opts = opts
+        self.hubs = []
+        self._n = 0
+
+    # ------------------------------------------------------------ hubs and cleanup
+    def hub(self, pkg, poll_interval, fake_server=None, bindir=None):
+        self._n += 1
+        cfg = hub_config(pkg, bindir or self.run.shim_bin, poll_interval, fake_server)
+        hub = VenvHub(self.run.root / f"hub{self._n:02d}-{pkg.key}", cfg, pkg.venv_bin, self.run.shim_bin)
+        self.hubs.append(hub)
+        t0 = time.monotonic()
+        hub.start()
+        log(f"{pkg.label}: hub {hub.workdir.name} up in {time.monotonic() - t0:.1f} s")
+        for user in USERS:
+            hub.ensure_user(user)
+        return hub
+
+    def finish(self, hub):
+        hub.stop()
+        ids = self.run.all_job_ids()
+        left = cancel_jobs(ids)
+        remove_job_logs(ids)
+        if left:
+            log(f"WARNING: jobs still live after cancel: {sorted(left)}")
+
+    def cleanup_all(self):
+        for hub in self.hubs:
+            try:
+                hub.stop()
+            except Exception as e:  # noqa: BLE001
+                log(f"could not stop {hub.workdir}: {e}")
+        ids = self.run.all_job_ids()
+        cancel_jobs(ids)
+        remove_job_logs(ids)
+
+    # ------------------------------------------------------------ helpers
+    def spawn_many(self, hub, targets, timeout):
+        """POST all (user, server) targets at once; wait until each is ready or gone."""
+        def post(target):
+            user, name = target
+            try:
+                return hub.api("POST", f"/users/{user}/servers/{name}", json={}, timeout=timeout).status_code
+            except requests.RequestException as e:
+                return str(e)
+
+        t0 = time.monotonic()
+        ready, failed = set(), set()
+        with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+            futures = {t: pool.submit(post, t) for t in targets}
+            while time.monotonic() - t0 < timeout and len(ready) + len(failed) < len(targets):
+                time.sleep(0.5)
+                models = servers_by_target(hub)
+                for t, fut in futures.items():
+                    if t in ready or t in failed:
+                        continue
+                    model = models.get(t)
+                    if model and model.get("ready"):
+                        ready.add(t)
+                    elif fut.done() and (fut.result() not in (201, 202) or model is None):
+                        failed.add(t)
+            settled = time.monotonic() - t0
+        return ready, failed, settled
+
+    def window(self, hub, rounds, poll_interval, fake=False):
+        """Scheduler calls and hub CPU over `rounds` poll intervals."""
+        before = len(self.run.log_lines(fake))
+        stat0 = parse_proc_stat(open(f"/proc/{hub.proc.pid}/stat").read())
+        time.sleep(rounds * poll_interval)
+        stat1 = parse_proc_stat(open(f"/proc/{hub.proc.pid}/stat").read())
+        counts = count_calls(self.run.log_lines(fake)[before:])
+        own0, kids0 = cpu_seconds(stat0)
+        own1, kids1 = cpu_seconds(stat1)
+        return {"counts": counts, "rounds": rounds, "own": (own1 - own0) / rounds, "kids": (kids1 - kids0) / rounds}
+
+    # ------------------------------------------------------------ scenarios
+    def scheduler_side(self, pkg):
+        """N running servers (tiny fake single-user server, real Slurm); restart with restart_n on the way."""
+        o = self.opts
+        hub = self.hub(pkg, o.poll_interval, fake_server=self.run.fakeserver)
+        out = {}
+        try:
+            have = 0
+            checkpoints = sorted(set(o.ns) | {o.restart_n})
+            for target in checkpoints:
+                tot, alloc = parse_node_cpus(subprocess.run(
+                    ["scontrol", "show", "node"], capture_output=True, text=True, timeout=30).stdout)
+                need = target - have
+                if need > tot - alloc - 2:
+                    log(f"{pkg.label}: N={target} skipped: needs {need} more CPUs, Slurm has {tot - alloc} free")
+                    for n in [x for x in checkpoints if x >= target]:
+                        out[("n", n)] = f"not run: node has {tot} CPUs, {tot - alloc} free"
+                    break
+                names = [(USERS[i % 2], f"f{i:03d}") for i in range(have, target)]
+                for k in range(0, len(names), o.batch):
+                    ready, failed, secs = self.spawn_many(hub, names[k:k + o.batch], o.spawn_timeout)
+                    if failed or len(ready) < len(names[k:k + o.batch]):
+                        raise RuntimeError(f"{pkg.label}: {len(failed)} fake servers failed to spawn:\n"
+                                           + hub.log_tail(30))
+                have = target
+                log(f"{pkg.label}: {have} fake servers running")
+                if target in o.ns:
+                    out[("n", target)] = self.window(hub, o.rounds, o.poll_interval)
+                    log(f"{pkg.label}: N={target}: {out[('n', target)]}")
+                if target == o.restart_n:
+                    out["restart"] = self.restart(hub, have)
+                    log(f"{pkg.label}: restart: {out['restart']}")
+        finally:
+            self.finish(hub)
+        return out
+
+    def restart(self, hub, n):
+        hub.stop()
+        t0 = time.monotonic()
+        hub.start()
+        api_s = time.monotonic() - t0
+        time.sleep(2)
+        models = servers_by_target(hub)
+        kept = 0
+        for (user, name), model in models.items():
+            if model.get("ready") and hub.user_request(user, "api", server=name).status_code == 200:
+                kept += 1
+        return {"kept": kept, "of": n, "api_s": api_s}
+
+    def latency(self, pkg):
+        """POST -> ready with the real jupyterhub-singleuser, one at a time."""
+        hub = self.hub(pkg, 30)
+        times, failures = [], 0
+        try:
+            for i in range(self.opts.latency_n):
+                r, secs = hub.spawn("alice", server=f"lat{i:02d}", timeout=self.opts.spawn_timeout)
+                model = hub.server_model("alice", f"lat{i:02d}")
+                if model and model.get("ready"):
+                    times.append(secs)
+                else:
+                    failures += 1
+                hub.stop_server("alice", f"lat{i:02d}")
+        finally:
+            self.finish(hub)
+        log(f"{pkg.label}: latency {['%.2f' % t for t in times]} failures {failures}")
+        return {"times": times, "failures": failures}
+
+    def storm(self, pkg, size):
+        """`size` concurrent spawns of the real single-user server, each package's default settings."""
+        hub = self.hub(pkg, 30)
+        samples, stop = [], threading.Event()
+
+        def probe():
+            while not stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    requests.get(hub.api_url, timeout=60)
+                    samples.append(time.monotonic() - t0)
+                except requests.RequestException:
+                    samples.append(time.monotonic() - t0)
+                time.sleep(0.05)
+
+        thread = threading.Thread(target=probe, daemon=True)
+        try:
+            thread.start()
+            targets = [(USERS[i % 2], f"s{i:03d}") for i in range(size)]
+            before = len(self.run.log_lines())
+            ready, failed, secs = self.spawn_many(hub, targets, self.opts.storm_timeout)
+            calls = count_calls(self.run.log_lines()[before:])
+        finally:
+            stop.set()
+            thread.join(70)
+            self.finish(hub)
+        res = {"ready": len(ready), "of": size, "secs": secs, "p99": percentile(samples, 99) if samples else None,
+               "samples": len(samples), "timed_out": len(ready) + len(failed) < size, "calls": calls}
+        log(f"{pkg.label}: storm {size}: {res}")
+        return res
+
+    def fake_scale(self, pkg):
+        """Many servers on the FAKE scheduler (table-driven squeue), all served by one shared HTTP server."""
+        o = self.opts
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _OK)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.run.reset_fake(server.server_address[1])
+        hub = self.hub(pkg, o.fake_poll_interval, fake_server=self.run.fakeserver, bindir=self.run.fake_bin)
+        out = {}
+        try:
+            have = 0
+            for target in sorted(o.fake_ns):
+                names = [(USERS[i % 2], f"x{i:04d}") for i in range(have, target)]
+                for k in range(0, len(names), o.fake_batch):
+                    ready, failed, secs = self.spawn_many(hub, names[k:k + o.fake_batch], o.spawn_timeout)
+                    if failed:
+                        raise RuntimeError(f"{pkg.label}: {len(failed)} fake-scheduler spawns failed:\n"
+                                           + hub.log_tail(30))
+                have = target
+                log(f"{pkg.label}: {have} servers on the fake scheduler")
+                out[target] = self.window(hub, o.rounds, o.fake_poll_interval, fake=True)
+                log(f"{pkg.label}: fake N={target}: {out[target]}")
+        finally:
+            hub.stop()
+            server.shutdown()
+        return out
+
+
+class _OK(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+def servers_by_target(hub):
+    models = {}
+    for user in USERS:
+        r = hub.api("GET", f"/users/{user}", timeout=60)
+        if r.status_code == 200:
+            for name, model in (r.json().get("servers") or {}).items():
+                models[(user, name)] = model
+    return models
+
+
+def cpu_count_text():
+    return os.cpu_count()
+
+
+def slurm_version():
+    r = subprocess.run(["sinfo", "--version"], capture_output=True, text=True, timeout=30)
+    return r.stdout.strip()
+
+
+def mem_total():
+    text = open("/proc/meminfo").read()
+    kb = int(re.search(r"MemTotal:\s+(\d+)", text).group(1))
+    return f"{kb / 1024 / 1024:.1f} GiB"
