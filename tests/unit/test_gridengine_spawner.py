@@ -96,7 +96,7 @@ async def test_submit_query_cancel_argv():
 
 async def test_job_that_ends_before_reporting_fails_with_log_tail():
     runner = FakeRunner(answers(["qstat_running_held.xml", "qstat_empty.xml"]))
-    sp = make_spawner(GridengineSpawner, runner, startup_poll_interval=0.01)
+    sp = make_spawner(GridengineSpawner, runner, startup_poll_interval=0.01, running_check_interval=0.05)
     with pytest.raises(SpawnFailed, match="ended") as err:
         await sp.start()
     assert "No such file or directory" in str(err.value)
@@ -108,7 +108,7 @@ async def test_job_that_ends_before_reporting_fails_with_log_tail():
 
 async def test_error_state_job_fails_spawn_then_stop_deletes_it():
     runner = FakeRunner(answers(["qstat_pending_error.xml"]))
-    sp = make_spawner(GridengineSpawner, runner, startup_poll_interval=0.01)
+    sp = make_spawner(GridengineSpawner, runner, startup_poll_interval=0.01, running_check_interval=0.05)
     runner.responder = _with_id("5", runner.responder)
     with pytest.raises(SpawnFailed, match="error state"):
         await sp.start()
