@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 from traitlets import Unicode, default
 
 from .spawner import BatchSpawnerBase, _req
-from .states import JobState, JobStatus
+from .states import JobState, JobStatus, missing
 from .templating import load_template
 
 SUSPENDED_LETTERS = set("sST")
@@ -164,16 +164,17 @@ class GridengineSpawner(BatchSpawnerBase):
         return self.job_status_from_xml(job)
 
     def parse_batch_status(self, returncode, stdout, stderr, job_ids):
-        """Every job's state from one ``qstat -xml -u '*'``; a job missing from it has ended."""
+        """Every job's state from one ``qstat -xml -u '*'``.
+
+        Ended jobs leave qstat at once; a job it does not list is marked missing and
+        the spawner confirms the end with ``qstat -j ID`` (as the user)."""
         if returncode != 0 or not stdout.lstrip().startswith("<"):
             raise RuntimeError(f"qstat exited with {returncode}: {(stderr or stdout).strip()[:200]}")
         jobs = all_jobs(stdout)  # ValueError on broken XML: the round fails, jobs stay unknown
         answer = {}
         for job_id in job_ids:
             job = jobs.get(job_id)
-            answer[job_id] = self.job_status_from_xml(job) if job is not None else JobStatus(
-                JobState.FINISHED, native="gone"
-            )
+            answer[job_id] = self.job_status_from_xml(job) if job is not None else missing()
         return answer
 
     def job_status_from_xml(self, job) -> JobStatus:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shlex
 import signal
 import time
@@ -38,7 +39,9 @@ def split_command(template: str | Sequence[str], **subvars) -> list[str]:
     A string is split with :func:`shlex.split` first and *then* each token is
     formatted with ``subvars``, so a value containing spaces or shell
     metacharacters stays one argument and is never interpreted by a shell.
-    A list is formatted token by token.
+    A list is formatted token by token. A token that is exactly ``{name}``
+    where ``name`` is a list (e.g. ``{job_id_args}``) expands to one argument
+    per item.
     """
     if isinstance(template, str):
         tokens = shlex.split(template)
@@ -46,6 +49,11 @@ def split_command(template: str | Sequence[str], **subvars) -> list[str]:
         tokens = list(template)
     argv = []
     for token in tokens:
+        whole = re.fullmatch(r"\{(\w+)\}", token)
+        if whole and isinstance(subvars.get(whole.group(1)), (list, tuple)):
+            # a token that is exactly one list-valued variable becomes one argument per item
+            argv.extend(str(item) for item in subvars[whole.group(1)])
+            continue
         formatted = token.format(**subvars) if subvars else token
         argv.append(formatted)
     return [a for a in argv if a != ""]

@@ -16,7 +16,7 @@ import re
 from traitlets import Dict, Unicode, default
 
 from .spawner import BatchSpawnerBase, _req
-from .states import JobState, JobStatus
+from .states import JobState, JobStatus, missing
 from .templating import load_template
 
 PENDING_STATES = (
@@ -201,8 +201,9 @@ class SlurmSpawner(BatchSpawnerBase):
     def parse_batch_status(self, returncode, stdout, stderr, job_ids):
         """Parse ``squeue -h -t all -j ID,ID,... -o '%i %T %B %r'``.
 
-        Exit 0: every listed job is described; a job missing from the list has been
-        purged (finished). Exit 1 with "Invalid job id specified": none of the ids is
+        Exit 0: every listed job is described; a job missing from the list is
+        marked missing (purged, or hidden from the status identity), which the
+        spawner confirms with a per-job query. Exit 1 with "Invalid job id specified": none of the ids is
         known any more (all finished). Anything else raises, so the round counts as
         failed and every job stays *unknown*.
         """
@@ -230,7 +231,9 @@ class SlurmSpawner(BatchSpawnerBase):
                 status.reason = self.pending_reason(rest)
             answer[job_id] = status
         for job_id in wanted - answer.keys():
-            answer[job_id] = JobStatus(JobState.FINISHED, native="gone")
+            # purged after MinJobAge, or hidden from this identity (PrivateData=jobs): the
+            # spawner confirms with its own per-job query
+            answer[job_id] = missing()
         return answer
 
     def pending_reason(self, output):

@@ -37,7 +37,7 @@ from . import metrics
 from .options import validate_user_options
 from .runner import CommandError, CommandRunner, split_command
 from .ssh import SubmitHostsMixin
-from .states import JobState, JobStatus
+from .states import MISSING, JobState, JobStatus
 from .status import StatusPoller
 from .templating import format_template, has_control_chars
 
@@ -257,8 +257,11 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         "",
         help="""Command that prints the state of many jobs at once, for the shared poller.
 
-        Formatted like the other commands, plus {job_ids} (comma-separated). Parsed by the
-        scheduler module's parse_batch_status(); empty disables the shared poller.""",
+        Formatted like the other commands, plus {job_ids} (comma-separated in one argument)
+        and {job_id_args} (a token that is exactly this becomes one argument per job). Parsed
+        by the scheduler module's parse_batch_status(); empty disables the shared poller.
+        A job the answer does not list is confirmed with batch_query_cmd before it counts as
+        ended, so an identity that cannot see every job costs queries, never servers.""",
     ).tag(config=True)
 
     status_exec_prefix = Unicode(
@@ -575,7 +578,24 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
             return JobStatus(JobState.FINISHED, native="no job")
         if not self.uses_shared_status():
             return await self.query_job_status()
-        status = await self.status_poller().status(self.job_id, max_age)
+        poller = self.status_poller()
+        status = await poller.status(self.job_id, max_age)
+        if status.native == MISSING:
+            # not listed is not proof of an end: ask about this job alone, as its user
+            confirmed = await self.query_job_status()
+            if confirmed.alive and confirmed.state is not JobState.UNKNOWN:
+                log = self.log.debug if poller.warned_missing else self.log.warning
+                poller.warned_missing = True
+                log(
+                    "%s: the shared status query did not list job %s, but the per-job query shows it %s. "
+                    "If this repeats, the status identity cannot see other users' jobs: set "
+                    "%s.status_exec_prefix to one that can (until then each such job costs one extra query).",
+                    self._log_name,
+                    self.job_id,
+                    confirmed.describe(),
+                    type(self).__name__,
+                )
+            return confirmed
         return self._record_status(status)
 
     def uses_shared_status(self):
@@ -594,7 +614,8 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         )
 
         async def query(job_ids):
-            argv = split_command(self.batch_status_cmd, **(vars_ | {"job_ids": ",".join(job_ids)}))
+            ids = {"job_ids": ",".join(job_ids), "job_id_args": list(job_ids)}
+            argv = split_command(self.batch_status_cmd, **(vars_ | ids))
             result = await runner.run(argv, env=self.command_env(), check=False)
             return self.parse_batch_status(result.returncode, result.stdout, result.stderr, job_ids)
 

@@ -51,3 +51,13 @@ class JobStatus:
 
 
 UNKNOWN = JobStatus(JobState.UNKNOWN)
+
+# ``native`` of a job that a successful batched status answer did not list. Not
+# evidence that it ended: the status identity may not see every user's jobs
+# (Slurm PrivateData, Torque query_other_jobs) or the job may have been purged.
+# The spawner confirms with its own per-job query before believing either.
+MISSING = "missing from the shared status answer"
+
+
+def missing() -> JobStatus:
+    return JobStatus(JobState.UNKNOWN, native=MISSING, reason="not listed by the shared status query")

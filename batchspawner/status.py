@@ -51,6 +51,7 @@ class StatusPoller:
         self._inflight: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
         self._wake = None
+        self.warned_missing = False  # a listed-as-missing job turned out alive (logged once)
 
     # ------------------------------------------------------------------ registry
     @classmethod

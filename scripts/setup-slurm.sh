@@ -46,7 +46,7 @@ SelectTypeParameters=CR_Core
 ReturnToService=2
 SlurmdParameters=config_overrides
 MailProg=/bin/true
-NodeName=localhost CPUs=64 RealMemory=16000 State=UNKNOWN
+NodeName=localhost CPUs=160 RealMemory=16000 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
 )

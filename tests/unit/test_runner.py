@@ -15,8 +15,20 @@ from batchspawner.runner import CommandError, CommandRunner, CommandTimeout, spl
         ("sudo -E -u {username}", {"username": "alice; rm -rf /"}, ["sudo", "-E", "-u", "alice; rm -rf /"]),
         ("scancel {cluster_opt} {job_id}", {"cluster_opt": "", "job_id": "5"}, ["scancel", "5"]),
         (["echo", "{x}"], {"x": "$(id)"}, ["echo", "$(id)"]),
+        ("qstat -x {job_id_args}", {"job_id_args": ["1.s", "2.s"]}, ["qstat", "-x", "1.s", "2.s"]),
+        ("qstat -x x{job_id_args}", {"job_id_args": ["1"]}, ["qstat", "-x", "x['1']"]),
+        ("qstat {job_id_args}", {"job_id_args": ["1 ; id"]}, ["qstat", "1 ; id"]),
     ],
-    ids=["simple", "quoted-format", "value-stays-one-word", "empty-word-dropped", "list-template"],
+    ids=[
+        "simple",
+        "quoted-format",
+        "value-stays-one-word",
+        "empty-word-dropped",
+        "list-template",
+        "list-expands-to-arguments",
+        "list-only-when-whole-token",
+        "list-item-stays-one-word",
+    ],
 )
 def test_split_command(template, subvars, expected):
     assert split_command(template, **subvars) == expected

@@ -11,6 +11,7 @@ import pytest
 from helpers import make_spawner
 
 from batchspawner import JobState, SlurmSpawner
+from batchspawner.states import MISSING
 from batchspawner.status import StatusPoller
 from fakes import FakeRunner, Reply
 
@@ -108,14 +109,44 @@ async def test_all_ids_purged_means_finished_but_only_on_that_error():
     assert await asyncio.gather(*(sp.poll() for sp in spawners)) == [1, 1, 1]
 
 
-async def test_job_missing_from_a_good_answer_is_finished():
-    squeue = Squeue()
-    spawners, runner = many_spawners(3, squeue)
+def answer_without(spawners, hidden, per_job):
+    """squeue that leaves ``hidden`` out of the shared answer; per-job queries get ``per_job``."""
+    calls = {"shared": 0, "per_job": []}
+
+    def respond(argv, stdin):
+        ids = argv[argv.index("-j") + 1]
+        if "%i" in argv[argv.index("-o") + 1]:  # the shared query
+            calls["shared"] += 1
+            return Reply(
+                stdout="".join(f"{sp.job_id} RUNNING localhost None\n" for sp in spawners if sp.job_id != hidden)
+            )
+        calls["per_job"].append(ids)
+        return per_job
+
+    return respond, calls
+
+
+async def test_job_missing_from_a_good_answer_is_confirmed_finished_by_its_own_query():
+    spawners, runner = many_spawners(3, Squeue())
     gone = spawners[1].job_id
-    runner.responder = lambda argv, stdin: Reply(
-        stdout="".join(f"{sp.job_id} RUNNING localhost None\n" for sp in spawners if sp.job_id != gone)
+    runner.responder, calls = answer_without(
+        spawners, gone, Reply(stderr="slurm_load_jobs error: Invalid job id specified\n", returncode=1)
     )
     assert await asyncio.gather(*(sp.poll() for sp in spawners)) == [None, 1, None]
+    assert calls == {"shared": 1, "per_job": [gone]}
+
+
+async def test_job_hidden_from_the_status_identity_is_kept_and_the_admin_told(caplog):
+    # e.g. Slurm PrivateData=jobs: the hub's own squeue does not list other users' jobs
+    spawners, runner = many_spawners(3, Squeue())
+    hidden = spawners[2].job_id
+    runner.responder, calls = answer_without(spawners, hidden, Reply(stdout="RUNNING localhost None\n"))
+    for _ in range(2):
+        assert await asyncio.gather(*(sp.poll() for sp in spawners)) == [None, None, None]
+    assert spawners[2]._last_status.state is JobState.RUNNING
+    assert calls["per_job"] == [hidden, hidden]
+    warnings = [r for r in caplog.records if "status_exec_prefix" in r.getMessage() and r.levelname == "WARNING"]
+    assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
 
 
 async def test_slow_query_stretches_the_interval():
@@ -195,7 +226,7 @@ def test_gridengine_one_qstat_answers_for_every_job():
     running = re.search(r"<JB_job_number>(\d+)</JB_job_number>", xml).group(1)
     answer = sp.parse_batch_status(0, xml, "", [running, "999999"])
     assert answer[running].state is JobState.RUNNING and answer[running].host == "localhost"
-    assert answer["999999"].state is JobState.FINISHED
+    assert answer["999999"].native == MISSING  # confirmed per job by the spawner
     with pytest.raises(ValueError):
         sp.parse_batch_status(0, "<job_info><broken", "", [running])
     with pytest.raises(RuntimeError):
