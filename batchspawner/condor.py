@@ -18,10 +18,10 @@ import re
 from traitlets import Unicode, default
 
 from .hosts import condor_host
-from .native import failed_query, garbled, mapped_host, status_from_native, to_int
+from .native import check_batch_answer, failed_query, garbled, mapped_host, status_from_native, to_int
 from .runner import CommandError, split_command
 from .spawner import BatchSpawnerBase, SpawnFailed, _req
-from .states import JobState, JobStatus
+from .states import JobState, JobStatus, missing
 from .templating import load_template
 
 CONDOR_STATES = {
@@ -79,6 +79,13 @@ class CondorSpawner(BatchSpawnerBase):
         because the schedd answered both queries.""",
     ).tag(config=True)
     batch_cancel_cmd = Unicode("condor_rm {job_id}", help=BatchSpawnerBase.batch_cancel_cmd.help).tag(config=True)
+    batch_status_cmd = Unicode(
+        "condor_q {job_id_args} -af:t ClusterId JobStatus RemoteHost ExitCode HoldReason",
+        help=BatchSpawnerBase.batch_status_cmd.help
+        + """ HTCondor: every job the hub owns in one ``condor_q ID ID ... -af:t``, ClusterId
+        first, then the four attributes of batch_query_cmd. A job that left the queue is not
+        listed; its own query then asks condor_history.""",
+    ).tag(config=True)
 
     state_pending_re = Unicode(r"^[157]\b", help=BatchSpawnerBase.state_pending_re.help).tag(config=True)
     state_running_re = Unicode(r"^[26]\b", help=BatchSpawnerBase.state_running_re.help).tag(config=True)
@@ -130,8 +137,30 @@ class CondorSpawner(BatchSpawnerBase):
             return garbled(stdout, "condor_q output")
         if fields is None:
             return JobStatus(JobState.UNKNOWN, reason="not in the queue", extra={"left_queue": True})
+        return self.status_from_fields(fields, stdout)
+
+    def parse_batch_status(self, returncode, stdout, stderr, job_ids):
+        """Every job's state from one ``condor_q ID ID ... -af:t ClusterId ...``; unlisted jobs are missing."""
+        check_batch_answer(self, returncode, stdout, stderr, "condor_q")
+        listed = {}
+        for line in stdout.splitlines():
+            if not line.strip():
+                continue
+            cluster, sep, rest = line.partition("\t")
+            if not sep or not cluster.strip().isdigit():
+                raise RuntimeError(f"unexpected condor_q line: {line[:120]!r}")
+            fields = parse_af_line(rest)  # ValueError on garbage: the round fails
+            if fields is not None:
+                listed[cluster.strip()] = (fields, rest)
+        answer = {}
+        for job_id in job_ids:
+            found = listed.get(job_id.split(".")[0])
+            answer[job_id] = self.status_from_fields(*found) if found else missing()
+        return answer
+
+    def status_from_fields(self, fields, raw) -> JobStatus:
         code, remote, exit_code, hold = fields
-        host = mapped_host(self, condor_host(remote), stdout)
+        host = mapped_host(self, condor_host(remote), raw)
         status = status_from_native(code, CONDOR_STATES, host=host, exit_code=to_int(exit_code), reason=hold)
         status.native = STATE_NAMES.get(code, code)
         return status

@@ -18,9 +18,9 @@ import re
 from traitlets import Unicode, default
 
 from .hosts import lsf_first_host
-from .native import failed_query, garbled, mapped_host, status_from_native, to_int
+from .native import check_batch_answer, failed_query, garbled, mapped_host, status_from_native, to_int
 from .spawner import BatchSpawnerBase, SpawnFailed, _req
-from .states import JobState, JobStatus
+from .states import JobState, JobStatus, missing
 from .templating import load_template
 
 LSF_STATES = {
@@ -66,6 +66,31 @@ def parse_bjobs(text, job_id=""):
     raise ValueError("no line for the job")
 
 
+def bjobs_records(text):
+    """Every job record ({FIELD: value}) in ``bjobs -o ... -json`` output.
+
+    Error records ``Job <ID> is not found`` are skipped (the job is then not
+    listed); any other error record raises ValueError, as does garbage.
+    """
+    try:
+        data = json.loads(text.strip())
+        records = data["RECORDS"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"not bjobs JSON: {e}") from None
+    if not isinstance(records, list):
+        raise ValueError("RECORDS is not a list")
+    found = []
+    for rec in records:
+        if not isinstance(rec, dict):
+            raise ValueError("a record is not an object")
+        if "ERROR" in rec:
+            if not NOT_FOUND.fullmatch(str(rec["ERROR"]).strip()):
+                raise ValueError(f"bjobs error: {str(rec['ERROR'])[:120]}")
+        else:
+            found.append({k: str(v) for k, v in rec.items()})
+    return found
+
+
 def lsf_walltime(runtime: str) -> str:
     """``HH:MM:SS`` (or ``D-HH:MM:SS``) -> LSF ``-W`` ``HH:MM``, rounding seconds up; else unchanged."""
     match = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d{1,2}):(\d{1,2})", runtime.strip())
@@ -87,6 +112,13 @@ class LsfSpawner(BatchSpawnerBase):
         + " JSON or -noheader text with fields jobid stat exec_host exit_code pend_reason, in that order.",
     ).tag(config=True)
     batch_cancel_cmd = Unicode("bkill {job_id}", help=BatchSpawnerBase.batch_cancel_cmd.help).tag(config=True)
+    batch_status_cmd = Unicode(
+        "bjobs -u all -o 'jobid stat exec_host exit_code pend_reason' -json {job_id_args}",
+        help=BatchSpawnerBase.batch_status_cmd.help
+        + """ LSF: every job the hub owns in one ``bjobs -u all ... -json ID ID ...`` (LSF
+        10.1.0.6 or later); a job past CLEAN_PERIOD comes back as a "not found" record and
+        is confirmed per job.""",
+    ).tag(config=True)
 
     state_pending_re = Unicode(r"^(?:PEND|PSUSP|WAIT)", help=BatchSpawnerBase.state_pending_re.help).tag(config=True)
     state_running_re = Unicode(r"^RUN", help=BatchSpawnerBase.state_running_re.help).tag(config=True)
@@ -133,7 +165,29 @@ class LsfSpawner(BatchSpawnerBase):
             if NOT_FOUND.search(rec["ERROR"]):
                 return JobStatus(JobState.FINISHED, native="gone", reason=rec["ERROR"])
             return JobStatus(JobState.UNKNOWN, reason=rec["ERROR"][:200])
-        host = mapped_host(self, lsf_first_host(rec.get("EXEC_HOST", "")), stdout)
+        return self.status_from_record(rec, stdout)
+
+    def parse_batch_status(self, returncode, stdout, stderr, job_ids):
+        """Every job's state from one ``bjobs ... -json ID ID ...``; unlisted jobs are missing.
+
+        bjobs exits 255 when any id is not found; its JSON still lists the others."""
+        if returncode != 0 and stdout.lstrip().startswith("{"):
+            returncode = 0  # judged by the records: only "not found" errors are accepted
+        check_batch_answer(self, returncode, stdout, stderr, "bjobs")
+        listed = {rec.get("JOBID", ""): rec for rec in bjobs_records(stdout)}
+        answer = {}
+        for job_id in job_ids:
+            rec = listed.get(job_id)
+            if rec is None:
+                answer[job_id] = missing()  # "not found" included: the per-job query confirms it
+            else:
+                # state_exechost_exp sees "STAT EXEC_HOST", as batchspawner 1.3's query printed it
+                raw = f"{rec.get('STAT', '')} {rec.get('EXEC_HOST', '')}"
+                answer[job_id] = self.status_from_record(rec, raw)
+        return answer
+
+    def status_from_record(self, rec, raw) -> JobStatus:
+        host = mapped_host(self, lsf_first_host(rec.get("EXEC_HOST", "")), raw)
         exit_code = to_int(rec.get("EXIT_CODE"))
         if rec.get("STAT") == "DONE" and exit_code is None:
             exit_code = 0

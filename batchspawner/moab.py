@@ -16,9 +16,9 @@ import xml.etree.ElementTree as ET
 from traitlets import Unicode
 
 from .hosts import moab_first_host
-from .native import failed_query, garbled, mapped_host, status_from_native, to_int
+from .native import check_batch_answer, failed_query, garbled, mapped_host, status_from_native, to_int
 from .spawner import BatchSpawnerBase, SpawnFailed
-from .states import JobState, JobStatus
+from .states import JobState, JobStatus, missing
 from .torque import TorqueSpawner
 
 MOAB_STATES = {
@@ -41,20 +41,29 @@ MOAB_STATES = {
 }
 
 
-def parse_mdiag_xml(text, job_id=""):
-    """(job attributes, req attributes) from ``mdiag -j --xml``; ({}, {}) when no job is listed."""
+def mdiag_jobs(text):
+    """[(job attributes, req attributes, xml)] for every ``<job>`` in ``mdiag -j --xml``."""
     try:
         root = ET.fromstring(text.strip())
     except ET.ParseError as e:
         raise ValueError(f"not XML: {e}") from None
     if root.tag != "Data":
         raise ValueError(f"unexpected root element <{root.tag}>")
-    jobs = list(root.iter("job"))
-    chosen = next((j for j in jobs if j.get("JobID") == job_id), jobs[0] if jobs else None)
+    found = []
+    for job in root.iter("job"):
+        req = job.find("req")
+        xml = "<Data>" + ET.tostring(job, encoding="unicode") + "</Data>"
+        found.append((dict(job.attrib), dict(req.attrib) if req is not None else {}, xml))
+    return found
+
+
+def parse_mdiag_xml(text, job_id=""):
+    """(job attributes, req attributes) from ``mdiag -j --xml``; ({}, {}) when no job is listed."""
+    jobs = mdiag_jobs(text)
+    chosen = next((j for j in jobs if j[0].get("JobID") == job_id), jobs[0] if jobs else None)
     if chosen is None:
         return {}, {}
-    req = chosen.find("req")
-    return dict(chosen.attrib), dict(req.attrib) if req is not None else {}
+    return chosen[0], chosen[1]
 
 
 class MoabSpawner(TorqueSpawner):
@@ -67,6 +76,12 @@ class MoabSpawner(TorqueSpawner):
     batch_cancel_cmd = Unicode(
         "mjobctl -c {job_id}",
         help=BatchSpawnerBase.batch_cancel_cmd.help + " Older Moab: 'canceljob {job_id}'.",
+    ).tag(config=True)
+    batch_status_cmd = Unicode(
+        "mdiag -j --xml",
+        help=BatchSpawnerBase.batch_status_cmd.help
+        + """ Moab: ``mdiag -j --xml`` without an id lists every job Moab holds (completed
+        ones until JOBCPURGETIME) in one answer; jobs the hub does not own are ignored.""",
     ).tag(config=True)
 
     state_pending_re = Unicode(r'State="Idle"', help=BatchSpawnerBase.state_pending_re.help).tag(config=True)
@@ -104,7 +119,16 @@ class MoabSpawner(TorqueSpawner):
             return garbled(stdout, "mdiag XML")
         if not job:
             return JobStatus(JobState.FINISHED, native="gone", reason="mdiag lists no such job")
-        host = mapped_host(self, moab_first_host(req.get("AllocNodeList", "")), stdout)
+        return self.status_from_attrs(job, req, stdout)
+
+    def parse_batch_status(self, returncode, stdout, stderr, job_ids):
+        """Every job's state from one ``mdiag -j --xml``; jobs it does not list are missing."""
+        check_batch_answer(self, returncode, stdout, stderr, "mdiag")
+        listed = {job.get("JobID", ""): (job, req, xml) for job, req, xml in mdiag_jobs(stdout)}
+        return {j: self.status_from_attrs(*listed[j]) if j in listed else missing() for j in job_ids}
+
+    def status_from_attrs(self, job, req, raw) -> JobStatus:
+        host = mapped_host(self, moab_first_host(req.get("AllocNodeList", "")), raw)
         return status_from_native(
             job.get("State", ""),
             self.native_states,

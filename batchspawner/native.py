@@ -60,3 +60,31 @@ def to_int(value):
 
 def garbled(output, what):
     return JobStatus(JobState.UNKNOWN, reason=f"could not read the {what}: {output.strip()[:120]!r}")
+
+
+def check_batch_answer(spawner, returncode, stdout, stderr, tool):
+    """Raise RuntimeError unless a batched status answer can be trusted.
+
+    Trusted: the scheduler answered (no ``state_unknown_re`` match) and either
+    exited 0 or complained only about jobs it does not know (every non-blank
+    stderr line matches ``state_gone_re``, as ``qstat ID1 ID2`` does when one of
+    the ids is gone). The poller then marks every job *unknown* and backs off.
+    """
+    both = f"{stdout}\n{stderr}"
+    if spawner.state_unknown_re and re.search(spawner.state_unknown_re, both, re.M):
+        raise RuntimeError(f"{tool} cannot reach the scheduler: {_first(both)}")
+    if returncode != 0:
+        complaints = [line for line in stderr.splitlines() if line.strip()]
+        gone = spawner.state_gone_re
+        if not complaints or not gone or not all(re.search(gone, line) for line in complaints):
+            raise RuntimeError(f"{tool} exited with {returncode}: {_first(stderr or stdout)}")
+
+
+def _first(text):
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:200] if lines else "(no output)"
+
+
+def short_id(job_id):
+    """``123.server.example.org`` -> ``123`` (PBS-family ids as qstat and qsub print them)."""
+    return str(job_id).split(".")[0]

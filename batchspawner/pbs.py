@@ -19,9 +19,9 @@ import json
 from traitlets import Unicode
 
 from .hosts import pbs_first_host
-from .native import failed_query, garbled, mapped_host, status_from_native, to_int
+from .native import check_batch_answer, failed_query, garbled, mapped_host, short_id, status_from_native, to_int
 from .spawner import BatchSpawnerBase, _req
-from .states import JobState, JobStatus
+from .states import JobState, JobStatus, missing
 from .templating import load_template
 from .torque import TorqueSpawner
 
@@ -41,10 +41,10 @@ PBS_STATES = {
 }
 
 
-def parse_qstat_full(text, job_id=""):
-    """{attribute: value} of one job from ``qstat -f`` text or ``-F json`` output.
+def qstat_full_jobs(text):
+    """{job id: {attribute: value}} of every job in ``qstat -f`` text or ``-F json`` output.
 
-    Raises ValueError when the output is neither. No job in the output -> {}.
+    Raises ValueError when the output is neither; empty output gives {}.
     """
     text = text.strip()
     if text.startswith("{"):
@@ -59,27 +59,35 @@ def parse_qstat_full(text, job_id=""):
             raise ValueError("no 'Jobs' in the JSON")
         if not isinstance(jobs, dict):
             raise ValueError("'Jobs' is not an object")
-        found = {jid: attrs for jid, attrs in jobs.items() if isinstance(attrs, dict)}
-    else:
-        found = {}
-        current = None
-        last_key = None
-        for line in text.splitlines():
-            if line.startswith("Job Id:"):
-                current = found.setdefault(line.split(":", 1)[1].strip(), {})
-                last_key = None
-            elif current is not None and line.startswith("\t") and last_key:
-                current[last_key] += line.strip()
-            elif current is not None and " = " in line:
-                key, value = line.strip().split(" = ", 1)
-                current[key] = value
-                last_key = key
-            elif line.strip():
-                raise ValueError(f"unexpected line {line.strip()[:60]!r}")
-        if not found and text:
-            raise ValueError("no 'Job Id:' line")
+        return {jid: attrs for jid, attrs in jobs.items() if isinstance(attrs, dict)}
+    found = {}
+    current = None
+    last_key = None
+    for line in text.splitlines():
+        if line.startswith("Job Id:"):
+            current = found.setdefault(line.split(":", 1)[1].strip(), {})
+            last_key = None
+        elif current is not None and line.startswith("\t") and last_key:
+            current[last_key] += line.strip()
+        elif current is not None and " = " in line:
+            key, value = line.strip().split(" = ", 1)
+            current[key] = value
+            last_key = key
+        elif line.strip():
+            raise ValueError(f"unexpected line {line.strip()[:60]!r}")
+    return found
+
+
+def parse_qstat_full(text, job_id=""):
+    """{attribute: value} of one job from ``qstat -f`` text or ``-F json`` output.
+
+    Raises ValueError when the output is neither. No job in the output -> {}.
+    """
+    found = qstat_full_jobs(text)
+    if not found and text.strip() and not text.strip().startswith("{"):
+        raise ValueError("no 'Job Id:' line")
     for jid, attrs in found.items():
-        if job_id and (jid == job_id or jid.split(".")[0] == job_id.split(".")[0]):
+        if job_id and short_id(jid) == short_id(job_id):
             return attrs
     return next(iter(found.values()), {})
 
@@ -92,6 +100,13 @@ class PBSSpawner(TorqueSpawner):
         "qstat -fx -F json {job_id}",
         help=BatchSpawnerBase.batch_query_cmd.help
         + " Both `qstat -fx` text and `-F json` output are parsed; drop `-F json` for PBS older than 13.",
+    ).tag(config=True)
+    batch_status_cmd = Unicode(
+        "qstat -fx -F json {job_id_args}",
+        help=BatchSpawnerBase.batch_status_cmd.help
+        + """ PBS: every job the hub owns in one ``qstat -fx -F json ID ID ...`` (drop
+        ``-F json`` for PBS older than 13); ids the server no longer knows are reported on
+        stderr ("Unknown Job Id") and confirmed per job.""",
     ).tag(config=True)
 
     state_pending_re = Unicode(r"job_state = [QHWTSUM]", help=BatchSpawnerBase.state_pending_re.help).tag(config=True)
@@ -118,7 +133,24 @@ class PBSSpawner(TorqueSpawner):
             return garbled(stdout, "qstat -f output")
         if not job:
             return JobStatus(JobState.FINISHED, native="gone", reason="qstat lists no such job")
-        host = mapped_host(self, pbs_first_host(str(job.get("exec_host", ""))), stdout)
+        return self.status_from_fields(job, stdout)
+
+    def parse_batch_status(self, returncode, stdout, stderr, job_ids):
+        """Every job's state from one ``qstat -fx ID ID ...``; jobs it does not list are missing."""
+        check_batch_answer(self, returncode, stdout, stderr, "qstat")
+        listed = {short_id(jid): attrs for jid, attrs in qstat_full_jobs(stdout).items()}
+        answer = {}
+        for job_id in job_ids:
+            attrs = listed.get(short_id(job_id))
+            if attrs is None:
+                answer[job_id] = missing()
+            else:  # state_exechost_exp sees the job as plain qstat -f prints it
+                raw = "\n".join(f"    {key} = {value}" for key, value in attrs.items())
+                answer[job_id] = self.status_from_fields(attrs, raw)
+        return answer
+
+    def status_from_fields(self, job, raw) -> JobStatus:
+        host = mapped_host(self, pbs_first_host(str(job.get("exec_host", ""))), raw)
         return status_from_native(
             str(job.get("job_state", "")),
             self.native_states,

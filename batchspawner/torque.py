@@ -13,14 +13,15 @@ with ``qstat: Unknown Job Id Error 123.server``.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 from traitlets import TraitError, Unicode, default, validate
 
 from .hosts import torque_first_host
-from .native import failed_query, garbled, mapped_host, status_from_native, to_int
+from .native import check_batch_answer, failed_query, garbled, mapped_host, short_id, status_from_native, to_int
 from .spawner import BatchSpawnerBase, _req
-from .states import JobState, JobStatus
+from .states import JobState, JobStatus, missing
 from .templating import load_template
 
 TORQUE_STATES = {
@@ -35,22 +36,42 @@ TORQUE_STATES = {
 }
 
 
+def qstat_xml_jobs(text):
+    """[(fields, xml)] for every ``<Job>`` in ``qstat -x`` output.
+
+    ``fields`` is {tag: text} of the job's direct children; ``xml`` is the job
+    alone (for ``state_exechost_exp``). Several ``<Data>`` documents one after
+    the other (one per queried id) are accepted. Raises ValueError when the
+    output is not Torque XML; empty output gives [].
+    """
+    text = re.sub(r"<\?xml[^>]*\?>", "", text).strip()
+    if not text:
+        return []
+    try:
+        root = ET.fromstring(f"<qstat>{text}</qstat>")
+    except ET.ParseError as e:
+        raise ValueError(f"not XML: {e}") from None
+    jobs = []
+    for data in root:
+        if data.tag != "Data":
+            raise ValueError(f"unexpected root element <{data.tag}>")
+        for job in data.iter("Job"):
+            fields = {child.tag: (child.text or "").strip() for child in job}
+            jobs.append((fields, "<Data>" + ET.tostring(job, encoding="unicode") + "</Data>"))
+    return jobs
+
+
 def parse_qstat_xml(text, job_id=""):
     """{field: text} of the job in ``qstat -x`` output (the one matching job_id, else the first).
 
     Raises ValueError when the output is not Torque XML. An empty ``<Data/>``
     gives ``{}``.
     """
-    try:
-        root = ET.fromstring(text.strip())
-    except ET.ParseError as e:
-        raise ValueError(f"not XML: {e}") from None
-    if root.tag != "Data":
-        raise ValueError(f"unexpected root element <{root.tag}>")
-    jobs = [{child.tag: (child.text or "").strip() for child in job} for job in root.iter("Job")]
+    jobs = [fields for fields, _ in qstat_xml_jobs(text)]
+    if not text.strip():
+        raise ValueError("no output")
     for job in jobs:
-        jid = job.get("Job_Id", "")
-        if job_id and (jid == job_id or jid.split(".")[0] == job_id.split(".")[0]):
+        if job_id and short_id(job.get("Job_Id", "")) == short_id(job_id):
             return job
     return jobs[0] if jobs else {}
 
@@ -65,6 +86,12 @@ class TorqueSpawner(BatchSpawnerBase):
         help=BatchSpawnerBase.batch_query_cmd.help + " Parsed as Torque XML (state, exec_host, exit_status).",
     ).tag(config=True)
     batch_cancel_cmd = Unicode("qdel {job_id}", help=BatchSpawnerBase.batch_cancel_cmd.help).tag(config=True)
+    batch_status_cmd = Unicode(
+        "qstat -x {job_id_args}",
+        help=BatchSpawnerBase.batch_status_cmd.help
+        + """ Torque: every job the hub owns in one ``qstat -x ID ID ...``; ids the server
+        no longer knows are reported on stderr ("Unknown Job Id") and confirmed per job.""",
+    ).tag(config=True)
 
     # batchspawner 1.3 regexes, kept so configurations that set state_exechost_exp work;
     # the XML parser decides the state.
@@ -114,7 +141,20 @@ class TorqueSpawner(BatchSpawnerBase):
             return garbled(stdout, "qstat XML")
         if not job:
             return JobStatus(JobState.FINISHED, native="gone", reason="qstat lists no such job")
-        host = mapped_host(self, torque_first_host(job.get("exec_host", "")), stdout)
+        return self.status_from_fields(job, stdout)
+
+    def parse_batch_status(self, returncode, stdout, stderr, job_ids):
+        """Every job's state from one ``qstat -x ID ID ...``; jobs it does not list are missing."""
+        check_batch_answer(self, returncode, stdout, stderr, "qstat")
+        listed = {short_id(fields.get("Job_Id", "")): (fields, xml) for fields, xml in qstat_xml_jobs(stdout)}
+        answer = {}
+        for job_id in job_ids:
+            found = listed.get(short_id(job_id))
+            answer[job_id] = self.status_from_fields(*found) if found else missing()
+        return answer
+
+    def status_from_fields(self, job, raw) -> JobStatus:
+        host = mapped_host(self, torque_first_host(job.get("exec_host", "")), raw)
         return status_from_native(
             job.get("job_state", ""),
             self.native_states,

@@ -73,3 +73,42 @@ async def test_fake_tools_lifecycle(cluster_dir, monkeypatch, flavour, cls):
     await asyncio.sleep(1.2)  # the fake scheduler forgets the job (keep_seconds=1)
     gone = await spawner.query_job_status()
     assert gone.state is JobState.FINISHED, gone
+
+
+@pytest.mark.parametrize("flavour,cls", FLAVOURS, ids=[f[0] for f in FLAVOURS])
+async def test_fake_tools_shared_status_one_query_for_all_jobs(cluster_dir, monkeypatch, flavour, cls):
+    """The shared poller's batched query (batch_status_cmd) against the fake tools' real output:
+    two running jobs and one id the scheduler never knew, answered by one command."""
+    from batchspawner.status import StatusPoller
+
+    bindir = fakesched.install(cluster_dir, flavour, pending_seconds=0.2, keep_seconds=30)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    spawners = []
+    for i in range(2):
+        spawner = make_spawner(
+            cls, exec_prefix="", batchspawner_singleuser_cmd="/usr/bin/env", cmd=["sleep", "60"],
+            log_path=os.path.join(cluster_dir, f"job{i}.log"), req_homedir=cluster_dir, status_min_interval=0.05,
+        )
+        spawner.job_id = await spawner.submit_batch_script()
+        spawners.append(spawner)
+    try:
+        for spawner in spawners:
+            await _wait_for(spawner, JobState.RUNNING)
+        poller = spawners[0].status_poller()
+        assert poller is spawners[1].status_poller()  # same command and identity: one poller
+        for spawner in spawners:
+            poller.watch(spawner.job_id)
+        rounds = poller.rounds
+        answers = await asyncio.gather(*(poller.status(s.job_id, max_age=0) for s in spawners))
+        assert poller.rounds == rounds + 1, "both jobs answered by one scheduler command"
+        for status in answers:
+            assert (status.state, status.host) == (JobState.RUNNING, "localhost"), status
+
+        ghost = make_spawner(cls, exec_prefix="", status_min_interval=0.05)
+        ghost.job_id = "999999" if flavour not in ("torque", "pbs") else "999999.fakeserver"
+        assert (await ghost.job_status_now(max_age=0)).state is JobState.FINISHED  # missing, then confirmed
+    finally:
+        for spawner in spawners:
+            spawner.startup_poll_interval = 0.1
+            await spawner.stop()
+        await StatusPoller.stop_all()

@@ -35,6 +35,20 @@ def jobs(directory) -> dict:
     return found
 
 
+def start_call_log(directory) -> Path:
+    """Make the fake tools log every command (one JSON line each) from now on; returns the log."""
+    path = Path(directory) / "state" / "calls.log"
+    path.write_text("")
+    path.chmod(0o666)
+    return path
+
+
+def calls(directory) -> list:
+    """[{"user": ..., "argv": [command, args...]}] logged since start_call_log."""
+    path = Path(directory) / "state" / "calls.log"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def pid_alive(pid) -> bool:
     if not pid:
         return False

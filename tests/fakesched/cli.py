@@ -27,9 +27,9 @@ def out(text="", err="", code=0):
     return code
 
 
-def job_arg(args, value_opts=VALUE_OPTS):
-    """The first positional argument (a job id), skipping option values."""
-    skip = False
+def job_args(args, value_opts=VALUE_OPTS):
+    """The positional arguments (job ids), skipping option values."""
+    found, skip = [], False
     for a in args:
         if skip:
             skip = False
@@ -37,8 +37,18 @@ def job_arg(args, value_opts=VALUE_OPTS):
         if a.startswith("-"):
             skip = a in value_opts
             continue
-        return a
-    return ""
+        found.append(a)
+    return found
+
+
+def job_arg(args, value_opts=VALUE_OPTS):
+    """The first positional argument (a job id), skipping option values."""
+    return next(iter(job_args(args, value_opts)), "")
+
+
+def load_visible(job_id):
+    job = core.load(num_of(job_id)) if num_of(job_id) is not None else None
+    return job if core.visible(job) else None
 
 
 def num_of(job_id):
@@ -86,18 +96,27 @@ def pbs_submit(args, moab=False):
 
 
 def qstat(args):
-    job_id = job_arg(args)
-    job = core.load(num_of(job_id)) if num_of(job_id) is not None else None
-    if not core.visible(job):
-        unknown = "Unknown Job Id Error" if FLAVOUR == "torque" else "Unknown Job Id"
-        return out(err=f"qstat: {unknown} {job_id}\n", code=153)
-    if FLAVOUR == "torque":
-        return out(formats.torque_xml(job)) if "-x" in args else out(f"{formats.pbs_id(job)} {job['state']}\n")
+    """``qstat [-x | -fx [-F json]] ID ...``: the jobs it knows on stdout, one stderr line per id it does not."""
+    jobs, err, code = [], "", 0
     history = "-x" in args or "-fx" in args or "-H" in args
-    if job["end_time"] and job["state"] != "running" and not history:
-        return out(err=f"qstat: {job_id} Job has finished, use -x or -H to obtain historical job information\n", code=35)
+    for job_id in job_args(args):
+        job = load_visible(job_id)
+        if job is None:
+            unknown = "Unknown Job Id Error" if FLAVOUR == "torque" else "Unknown Job Id"
+            err, code = err + f"qstat: {unknown} {job_id}\n", 153
+        elif FLAVOUR != "torque" and job["end_time"] and job["state"] != "running" and not history:
+            err += f"qstat: {job_id} Job has finished, use -x or -H to obtain historical job information\n"
+            code = code or 35
+        else:
+            jobs.append(job)
+    if not jobs:
+        return out(err=err, code=code)
+    if FLAVOUR == "torque":
+        if "-x" in args:
+            return out(formats.torque_xml(jobs), err, code)
+        return out("".join(f"{formats.pbs_id(j)} {j['state']}\n" for j in jobs), err, code)
     as_json = "json" in args and ("-F" in args or any(a.startswith("-F") for a in args))
-    return out(formats.pbs_json(job) if as_json else formats.pbs_text(job))
+    return out(formats.pbs_json(jobs) if as_json else formats.pbs_text(jobs), err, code)
 
 
 def qdel(args):
@@ -113,9 +132,12 @@ def qdel(args):
 
 
 def mdiag(args):
-    job_id = args[args.index("-j") + 1] if "-j" in args else ""
-    job = core.load(num_of(job_id)) if num_of(job_id) is not None else None
-    return out(formats.moab_xml([job] if core.visible(job) else []))
+    """``mdiag -j ID --xml`` one job; ``mdiag -j --xml`` every job Moab still holds."""
+    after = args[args.index("-j") + 1] if "-j" in args and args.index("-j") + 1 < len(args) else "-"
+    if after.startswith("-"):
+        return out(formats.moab_xml([job for job in core.all_jobs() if core.visible(job)]))
+    job = load_visible(after)
+    return out(formats.moab_xml([job] if job else []))
 
 
 def mjobctl(args):
@@ -146,13 +168,11 @@ def bjobs(args):
     fmt = args[args.index("-o") + 1] if "-o" in args else "jobid user stat exec_host job_name"
     fields = [f.split(":")[0].upper() for f in fmt.replace(",", " ").split()]
     as_json = "-json" in args
-    job_id = job_arg(args)
-    job = core.load(num_of(job_id)) if num_of(job_id) is not None else None
-    if not core.visible(job):
-        text, err = formats.bjobs_not_found(job_id, as_json)
-        return out(text, err, 255)
-    header = "" if as_json or "-noheader" in args else " ".join(fields) + "\n"
-    return out(header + formats.bjobs(job, fields, as_json))
+    entries = [load_visible(job_id) or job_id for job_id in job_args(args)]
+    text, err = formats.bjobs(entries, fields, as_json)
+    found = any(isinstance(e, dict) for e in entries)
+    header = "" if as_json or "-noheader" in args or not found else " ".join(fields) + "\n"
+    return out(header + text, err, 255 if any(isinstance(e, str) for e in entries) else 0)
 
 
 def bkill(args):
@@ -226,14 +246,20 @@ def _autoformat(args, jobs):
     return "".join(sep.join(formats.condor_attr(j, a) for a in attrs) + "\n" for j in jobs)
 
 
+def _job_ids_before_af(args):
+    """condor_q/condor_history ids: positionals before -af (the attribute names come after it)."""
+    cut = next((i for i, a in enumerate(args) if a.startswith("-af") or a.startswith("-autoformat")), len(args))
+    return job_args(args[:cut])
+
+
 def condor_q(args):
-    job = core.load(num_of(job_arg(args)))
-    in_queue = job is not None and (job["state"] in ("queued", "running") or job["end_time"] is None)
-    return out(_autoformat(args, [job] if in_queue else []))
+    jobs = [core.load(num_of(job_id)) for job_id in _job_ids_before_af(args)]
+    in_queue = [j for j in jobs if j is not None and (j["state"] in ("queued", "running") or j["end_time"] is None)]
+    return out(_autoformat(args, in_queue))
 
 
 def condor_history(args):
-    job = core.load(num_of(job_arg(args)))
+    job = core.load(num_of(next(iter(_job_ids_before_af(args)), "")))
     ended = job is not None and job["end_time"] is not None and job["state"] != "running"
     return out(_autoformat(args, [job] if ended else []))
 
@@ -270,6 +296,7 @@ def main(argv):
         return 0
     if not argv or argv[0] not in COMMANDS:
         return out(err=f"fakesched: unknown command {argv[:1]}\n", code=2)
+    core.log_call(argv)
     return COMMANDS[argv[0]](argv[1:])
 
 

@@ -61,6 +61,20 @@ def load(num):
         return None
 
 
+def log_call(argv) -> None:
+    """Append one JSON line per command to state/calls.log when the test created that file."""
+    path = STATE_DIR / "calls.log"
+    if path.exists():
+        with open(path, "a") as f:
+            f.write(json.dumps({"user": pwd.getpwuid(os.getuid()).pw_name, "argv": list(argv)}) + "\n")
+
+
+def all_jobs() -> list:
+    """Every job record, in id order (for queries that list the whole queue)."""
+    nums = sorted(int(p.stem) for p in jobs_dir().glob("*.json") if p.stem.isdigit())
+    return [job for job in (load(n) for n in nums) if job is not None]
+
+
 @contextmanager
 def update(num):
     """Lock one job record, yield it as a dict, write it back."""

@@ -37,7 +37,12 @@ def _exit(job):
     return job["exit"]
 
 
-def torque_xml(job):
+def torque_xml(jobs):
+    """``qstat -x`` of one or more jobs: one line, one ``<Data>`` holding a ``<Job>`` each."""
+    return "<Data>" + "".join(_torque_job(job) for job in jobs) + "</Data>\n"
+
+
+def _torque_job(job):
     fields = [
         ("Job_Id", pbs_id(job)),
         ("Job_Name", job["name"]),
@@ -48,13 +53,14 @@ def torque_xml(job):
         ("ctime", str(int(job["submit_time"]))),
     ]
     if job["start_time"]:
-        fields.append(("exec_host", f"{job['host']}/0-{max(job['ncpus'], 1) - 1}"))
+        cores = "0" if job["ncpus"] <= 1 else f"0-{job['ncpus'] - 1}"
+        fields.append(("exec_host", f"{job['host']}/{cores}"))
         fields.append(("start_time", str(int(job["start_time"]))))
     if job["end_time"] and job["state"] != "running":
         fields.append(("exit_status", str(_exit(job))))
         fields.append(("comp_time", str(int(job["end_time"]))))
     body = "".join(f"<{k}>{escape(str(v))}</{k}>" for k, v in fields)
-    return f"<Data><Job>{body}</Job></Data>\n"
+    return f"<Job>{body}</Job>"
 
 
 def _pbs_attrs(job):
@@ -77,20 +83,25 @@ def _pbs_attrs(job):
     return attrs
 
 
-def pbs_json(job):
+def pbs_json(jobs):
+    """``qstat -f -F json`` of one or more jobs: one document, a ``Jobs`` entry each."""
     data = {
         "timestamp": int(time.time()),
         "pbs_version": "22.05.11",
         "pbs_server": SERVER,
-        "Jobs": {pbs_id(job): _pbs_attrs(job)},
+        "Jobs": {pbs_id(job): _pbs_attrs(job) for job in jobs},
     }
     return json.dumps(data, indent=4) + "\n"
 
 
-def pbs_text(job):
-    lines = [f"Job Id: {pbs_id(job)}"]
-    lines += [f"    {k} = {v}" for k, v in _pbs_attrs(job).items()]
-    return "\n".join(lines) + "\n\n"
+def pbs_text(jobs):
+    """``qstat -f`` of one or more jobs: a ``Job Id:`` block each, blank line after."""
+    blocks = []
+    for job in jobs:
+        lines = [f"Job Id: {pbs_id(job)}"]
+        lines += [f"    {k} = {v}" for k, v in _pbs_attrs(job).items()]
+        blocks.append("\n".join(lines) + "\n\n")
+    return "".join(blocks)
 
 
 def moab_xml(jobs):
@@ -133,19 +144,21 @@ def lsf_fields(job):
     }
 
 
-def bjobs(job, fields, as_json):
-    values = lsf_fields(job)
+def bjobs(entries, fields, as_json):
+    """(stdout, stderr) of ``bjobs -o FIELDS [-json] ID ...``; each entry a job or a not-found id."""
+    records, lines, errors = [], [], []
+    for entry in entries:
+        if isinstance(entry, dict):
+            values = lsf_fields(entry)
+            records.append({f: values.get(f, "") for f in fields})
+            lines.append(" ".join((values.get(f) or "-") for f in fields) + "\n")
+        else:
+            msg = f"Job <{entry}> is not found"
+            records.append({"ERROR": msg})
+            errors.append(msg + "\n")
     if as_json:
-        rec = {f: values.get(f, "") for f in fields}
-        return json.dumps({"COMMAND": "bjobs", "JOBS": 1, "RECORDS": [rec]}, indent=2) + "\n"
-    return " ".join((values.get(f) or "-") for f in fields) + "\n"
-
-
-def bjobs_not_found(num, as_json):
-    msg = f"Job <{num}> is not found"
-    if as_json:
-        return json.dumps({"COMMAND": "bjobs", "JOBS": 1, "RECORDS": [{"ERROR": msg}]}, indent=2) + "\n", ""
-    return "", msg + "\n"
+        return json.dumps({"COMMAND": "bjobs", "JOBS": len(records), "RECORDS": records}, indent=2) + "\n", ""
+    return "".join(lines), "".join(errors)
 
 
 def condor_attr(job, name):
