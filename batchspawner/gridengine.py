@@ -166,8 +166,10 @@ class GridengineSpawner(BatchSpawnerBase):
     def parse_batch_status(self, returncode, stdout, stderr, job_ids):
         """Every job's state from one ``qstat -xml -u '*'``.
 
-        Ended jobs leave qstat at once; a job it does not list is marked missing and
-        the spawner confirms the end with ``qstat -j ID`` (as the user)."""
+        Ended jobs leave qstat at once; a job it does not list is marked missing. The
+        spawner then runs its own per-job query, batch_query_cmd (``qstat -xml -u
+        {username}``, through exec_prefix, so as the user by default), and counts the
+        job finished only when that valid answer does not list it either."""
         if returncode != 0 or not stdout.lstrip().startswith("<"):
             raise RuntimeError(f"qstat exited with {returncode}: {(stderr or stdout).strip()[:200]}")
         jobs = all_jobs(stdout)  # ValueError on broken XML: the round fails, jobs stay unknown
