@@ -8,6 +8,24 @@ RemoteHost ExitCode HoldReason`` prints one tab-separated line per job
 A job that left the queue makes ``condor_q`` print nothing (exit 0): then
 ``condor_history`` is asked, so the job is found finished, not unknown forever.
 ``RemoteHost`` is ``slot1@host.domain`` (or ``slot1_2@host`` for dynamic slots).
+
+Held jobs (JobStatus 5). HTCondor holds a job it cannot run (the executable
+cannot start, a policy expression fired, ...) or one held with ``condor_hold``;
+``HoldReason`` says why, and the job stays in the queue until ``condor_release``
+or ``condor_rm``. What that means here depends on when it happens:
+- While a spawn waits (the job never ran, or ran but its server is not up yet),
+  a held job with a HoldReason fails the spawn at once with the reason in the
+  message (``start_blocker``) rather than waiting out start_timeout, since the
+  spawn page offers no way to release it. The hub then stops the server: ``condor_rm``.
+- Once the server runs, poll() keeps the server while the job is held. A hold
+  is not an end: the job is still in the queue, and the admin or user who held
+  it may mean to release it; ending the server would make the hub ``condor_rm``
+  the job and undo their decision (Slurm and Grid Engine suspensions are kept
+  alive the same way). HTCondor kills a running job's processes when it is held,
+  though, so the user cannot reach the server meanwhile; after ``condor_release``
+  the job starts over from the beginning, its wrapper finds the hub not waiting
+  for a port and exits, and the next poll ends the server. Stopping the server
+  from the hub ends a held job at once (``condor_rm``).
 """
 
 from __future__ import annotations
@@ -126,6 +144,12 @@ class CondorSpawner(BatchSpawnerBase):
         if not match:
             raise SpawnFailed(f"Could not find a job id in the condor_submit output: {output.strip()[:200]!r}")
         return match.group(1)
+
+    def start_blocker(self, status):
+        # see the module docstring: a hold with a reason fails a spawn, never drops a running server
+        if status.native == STATE_NAMES["5"] and status.reason:
+            return f"HTCondor put it on hold ({status.reason})"
+        return ""
 
     def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
         failed = failed_query(self, returncode, stdout, stderr)

@@ -126,7 +126,8 @@ class GridengineSpawner(BatchSpawnerBase):
         """Parallel environment used to request req_nprocs slots (``#$ -pe PE N``).
 
         Empty (default): no -pe line, the job gets one slot whatever req_nprocs says,
-        because PE names are site-specific (``smp``, ``shm``, ``mpi``...)."""
+        because PE names are site-specific (``smp``, ``shm``, ``mpi``...); rendering then
+        logs a warning when more than one core is requested."""
     )
     req_memory_resource = _req(
         "Resource complex that req_memory sets (``#$ -l NAME=VALUE``): h_vmem, mem_free, m_mem_free...",
@@ -135,10 +136,33 @@ class GridengineSpawner(BatchSpawnerBase):
     req_gpu_resource = _req(
         """Consumable resource that req_ngpus sets (``#$ -l NAME=N``), e.g. ``gpu``.
 
-        Empty (default): GPUs cannot be requested, since the name is site-specific."""
+        Empty (default): GPUs cannot be requested, since the name is site-specific;
+        rendering then logs a warning when GPUs are requested."""
     )
     req_project = _req("Project (``#$ -P``) the job is charged to.")
     req_job_name = _req("Job name shown in qstat", "spawner-jupyterhub")
+
+    def template_vars(self, user_values=None):
+        subvars = super().template_vars(user_values)
+        # cores and GPUs need site-specific names; without them the template writes no
+        # line, which must not go unnoticed by the admin
+        nprocs = str(subvars.get("nprocs") or "").strip()
+        if nprocs and nprocs != "1" and not subvars.get("pe"):
+            self.log.warning(
+                "%s: %s cores requested but GridengineSpawner.req_pe is empty: no -pe line is written "
+                "and the job gets one slot. Set GridengineSpawner.req_pe to the site's parallel environment.",
+                self._log_name,
+                nprocs,
+            )
+        ngpus = str(subvars.get("ngpus") or "").strip()
+        if ngpus and ngpus != "0" and not subvars.get("gpu_resource"):
+            self.log.warning(
+                "%s: %s GPUs requested but GridengineSpawner.req_gpu_resource is empty: no GPU line is "
+                "written. Set GridengineSpawner.req_gpu_resource to the site's GPU resource (e.g. gpu).",
+                self._log_name,
+                ngpus,
+            )
+        return subvars
 
     def parse_job_id(self, output):
         lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
@@ -166,8 +190,10 @@ class GridengineSpawner(BatchSpawnerBase):
     def parse_batch_status(self, returncode, stdout, stderr, job_ids):
         """Every job's state from one ``qstat -xml -u '*'``.
 
-        Ended jobs leave qstat at once; a job it does not list is marked missing and
-        the spawner confirms the end with ``qstat -j ID`` (as the user)."""
+        Ended jobs leave qstat at once; a job it does not list is marked missing. The
+        spawner then runs its own per-job query, batch_query_cmd (``qstat -xml -u
+        {username}``, through exec_prefix, so as the user by default), and counts the
+        job finished only when that valid answer does not list it either."""
         if returncode != 0 or not stdout.lstrip().startswith("<"):
             raise RuntimeError(f"qstat exited with {returncode}: {(stderr or stdout).strip()[:200]}")
         jobs = all_jobs(stdout)  # ValueError on broken XML: the round fails, jobs stay unknown

@@ -7,6 +7,10 @@ Vacated, Hold, UserHold, SystemHold, BatchHold, Deferred, Suspended,
 NotQueued, Staging, Blocked, Canceling. A job Moab no longer knows is absent
 from the XML (``<Data></Data>``) or reported as ``invalid job specified``.
 Older Moab sites cancel with ``canceljob {job_id}``; set batch_cancel_cmd.
+
+Moab runs over a Torque (or PBS) resource manager, and ``msub`` reads the same
+``#PBS`` directives: MoabSpawner inherits TorqueSpawner's script template
+(``torque.sh``), so both render the same script; set batch_script to change it.
 """
 
 from __future__ import annotations

@@ -511,6 +511,16 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
     def pending_reason(self, output):
         return ""
 
+    def start_blocker(self, status) -> str:
+        """Why a job the scheduler still keeps cannot start until someone acts; "" when it can.
+
+        Asked only while a spawn waits: a non-empty answer fails the spawn at once with it
+        (the hub then stops the server, which cancels the job) instead of waiting out
+        start_timeout. poll() never asks: only FINISHED ends a running server, and a job
+        that is held after its server started may still be released.
+        """
+        return ""
+
     def explain_reason(self, reason):
         """The scheduler's pending reason with a few words a user understands (per scheduler)."""
         return reason
@@ -741,6 +751,19 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         self.log.error("%s: %s", self._log_name, msg)
         raise SpawnFailed(msg)
 
+    async def _fail_if_cannot_start(self, status):
+        """While starting: fail the spawn when the job ended, or waits on something only a person can fix."""
+        if status.state is JobState.FINISHED:
+            await self._job_ended(status)
+        blocker = self.start_blocker(status) if status.state is JobState.PENDING else ""
+        if blocker:
+            msg = f"The batch job {self.job_id} cannot start: {blocker}."
+            tail = await self.read_log_tail()
+            if tail:
+                msg += "\nLast lines of the job's output:\n" + tail
+            self.log.error("%s: %s", self._log_name, msg)
+            raise SpawnFailed(msg)
+
     async def _wait_until_running(self):
         last = None
         submitted = time.monotonic()
@@ -749,8 +772,7 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
             if status.state is JobState.RUNNING:
                 metrics.QUEUE_WAIT_SECONDS.observe(time.monotonic() - submitted)
                 return status.host
-            if status.state is JobState.FINISHED:
-                await self._job_ended(status)
+            await self._fail_if_cannot_start(status)
             desc = status.describe()
             if desc != last:
                 last = desc
@@ -769,8 +791,7 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
             except asyncio.TimeoutError:
                 pass
             status = await self.job_status_now(max_age=self.running_check_interval)
-            if status.state is JobState.FINISHED:
-                await self._job_ended(status)
+            await self._fail_if_cannot_start(status)
 
     async def _wait_for_listen(self, ip, port):
         """Probe the port often (cheap); check the job now and then (a scheduler query)."""
@@ -785,8 +806,7 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
             if time.monotonic() - last_check >= self.running_check_interval:
                 last_check = time.monotonic()
                 status = await self.job_status_now(max_age=self.running_check_interval)
-                if status.state is JobState.FINISHED:
-                    await self._job_ended(status)
+                await self._fail_if_cannot_start(status)
             await asyncio.sleep(0.1)
 
     def report_port(self, port: int):

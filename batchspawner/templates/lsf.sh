@@ -1,8 +1,8 @@
 #!/bin/bash
 #BSUB -J {{ job_name or 'jupyterhub-singleuser' }}
 {% if log_path %}#BSUB -o {{ log_path }}
-{% endif %}#BSUB -cwd {{ homedir }}
-{% if queue %}#BSUB -q {{ queue }}
+{% endif %}{% if homedir %}#BSUB -cwd {{ homedir }}
+{% endif %}{% if queue %}#BSUB -q {{ queue }}
 {% endif %}{% if nprocs %}#BSUB -n {{ nprocs }}
 #BSUB -R "span[hosts=1]"
 {% endif %}{% if memory %}#BSUB -M {{ memory }}

@@ -11,8 +11,8 @@
 {% endif %}{% if project %}#PBS -P {{ project }}
 {% endif %}{% if options %}#PBS {{ options }}
 {% endif %}
-cd "{{ homedir }}"
-trap 'echo SIGTERM received' TERM
+{% if homedir %}cd "{{ homedir }}"
+{% endif %}trap 'echo SIGTERM received' TERM
 {{ prologue }}
 {{ cmd }}
 echo "jupyterhub-singleuser ended gracefully"

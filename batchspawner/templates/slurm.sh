@@ -1,9 +1,9 @@
 #!/bin/bash
 #SBATCH --job-name={{ job_name or 'spawner-jupyterhub' }}
-#SBATCH --output={{ log_path }}
-#SBATCH --chdir={{ homedir }}
-#SBATCH --export={{ keepvars }}
-#SBATCH --get-user-env=L
+{% if log_path %}#SBATCH --output={{ log_path }}
+{% endif %}{% if homedir %}#SBATCH --chdir={{ homedir }}
+{% endif %}{% if keepvars %}#SBATCH --export={{ keepvars }}
+{% endif %}#SBATCH --get-user-env=L
 {% if partition %}#SBATCH --partition={{ partition }}
 {% endif %}{% if runtime %}#SBATCH --time={{ runtime }}
 {% endif %}{% if memory %}#SBATCH --mem={{ memory }}

@@ -3,12 +3,15 @@
 Each case replays fixture files (the real tools' output formats) through the
 FakeRunner: render -> submit argv -> job id -> pending -> running (host) ->
 finished; cancel; unknown when a command fails in a way never seen before.
-Adding a scheduler (e.g. GridengineSpawner) is one ``Case`` entry.
+Adding a scheduler is one ``Case`` entry. Grid Engine's fixtures were captured
+from the real Son of Grid Engine here; the other schedulers' follow their
+documentation (see each fixture's header).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 import pytest
@@ -17,9 +20,11 @@ from unit.helpers import make_spawner
 
 from batchspawner import (
     CondorSpawner,
+    GridengineSpawner,
     JobState,
     LsfSpawner,
     MoabSpawner,
+    MultiSlurmSpawner,
     PBSSpawner,
     SlurmSpawner,
     TorqueSpawner,
@@ -38,7 +43,7 @@ class Case:
     query: str  # argv[0] of the query command
     cancel: str  # argv[0] of the cancel command
     job_id: str
-    host: str
+    host: str  # the address the hub connects to (after any host mapping)
     # fixture paths (under tests/fixtures) for each phase of the query
     submit_out: str
     pending: str
@@ -50,6 +55,16 @@ class Case:
     directives: tuple
     # extra commands the query may make (HTCondor asks condor_history once condor_q lost the job)
     finished_replies: dict = field(default_factory=dict)
+    # site configuration every test of the case uses (names the scheduler cannot guess, host maps)
+    config: dict = field(default_factory=dict)
+    # requests beyond REQUESTS that only this scheduler has; their lines are in `directives` too
+    requests: dict = field(default_factory=dict)
+    # the query argument that picks this job (default: the job id; qstat -xml lists a user's jobs)
+    query_selects: str = ""
+    # {phase: job id in that fixture}: the capture holds no job in that state under the submitted
+    # id, so the responder swaps the two ids (matched by `job_id_re`) and nothing else
+    stand_in: dict = field(default_factory=dict)
+    job_id_re: str = ""
 
 
 def _f(path):
@@ -62,7 +77,20 @@ CASES = [
         "slurm/submit.txt", "slurm/pending.txt", "slurm/running.txt", "slurm/finished.txt",
         gone={"squeue": Reply(stderr=fixture("slurm/gone.stderr"), returncode=1)},
         directives=("#SBATCH --cpus-per-task=4", "#SBATCH --mem=4gb", "#SBATCH --time=01:00:00",
-                    "#SBATCH --account=proj7", "#SBATCH --gpus=2"),
+                    "#SBATCH --account=proj7", "#SBATCH --gpus=2", "#SBATCH --partition=short",
+                    "#SBATCH --gres=nvme:1"),
+        requests={"req_partition": "short", "req_gres": "nvme:1"},
+    ),
+    Case(
+        # squeue reports the node as Slurm names it; daemon_resolver gives the hub an address
+        "multislurm", MultiSlurmSpawner, "sbatch", "squeue", "scancel", "15", "10.20.0.17",
+        "slurm/submit.txt", "slurm/pending.txt", "slurm/running.txt", "slurm/finished.txt",
+        gone={"squeue": Reply(stderr=fixture("slurm/gone.stderr"), returncode=1)},
+        directives=("#SBATCH --cpus-per-task=4", "#SBATCH --mem=4gb", "#SBATCH --time=01:00:00",
+                    "#SBATCH --account=proj7", "#SBATCH --gpus=2", "#SBATCH --partition=short",
+                    "#SBATCH --gres=nvme:1"),
+        requests={"req_partition": "short", "req_gres": "nvme:1"},
+        config={"daemon_resolver": {"localhost": "10.20.0.17"}},
     ),
     Case(
         "torque", TorqueSpawner, "qsub", "qstat", "qdel", "123.torque-server.example.org", "node1",
@@ -76,7 +104,8 @@ CASES = [
         "pbs/submit.txt", "pbs/pending.txt", "pbs/running.json", "pbs/finished.json",
         gone={"qstat": Reply(stderr=fixture("pbs/gone.stderr"), returncode=153)},
         directives=("#PBS -l select=1:ncpus=4:mem=4gb:ngpus=2", "#PBS -l walltime=01:00:00", "#PBS -q short",
-                    "#PBS -A proj7"),
+                    "#PBS -A proj7", "#PBS -P astro"),
+        requests={"req_project": "astro"},
     ),
     Case(
         "moab", MoabSpawner, "msub", "mdiag", "mjobctl", "123", "node1",
@@ -101,6 +130,22 @@ CASES = [
         # the job left the queue: condor_q prints nothing, condor_history has the record
         finished_replies={"condor_q": Reply(), "condor_history": _f("condor/finished.txt")},
     ),
+    Case(
+        # real SGE 8.1.9 captures: qsub -terse printed job 1; qstat -xml -u alice lists the user's jobs
+        "gridengine", GridengineSpawner, "qsub", "qstat", "qdel", "1", "localhost",
+        "gridengine/submit_terse.txt", "gridengine/qstat_pending_error.xml", "gridengine/qstat_running_held.xml",
+        "gridengine/qstat_empty.xml",
+        # an ended job is simply not listed
+        gone={"qstat": _f("gridengine/qstat_empty.xml")},
+        directives=("#$ -pe smp 4", "#$ -l h_vmem=4gb", "#$ -l h_rt=01:00:00", "#$ -q short", "#$ -A proj7",
+                    "#$ -l gpu=2", "#$ -P astro"),
+        requests={"req_project": "astro"},
+        config={"req_pe": "smp", "req_gpu_resource": "gpu"},
+        query_selects="alice",
+        # the capture's waiting job (qw) is job 4; job 1 was already running then
+        stand_in={"pending": "4"},
+        job_id_re=r"(?<=<JB_job_number>)\d+(?=</JB_job_number>)",
+    ),
 ]
 IDS = [c.id for c in CASES]
 
@@ -120,7 +165,10 @@ class Cluster:
         if self.phase == "finished" and c.finished_replies:
             return c.finished_replies
         path = {"pending": c.pending, "running": c.running, "finished": c.finished}[self.phase]
-        return {c.query: _f(path)}
+        reply = _f(path)
+        if self.phase in c.stand_in:
+            reply.stdout = swap_ids(reply.stdout, c.job_id_re, c.job_id, c.stand_in[self.phase])
+        return {c.query: reply}
 
     def __call__(self, argv, stdin):
         name = os.path.basename(argv[0])
@@ -139,8 +187,16 @@ class Cluster:
         return reply
 
 
+def swap_ids(text, pattern, a, b):
+    """``text`` with job ids ``a`` and ``b`` exchanged where ``pattern`` matches an id."""
+    swapped = re.sub(pattern, lambda m: {a: b, b: a}.get(m.group(0), m.group(0)), text)
+    assert swapped != text, f"no job id {a} or {b} matched {pattern!r}"
+    return swapped
+
+
 def _spawner(case, **traits):
     cluster = Cluster(case)
+    traits = case.config | traits
     runner = FakeRunner(responder=cluster)
     traits.setdefault("status_min_interval", 0.01)
     traits.setdefault("running_check_interval", 0.05)
@@ -150,21 +206,33 @@ def _spawner(case, **traits):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_render_honours_every_request(case):
-    spawner, _, _ = _spawner(case, **REQUESTS)
+    spawner, _, _ = _spawner(case, **REQUESTS, **case.requests)
     script = spawner.render_script()
     for line in case.directives:
         assert line in script.splitlines(), f"{line!r} missing from:\n{script}"
     assert "secret-token-value" not in script
 
 
+EMPTIED = [
+    ("defaults", {}),
+    # an admin may turn the job's log off, keep no variables, or have users without a home
+    ("no-log-no-keepvars", {"log_path": "", "req_keepvars": ""}),
+    ("no-log-no-keepvars-no-homedir", {"log_path": "", "req_keepvars": "", "req_homedir": ""}),
+]
+
+
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_render_with_nothing_requested_has_no_broken_directive(case):
-    spawner, _, _ = _spawner(case)
+@pytest.mark.parametrize("traits", [e[1] for e in EMPTIED], ids=[e[0] for e in EMPTIED])
+def test_render_with_nothing_requested_has_no_broken_directive(case, traits):
+    spawner, _, _ = _spawner(case, **traits)
     script = spawner.render_script()
     for line in script.splitlines():
         stripped = line.strip()
-        # a directive whose value is missing: "#PBS -q", "#PBS -q @", "#BSUB -W", "request_cpus ="
-        assert not stripped.endswith(("@", "=", " -q", " -A", " -P", " -W", " -n", " -M")), line
+        # a directive whose value is missing: "#PBS -q", "#PBS -q @", "#BSUB -W", "request_cpus =",
+        # "#SBATCH --output=", "#BSUB -cwd", "#$ -o", and cd "" in the script body
+        assert not stripped.endswith(
+            ("@", "=", " -q", " -A", " -P", " -W", " -n", " -M", " -o", " -e", " -v", " -cwd", " -wd", '""')
+        ), line
         assert "None" not in stripped, line
         assert "@ " not in stripped and "=:" not in stripped, line
 
@@ -179,19 +247,24 @@ async def test_lifecycle_submit_pending_running_finished(case):
     submit = runner.calls[0]
     assert os.path.basename(submit.argv[0]) == case.submit
     assert submit.stdin == spawner.render_script()  # the script goes on stdin, never to a file
-    assert submit.env["JUPYTERHUB_API_TOKEN"] == "secret-token-value"
+    assert "secret-token-value" not in submit.stdin
+    if spawner.token_via_file:  # Grid Engine: qstat -j shows any job's environment to everyone
+        assert "JUPYTERHUB_API_TOKEN" not in submit.env
+        assert submit.env["JUPYTERHUB_API_TOKEN_FILE"].startswith(spawner.req_homedir)
+    else:
+        assert submit.env["JUPYTERHUB_API_TOKEN"] == "secret-token-value"
     spawner.job_id = job_id
 
     status = await spawner.query_job_status()
     assert status.state is JobState.PENDING, status
     query = runner.calls[-1]
-    assert os.path.basename(query.argv[0]) == case.query and case.job_id in query.argv
+    assert os.path.basename(query.argv[0]) == case.query and (case.query_selects or case.job_id) in query.argv
     assert "JUPYTERHUB_API_TOKEN" not in query.env  # queries carry no token
     assert await spawner.poll() is None
 
     cluster.phase = "running"
     status = await spawner.query_job_status()
-    assert (status.state, status.host) == (JobState.RUNNING, case.host)
+    assert (status.state, spawner.resolve_host(status.host)) == (JobState.RUNNING, case.host)
     assert await spawner.poll() is None
 
     cluster.phase = "finished"

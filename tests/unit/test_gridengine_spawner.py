@@ -1,5 +1,7 @@
 """GridengineSpawner: script template, command argv and the start/poll/stop flow (FakeRunner)."""
 
+import logging
+
 import pytest
 
 from batchspawner import GridengineSpawner, JobState, SpawnFailed
@@ -138,3 +140,32 @@ async def test_poll(name, alive):
     sp = make_spawner(GridengineSpawner, FakeRunner(answer))
     sp.job_id = "4"
     assert (await sp.poll() is None) is alive
+
+
+WARN_CASES = [
+    ("cores-without-pe", {"req_nprocs": "4"}, ["GridengineSpawner.req_pe"]),
+    ("gpus-without-resource", {"req_ngpus": "2"}, ["GridengineSpawner.req_gpu_resource"]),
+    ("both", {"req_nprocs": "4", "req_ngpus": "2"}, ["GridengineSpawner.req_pe", "GridengineSpawner.req_gpu_resource"]),
+    ("one-core-needs-no-pe", {"req_nprocs": "1"}, []),
+    ("cores-with-pe", {"req_nprocs": "4", "req_pe": "smp"}, []),
+    ("gpus-with-resource", {"req_ngpus": "2", "req_gpu_resource": "gpu"}, []),
+    ("nothing-requested", {}, []),
+]
+
+
+@pytest.mark.parametrize("traits,names", [c[1:] for c in WARN_CASES], ids=[c[0] for c in WARN_CASES])
+def test_ignored_cores_or_gpus_are_warned_about_at_render_time(traits, names, caplog):
+    sp = make_spawner(GridengineSpawner, **traits)
+    with caplog.at_level(logging.WARNING):
+        sp.render_script()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == len(names), warnings
+    for name in names:
+        assert any(name in w for w in warnings), (name, warnings)
+
+
+def test_cores_asked_through_user_options_are_warned_about_too(caplog):
+    sp = make_spawner(GridengineSpawner)
+    with caplog.at_level(logging.WARNING):
+        sp.render_script({"nprocs": "8"})
+    assert any("8 cores" in r.getMessage() and "GridengineSpawner.req_pe" in r.getMessage() for r in caplog.records)

@@ -28,9 +28,11 @@ CASES = [
     ("torque-finished", TorqueSpawner, "123.torque-server.example.org", "torque/finished.xml", "out", 0, F, "", 271),
     ("torque-gone", TorqueSpawner, "123.torque-server.example.org", "torque/gone.stderr", "err", 153, F, "", None),
     ("pbs-pending-text", PBSSpawner, "4711.pbs-server", "pbs/pending.txt", "out", 0, P, "", None),
+    ("pbs-pending-json", PBSSpawner, "4711.pbs-server", "pbs/pending.json", "out", 0, P, "", None),
     ("pbs-running-json", PBSSpawner, "4711.pbs-server", "pbs/running.json", "out", 0, R, "node1", None),
     ("pbs-running-text", PBSSpawner, "4711.pbs-server", "pbs/running.txt", "out", 0, R, "node1", None),
     ("pbs-finished-json", PBSSpawner, "4711.pbs-server", "pbs/finished.json", "out", 0, F, "", 0),
+    ("pbs-finished-text", PBSSpawner, "4711.pbs-server", "pbs/finished.txt", "out", 0, F, "", 1),
     ("pbs-gone", PBSSpawner, "4711.pbs-server", "pbs/gone.stderr", "err", 153, F, "", None),
     ("moab-idle", MoabSpawner, "123", "moab/pending.xml", "out", 0, P, "", None),
     ("moab-running", MoabSpawner, "123", "moab/running.xml", "out", 0, R, "node1", None),
@@ -42,6 +44,7 @@ CASES = [
     ("lsf-done-json", LsfSpawner, "1234", "lsf/finished.json", "out", 0, F, "", 0),
     ("lsf-exit-noheader", LsfSpawner, "1234", "lsf/exit.txt", "out", 0, F, "", 3),
     ("lsf-not-found-json", LsfSpawner, "1234", "lsf/gone.json", "out", 255, F, "", None),
+    ("lsf-not-found-noheader", LsfSpawner, "1234", "lsf/gone-noheader.stderr", "err", 255, F, "", None),
     ("condor-idle", CondorSpawner, "42", "condor/pending.txt", "out", 0, P, "", None),
     ("condor-running-slot", CondorSpawner, "42", "condor/running.txt", "out", 0, R, "host.domain", None),
     ("condor-held", CondorSpawner, "42", "condor/held.txt", "out", 0, P, "", None),
@@ -66,10 +69,11 @@ def test_parse_fixture(cls, job_id, path, stream, rc, state, host, exit_code):
         assert status.exit_code == exit_code
 
 
-def test_pbs_pending_reason_joins_continuation_lines():
+@pytest.mark.parametrize("path", ["pbs/pending.txt", "pbs/pending.json"], ids=["text-continuation-lines", "json"])
+def test_pbs_pending_reason(path):
     spawner = make_spawner(PBSSpawner)
     spawner.job_id = "4711.pbs-server"
-    status = spawner.parse_query_output(0, fixture("pbs/pending.txt"), "")
+    status = spawner.parse_query_output(0, fixture(path), "")
     assert status.reason == "Not Running: Insufficient amount of resource: ngpus (R: 1 A: 0 T: 0)"
 
 
