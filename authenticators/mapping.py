@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["MappingError", "brief", "map_username", "parse_groups", "posix_name_problem"]
+__all__ = ["MappingError", "brief", "invisible_char", "map_username", "parse_groups", "posix_name_problem"]
 
 
 class MappingError(ValueError):
@@ -18,14 +18,29 @@ class MappingError(ValueError):
 
 # C0/C1 control characters and whitespace never belong in a hub or system user name.
 _BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
-# what useradd/adduser accept on Debian (NAME_REGEX default, without the upper-case extension)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_POSIX_NAME = re.compile(r"^[a-z_][a-z0-9_.-]*\$?$")
+# Debian adduser's default NAME_REGEX (adduser.conf(5); adduser 3.134 has ^[a-z][-a-z0-9_]*\$?$):
+# the rule `adduser` (LocalAuthenticator's default add_user_cmd on Linux) applies to a new
+# ordinary account unless run with --allow-bad-names. So no '.', no leading '_' (system
+# accounts only). Its optional trailing '$' (Samba machine accounts) is left out: a machine
+# account is not a hub user, and '$' in a name is a hazard in the batch scripts it ends up in.
+DEBIAN_NAME_REGEX = r"[a-z][a-z0-9_-]*"
+_POSIX_NAME = re.compile(DEBIAN_NAME_REGEX)
+# checks adduser makes even with --allow-bad-names (and useradd's own)
+_POSIX_NEVER = re.compile(r"^[-+~]|[:,/\s]")
 
 
 def brief(value: str, limit: int = 64) -> str:
     """repr() for messages and logs, cut short: header values can be long."""
     return repr(value) if len(value) <= limit else repr(value[:limit]) + f"...({len(value)} chars)"
+
+
+def invisible_char(value: str) -> str | None:
+    """The first control, format (e.g. U+200B ZERO WIDTH SPACE), private-use or unassigned
+    character in ``value`` as ``U+XXXX``, or None. Such characters make two names look the same."""
+    for ch in value:
+        if unicodedata.category(ch).startswith("C"):
+            return f"U+{ord(ch):04X}"
+    return None
 
 
 def _split_realm(raw: str) -> tuple[str, str | None]:
@@ -49,7 +64,9 @@ def map_username(
 ) -> str:
     """Turn the user header's value into the name the hub should use.
 
-    Order: trim, reject control characters, then either ``extract_regex`` (a full
+    ``raw`` is text (the authenticator has already decoded the header's UTF-8).
+    Order: trim, NFC-normalise, reject whitespace, control and other invisible
+    characters (Unicode category C: Cc, Cf, Co, Cn), then either ``extract_regex`` (a full
     match; group ``username`` or group 1 is the name) or realm stripping, then
     lower-casing. Raises MappingError with a message for the user.
     """
@@ -58,6 +75,11 @@ def map_username(
     value = unicodedata.normalize("NFC", raw.strip())
     if _BAD_CHARS.search(value):
         raise MappingError("the user name from the front proxy contains spaces or control characters")
+    bad = invisible_char(value)
+    if bad:
+        raise MappingError(
+            f"the user name from the front proxy contains the invisible or control character {bad}"
+        )
     if extract_regex is not None:
         match = extract_regex.fullmatch(value)
         if not match:
@@ -85,13 +107,23 @@ def map_username(
     return name
 
 
-def posix_name_problem(name: str) -> str | None:
-    """Why ``name`` cannot be a system account (for the Local authenticator), or None."""
-    if len(name) > 32:
-        return f"{brief(name)} is longer than 32 characters, too long for a system account"
-    if not _POSIX_NAME.match(name):
-        return (f"{brief(name)} is not a valid system account name "
-                "(lower-case letters, digits, '_', '-', '.'; starting with a letter or '_')")
+def posix_name_problem(name: str, pattern: re.Pattern | None = None) -> str | None:
+    """Why ``name`` cannot be created as a system account (for the Local authenticator), or None.
+
+    ``pattern`` must match the whole name; default: Debian adduser's default NAME_REGEX
+    (``DEBIAN_NAME_REGEX``). The 32-byte limit, all-digit names and the characters no
+    tool accepts (leading ``-+~``; ``:``, ``,``, ``/``, whitespace) are refused whatever the pattern.
+    """
+    if len(name.encode("utf-8")) > 32:
+        return f"{brief(name)} is longer than 32 bytes, too long for a system account"
+    if name.isdigit() or _POSIX_NEVER.search(name):
+        return f"{brief(name)} is not a valid system account name"
+    if pattern is None:
+        if not _POSIX_NAME.fullmatch(name):
+            return (f"{brief(name)} is not a valid system account name (adduser's default rule: "
+                    "lower-case letters, digits, '_' and '-', starting with a letter)")
+    elif not pattern.fullmatch(name):
+        return f"{brief(name)} is not a valid system account name on this hub (it must match {pattern.pattern!r})"
     return None
 
 
@@ -108,14 +140,15 @@ def parse_groups(
     split on ``separator``, items trimmed, empties dropped. ``group_map`` renames
     an external group (``cn=hpc,ou=groups,dc=example,dc=org`` -> ``hpc``); with
     ``drop_unmapped`` only mapped groups are kept. Order is kept, duplicates dropped,
-    and items with control characters or '/' are ignored.
+    and items with control or other invisible characters (as in ``invisible_char``) or '/'
+    are ignored. Size limits are the caller's (the authenticator refuses, naming its setting).
     """
     group_map = group_map or {}
     groups: list[str] = []
     for raw in raw_values or ():
         for item in raw.split(separator) if separator else [raw]:
             item = item.strip()
-            if not item or _CONTROL.search(item):
+            if not item or invisible_char(item):
                 continue
             if item in group_map:
                 item = group_map[item]

@@ -10,24 +10,32 @@ checks still run afterwards: ``normalize_username``, ``username_pattern``,
 A request counts only if it came through the front proxy: the proxy adds a
 shared secret header, and/or the request arrives from ``trusted_proxy_networks``
 (see ``authenticators/trust.py`` for which address is checked and why).
+
+Header values are read as UTF-8: tornado hands them over decoded as latin-1 (the
+HTTP default for non-ASCII bytes), while SSO modules send UTF-8, so each value is
+re-decoded (``josÃ©`` -> ``josé``); a value that is not UTF-8 is refused.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+from types import SimpleNamespace
 
 from jupyterhub.auth import Authenticator, LocalAuthenticator
 from tornado import web
-from traitlets import Bool, Dict, List, Set, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Integer, List, Set, TraitError, Unicode, default, validate
 
+from .login import RemoteUserLoginHandler
 from .logout import RemoteUserLogoutHandler
-from .mapping import MappingError, brief, map_username, parse_groups, posix_name_problem
+from .mapping import DEBIAN_NAME_REGEX, MappingError, brief, map_username, parse_groups, posix_name_problem
 from .trust import address_in, forwarded_client, parse_networks, secret_matches
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 SECRET_ENV = "REMOTE_USER_PROXY_SECRET"
 MIN_SECRET = 16
+_LOOPBACK = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
 
 
 class RemoteUserAuthenticator(Authenticator):
@@ -87,7 +95,22 @@ class RemoteUserAuthenticator(Authenticator):
         help="""Headers to keep in the user's auth_state under `headers` (e.g. `mail`,
         `X-Remote-User-Account`), so a `Spawner.auth_state_hook` can pass them to the job
         (see `authenticators.env.auth_state_env_hook`). auth_state is only stored with
-        `Authenticator.enable_auth_state = True` and `JUPYTERHUB_CRYPT_KEY` set.""",
+        `Authenticator.enable_auth_state = True` and `JUPYTERHUB_CRYPT_KEY` set.
+        Values are read as UTF-8; a value that is not is refused (403).""",
+    )
+    max_groups = Integer(
+        256,
+        config=True,
+        help="""Most groups accepted from `groups_header`, counted after `group_map`,
+        `drop_unmapped_groups` and de-duplication. A login with more is refused (403) rather
+        than silently losing some (which could drop an `admin_groups` or
+        `allowed_remote_groups` membership).""",
+    )
+    max_group_length = Integer(
+        255,
+        config=True,
+        help="""Longest group name accepted (characters, after `group_map`). A login with a
+        longer group is refused (403): cutting it short could turn it into another group.""",
     )
 
     # --------------------------------------------------------------- usernames
@@ -114,6 +137,12 @@ class RemoteUserAuthenticator(Authenticator):
         True,
         config=True,
         help="Lower-case names (the hub's default normalisation). False keeps case; `username_map` still applies.",
+    )
+    max_username_length = Integer(
+        255,
+        config=True,
+        help="""Longest user header value, and hub name after mapping, accepted (characters).
+        Longer: refused with a 403, never cut short (a cut name could be someone else's).""",
     )
 
     # ------------------------------------------------------------------- trust
@@ -206,6 +235,12 @@ class RemoteUserAuthenticator(Authenticator):
                 )
         return value
 
+    @validate("max_username_length", "max_groups", "max_group_length")
+    def _valid_limit(self, proposal):
+        if proposal["value"] < 1:
+            raise TraitError(f"{self._trait_name(proposal['trait'].name)} = {proposal['value']} must be at least 1")
+        return proposal["value"]
+
     @validate("logout_redirect_url")
     def _valid_logout(self, proposal):
         value = proposal["value"].strip()
@@ -234,38 +269,99 @@ class RemoteUserAuthenticator(Authenticator):
                 f"{self._trait_name('trusted_proxy_networks')}; or, only if the hub is unreachable except "
                 f"through the authenticating proxy, {self._trait_name('unsafe_trust_any_client')} = True"
             )
+        secret_header = self.proxy_secret_header.lower()
+        for trait in ("header_name", "groups_header"):
+            if getattr(self, trait).lower() == secret_header:
+                raise ValueError(
+                    f"{self._trait_name(trait)} and {self._trait_name('proxy_secret_header')} are both "
+                    f"{self.proxy_secret_header!r}; the secret would become a user name or group"
+                )
         if self.unsafe_trust_any_client and not secret and not self.trusted_proxy_networks:
             self.log.warning(
                 "%s is on: any client that reaches the hub can log in as anyone by sending %s",
                 self._trait_name("unsafe_trust_any_client"), self.header_name,
             )
+        for warning in self.risky_config_warnings():
+            self.log.warning("%s", warning)
+
+    def risky_config_warnings(self) -> list[str]:
+        """Settings that work but are probably not what the admin wants (logged at startup)."""
+        warnings = []
+        hub_proxy = parse_networks(self.hub_proxy_networks)
+        if (self.trusted_proxy_networks and not self.proxy_secret
+                and any(n.overlaps(lo) for n in hub_proxy for lo in _LOOPBACK if n.version == lo.version)):
+            warnings.append(
+                f"{self._trait_name('trusted_proxy_networks')} is set without "
+                f"{self._trait_name('proxy_secret')}, and {self._trait_name('hub_proxy_networks')} includes "
+                "loopback: any local user of the hub host can connect to the hub port from loopback and write "
+                "a trusted address into X-Forwarded-For, i.e. log in as anyone. On a shared host set "
+                f"{self._trait_name('proxy_secret')} (${SECRET_ENV}) too."
+            )
+        if self.strip_realm and not self.accepted_realms and not self.username_extract_pattern:
+            warnings.append(
+                f"{self._trait_name('strip_realm')} is on without {self._trait_name('accepted_realms')}: "
+                "alice@any-other-realm also becomes hub user alice. List the realms your SSO vouches for."
+            )
+        if self.manage_groups and not self.groups_header:
+            warnings.append(
+                f"Authenticator.manage_groups is on but {self._trait_name('groups_header')} is empty: every "
+                "login sets the user's hub groups to none (removing groups an admin gave them)."
+            )
+        if any(h.lower() == self.proxy_secret_header.lower() for h in self.auth_state_headers):
+            warnings.append(
+                f"{self._trait_name('auth_state_headers')} lists {self.proxy_secret_header}, the "
+                f"{self._trait_name('proxy_secret_header')}: the secret is removed from the request "
+                "before auth_state is built, so it is never stored; remove it from the list."
+            )
+        return warnings
 
     # ------------------------------------------------------------------- trust
+    def take_proxy_secret(self, request) -> list[str]:
+        """Remove every copy of `proxy_secret_header` from the request; return their values.
+
+        Called as early as possible (RemoteUserLoginHandler.initialize): the hub logs every
+        request header of a 5xx response.
+        """
+        values = request.headers.get_list(self.proxy_secret_header)
+        if values:
+            del request.headers[self.proxy_secret_header]
+        return values
+
+    def _addresses(self, request):
+        """(TCP peer, forwarded client, how): the addresses the trust check uses, for checks and logs.
+
+        Never ``request.remote_ip``: tornado takes it from a client-writable X-Real-Ip or
+        X-Forwarded-For entry."""
+        peer = getattr(getattr(request.connection, "context", None), "address", None)
+        peer = peer[0] if isinstance(peer, tuple) and peer else None
+        checked, how = forwarded_client(
+            peer, request.headers.get_list("X-Forwarded-For"), parse_networks(self.hub_proxy_networks)
+        )
+        return peer, checked, how
+
+    def _log_refusal(self, request, why):
+        peer, checked, how = self._addresses(request)
+        # never header values here: one of them may be a (wrong) secret
+        self.log.warning(
+            "Refused %s login: %s [TCP peer: %s; forwarded client (the address trusted_proxy_networks is checked against): %s, %s]",
+            type(self).__name__, why, peer, checked, how,
+        )
+
     def check_request_trusted(self, handler):
         """Raise 403 unless the request came through the front proxy."""
         request = handler.request
-        peer = getattr(getattr(request.connection, "context", None), "address", None)
-        peer = peer[0] if isinstance(peer, tuple) and peer else None
         failures = []
-        checked = None
-        given = request.headers.get(self.proxy_secret_header)
-        # gone from the request once read: the hub logs every header of a 5xx response
-        if self.proxy_secret_header in request.headers:
-            del request.headers[self.proxy_secret_header]
-        if self.proxy_secret and not secret_matches(given, self.proxy_secret):
-            failures.append(f"missing or wrong {self.proxy_secret_header}")
+        given = getattr(handler, "proxy_secret_values", None)
+        if given is None:  # not taken by RemoteUserLoginHandler (another handler, or a test)
+            given = self.take_proxy_secret(request)
+        if self.proxy_secret and not (len(given) == 1 and secret_matches(given[0], self.proxy_secret)):
+            failures.append(f"missing, repeated or wrong {self.proxy_secret_header}")
         if self.trusted_proxy_networks:
-            checked, how = forwarded_client(
-                peer, request.headers.get_list("X-Forwarded-For"), parse_networks(self.hub_proxy_networks)
-            )
+            _, checked, how = self._addresses(request)
             if not address_in(checked, parse_networks(self.trusted_proxy_networks)):
                 failures.append(f"address not in trusted_proxy_networks ({how})")
         if failures:
-            # never log header values: one of them may be a (wrong) secret
-            self.log.warning(
-                "Refused %s login from client %s (remote_ip as the hub sees it; TCP peer %s, checked address %s): %s",
-                type(self).__name__, request.remote_ip, peer, checked, "; ".join(failures),
-            )
+            self._log_refusal(request, "; ".join(failures))
             raise web.HTTPError(
                 403, "%s",
                 "This hub accepts sign-ins only through its single sign-on front end; this request did not "
@@ -275,18 +371,37 @@ class RemoteUserAuthenticator(Authenticator):
 
     # ----------------------------------------------------------------- authenticate
     def _refuse(self, handler, why):
-        self.log.warning("Refused %s login from client %s: %s", type(self).__name__, handler.request.remote_ip, why)
+        self._log_refusal(handler.request, why)
         raise web.HTTPError(403, "%s", f"Sign-in refused: {why}.")
 
+    def header_values(self, handler, name) -> list[str]:
+        """Every value of header ``name`` as the text the front proxy sent (UTF-8); 403 if not UTF-8.
+
+        tornado decodes header bytes as latin-1, so ``value.encode('latin-1')`` gives back the
+        bytes on the wire. A character above U+00FF cannot come from that decoding: refused too.
+        """
+        values = []
+        for value in handler.request.headers.get_list(name):
+            try:
+                values.append(value.encode("latin-1").decode("utf-8"))
+            except UnicodeError:
+                self._refuse(handler, f"the front proxy sent a {name} header that is not valid UTF-8")
+        return values
+
     def user_from_header(self, handler) -> str:
-        values = handler.request.headers.get_list(self.header_name)
+        values = self.header_values(handler, self.header_name)
         if not values:
             self._refuse(handler, f"the front proxy sent no {self.header_name} header; sign in through the SSO front end")
         if len(values) > 1:
             self._refuse(handler, f"the front proxy sent {self.header_name} more than once")
+        raw = values[0].strip()
+        limit = self.max_username_length
+        if len(raw) > limit:
+            self._refuse(handler, f"the user name from the front proxy is {len(raw)} characters long; this hub "
+                                  f"accepts at most {limit} ({self._trait_name('max_username_length')})")
         try:
             return map_username(
-                values[0],
+                raw,
                 strip_realm=self.strip_realm,
                 accepted_realms=self.accepted_realms,
                 extract_regex=re.compile(self.username_extract_pattern) if self.username_extract_pattern else None,
@@ -303,12 +418,20 @@ class RemoteUserAuthenticator(Authenticator):
     def groups_from_headers(self, handler) -> list[str]:
         if not self.groups_header:
             return []
-        return parse_groups(
-            handler.request.headers.get_list(self.groups_header),
+        groups = parse_groups(
+            self.header_values(handler, self.groups_header),
             separator=self.groups_separator,
             group_map=self.group_map,
             drop_unmapped=self.drop_unmapped_groups,
         )
+        if len(groups) > self.max_groups:
+            self._refuse(handler, f"the front proxy sent {len(groups)} groups; this hub accepts at most "
+                                  f"{self.max_groups} ({self._trait_name('max_groups')})")
+        for group in groups:
+            if len(group) > self.max_group_length:
+                self._refuse(handler, f"the group {brief(group)} is {len(group)} characters long; this hub accepts "
+                                      f"at most {self.max_group_length} ({self._trait_name('max_group_length')})")
+        return groups
 
     def admin_from_groups(self, name, groups):
         """True if in admin_groups or admin_users; False when admin_groups is set (admin follows the SSO)."""
@@ -328,15 +451,22 @@ class RemoteUserAuthenticator(Authenticator):
         self.check_request_trusted(handler)
         name = self.user_from_header(handler)
         normalized = self.normalize_username(name)
+        if len(normalized) > self.max_username_length:
+            self._refuse(handler, f"the user name {brief(normalized)} is {len(normalized)} characters long; this hub "
+                                  f"accepts at most {self.max_username_length} ({self._trait_name('max_username_length')})")
         if not self.validate_username(normalized):
             self._refuse(handler, f"{brief(normalized)} is not a user name this hub accepts (Authenticator.username_pattern)")
         self.check_username_usable(handler, normalized)
         groups = self.groups_from_headers(handler)
-        headers = handler.request.headers
+        kept = {}
+        for h in self.auth_state_headers:
+            values = self.header_values(handler, h)
+            if values:
+                kept[h] = ",".join(values)  # as tornado's headers.get() joins a repeated header
         auth_state = {
-            "remote_user": headers.get(self.header_name),
+            "remote_user": self.header_values(handler, self.header_name)[0],
             "groups": groups,
-            "headers": {h: headers.get(h) for h in self.auth_state_headers if headers.get(h) is not None},
+            "headers": kept,
         }
         model = {"name": name, "admin": self.admin_from_groups(normalized, groups), "auth_state": auth_state}
         if self.manage_groups:
@@ -347,23 +477,79 @@ class RemoteUserAuthenticator(Authenticator):
         """Hook for subclasses (the Local variant checks the system account)."""
 
     def get_handlers(self, app):
-        return super().get_handlers(app) + [("/logout", RemoteUserLogoutHandler)]
+        # in place of the hub's ("/login", LoginHandler): the same page, the secret header removed first
+        return [("/login", RemoteUserLoginHandler), ("/logout", RemoteUserLogoutHandler)]
 
 
 class RemoteUserLocalAuthenticator(LocalAuthenticator, RemoteUserAuthenticator):
     """RemoteUserAuthenticator for hubs that spawn as system users (batch jobs run as the user).
 
-    With `LocalAuthenticator.create_system_users = True` the account is created at
-    first login (`add_user_cmd`); otherwise a user without an account is refused
-    with a clear message instead of a server error at spawn time.
+    A user with a system account logs in whatever its name looks like (the account
+    proves the name works). Without one: with `LocalAuthenticator.create_system_users
+    = True` the account is created at login, once the hub's own checks have passed,
+    and a name `add_user_cmd` would refuse (`system_username_pattern`) or a failing
+    `add_user_cmd` gives a 403 with the reason; otherwise a clear 403, instead of a
+    server error at login or spawn time.
     """
 
-    def check_username_usable(self, handler, name):
-        problem = posix_name_problem(name)
-        if problem:
-            self._refuse(handler, problem)
+    system_username_pattern = Unicode(
+        DEBIAN_NAME_REGEX,
+        config=True,
+        help=f"""Regex a name must match (whole) for its system account to be created at login
+        (`create_system_users`). Default `{DEBIAN_NAME_REGEX}`: Debian adduser's default
+        NAME_REGEX, what the default `add_user_cmd` (`adduser`) accepts. Change both together:
+        e.g. with `--allow-bad-names` in `add_user_cmd`, or a NAME_REGEX of your own in
+        /etc/adduser.conf. Names longer than 32 bytes, all digits, starting with `-+~` or
+        containing `:,/` or whitespace are refused whatever this says.""",
+    )
+
+    @validate("system_username_pattern")
+    def _valid_system_pattern(self, proposal):
+        try:
+            re.compile(proposal["value"])
+        except re.error as e:
+            raise TraitError(
+                f"{self._trait_name('system_username_pattern')}: bad regex {proposal['value']!r}: {e}"
+            ) from None
+        return proposal["value"]
+
+    def _account_exists(self, name) -> bool:
         try:
             self._getpwnam(name)
-        except KeyError:
-            if not self.create_system_users:
-                self._refuse(handler, f"there is no system account {brief(name)} on this hub; ask the administrators to create it")
+        except (KeyError, ValueError):
+            return False
+        return True
+
+    def check_username_usable(self, handler, name):
+        if self._account_exists(name):
+            return
+        if not self.create_system_users:
+            self._refuse(handler, f"there is no system account {brief(name)} on this hub; ask the administrators to create it")
+        pattern = self.system_username_pattern
+        problem = posix_name_problem(name, None if pattern == DEBIAN_NAME_REGEX else re.compile(pattern))
+        if problem:
+            self._refuse(handler, f"{problem}, so no account can be created for it; ask the hub's administrators")
+
+    async def get_authenticated_user(self, handler, data):
+        """The hub's checks, then create the missing system account (create_system_users).
+
+        Here rather than in the hub's add_user (which runs it only for a user new to the
+        hub's database, and whose failure is a 500 that leaves the user in the database
+        without an account): a failure is a 403 with adduser's reason, and the next
+        login tries again.
+        """
+        model = await super().get_authenticated_user(handler, data)
+        if model is None or not self.create_system_users:
+            return model
+        name = model["name"]  # post_auth_hook may have changed it: check again
+        if self._account_exists(name):
+            return model
+        self.check_username_usable(handler, name)
+        try:
+            self.add_system_user(SimpleNamespace(name=name))
+        except (RuntimeError, OSError) as e:
+            self.log.error("Creating the system account for %s failed: %s", brief(name), e)
+            reason = " ".join(str(e).split())
+            self._refuse(handler, f"the system account {brief(name)} could not be created ({reason[:300]}); "
+                                  "ask the hub's administrators")
+        return model

@@ -4,6 +4,7 @@ Path: client -> Apache (basic auth standing in for SSO) -> configurable-http-pro
 Trust is configured both ways (shared secret AND Apache's address), as a site would.
 """
 
+import base64
 import http.client
 import os
 import secrets
@@ -180,23 +181,43 @@ def test_spoofed_requests_log_nobody_in(sso, where, source, use_secret, extra):
         assert "127.0.0.2" in log
 
 
+def raw_headers_get(port, path, header_pairs):
+    """One GET with every (name, value) pair sent as its own header line, spelling kept.
+
+    requests/urllib3 merge REMOTE_USER and Remote_User into one header; http.client's
+    putheader sends both."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+        for name, value in [("Host", f"127.0.0.1:{port}"), *header_pairs]:
+            conn.putheader(name, value)
+        conn.endheaders()
+        resp = conn.getresponse()
+        cookies = dict(c.split(";", 1)[0].strip().split("=", 1) for c in resp.headers.get_all("Set-Cookie") or [])
+        return resp.status, cookies, resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
 def test_client_set_headers_through_apache_are_replaced(sso):
     hub, apache, secret = sso
     victim = f"mallory{secrets.token_hex(2)}"
-    forged = {"REMOTE_USER": victim, "Remote_User": victim, "X-Remote-User-Groups": "jhub-admins",
-              "X-Proxy-Secret": secrets.token_hex(32)}
+    forged = [("REMOTE_USER", victim), ("Remote_User", victim), ("remote_user", victim),
+              ("X-Remote-User-Groups", "jhub-admins"), ("X-Proxy-Secret", secrets.token_hex(32))]
     # no SSO login: Apache stops it, the hub never sees it
-    r = requests.get(apache.url + "/hub/login", headers=forged, allow_redirects=False, timeout=30)
-    assert r.status_code == 401
-    # logged in to the SSO as bob, claiming to be someone else and an admin
-    s = requests.Session()
-    s.auth = ("bob", PASSWORDS["bob"])
-    r = s.get(apache.url + "/hub/login", headers=forged, timeout=30)
-    assert r.status_code == 200
+    status, _, _ = raw_headers_get(apache.port, "/hub/login", forged)
+    assert status == 401
+    # logged in to the SSO as bob, claiming to be someone else and an admin. A spelling Apache
+    # failed to remove would reach the hub as a second REMOTE_USER: refused (403), not a login.
+    basic = base64.b64encode(f"bob:{PASSWORDS['bob']}".encode()).decode()
+    status, cookies, body = raw_headers_get(apache.port, "/hub/login", [("Authorization", f"Basic {basic}"), *forged])
+    assert status == 302, body[:300]  # logged in; the hub redirects onwards
+    assert "jupyterhub-hub-login" in cookies
     assert hub.api("GET", f"/users/{victim}").status_code == 404
     bob = hub.api("GET", "/users/bob").json()
     assert bob["admin"] is False and bob["groups"] == ["hpc"]
-    home = requests.get(hub.url + "/hub/home", cookies=hub_cookies(s), allow_redirects=False, timeout=30)
+    hub_only = {k: v for k, v in cookies.items() if k.startswith("jupyterhub")}
+    home = requests.get(hub.url + "/hub/home", cookies=hub_only, allow_redirects=False, timeout=30)
     assert home.status_code == 200 and "bob" in home.text and victim not in home.text
 
 
@@ -337,7 +358,7 @@ def test_vhost_header_hygiene_seen_by_backend():
     try:
         apache.start()
         forged = {"REMOTE_USER": "mallory", "X-Proxy-Secret": "forged", "X-Remote-User-Groups": "jhub-admins",
-                  "X-Remote-User-Email": "m@evil.org"}
+                  "X-Remote-User-Email": "m@evil.org", "X-Real-Ip": "10.9.9.9"}
 
         def seen(path):
             r = requests.get(apache.url + path, auth=("bob", PASSWORDS["bob"]), headers=forged, timeout=30)
@@ -353,10 +374,11 @@ def test_vhost_header_hygiene_seen_by_backend():
         assert login["x-remote-user-groups"] == ["hpc"]
         assert login["x-remote-user-email"] == ["bob@example.org"]
         assert "authorization" not in login  # the demo's basic-auth password stays in Apache
+        assert "x-real-ip" not in login
         for path in ["/hub/home", "/hub/api/user", "/user/bob/api/contents"]:
             other = seen(path)
             for name in ("remote_user", "x-proxy-secret", "x-remote-user-groups", "x-remote-user-email",
-                         "authorization"):
+                         "authorization", "x-real-ip"):
                 assert name not in other, (path, name)
         assert secret not in apache.access_log() + apache.error_log()
     finally:

@@ -27,6 +27,10 @@ USERNAME_CASES = [
     ("regex-named-group", "bob@ex.org", {"extract_regex": EXTRACT}, "bob"),
     ("regex-group-1", "uid=Carol,ou=people,dc=example,dc=org", {"extract_regex": GROUP1}, "carol"),
     ("unicode-nfc", "jose\u0301", {}, "jos\u00e9"),
+    ("unicode-lowercased", "JOS\u00c9", {}, "jos\u00e9"),
+    ("unicode-case-kept", "JOS\u00c9", {"lowercase": False}, "JOS\u00c9"),
+    ("unicode-realm-stripped", "jos\u00e9@\u00e9cole.fr", {"strip_realm": True, "accepted_realms": {"\u00c9COLE.fr"}},
+     "jos\u00e9"),
 ]
 
 USERNAME_REJECTS = [
@@ -35,6 +39,13 @@ USERNAME_REJECTS = [
     ("inner-space", "alice smith", {}, "spaces or control"),
     ("newline", "alice\nadmin", {}, "spaces or control"),
     ("nul", "alice\x00", {}, "spaces or control"),
+    ("no-break-space", "alice\u00a0smith", {}, "spaces or control"),
+    ("zero-width-space", "ali\u200bce", {}, "invisible or control character U+200B"),
+    ("byte-order-mark", "\ufeffalice", {}, "invisible or control character U+FEFF"),
+    ("soft-hyphen", "ali\u00adce", {}, "invisible or control character U+00AD"),
+    ("bidi-override", "\u202eecila", {}, "invisible or control character U+202E"),
+    ("private-use", "alice\ue000", {}, "invisible or control character U+E000"),
+    ("zero-width-in-realm-part", "alice@exa\u200bmple.org", {"strip_realm": True}, "U+200B"),
     ("slash", "../admin", {}, "cannot be used"),
     ("dots", "..", {}, "cannot be used"),
     ("other-realm", "alice@evil.org", {"strip_realm": True, "accepted_realms": {"example.org"}}, "realm 'evil.org'"),
@@ -56,20 +67,33 @@ def test_map_username_rejects(raw, kwargs, message):
         map_username(raw, **kwargs)
 
 
+LOOSE = re.compile(r"[a-z_][a-z0-9_.-]*\$?")  # e.g. add_user_cmd with --allow-bad-names
 POSIX_CASES = [
-    ("ok", "alice", None),
-    ("ok-digits-dash", "a_1-b.c", None),
-    ("upper", "Alice", "not a valid system account"),
-    ("leading-digit", "1alice", "not a valid system account"),
-    ("leading-dash", "-alice", "not a valid system account"),
-    ("at-sign", "alice@example.org", "not a valid system account"),
-    ("too-long", "a" * 33, "longer than 32"),
+    # id, name, pattern (None: Debian adduser's default NAME_REGEX), problem (None: creatable)
+    ("ok", "alice", None, None),
+    ("ok-digits-dash-underscore", "a_1-b", None, None),
+    ("exactly-32-bytes", "a" * 32, None, None),
+    ("upper", "Alice", None, "adduser's default rule"),
+    ("leading-digit", "1alice", None, "adduser's default rule"),
+    ("leading-dash", "-alice", None, "not a valid system account"),
+    ("at-sign", "alice@example.org", None, "adduser's default rule"),
+    ("dot", "john.smith", None, "adduser's default rule"),
+    ("leading-underscore", "_alice", None, "adduser's default rule"),
+    ("trailing-dollar-machine-account", "host$", None, "adduser's default rule"),
+    ("non-ascii", "jos\u00e9", None, "adduser's default rule"),
+    ("too-long", "a" * 33, None, "longer than 32"),
+    ("too-long-in-bytes", "\u00e9" * 17, LOOSE, "longer than 32 bytes"),
+    ("custom-pattern-allows-dot", "john.smith", LOOSE, None),
+    ("custom-pattern-refuses", "John", LOOSE, "it must match"),
+    ("custom-pattern-never-colon", "a:b", re.compile(".*"), "not a valid system account"),
+    ("custom-pattern-never-all-digits", "1234", re.compile(".*"), "not a valid system account"),
+    ("custom-pattern-never-leading-plus", "+alice", re.compile(".*"), "not a valid system account"),
 ]
 
 
-@pytest.mark.parametrize("name,problem", [c[1:] for c in POSIX_CASES], ids=[c[0] for c in POSIX_CASES])
-def test_posix_name_problem(name, problem):
-    got = posix_name_problem(name)
+@pytest.mark.parametrize("name,pattern,problem", [c[1:] for c in POSIX_CASES], ids=[c[0] for c in POSIX_CASES])
+def test_posix_name_problem(name, pattern, problem):
+    got = posix_name_problem(name, pattern)
     if problem is None:
         assert got is None
     else:
@@ -89,6 +113,8 @@ GROUP_CASES = [
      {"group_map": MAP, "drop_unmapped": True}, ["hpc", "jhub-admins"]),
     ("map-dedupes", ["staff;jhub-admins"], {"group_map": MAP}, ["jhub-admins"]),
     ("control-chars-dropped", ["ok;bad\x07;fine"], {}, ["ok", "fine"]),
+    ("zero-width-dropped", ["hpc;jhub-ad\u200bmins"], {}, ["hpc"]),
+    ("non-ascii-kept", ["\u00e9cologie;hpc"], {}, ["\u00e9cologie", "hpc"]),
     ("slash-dropped", ["a/b;c"], {}, ["c"]),
 ]
 
