@@ -24,3 +24,17 @@ def _fresh_status_pollers():
         if poller._task is not None:
             poller._task.cancel()
     StatusPoller._registry.clear()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the figures tests measured (their stdout lines) once, at the end of the run,
+    so CI logs show submit->ready times and the like even under -q."""
+    lines = []
+    for report in terminalreporter.stats.get("passed", []):
+        if report.when == "call" and report.capstdout.strip():
+            name = report.nodeid.split("::", 1)[-1]
+            lines += [f"{name}: {line}" for line in report.capstdout.strip().splitlines()]
+    if lines:
+        terminalreporter.section("measured")
+        for line in lines:
+            terminalreporter.write_line(line)
