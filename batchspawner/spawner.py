@@ -310,6 +310,21 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         60.0, help="Seconds stop() waits for the scheduler to report the cancelled job gone."
     ).tag(config=True)
 
+    cancel_retry_timeout = Float(
+        60.0,
+        help="""Seconds stop() keeps retrying a cancel command that fails (e.g. the controller is down).
+
+        Retries start cancel_retry_interval apart and back off (doubling, up to 30 s). A job
+        that still cannot be cancelled is never forgotten: the hub goes on to stop the server
+        (proxy route and API token removed), the job is kept in this server's state
+        (``uncancelled_jobs``, which clear_state() keeps) and cancelled before the user's next
+        start, and an error is logged with the job id and the command an admin can run.""",
+    ).tag(config=True)
+
+    cancel_retry_interval = Float(
+        2.0, help="Seconds before the first retry of a failed cancel in stop(); doubles after each try (max 30 s)."
+    ).tag(config=True)
+
     unknown_grace = Float(
         600.0,
         help="Seconds of continuous *unknown* state after which the hub logs an error (the server is kept).",
@@ -318,6 +333,13 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
     # ---------------------------------------------------------------- state kept
     job_id = Unicode("")
     job_status = Unicode("")  # last native state text, for templates and logs
+    uncancelled_jobs = List(
+        help="""Jobs (their get_state() entries) whose cancel failed or was not seen to take effect.
+
+        Saved in the state and kept by clear_state(), so the hub cannot forget a job that may
+        still run: start() cancels them (or drops those the scheduler shows ended) before it
+        submits a new job."""
+    )
     runner = Any(help="CommandRunner for submit/cancel (injected in tests).")
     query_runner = Any(help="CommandRunner for queries (injected in tests).")
 
@@ -658,19 +680,39 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         super().load_state(state)
         self.job_id = state.get("job_id", "")
         self.job_status = state.get("job_status", "")
+        if "uncancelled_jobs" in state:
+            self.uncancelled_jobs = [
+                dict(e) for e in state["uncancelled_jobs"] or [] if isinstance(e, dict) and e.get("job_id")
+            ]
 
     def get_state(self):
         state = super().get_state()
         if self.job_id:
             state["job_id"] = self.job_id
             state["job_status"] = self.job_status
+        if self.uncancelled_jobs:
+            state["uncancelled_jobs"] = [dict(e) for e in self.uncancelled_jobs]
         return state
 
     def clear_state(self):
+        # uncancelled_jobs stays: the hub clears the state after every stop (even a failed
+        # one) and before every start, and must not forget a job that may still run
         super().clear_state()
         self._forget_job()
         self.job_id = ""
         self.job_status = ""
+
+    def _job_entry(self):
+        """This job's own state (job id and what the scheduler module keeps with it)."""
+        return {k: v for k, v in self.get_state().items() if k != "uncancelled_jobs"}
+
+    def _keep_uncancelled(self):
+        entry = self._job_entry()
+        if entry.get("job_id") and all(e.get("job_id") != entry["job_id"] for e in self.uncancelled_jobs):
+            self.uncancelled_jobs = self.uncancelled_jobs + [entry]
+
+    def _manual_cancel_cmd(self):
+        return shlex.join(split_command(self.batch_cancel_cmd, **self.command_vars(self.job_id)))
 
     state_saver = Any(
         None,
@@ -690,8 +732,10 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         user_values = validate_user_options(self.user_options, self.request_vars())
         self._events = []
         self._started_at = time.monotonic()
-        if self.job_id:
-            await self._cancel_leftover_job()
+        self._unknown_since = None
+        self._grace_reported = False
+        if self.job_id or self.uncancelled_jobs:
+            await self._cancel_leftover_jobs()
         self.port = 0
         loop = asyncio.get_running_loop()
         self._port_future = loop.create_future()
@@ -716,16 +760,47 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         self.port = port
         return (ip, port)
 
-    async def _cancel_leftover_job(self):
-        old = self.job_id
+    async def _cancel_leftover_jobs(self):
+        """Before submitting: cancel the job of an interrupted spawn and every job an earlier
+        stop() could not cancel. One that still cannot be cancelled stays in uncancelled_jobs
+        (the new spawn goes ahead)."""
+        if self.job_id:
+            self.log.warning("%s: job %s is left from an interrupted spawn", self._log_name, self.job_id)
+            self._keep_uncancelled()
+        remaining = []
+        try:
+            for entry in self.uncancelled_jobs:
+                self.load_state(entry)  # that job's id (and cluster...) for the scheduler commands
+                if await self._settle_leftover():
+                    remaining.append(entry)
+        finally:
+            self.load_state({})  # back to no job
+            self._last_status = None
+            self._unknown_since = None
+            self._grace_reported = False
+        self.uncancelled_jobs = remaining
+
+    async def _settle_leftover(self):
+        """Query, then cancel, one leftover job (self.job_id). True if it may still run."""
         status = await self.query_job_status()
-        if status.alive:
-            self.log.warning("%s: cancelling leftover job %s from an interrupted spawn", self._log_name, old)
-            try:
-                await self.cancel_batch_job()
-            except CommandError as e:
-                self.log.warning("%s: could not cancel leftover job %s: %s", self._log_name, old, e)
-        self.job_id = ""
+        if status.state is JobState.FINISHED:
+            self.log.info("%s: leftover job %s has ended (%s)", self._log_name, self.job_id, status.describe())
+            return False
+        try:
+            await self.cancel_batch_job()
+        except CommandError as e:
+            self.log.error(
+                "%s: still cannot cancel leftover job %s (%s; last state %s). It is kept in the server's "
+                "state and tried again at the next start. Admin: cancel it by hand: %s",
+                self._log_name,
+                self.job_id,
+                _first_line(e.stderr) or e.reason or f"exit code {e.returncode}",
+                status.describe(),
+                self._manual_cancel_cmd(),
+            )
+            return True
+        self.log.warning("%s: cancelled leftover job %s (was %s)", self._log_name, self.job_id, status.describe())
+        return False
 
     def resolve_host(self, host):
         """The address the hub connects to; ``state_exechost_exp`` already mapped names."""
@@ -808,24 +883,95 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         return None
 
     async def stop(self, now=False):
+        """Cancel the job and wait (bounded) until the scheduler shows it gone.
+
+        Whatever happens, the hub then clears the state and forgets the server: JupyterHub's
+        User.stop() runs clear_state() in a ``finally`` even when stop() raises, and its API
+        handler swallows the exception (raising would only skip deleting the server's token).
+        So a job that cannot be cancelled is not raised about but kept in ``uncancelled_jobs``
+        (saved with the state, cancelled before the next start) and logged as an error.
+        """
         if not self.job_id:
             return
-        try:
-            await self.cancel_batch_job()
-        except CommandError as e:
-            self.log.warning("%s: cancel of job %s failed: %s", self._log_name, self.job_id, e)
-        deadline = time.monotonic() + (0 if now else self.cancel_wait_timeout)
+        error = await self._cancel_with_retries(retry=not now)
+        if error is None:
+            deadline = time.monotonic() + (0 if now else self.cancel_wait_timeout)
+            while True:
+                status = await self.job_status_now(max_age=self.startup_poll_interval)
+                if status.state is JobState.FINISHED:
+                    self._forget_job()
+                    return
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(self.startup_poll_interval)
+            self._keep_uncancelled()
+            self.log.warning(
+                "%s: job %s still %s %.0f s after its cancel was accepted; it is kept in the server's "
+                "state and checked (and cancelled again if alive) at the next start. If it stays, "
+                "cancel it by hand: %s",
+                self._log_name,
+                self.job_id,
+                status.describe(),
+                0 if now else self.cancel_wait_timeout,
+                self._manual_cancel_cmd(),
+            )
+        else:
+            self._keep_uncancelled()
+            self.log.error(
+                "%s: could not cancel job %s: %s. The job may still be running and holding its "
+                "allocation. The hub stops the server anyway (proxy route and token removed); the job "
+                "is kept in the server's state and cancelled before the user's next start. Admin: check "
+                "that the scheduler answers, then cancel it by hand: %s",
+                self._log_name,
+                self.job_id,
+                error,
+                self._manual_cancel_cmd(),
+            )
+        self._forget_job()
+
+    async def _cancel_with_retries(self, retry=True):
+        """Cancel the job, retrying with backoff for cancel_retry_timeout.
+
+        Returns None once the scheduler accepted the cancel or shows the job ended (a cancel
+        of a job that just ended fails too), else the last error.
+        """
+        deadline = time.monotonic() + (self.cancel_retry_timeout if retry else 0)
+        delay = max(self.cancel_retry_interval, 0.01)
+        attempt = 0
         while True:
-            status = await self.job_status_now(max_age=self.startup_poll_interval)
+            attempt += 1
+            try:
+                await self.cancel_batch_job()
+            except CommandError as e:
+                error = _first_line(e.stderr) or e.reason or f"exit code {e.returncode}"
+            else:
+                if attempt > 1:
+                    self.log.info("%s: cancel of job %s accepted on attempt %d", self._log_name, self.job_id, attempt)
+                return None
+            status = await self.query_job_status()
             if status.state is JobState.FINISHED:
-                self._forget_job()
-                return
-            if time.monotonic() >= deadline:
-                self.log.warning(
-                    "%s: job %s still %s after cancel", self._log_name, self.job_id, status.describe()
+                self.log.info(
+                    "%s: cancel of job %s failed (%s), but the job has ended (%s)",
+                    self._log_name,
+                    self.job_id,
+                    error,
+                    status.describe(),
                 )
-                return
-            await asyncio.sleep(self.startup_poll_interval)
+                return None
+            wait = min(delay, deadline - time.monotonic())
+            if wait <= 0:
+                return f"{error} (after {attempt} attempts; last state {status.describe()})"
+            self.log.warning(
+                "%s: cancel of job %s failed (attempt %d: %s; job %s); retrying in %.1f s",
+                self._log_name,
+                self.job_id,
+                attempt,
+                error,
+                status.describe(),
+                wait,
+            )
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, 30.0)
 
     async def progress(self):
         """Spawn progress: submission, queue state and reason, host, listening."""

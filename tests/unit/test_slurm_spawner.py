@@ -5,6 +5,7 @@ parser tests over captured fixture files live in test_parsers_slurm.py.
 """
 
 import asyncio
+import logging
 import socket
 
 import pytest
@@ -189,6 +190,9 @@ async def test_stop_is_bounded_when_job_never_goes():
     spawner.job_id = "56"
     await asyncio.wait_for(spawner.stop(), 3)
     assert runner.calls[0].argv == ["scancel", "56"]
+    # not seen gone: kept (through clear_state) for the next start to check again
+    spawner.clear_state()
+    assert [e["job_id"] for e in spawner.get_state()["uncancelled_jobs"]] == ["56"]
 
 
 @pytest.mark.parametrize(
@@ -310,3 +314,101 @@ async def test_token_file_removed_when_spawn_fails():
         await spawner.start()
     path = runner.calls[0].argv[-1]
     assert ["rm", "-f", "--", path] in [c.argv for c in runner.calls]
+
+
+# scancel's own format ("Kill job error on job id %s: %s", strings /usr/bin/scancel) with the
+# library's text for a stopped slurmctld
+ERR_CANCEL_DOWN = "scancel: error: Kill job error on job id {}: Unable to contact slurm controller (connect failure)\n"
+
+
+class Outage:
+    """slurmctld down for the first ``failures`` scancel calls; squeue fails while it is down."""
+
+    def __init__(self, failures, job_id="300"):
+        self.failures = failures
+        self.job_id = job_id
+        self.cancelled = set()
+
+    def __call__(self, argv, stdin):
+        cmd = argv[0]
+        if cmd == "scancel":
+            if self.failures > 0:
+                self.failures -= 1
+                return Reply(stderr=ERR_CANCEL_DOWN.format(argv[-1]), returncode=1)
+            self.cancelled.add(argv[-1])
+            return Reply()
+        if cmd == "squeue":
+            if self.failures > 0:
+                return Reply(stderr=ERR_DOWN, returncode=1)
+            job_id = argv[5]
+            line = "CANCELLED localhost None" if job_id in self.cancelled else "RUNNING localhost None"
+            if argv[7].startswith("%i"):
+                line = f"{job_id} {line}"
+            return Reply(stdout=line + "\n")
+        if cmd == "sbatch":
+            return Reply(stdout=f"{self.job_id}\n")
+        raise AssertionError(f"unexpected command {argv}")
+
+
+def cancels(runner):
+    return [c.argv for c in runner.calls if c.argv[0] == "scancel"]
+
+
+async def test_failed_cancel_is_retried_until_accepted(caplog):
+    caplog.set_level(logging.INFO)
+    spawner, runner = spawner_with(Outage(failures=2), cancel_retry_interval=0.01, cancel_retry_timeout=5)
+    spawner.job_id = "57"
+    await asyncio.wait_for(spawner.stop(), 5)
+    assert cancels(runner) == [["scancel", "57"]] * 3
+    assert spawner.uncancelled_jobs == []
+    assert "cancel of job 57 accepted on attempt 3" in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    spawner.clear_state()
+    assert spawner.get_state() == {}
+
+
+async def test_cancel_that_keeps_failing_is_kept_and_cancelled_at_next_start(caplog, listener):
+    outage = Outage(failures=10**6, job_id="301")
+    spawner, runner = spawner_with(outage, cancel_retry_interval=0.01, cancel_retry_timeout=0.3)
+    spawner.job_id = "58"
+    await asyncio.wait_for(spawner.stop(), 5)  # bounded, and does not pretend all is well
+    assert len(cancels(runner)) >= 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert "could not cancel job 58" in errors[0] and "Unable to contact slurm controller" in errors[0]
+    assert "cancel it by hand: scancel 58" in errors[0]
+    # the hub clears the state after stop() and saves get_state(): the job is still in it
+    spawner.clear_state()
+    saved = spawner.get_state()
+    assert saved["uncancelled_jobs"][0]["job_id"] == "58"
+    assert "job_id" not in saved
+
+    # the next start (a new spawner object, loaded from the database) cancels it first
+    outage.failures = 0
+    again, runner2 = spawner_with(outage)
+    again.load_state(saved)
+    again.clear_state()  # User.spawn() clears the state before start()
+    await _start_and_report(again, listener)
+    argvs = [c.argv for c in runner2.calls]
+    assert argvs[0][:6] == ["squeue", "-h", "-t", "all", "-j", "58"]
+    assert argvs[1] == ["scancel", "58"]
+    assert argvs[2] == ["sbatch", "--parsable"]
+    assert again.job_id == "301" and "uncancelled_jobs" not in again.get_state()
+
+
+async def test_leftover_that_ended_is_dropped_and_one_still_uncancellable_is_kept(listener):
+    def respond(argv, stdin):
+        if argv[0] == "sbatch":
+            return Reply(stdout="400\n")
+        if argv[0] == "scancel":
+            return Reply(stderr=ERR_CANCEL_DOWN.format(argv[-1]), returncode=1)
+        job_id = argv[5]
+        state = {"60": "COMPLETED localhost None", "61": "RUNNING localhost None"}.get(job_id, "RUNNING 127.0.0.1 None")
+        return Reply(stdout=(f"{job_id} " if argv[7].startswith("%i") else "") + state + "\n")
+
+    spawner, runner = spawner_with(respond)
+    spawner.load_state({"uncancelled_jobs": [{"job_id": "60"}, {"job_id": "61"}]})
+    await _start_and_report(spawner, listener)
+    assert cancels(runner) == [["scancel", "61"]]  # 60 had ended: no cancel
+    assert spawner.job_id == "400"
+    assert spawner.get_state()["uncancelled_jobs"] == [{"job_id": "61"}]
