@@ -590,6 +590,14 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
                     status.reason,
                 )
         else:
+            if self._unknown_since is not None:
+                self.log.warning(
+                    "%s: job %s state known again: %s after %.0f s unknown",
+                    self._log_name,
+                    self.job_id,
+                    status.describe(),
+                    time.monotonic() - self._unknown_since,
+                )
             self._unknown_since = None
             self._grace_reported = False
         return status

@@ -123,6 +123,12 @@ c.SlurmSpawner.startup_poll_interval = 0.25
     assert hub.user_request("alice", "api").status_code == 200
     flag.unlink()
     time.sleep(3)
+    # the spawner's own poll sees the job running again (and says so in the hub log)
+    recovered = f"job {job_id} state known again: RUNNING"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and recovered not in hub.log_text():
+        time.sleep(0.5)
+    assert recovered in hub.log_text(), hub.log_tail()
     assert hub.server_model("alice")["ready"]
     assert hub.user_request("alice", "api").status_code == 200
     assert hub.stop_server("alice")

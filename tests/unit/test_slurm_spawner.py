@@ -412,3 +412,22 @@ async def test_leftover_that_ended_is_dropped_and_one_still_uncancellable_is_kep
     assert cancels(runner) == [["scancel", "61"]]  # 60 had ended: no cancel
     assert spawner.job_id == "400"
     assert spawner.get_state()["uncancelled_jobs"] == [{"job_id": "61"}]
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "per-job"])
+async def test_recovery_from_unknown_is_logged_once(caplog, shared):
+    replies = [Reply(stderr=ERR_DOWN, returncode=1)] * 2 + [Reply(stdout="9 RUNNING node[3-4] None\n" if shared else "RUNNING node[3-4] None\n")] * 2
+    spawner, _ = spawner_with(lambda argv, stdin: replies.pop(0), shared_status=shared, status_min_interval=0.01)
+    spawner.job_id = "9"
+    for _ in range(2):
+        assert (await spawner.job_status_now(max_age=0)).alive
+        await asyncio.sleep(0.02)
+    assert "job 9 state unknown" in caplog.text
+    assert "state known again" not in caplog.text
+    assert (await spawner.job_status_now(max_age=0)).alive
+    await asyncio.sleep(0.02)
+    assert (await spawner.job_status_now(max_age=0)).alive
+    again = [r.getMessage() for r in caplog.records if "state known again" in r.getMessage()]
+    assert len(again) == 1
+    assert again[0].startswith("alice: job 9 state known again: RUNNING on node3 after ")
+    assert again[0].endswith(" s unknown")
