@@ -106,7 +106,8 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
 
         Rendered with jinja2 when it contains ``{{`` or ``{%``, else with str.format.
         Variables: every ``req_*`` trait without the prefix, ``cmd`` (the quoted
-        single-user command), ``log_path``, plus validated user options.""",
+        single-user command), ``log_path``, ``hub_bin_dir`` (shell-quoted), plus
+        validated user options.""",
     ).tag(config=True)
 
     batch_submit_cmd = Unicode(
@@ -129,7 +130,10 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         help="""Wrapper that runs in the job, reports the port to the hub, then starts the server.
 
         Defaults to the absolute path of ``batchspawner-singleuser`` next to the hub's
-        Python, so the job finds it even though sudo and JupyterHub >= 5 drop PATH.
+        Python. That absolute path is what lets the job find it: JupyterHub >= 5 no longer
+        passes PATH on, and ``sudo`` (Debian's ``secure_path``) replaces whatever PATH the
+        hub gives the submit command, so the job's PATH is sudo's, without the hub's venv.
+        The wrapper then finds ``jupyterhub-singleuser`` next to its own Python.
         Set it when the compute nodes see the wrapper at another path.""",
     ).tag(config=True)
 
@@ -139,6 +143,26 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         if os.path.exists(here):
             return here
         return shutil.which("batchspawner-singleuser") or "batchspawner-singleuser"
+
+    hub_bin_dir = Unicode(
+        help="""Directory of the hub's Python environment (its ``bin``) as the compute nodes see it.
+
+        Given to the batch script template as ``hub_bin_dir``, already shell-quoted, so a
+        script can put the venv first on the job's PATH (``export PATH={{ hub_bin_dir }}:"$PATH"``)
+        for the user's prologue and the server's own subprocesses. Defaults to the directory
+        of batchspawner_singleuser_cmd's first word when that is an absolute path, else empty
+        (the template then leaves PATH alone).""",
+    ).tag(config=True)
+
+    @default("hub_bin_dir")
+    def _default_hub_bin_dir(self):
+        try:
+            words = shlex.split(self.batchspawner_singleuser_cmd)
+        except ValueError:
+            return ""
+        if words and os.path.isabs(words[0]):
+            return os.path.dirname(words[0])
+        return ""
 
     # ---------------------------------------------------------------- requests
     req_queue = _req("Queue name to submit job to resource manager")
@@ -406,8 +430,12 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
 
     def get_env(self):
         env = super().get_env()
-        # JupyterHub >= 5 no longer keeps PATH: give the submit command and the job
-        # one that finds the scheduler tools and the hub's own bin directory first.
+        # JupyterHub >= 5 no longer keeps PATH. Give the submit command one (the hub's own,
+        # with its bin directory first); it also puts PATH in keepvars. This PATH reaches
+        # sbatch and the job only when the submit runs without sudo (exec_prefix = "") or
+        # through a sudo without secure_path: Debian's sudo replaces it with secure_path.
+        # What makes the default config work is the absolute batchspawner_singleuser_cmd
+        # (and hub_bin_dir, which the script template can put first on the job's PATH).
         if "PATH" not in env:
             hub_bin = os.path.dirname(sys.executable)
             path = os.environ.get("PATH", os.defpath)
@@ -465,6 +493,7 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
             subvars["keepvars"] = ",".join(v for v in (subvars["keepvars"], subvars["keepvars_extra"]) if v)
         subvars["cmd"] = self.cmd_formatted_for_batch()
         subvars["log_path"] = self.format_log_path(self.job_id_placeholder)
+        subvars["hub_bin_dir"] = shlex.quote(self.hub_bin_dir) if self.hub_bin_dir else ""
         return subvars
 
     def format_log_path(self, job_id):

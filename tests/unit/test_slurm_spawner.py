@@ -431,3 +431,38 @@ async def test_recovery_from_unknown_is_logged_once(caplog, shared):
     assert len(again) == 1
     assert again[0].startswith("alice: job 9 state known again: RUNNING on node3 after ")
     assert again[0].endswith(" s unknown")
+
+
+# the line proposed for templates/slurm.sh (after "set -euo pipefail")
+PATH_LINE = '{% if hub_bin_dir %}export PATH={{ hub_bin_dir }}:"$PATH"{% endif %}\n'
+
+
+def test_hub_bin_dir_defaults_to_the_wrappers_directory_and_is_quoted_for_the_script():
+    import subprocess
+
+    spawner = make_spawner(
+        SlurmSpawner,
+        batchspawner_singleuser_cmd="'/opt/my venv/bin/batchspawner-singleuser'",
+        batch_script="#!/bin/bash\nset -euo pipefail\n" + PATH_LINE + 'printf %s "$PATH"\n',
+    )
+    assert spawner.hub_bin_dir == "/opt/my venv/bin"
+    assert spawner.template_vars()["hub_bin_dir"] == "'/opt/my venv/bin'"
+    script = spawner.render_script()
+    out = subprocess.run(
+        ["bash", "-c", script], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=10
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "/opt/my venv/bin:/usr/bin:/bin"
+
+
+@pytest.mark.parametrize("cmd", ["batchspawner-singleuser", "env X=1 batchspawner-singleuser"], ids=["bare", "env"])
+def test_no_hub_bin_dir_leaves_path_alone(cmd):
+    spawner = make_spawner(SlurmSpawner, batchspawner_singleuser_cmd=cmd, batch_script="x" + PATH_LINE)
+    assert spawner.hub_bin_dir == ""
+    assert spawner.render_script() == "x\n"
+
+
+def test_hub_bin_dir_may_not_hold_a_newline():
+    spawner = make_spawner(SlurmSpawner, hub_bin_dir="/opt/v\nrm -rf ~", batch_script=PATH_LINE)
+    with pytest.raises(SpawnFailed):
+        spawner.render_script()
