@@ -67,6 +67,28 @@ def test_first_host_of_real_node_lists(nodelist, host):
     assert first_host(nodelist) == host
 
 
+@pytest.mark.parametrize(
+    "nodelist, host",
+    [
+        ("node01", "node01"),
+        ("node[01-04,07]", "node01"),
+        ("node[07,01-04]", "node07"),  # the first one listed, as Slurm ordered them
+        ("gpu[3,5]", "gpu3"),
+        ("n1,n2", "n1"),
+        ("a1,b[2-3]", "a1"),
+        ("rack[1-2]-n[01-04]", "rack1-n01"),
+        ("a[1,3]b[2-3]", "a1b2"),
+        ("a[1,3]b[2-3],c9", "a1b2"),
+        ("cn[007-010].cluster", "cn007.cluster"),
+        ("  node5 ", "node5"),
+    ],
+    ids=["plain", "range", "unsorted", "list", "comma", "comma-then-range", "two-groups", "two-groups-lists",
+         "two-groups-comma", "suffix", "spaces"],
+)
+def test_first_host(nodelist, host):
+    assert first_host(nodelist) == host
+
+
 @pytest.mark.parametrize("nodelist", ["", "n/a", "(null)"], ids=["empty", "n/a", "null"])
 def test_no_host(nodelist):
     assert first_host(nodelist) == ""

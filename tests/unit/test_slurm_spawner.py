@@ -13,7 +13,6 @@ from helpers import make_spawner
 
 from batchspawner import JobState, SlurmSpawner, SpawnFailed
 from batchspawner.options import OptionError
-from batchspawner.slurm import first_host
 from fakes import FakeRunner, Reply
 
 ERR_INVALID = "slurm_load_jobs error: Invalid job id specified\n"
@@ -278,16 +277,6 @@ def test_format_style_1_3_template_still_works():
     spawner.req_partition, spawner.req_runtime = "debug", "1:00:00"
     script = spawner.render_script()
     assert script.startswith("#!/bin/sh\n#SBATCH --partition=debug\n#SBATCH --time=1:00:00\n")
-
-
-@pytest.mark.parametrize(
-    "nodelist, host",
-    [("node01", "node01"), ("node[01-04,07]", "node01"), ("gpu[3,5]", "gpu3"), ("a1,b2", "a1"),
-     ("rack[1-2]-n[01-04]", "rack1-n[01-04]"), ("n/a", ""), ("cn[007-010].cluster", "cn007.cluster")],
-    ids=["single", "range", "list", "comma", "two-brackets-first-only", "none", "suffix"],
-)
-def test_first_host(nodelist, host):
-    assert first_host(nodelist) == host
 
 
 async def test_token_via_file_keeps_token_out_of_env_and_script(listener):
