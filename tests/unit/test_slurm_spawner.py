@@ -5,13 +5,17 @@ parser tests over captured fixture files live in test_parsers_slurm.py.
 """
 
 import asyncio
+import json
 import logging
 import socket
+from types import SimpleNamespace
 
 import pytest
 from helpers import make_spawner
+from tornado import web
 
 from batchspawner import JobState, SlurmSpawner, SpawnFailed
+from batchspawner.api import BatchSpawnerAPIHandler
 from batchspawner.options import OptionError
 from fakes import FakeRunner, Reply
 
@@ -455,3 +459,72 @@ def test_hub_bin_dir_may_not_hold_a_newline():
     spawner = make_spawner(SlurmSpawner, hub_bin_dir="/opt/v\nrm -rf ~", batch_script=PATH_LINE)
     with pytest.raises(SpawnFailed):
         spawner.render_script()
+
+
+class PortHandlerStub:
+    """Just what BatchSpawnerAPIHandler.post() reads and writes of a tornado handler."""
+
+    def __init__(self, user, token, body):
+        self.current_user = user
+        self._token = token
+        self.request = SimpleNamespace(body=json.dumps(body).encode(), method="POST")
+        self.status = None
+        self.body = None
+
+    def get_auth_token(self):
+        return self._token
+
+    def set_status(self, code):
+        self.status = code
+
+    def finish(self, text):
+        self.body = text
+
+
+def post_port(spawner, port):
+    handler = PortHandlerStub(spawner.user, spawner.api_token, {"port": port})
+    BatchSpawnerAPIHandler.post(handler)
+    return handler
+
+
+async def test_second_port_report_while_starting_is_refused_and_changes_nothing():
+    cluster = Cluster(["RUNNING 127.0.0.1 None"])
+    spawner, _ = spawner_with(cluster)
+    spawner.user.spawners[""] = spawner
+    spawner._spawn_pending = True  # as the hub sets it during the spawn
+    first = socket.socket()  # bound, not yet listening: start() waits in the listen probe
+    first.bind(("127.0.0.1", 0))
+    port1 = first.getsockname()[1]
+    task = asyncio.ensure_future(spawner.start())
+    try:
+        for _ in range(500):
+            if spawner._port_future is not None and spawner._last_status and spawner._last_status.state is JobState.RUNNING:
+                break
+            await asyncio.sleep(0.01)
+        assert post_port(spawner, port1).status == 201
+        await asyncio.sleep(0.2)
+        assert not task.done()  # still starting: the port does not accept connections yet
+        with pytest.raises(web.HTTPError) as info:
+            post_port(spawner, 4242)
+        assert info.value.status_code == 403 and "already reported" in info.value.log_message
+        assert spawner.port == 0 and not task.done()
+        first.listen()
+        ip, port = await asyncio.wait_for(task, 5)
+        assert (ip, port) == ("127.0.0.1", port1) and spawner.port == port1
+    finally:
+        task.cancel()
+        first.close()
+
+
+def test_report_port_twice_is_refused():
+    spawner = make_spawner(SlurmSpawner)
+    loop = asyncio.new_event_loop()
+    try:
+        spawner._port_future = loop.create_future()
+        spawner.report_port(4000)
+        with pytest.raises(web.HTTPError) as info:
+            spawner.report_port(4001)
+        assert info.value.status_code == 403
+        assert spawner._port_future.result() == 4000
+    finally:
+        loop.close()
