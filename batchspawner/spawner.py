@@ -191,10 +191,23 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
 
     @default("req_homedir")
     def _req_homedir_default(self):
+        # start() and stop() look it up in a thread first (_resolve_homedir): a
+        # passwd lookup may ask LDAP/sssd and must not block the hub's event loop. This
+        # synchronous default serves other reads (the first poll after a hub restart...).
+        return self._lookup_homedir()
+
+    def _lookup_homedir(self):
         try:
             return pwd.getpwnam(self.user.name).pw_dir
         except KeyError:
             return os.path.join("/home", self.user.name)
+
+    async def _resolve_homedir(self):
+        """Fill in req_homedir's default off the event loop (once; a configured value wins)."""
+        if "req_homedir" not in self._trait_values:
+            home = await asyncio.to_thread(self._lookup_homedir)
+            if "req_homedir" not in self._trait_values:  # not set meanwhile
+                self.req_homedir = home
 
     @default("req_keepvars")
     def _req_keepvars_default(self):
@@ -573,7 +586,7 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         env = self.get_env()
         self.log.info("%s: submitting job: %s", self._log_name, shlex.join(self.runner.build_argv(argv)))
         try:
-            result = await self.runner.run(argv, env=env, stdin=script, cwd=self._submit_cwd())
+            result = await self.runner.run(argv, env=env, stdin=script, cwd=await self._submit_cwd())
         except CommandError as e:
             raise SpawnFailed(
                 "The batch system refused the job: "
@@ -582,9 +595,14 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
             ) from e
         return self.parse_job_id(result.stdout)
 
-    def _submit_cwd(self):
+    async def _submit_cwd(self):
+        if self.runner.remote_shell:
+            return None
         home = self.req_homedir
-        return home if home and os.path.isdir(home) and not self.runner.remote_shell else None
+        # the home directory may be on NFS: stat it in a thread, not on the event loop
+        if home and await asyncio.to_thread(os.path.isdir, home):
+            return home
+        return None
 
     async def query_job_status(self) -> JobStatus:
         """Ask the scheduler about this spawner's job (one command)."""
@@ -767,6 +785,7 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
     # ---------------------------------------------------------------- Spawner API
     async def start(self):
         user_values = validate_user_options(self.user_options, self.request_vars())
+        await self._resolve_homedir()
         self._events = []
         self._started_at = time.monotonic()
         self._unknown_since = None
@@ -910,6 +929,9 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         self.log.info("%s: job %s reported port %d", self._log_name, self.job_id, port)
 
     async def poll(self):
+        # no _resolve_homedir() here: start() did it for this spawner; only the first poll of a
+        # spawner restored at hub startup (before the hub serves requests) looks it up inline,
+        # and an await here would split one shared status round of many polls into two
         if not self.job_id:
             return 0
         status = await self.job_status_now()
@@ -930,6 +952,7 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         """
         if not self.job_id:
             return
+        await self._resolve_homedir()
         error = await self._cancel_with_retries(retry=not now)
         if error is None:
             deadline = time.monotonic() + (0 if now else self.cancel_wait_timeout)
@@ -1034,6 +1057,8 @@ def save_spawner_state(spawner):
         if session is None:
             return
         orm.state = spawner.get_state()
+        # synchronous, on the event loop, as JupyterHub itself commits its database
+        # (User.spawn/stop call db.commit() inline); the session is not thread-safe
         session.commit()
     except Exception:  # never fail a spawn over this
         spawner.log.exception("could not save the state of %s", getattr(spawner, "_log_name", spawner))

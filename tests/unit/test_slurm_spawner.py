@@ -528,3 +528,40 @@ def test_report_port_twice_is_refused():
         assert spawner._port_future.result() == 4000
     finally:
         loop.close()
+
+
+async def test_start_looks_up_and_stats_the_home_directory_off_the_event_loop(monkeypatch, listener):
+    import os
+    import threading
+
+    loop_thread = threading.get_ident()
+    seen = {}
+
+    def getpwnam(name):
+        seen["pwd"] = threading.get_ident()
+        return SimpleNamespace(pw_dir="/home/alice-from-passwd")
+
+    real_isdir = os.path.isdir
+
+    def isdir(path):
+        if path == "/home/alice-from-passwd":
+            seen["isdir"] = threading.get_ident()
+            return True
+        return real_isdir(path)
+
+    monkeypatch.setattr("batchspawner.spawner.pwd.getpwnam", getpwnam)
+    monkeypatch.setattr("batchspawner.spawner.os.path.isdir", isdir)
+    spawner, runner = spawner_with(Cluster(["RUNNING 127.0.0.1 None"]))
+    await _start_and_report(spawner, listener)
+    assert seen["pwd"] != loop_thread and seen["isdir"] != loop_thread
+    submit = runner.calls[0]
+    assert submit.argv[0] == "sbatch" and submit.cwd == "/home/alice-from-passwd"
+    assert "#SBATCH --chdir=/home/alice-from-passwd\n" in submit.stdin
+
+
+async def test_configured_homedir_is_not_looked_up(monkeypatch, listener):
+    monkeypatch.setattr("batchspawner.spawner.pwd.getpwnam", lambda name: pytest.fail("looked up"))
+    spawner, runner = spawner_with(Cluster(["RUNNING 127.0.0.1 None"]), req_homedir="/nonexistent/alice")
+    await _start_and_report(spawner, listener)
+    assert runner.calls[0].cwd is None  # not a directory here: the submit runs from the hub's cwd
+    assert "#SBATCH --chdir=/nonexistent/alice\n" in runner.calls[0].stdin
