@@ -418,6 +418,7 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         self._grace_reported = False
         self._last_status = None
         self._started_at = None
+        self._ended_job = ""  # a job the scheduler showed ended (so clear_state may forget it)
 
     # ---------------------------------------------------------------- helpers
     def _identity_vars(self):
@@ -619,6 +620,8 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
 
     def _record_status(self, status: JobStatus) -> JobStatus:
         self._last_status = status
+        if status.state is JobState.FINISHED:
+            self._ended_job = self.job_id
         if status.native:
             self.job_status = f"{status.native} {status.host}".strip()
         if status.state is JobState.UNKNOWN:
@@ -751,7 +754,10 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
 
     def clear_state(self):
         # uncancelled_jobs stays: the hub clears the state after every stop (even a failed
-        # one) and before every start, and must not forget a job that may still run
+        # one) and before every start, and must not forget a job that may still run. For the
+        # same reason a job not seen ended moves there (the next start checks it).
+        if self.job_id and self.job_id != self._ended_job:
+            self._keep_uncancelled()
         super().clear_state()
         self._forget_job()
         self.job_id = ""

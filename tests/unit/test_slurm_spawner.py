@@ -565,3 +565,24 @@ async def test_configured_homedir_is_not_looked_up(monkeypatch, listener):
     await _start_and_report(spawner, listener)
     assert runner.calls[0].cwd is None  # not a directory here: the submit runs from the hub's cwd
     assert "#SBATCH --chdir=/nonexistent/alice\n" in runner.calls[0].stdin
+
+
+async def test_clear_state_keeps_a_job_not_seen_ended_for_the_next_start(listener):
+    # restored from the database with a job id, then User.spawn() clears the state and starts
+    cluster = Cluster(["RUNNING 127.0.0.1 None"], job_id="501")
+    spawner, runner = spawner_with(cluster)
+    spawner.load_state({"job_id": "500", "job_status": "RUNNING localhost"})
+    spawner.clear_state()
+    assert "job_id" not in spawner.get_state()
+    await _start_and_report(spawner, listener)
+    argvs = [c.argv for c in runner.calls]
+    assert argvs[0][5] == "500" and argvs[1] == ["scancel", "500"] and argvs[2] == ["sbatch", "--parsable"]
+    assert spawner.job_id == "501" and spawner.uncancelled_jobs == []
+
+
+async def test_clear_state_after_a_clean_stop_keeps_nothing():
+    spawner, runner = spawner_with(Cluster(["RUNNING localhost None"]))
+    spawner.job_id = "55"
+    await spawner.stop()
+    spawner.clear_state()
+    assert spawner.get_state() == {}
