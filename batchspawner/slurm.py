@@ -71,7 +71,11 @@ def _alternatives(words):
 
 
 def first_host(nodelist: str) -> str:
-    """First host of a Slurm node list: ``node[01-04,07]`` -> ``node01``."""
+    """First host of a Slurm node list: ``node[01-04,07]`` -> ``node01``.
+
+    Every bracket group is reduced to its first value, so ``rack[1-2]-n[01-04]``
+    (racks 1-2, nodes 01-04 in each) gives ``rack1-n01``.
+    """
     nodelist = nodelist.strip()
     if not nodelist or nodelist in ("n/a", "(null)"):
         return ""
@@ -85,12 +89,7 @@ def first_host(nodelist: str) -> str:
         elif ch == "," and depth == 0:
             nodelist = nodelist[:i]
             break
-    match = re.match(r"^([^\[]*)\[([^\]]*)\](.*)$", nodelist)
-    if not match:
-        return nodelist
-    prefix, ranges, suffix = match.groups()
-    first = ranges.split(",")[0].split("-")[0]
-    return f"{prefix}{first}{suffix}"
+    return re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).split(",")[0].split("-")[0].strip(), nodelist)
 
 
 class SlurmSpawner(BatchSpawnerBase):

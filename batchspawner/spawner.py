@@ -106,7 +106,8 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
 
         Rendered with jinja2 when it contains ``{{`` or ``{%``, else with str.format.
         Variables: every ``req_*`` trait without the prefix, ``cmd`` (the quoted
-        single-user command), ``log_path``, plus validated user options.""",
+        single-user command), ``log_path``, ``hub_bin_dir`` (shell-quoted), plus
+        validated user options.""",
     ).tag(config=True)
 
     batch_submit_cmd = Unicode(
@@ -129,7 +130,10 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         help="""Wrapper that runs in the job, reports the port to the hub, then starts the server.
 
         Defaults to the absolute path of ``batchspawner-singleuser`` next to the hub's
-        Python, so the job finds it even though sudo and JupyterHub >= 5 drop PATH.
+        Python. That absolute path is what lets the job find it: JupyterHub >= 5 no longer
+        passes PATH on, and ``sudo`` (Debian's ``secure_path``) replaces whatever PATH the
+        hub gives the submit command, so the job's PATH is sudo's, without the hub's venv.
+        The wrapper then finds ``jupyterhub-singleuser`` next to its own Python.
         Set it when the compute nodes see the wrapper at another path.""",
     ).tag(config=True)
 
@@ -139,6 +143,26 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         if os.path.exists(here):
             return here
         return shutil.which("batchspawner-singleuser") or "batchspawner-singleuser"
+
+    hub_bin_dir = Unicode(
+        help="""Directory of the hub's Python environment (its ``bin``) as the compute nodes see it.
+
+        Given to the batch script template as ``hub_bin_dir``, already shell-quoted, so a
+        script can put the venv first on the job's PATH (``export PATH={{ hub_bin_dir }}:"$PATH"``)
+        for the user's prologue and the server's own subprocesses. Defaults to the directory
+        of batchspawner_singleuser_cmd's first word when that is an absolute path, else empty
+        (the template then leaves PATH alone).""",
+    ).tag(config=True)
+
+    @default("hub_bin_dir")
+    def _default_hub_bin_dir(self):
+        try:
+            words = shlex.split(self.batchspawner_singleuser_cmd)
+        except ValueError:
+            return ""
+        if words and os.path.isabs(words[0]):
+            return os.path.dirname(words[0])
+        return ""
 
     # ---------------------------------------------------------------- requests
     req_queue = _req("Queue name to submit job to resource manager")
@@ -167,10 +191,23 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
 
     @default("req_homedir")
     def _req_homedir_default(self):
+        # start() and stop() look it up in a thread first (_resolve_homedir): a
+        # passwd lookup may ask LDAP/sssd and must not block the hub's event loop. This
+        # synchronous default serves other reads (the first poll after a hub restart...).
+        return self._lookup_homedir()
+
+    def _lookup_homedir(self):
         try:
             return pwd.getpwnam(self.user.name).pw_dir
         except KeyError:
             return os.path.join("/home", self.user.name)
+
+    async def _resolve_homedir(self):
+        """Fill in req_homedir's default off the event loop (once; a configured value wins)."""
+        if "req_homedir" not in self._trait_values:
+            home = await asyncio.to_thread(self._lookup_homedir)
+            if "req_homedir" not in self._trait_values:  # not set meanwhile
+                self.req_homedir = home
 
     @default("req_keepvars")
     def _req_keepvars_default(self):
@@ -310,6 +347,21 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         60.0, help="Seconds stop() waits for the scheduler to report the cancelled job gone."
     ).tag(config=True)
 
+    cancel_retry_timeout = Float(
+        60.0,
+        help="""Seconds stop() keeps retrying a cancel command that fails (e.g. the controller is down).
+
+        Retries start cancel_retry_interval apart and back off (doubling, up to 30 s). A job
+        that still cannot be cancelled is never forgotten: the hub goes on to stop the server
+        (proxy route and API token removed), the job is kept in this server's state
+        (``uncancelled_jobs``, which clear_state() keeps) and cancelled before the user's next
+        start, and an error is logged with the job id and the command an admin can run.""",
+    ).tag(config=True)
+
+    cancel_retry_interval = Float(
+        2.0, help="Seconds before the first retry of a failed cancel in stop(); doubles after each try (max 30 s)."
+    ).tag(config=True)
+
     unknown_grace = Float(
         600.0,
         help="Seconds of continuous *unknown* state after which the hub logs an error (the server is kept).",
@@ -318,6 +370,13 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
     # ---------------------------------------------------------------- state kept
     job_id = Unicode("")
     job_status = Unicode("")  # last native state text, for templates and logs
+    uncancelled_jobs = List(
+        help="""Jobs (their get_state() entries) whose cancel failed or was not seen to take effect.
+
+        Saved in the state and kept by clear_state(), so the hub cannot forget a job that may
+        still run: start() cancels them (or drops those the scheduler shows ended) before it
+        submits a new job."""
+    )
     runner = Any(help="CommandRunner for submit/cancel (injected in tests).")
     query_runner = Any(help="CommandRunner for queries (injected in tests).")
 
@@ -359,6 +418,7 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         self._grace_reported = False
         self._last_status = None
         self._started_at = None
+        self._ended_job = ""  # a job the scheduler showed ended (so clear_state may forget it)
 
     # ---------------------------------------------------------------- helpers
     def _identity_vars(self):
@@ -384,8 +444,12 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
 
     def get_env(self):
         env = super().get_env()
-        # JupyterHub >= 5 no longer keeps PATH: give the submit command and the job
-        # one that finds the scheduler tools and the hub's own bin directory first.
+        # JupyterHub >= 5 no longer keeps PATH. Give the submit command one (the hub's own,
+        # with its bin directory first); it also puts PATH in keepvars. This PATH reaches
+        # sbatch and the job only when the submit runs without sudo (exec_prefix = "") or
+        # through a sudo without secure_path: Debian's sudo replaces it with secure_path.
+        # What makes the default config work is the absolute batchspawner_singleuser_cmd
+        # (and hub_bin_dir, which the script template can put first on the job's PATH).
         if "PATH" not in env:
             hub_bin = os.path.dirname(sys.executable)
             path = os.environ.get("PATH", os.defpath)
@@ -443,6 +507,7 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
             subvars["keepvars"] = ",".join(v for v in (subvars["keepvars"], subvars["keepvars_extra"]) if v)
         subvars["cmd"] = self.cmd_formatted_for_batch()
         subvars["log_path"] = self.format_log_path(self.job_id_placeholder)
+        subvars["hub_bin_dir"] = shlex.quote(self.hub_bin_dir) if self.hub_bin_dir else ""
         return subvars
 
     def format_log_path(self, job_id):
@@ -532,7 +597,7 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         env = self.get_env()
         self.log.info("%s: submitting job: %s", self._log_name, shlex.join(self.runner.build_argv(argv)))
         try:
-            result = await self.runner.run(argv, env=env, stdin=script, cwd=self._submit_cwd())
+            result = await self.runner.run(argv, env=env, stdin=script, cwd=await self._submit_cwd())
         except CommandError as e:
             raise SpawnFailed(
                 "The batch system refused the job: "
@@ -541,9 +606,14 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
             ) from e
         return self.parse_job_id(result.stdout)
 
-    def _submit_cwd(self):
+    async def _submit_cwd(self):
+        if self.runner.remote_shell:
+            return None
         home = self.req_homedir
-        return home if home and os.path.isdir(home) and not self.runner.remote_shell else None
+        # the home directory may be on NFS: stat it in a thread, not on the event loop
+        if home and await asyncio.to_thread(os.path.isdir, home):
+            return home
+        return None
 
     async def query_job_status(self) -> JobStatus:
         """Ask the scheduler about this spawner's job (one command)."""
@@ -560,6 +630,8 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
 
     def _record_status(self, status: JobStatus) -> JobStatus:
         self._last_status = status
+        if status.state is JobState.FINISHED:
+            self._ended_job = self.job_id
         if status.native:
             self.job_status = f"{status.native} {status.host}".strip()
         if status.state is JobState.UNKNOWN:
@@ -578,6 +650,14 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
                     status.reason,
                 )
         else:
+            if self._unknown_since is not None:
+                self.log.warning(
+                    "%s: job %s state known again: %s after %.0f s unknown",
+                    self._log_name,
+                    self.job_id,
+                    status.describe(),
+                    time.monotonic() - self._unknown_since,
+                )
             self._unknown_since = None
             self._grace_reported = False
         return status
@@ -668,19 +748,42 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         super().load_state(state)
         self.job_id = state.get("job_id", "")
         self.job_status = state.get("job_status", "")
+        if "uncancelled_jobs" in state:
+            self.uncancelled_jobs = [
+                dict(e) for e in state["uncancelled_jobs"] or [] if isinstance(e, dict) and e.get("job_id")
+            ]
 
     def get_state(self):
         state = super().get_state()
         if self.job_id:
             state["job_id"] = self.job_id
             state["job_status"] = self.job_status
+        if self.uncancelled_jobs:
+            state["uncancelled_jobs"] = [dict(e) for e in self.uncancelled_jobs]
         return state
 
     def clear_state(self):
+        # uncancelled_jobs stays: the hub clears the state after every stop (even a failed
+        # one) and before every start, and must not forget a job that may still run. For the
+        # same reason a job not seen ended moves there (the next start checks it).
+        if self.job_id and self.job_id != self._ended_job:
+            self._keep_uncancelled()
         super().clear_state()
         self._forget_job()
         self.job_id = ""
         self.job_status = ""
+
+    def _job_entry(self):
+        """This job's own state (job id and what the scheduler module keeps with it)."""
+        return {k: v for k, v in self.get_state().items() if k != "uncancelled_jobs"}
+
+    def _keep_uncancelled(self):
+        entry = self._job_entry()
+        if entry.get("job_id") and all(e.get("job_id") != entry["job_id"] for e in self.uncancelled_jobs):
+            self.uncancelled_jobs = self.uncancelled_jobs + [entry]
+
+    def _manual_cancel_cmd(self):
+        return shlex.join(split_command(self.batch_cancel_cmd, **self.command_vars(self.job_id)))
 
     state_saver = Any(
         None,
@@ -698,10 +801,13 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
     # ---------------------------------------------------------------- Spawner API
     async def start(self):
         user_values = validate_user_options(self.user_options, self.request_vars())
+        await self._resolve_homedir()
         self._events = []
         self._started_at = time.monotonic()
-        if self.job_id:
-            await self._cancel_leftover_job()
+        self._unknown_since = None
+        self._grace_reported = False
+        if self.job_id or self.uncancelled_jobs:
+            await self._cancel_leftover_jobs()
         self.port = 0
         loop = asyncio.get_running_loop()
         self._port_future = loop.create_future()
@@ -726,16 +832,47 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         self.port = port
         return (ip, port)
 
-    async def _cancel_leftover_job(self):
-        old = self.job_id
+    async def _cancel_leftover_jobs(self):
+        """Before submitting: cancel the job of an interrupted spawn and every job an earlier
+        stop() could not cancel. One that still cannot be cancelled stays in uncancelled_jobs
+        (the new spawn goes ahead)."""
+        if self.job_id:
+            self.log.warning("%s: job %s is left from an interrupted spawn", self._log_name, self.job_id)
+            self._keep_uncancelled()
+        remaining = []
+        try:
+            for entry in self.uncancelled_jobs:
+                self.load_state(entry)  # that job's id (and cluster...) for the scheduler commands
+                if await self._settle_leftover():
+                    remaining.append(entry)
+        finally:
+            self.load_state({})  # back to no job
+            self._last_status = None
+            self._unknown_since = None
+            self._grace_reported = False
+        self.uncancelled_jobs = remaining
+
+    async def _settle_leftover(self):
+        """Query, then cancel, one leftover job (self.job_id). True if it may still run."""
         status = await self.query_job_status()
-        if status.alive:
-            self.log.warning("%s: cancelling leftover job %s from an interrupted spawn", self._log_name, old)
-            try:
-                await self.cancel_batch_job()
-            except CommandError as e:
-                self.log.warning("%s: could not cancel leftover job %s: %s", self._log_name, old, e)
-        self.job_id = ""
+        if status.state is JobState.FINISHED:
+            self.log.info("%s: leftover job %s has ended (%s)", self._log_name, self.job_id, status.describe())
+            return False
+        try:
+            await self.cancel_batch_job()
+        except CommandError as e:
+            self.log.error(
+                "%s: still cannot cancel leftover job %s (%s; last state %s). It is kept in the server's "
+                "state and tried again at the next start. Admin: cancel it by hand: %s",
+                self._log_name,
+                self.job_id,
+                _first_line(e.stderr) or e.reason or f"exit code {e.returncode}",
+                status.describe(),
+                self._manual_cancel_cmd(),
+            )
+            return True
+        self.log.warning("%s: cancelled leftover job %s (was %s)", self._log_name, self.job_id, status.describe())
+        return False
 
     def resolve_host(self, host):
         """The address the hub connects to; ``state_exechost_exp`` already mapped names."""
@@ -818,6 +955,9 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         self.log.info("%s: job %s reported port %d", self._log_name, self.job_id, port)
 
     async def poll(self):
+        # no _resolve_homedir() here: start() did it for this spawner; only the first poll of a
+        # spawner restored at hub startup (before the hub serves requests) looks it up inline,
+        # and an await here would split one shared status round of many polls into two
         if not self.job_id:
             return 0
         status = await self.job_status_now()
@@ -828,24 +968,96 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         return None
 
     async def stop(self, now=False):
+        """Cancel the job and wait (bounded) until the scheduler shows it gone.
+
+        Whatever happens, the hub then clears the state and forgets the server: JupyterHub's
+        User.stop() runs clear_state() in a ``finally`` even when stop() raises, and its API
+        handler swallows the exception (raising would only skip deleting the server's token).
+        So a job that cannot be cancelled is not raised about but kept in ``uncancelled_jobs``
+        (saved with the state, cancelled before the next start) and logged as an error.
+        """
         if not self.job_id:
             return
-        try:
-            await self.cancel_batch_job()
-        except CommandError as e:
-            self.log.warning("%s: cancel of job %s failed: %s", self._log_name, self.job_id, e)
-        deadline = time.monotonic() + (0 if now else self.cancel_wait_timeout)
+        await self._resolve_homedir()
+        error = await self._cancel_with_retries(retry=not now)
+        if error is None:
+            deadline = time.monotonic() + (0 if now else self.cancel_wait_timeout)
+            while True:
+                status = await self.job_status_now(max_age=self.startup_poll_interval)
+                if status.state is JobState.FINISHED:
+                    self._forget_job()
+                    return
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(self.startup_poll_interval)
+            self._keep_uncancelled()
+            self.log.warning(
+                "%s: job %s still %s %.0f s after its cancel was accepted; it is kept in the server's "
+                "state and checked (and cancelled again if alive) at the next start. If it stays, "
+                "cancel it by hand: %s",
+                self._log_name,
+                self.job_id,
+                status.describe(),
+                0 if now else self.cancel_wait_timeout,
+                self._manual_cancel_cmd(),
+            )
+        else:
+            self._keep_uncancelled()
+            self.log.error(
+                "%s: could not cancel job %s: %s. The job may still be running and holding its "
+                "allocation. The hub stops the server anyway (proxy route and token removed); the job "
+                "is kept in the server's state and cancelled before the user's next start. Admin: check "
+                "that the scheduler answers, then cancel it by hand: %s",
+                self._log_name,
+                self.job_id,
+                error,
+                self._manual_cancel_cmd(),
+            )
+        self._forget_job()
+
+    async def _cancel_with_retries(self, retry=True):
+        """Cancel the job, retrying with backoff for cancel_retry_timeout.
+
+        Returns None once the scheduler accepted the cancel or shows the job ended (a cancel
+        of a job that just ended fails too), else the last error.
+        """
+        deadline = time.monotonic() + (self.cancel_retry_timeout if retry else 0)
+        delay = max(self.cancel_retry_interval, 0.01)
+        attempt = 0
         while True:
-            status = await self.job_status_now(max_age=self.startup_poll_interval)
+            attempt += 1
+            try:
+                await self.cancel_batch_job()
+            except CommandError as e:
+                error = _first_line(e.stderr) or e.reason or f"exit code {e.returncode}"
+            else:
+                if attempt > 1:
+                    self.log.info("%s: cancel of job %s accepted on attempt %d", self._log_name, self.job_id, attempt)
+                return None
+            status = await self.query_job_status()
             if status.state is JobState.FINISHED:
-                self._forget_job()
-                return
-            if time.monotonic() >= deadline:
-                self.log.warning(
-                    "%s: job %s still %s after cancel", self._log_name, self.job_id, status.describe()
+                self.log.info(
+                    "%s: cancel of job %s failed (%s), but the job has ended (%s)",
+                    self._log_name,
+                    self.job_id,
+                    error,
+                    status.describe(),
                 )
-                return
-            await asyncio.sleep(self.startup_poll_interval)
+                return None
+            wait = min(delay, deadline - time.monotonic())
+            if wait <= 0:
+                return f"{error} (after {attempt} attempts; last state {status.describe()})"
+            self.log.warning(
+                "%s: cancel of job %s failed (attempt %d: %s; job %s); retrying in %.1f s",
+                self._log_name,
+                self.job_id,
+                attempt,
+                error,
+                status.describe(),
+                wait,
+            )
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, 30.0)
 
     async def progress(self):
         """Spawn progress: submission, queue state and reason, host, listening."""
@@ -871,6 +1083,8 @@ def save_spawner_state(spawner):
         if session is None:
             return
         orm.state = spawner.get_state()
+        # synchronous, on the event loop, as JupyterHub itself commits its database
+        # (User.spawn/stop call db.commit() inline); the session is not thread-safe
         session.commit()
     except Exception:  # never fail a spawn over this
         spawner.log.exception("could not save the state of %s", getattr(spawner, "_log_name", spawner))

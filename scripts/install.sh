@@ -8,6 +8,9 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 here=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${JHPC_VENV:-/opt/jupyterhub-hpc/venv}
+# The package needs jupyterhub>=5; this venv (demo and tests) is pinned to the release the
+# suite is tested on. JHPC_JUPYTERHUB overrides it, e.g. JHPC_JUPYTERHUB='5.*'.
+JUPYTERHUB_PIN="jupyterhub==${JHPC_JUPYTERHUB:-6.1.*}"
 
 need=()
 for cmd_pkg in sudo:sudo node:nodejs npm:npm /usr/bin/python3:python3 ; do
@@ -29,10 +32,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
 fi
 if [ "${JHPC_EDITABLE:-0}" = 1 ]; then
-  "$VENV/bin/pip" install -q -e "$here[test,demo]"
+  "$VENV/bin/pip" install -q -e "$here[test,demo]" "$JUPYTERHUB_PIN"
 else
   # a real install, so job users can import it even if the checkout is private
-  "$VENV/bin/pip" install -q "$here[test,demo]"
+  "$VENV/bin/pip" install -q "$here[test,demo]" "$JUPYTERHUB_PIN"
   "$VENV/bin/pip" install -q --no-deps --force-reinstall "$here"
 fi
 chmod -R a+rX "$(dirname "$VENV")"

@@ -1,13 +1,18 @@
 import os
 import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 import slurmtools
-from hubharness import ARTIFACTS, Hub
+from hubharness import ARTIFACTS, VENV_BIN, Hub
+
+# the release the issue asks the suite to run on (scripts/install.sh pins it in the venv,
+# JHPC_JUPYTERHUB overrides both)
+TESTED_JUPYTERHUB = os.environ.get("JHPC_JUPYTERHUB", "6.1.*").rstrip("*")
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -28,8 +33,21 @@ def slurm():
     return True
 
 
+@pytest.fixture(scope="session")
+def jupyterhub_version(request):
+    """The version of the jupyterhub the hubs run (the venv's), printed and checked once."""
+    r = subprocess.run([str(VENV_BIN / "jupyterhub"), "--version"], capture_output=True, text=True, timeout=60)
+    version = r.stdout.strip()
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"e2e hubs run JupyterHub {version or '?'} ({VENV_BIN / 'jupyterhub'})")
+    assert r.returncode == 0, r.stderr
+    assert version.startswith(TESTED_JUPYTERHUB), f"e2e tests need JupyterHub {TESTED_JUPYTERHUB}*, the venv has {version}"
+    return version
+
+
 @pytest.fixture
-def hubs(tmp_path, request):
+def hubs(tmp_path, request, jupyterhub_version):
     """Factory for real hubs; each is stopped (by PID) and its test jobs cancelled at teardown."""
     started = []
 

@@ -41,6 +41,23 @@ def test_spawn_ready_proxy_stop(slurm, hubs, spawner_class):
     assert job_id not in slurmtools.live_jobs()
 
 
+def test_spawn_with_a_bare_system_path(slurm, hubs):
+    """The hub runs with PATH=/usr/sbin:/usr/bin:/sbin:/bin (no venv on it, as from an init
+    system); sudo's secure_path replaces PATH anyway: the default config still spawns."""
+    hub = hubs(SLURM_CONFIG.format(spawner_class="slurm"), env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}).start()
+    r, _ = hub.spawn("alice")
+    assert r.status_code in (201, 202), r.text
+    model = hub.server_model("alice")
+    assert model and model["ready"], hub.log_tail()
+    job_id = job_id_of(hub, "alice")
+    assert hub.user_request("alice", "api").status_code == 200
+    assert hub.stop_server("alice")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and job_id in slurmtools.live_jobs():
+        time.sleep(0.5)
+    assert job_id not in slurmtools.live_jobs()
+
+
 def test_job_that_dies_before_reporting_fails_fast_with_log_tail(slurm, hubs):
     hub = hubs(
         """
@@ -123,6 +140,12 @@ c.SlurmSpawner.startup_poll_interval = 0.25
     assert hub.user_request("alice", "api").status_code == 200
     flag.unlink()
     time.sleep(3)
+    # the spawner's own poll sees the job running again (and says so in the hub log)
+    recovered = f"job {job_id} state known again: RUNNING"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and recovered not in hub.log_text():
+        time.sleep(0.5)
+    assert recovered in hub.log_text(), hub.log_tail()
     assert hub.server_model("alice")["ready"]
     assert hub.user_request("alice", "api").status_code == 200
     assert hub.stop_server("alice")

@@ -65,6 +65,12 @@ def test_slurmctld_down_for_60_s_drops_and_orphans_nothing(slurm, hubs, shared_d
             _start_slurmctld()
 
     time.sleep(10)  # the poller's backoff is capped at 8 s: it has asked again by now
+    # each spawner's own poll sees its job running again (and says so in the hub log)
+    recovered = [f"job {j} state known again: RUNNING" for j in ids]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not all(line in hub.log_text() for line in recovered):
+        time.sleep(0.5)
+    assert all(line in hub.log_text() for line in recovered), hub.log_tail()
     assert ready_count(hub, servers) == 5
     live = slurmtools.live_jobs()
     assert all(live.get(j) == "RUNNING" for j in ids), live

@@ -21,6 +21,8 @@ QUERY_CASES = [
     ("squeue_empty_after_end.txt", 0, JobState.FINISHED, "gone", "", ""),
     ("squeue_invalid_job_id.txt", 1, JobState.FINISHED, "gone", "", ""),
     ("squeue_clusters_no_dbd.txt", 1, JobState.UNKNOWN, "", "", "Problem talking to database"),
+    ("squeue_controller_down.txt", 1, JobState.UNKNOWN, "", "", "Unable to contact slurm controller (connect failure)"),
+    ("squeue_configuring.txt", 0, JobState.PENDING, "CONFIGURING", "", ""),
     ("squeue_clusters_running.txt", 0, JobState.RUNNING, "RUNNING", "gpu-b017", ""),
 ]
 
@@ -67,6 +69,28 @@ def test_first_host_of_real_node_lists(nodelist, host):
     assert first_host(nodelist) == host
 
 
+@pytest.mark.parametrize(
+    "nodelist, host",
+    [
+        ("node01", "node01"),
+        ("node[01-04,07]", "node01"),
+        ("node[07,01-04]", "node07"),  # the first one listed, as Slurm ordered them
+        ("gpu[3,5]", "gpu3"),
+        ("n1,n2", "n1"),
+        ("a1,b[2-3]", "a1"),
+        ("rack[1-2]-n[01-04]", "rack1-n01"),
+        ("a[1,3]b[2-3]", "a1b2"),
+        ("a[1,3]b[2-3],c9", "a1b2"),
+        ("cn[007-010].cluster", "cn007.cluster"),
+        ("  node5 ", "node5"),
+    ],
+    ids=["plain", "range", "unsorted", "list", "comma", "comma-then-range", "two-groups", "two-groups-lists",
+         "two-groups-comma", "suffix", "spaces"],
+)
+def test_first_host(nodelist, host):
+    assert first_host(nodelist) == host
+
+
 @pytest.mark.parametrize("nodelist", ["", "n/a", "(null)"], ids=["empty", "n/a", "null"])
 def test_no_host(nodelist):
     assert first_host(nodelist) == ""
@@ -77,3 +101,10 @@ def test_running_node_list_gives_first_host():
     sp.job_id = "12"
     status = sp.parse_query_output(0, "RUNNING node[01-04,07] None\n", "")
     assert (status.state, status.host) == (JobState.RUNNING, "node01")
+
+
+def test_controller_down_fails_the_shared_status_round():
+    """The shared query's answer with slurmctld down: the round fails (all unknown), no job is gone."""
+    sp = make_spawner(SlurmSpawner)
+    with pytest.raises(RuntimeError, match="Unable to contact slurm controller"):
+        sp.parse_batch_status(1, "", fixture(S + "squeue_controller_down.txt"), ["12", "13"])
