@@ -251,6 +251,28 @@ class ProfilesSpawner(WrapSpawner):
     def child_user_options(self):
         return {}  # validated values are on the child's traits instead
 
+    async def stopped_child_spec(self):
+        """The profile of a stopped server: from state if kept, else its saved ``user_options``.
+
+        Visibility is not checked (the server exists already; cleaning it up is not
+        choosing a profile). Field values that no longer validate are left out.
+        """
+        options = self.user_options if isinstance(self.user_options, dict) else {}
+        key = self.child_profile or options.get("profile")
+        if not isinstance(key, str) or not key:
+            key = self._default_key(await self.visible_profiles())
+        profile = self.profile(key)
+        if profile is None:
+            return None
+        traits = {}
+        for name, fld in profile.fields.items():
+            if options.get(name) not in (None, ""):
+                try:
+                    traits[fld.trait] = fld.parse(options[name])
+                except OptionError:
+                    continue
+        return profile.spawner_class, profile.config, _typed(profile.spawner_class, traits)
+
     # ------------------------------------------------------------ form
     async def get_options_form(self):
         visible = await self.visible_profiles()

@@ -216,13 +216,43 @@ class WrapSpawner(Spawner):
             return self.child_spawner.get_env()
         return super().get_env()
 
-    async def rename(self, old_name, new_name):
+    async def get_url(self):
         if self.child_spawner is not None:
-            await maybe_future(self.child_spawner.rename(old_name, new_name))
+            return await maybe_future(self.child_spawner.get_url())
+        return await maybe_future(super().get_url())
+
+    async def rename(self, old_name, new_name):
+        child = await self.child_for_stopped_server("rename")
+        if child is not None:
+            await maybe_future(child.rename(old_name, new_name))
 
     async def delete_forever(self):
+        child = await self.child_for_stopped_server("delete_forever")
+        if child is not None:
+            await maybe_future(child.delete_forever())
+
+    async def stopped_child_spec(self):
+        """(class, config, values) of the child a stopped server had, or None if unknown.
+
+        The hub calls ``rename``/``delete_forever`` on stopped servers, after
+        ``clear_state`` dropped the child; ProfilesSpawner reads the profile from
+        the saved ``user_options``.
+        """
+        return self.child_class, self.child_config, {}
+
+    async def child_for_stopped_server(self, action):
+        """The running child, else a temporary child like the one the server had (not started)."""
         if self.child_spawner is not None:
-            await maybe_future(self.child_spawner.delete_forever())
+            return self.child_spawner
+        spec = await self.stopped_child_spec()
+        if spec is None:
+            self.log.warning("%s: %s: no child class is known for this server; nothing to forward to",
+                             self._log_name, action)
+            return None
+        child_class, child_config, values = spec
+        child = child_class(**self.child_kwargs(child_class, child_config, values))
+        child.clear_state()
+        return child
 
     async def get_options_form(self):
         child = self.child_spawner or self.child_class(**self.child_kwargs(self.child_class, self.child_config, {}))

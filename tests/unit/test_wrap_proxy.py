@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from jupyterhub.spawner import LocalProcessSpawner
 from jupyterhub.utils import maybe_future
-from traitlets import default
+from traitlets import Unicode, default
 from traitlets.config import Config
 
 from batchspawner import SlurmSpawner
@@ -119,21 +119,71 @@ async def test_whole_api_through_profiles_spawner():
 
 
 class Recording(LocalProcessSpawner):
+    """Records rename/delete_forever with the profile setting it was built with; never starts a process."""
+
     calls = []
+    volume = Unicode("", help="A per-profile setting, to see which profile built the child.").tag(config=True)
+
+    async def start(self):
+        return ("127.0.0.1", 1)
+
+    async def stop(self, now=False):
+        pass
+
+    async def poll(self):
+        return None
 
     async def rename(self, old, new):
-        self.calls.append(("rename", old, new))
+        self.calls.append(("rename", old, new, self.volume))
 
     def delete_forever(self):
-        self.calls.append(("delete_forever",))
+        self.calls.append(("delete_forever", self.volume))
 
 
-async def test_rename_delete_forever_and_form_are_forwarded():
-    wrapper = make_wrapper(WrapSpawner, child_class=Recording)
-    wrapper.build_child()
+async def _start_then_stop_like_the_hub(wrapper):
+    """What User.spawn + User.stop do to a spawner: it ends with clear_state (child_spawner=None)."""
+    await wrapper.run_pre_spawn_hook()
+    await wrapper.start()
+    await wrapper.stop()
+    wrapper.clear_state()
+    assert wrapper.child_spawner is None and wrapper.get_state() == {}
+
+
+async def test_rename_delete_forever_reach_a_child_after_the_server_stopped():
+    Recording.calls = []
+    wrapper = make_wrapper(WrapSpawner, child_class=Recording, child_config={"volume": "vol-w"})
+    await _start_then_stop_like_the_hub(wrapper)
     await wrapper.rename("a", "b")
     await wrapper.delete_forever()
-    assert Recording.calls == [("rename", "a", "b"), ("delete_forever",)]
+    assert Recording.calls == [("rename", "a", "b", "vol-w"), ("delete_forever", "vol-w")]
+    assert wrapper.child_spawner is None  # the temporary child is not kept
+
+    # ProfilesSpawner: the profile comes from the saved user_options; a hub restart builds a new
+    # wrapper for a stopped server from its (empty) state and user_options before deleting it
+    Recording.calls = []
+    recording_profiles = [
+        ("Local", "local", "jupyterhub.spawner.LocalProcessSpawner", {}),
+        {"key": "rec-a", "class": Recording, "config": {"volume": "vol-a"}},
+        {"key": "rec-b", "class": Recording, "config": {"volume": "vol-b"}, "groups": ["B"]},
+    ]
+    wrapper = make_wrapper(ProfilesSpawner, profiles=recording_profiles, groups=["B"])
+    wrapper.user_options = {"profile": "rec-b"}
+    await _start_then_stop_like_the_hub(wrapper)
+    await wrapper.rename("lab", "lab2")
+    fresh = make_wrapper(ProfilesSpawner, profiles=recording_profiles, user_options={"profile": "rec-b"})
+    fresh.load_state({})
+    await fresh.delete_forever()  # not in group B any more: its own server is still cleaned up
+    assert Recording.calls == [("rename", "lab", "lab2", "vol-b"), ("delete_forever", "vol-b")]
+    # no profile in user_options (a REST spawn without options): the default profile's child
+    Recording.calls = []
+    default_rec = make_wrapper(ProfilesSpawner, profiles=recording_profiles, default_profile="rec-a")
+    await default_rec.delete_forever()
+    assert Recording.calls == [("delete_forever", "vol-a")]
+
+
+async def test_options_form_is_forwarded():
+    wrapper = make_wrapper(WrapSpawner, child_class=Recording)
+    wrapper.build_child()
     wrapper.child_spawner.options_form = "<input name='x'>"
     assert await wrapper.get_options_form() == "<input name='x'>"
     wrapper.child_spawner.options_from_form = lambda form: {"x": int(form["x"][0]) + 1}
