@@ -30,8 +30,9 @@ import asyncio
 
 from jupyterhub.spawner import LocalProcessSpawner, Spawner
 from jupyterhub.utils import maybe_future
-from traitlets import All, Container, Dict, Instance, Type, import_item, observe
+from traitlets import All, Container, Dict, Instance, List, Type, Unicode, import_item, observe
 
+from batchspawner.options import OptionError
 from batchspawner.spawner import save_spawner_state
 
 # set on the child from the wrapper right before each start (the hub sets them on the wrapper)
@@ -62,6 +63,19 @@ class WrapSpawner(Spawner):
         help="""Trait values given to the child spawner, e.g. ``{"req_partition": "debug"}``.
 
         They win over configuration set on the wrapper; validated user values win over them.""",
+    ).tag(config=True)
+
+    allowed_user_options = List(
+        Unicode(),
+        help="""Keys of ``user_options`` (REST API or the child's own form) passed to the child.
+
+        Default: none. Any other key is refused with HTTP 400 naming it before anything starts,
+        because many children trust their ``user_options``: a batch spawner fills its job
+        script's ``req_*`` variables from them, so an unlisted key could pick a partition,
+        QOS, reservation, account or cluster the admin did not offer. List only keys you would
+        let every user choose, e.g. ``["runtime"]``; the child still checks the values. The
+        list is also given to a child that has a trait of this name (batch spawners).
+        ProfilesSpawner ignores it: there, the profile fields are the allowlist.""",
     ).tag(config=True)
 
     child_spawner = Instance(Spawner, allow_none=True, help="The running child (batchspawner's port API follows it).")
@@ -108,6 +122,9 @@ class WrapSpawner(Spawner):
     def child_kwargs(self, child_class, child_config, values) -> dict:
         kwargs = {k: v for k, v in self._hub_kwargs.items() if child_class.class_traits().get(k) is not None}
         kwargs.update(self.wrapper_settings(child_class))
+        if child_class.class_traits().get("allowed_user_options") is not None:
+            # the wrapper filtered already; the child's own check agrees with it
+            kwargs["allowed_user_options"] = list(self.allowed_user_options)
         for key, value in dict(child_config).items():
             if child_class.class_traits().get(key) is None:
                 self.log.warning("%s: %s has no trait %r; ignoring it", self._log_name, child_class.__name__, key)
@@ -118,9 +135,27 @@ class WrapSpawner(Spawner):
         kwargs["user_options"] = self.child_user_options()
         return kwargs
 
+    def check_user_options(self, options) -> None:
+        """Refuse (OptionError, HTTP 400) user_options keys not in ``allowed_user_options``."""
+        if options is None:
+            return
+        if not isinstance(options, dict):
+            raise OptionError("user_options", "must be a JSON object")
+        allowed = set(self.allowed_user_options)
+        for key in options:
+            if key not in allowed:
+                offered = ", ".join(sorted(allowed)) if allowed else "none"
+                raise OptionError(
+                    str(key)[:40],
+                    f"is not an option this server accepts (options users may set: {offered}; "
+                    f"{type(self).__name__}.allowed_user_options)",
+                )
+
     def child_user_options(self) -> dict:
-        """user_options the child sees: the wrapper's own (WrapSpawner passes them through)."""
-        return dict(self.user_options or {})
+        """user_options the child sees: only the keys in ``allowed_user_options``."""
+        options = self.user_options if isinstance(self.user_options, dict) else {}
+        allowed = set(self.allowed_user_options)
+        return {k: v for k, v in options.items() if k in allowed}
 
     def build_child(self, child_class=None, child_config=None, values=None, state=None):
         """Make ``child_spawner`` (replacing any previous one) and mirror its hub-read traits."""
@@ -159,6 +194,7 @@ class WrapSpawner(Spawner):
 
     async def select_child(self):
         """Choose class, config and validated values for a new child (ProfilesSpawner overrides)."""
+        self.check_user_options(self.user_options)
         return self.child_class, self.child_config, {}
 
     async def prepare_child(self):
@@ -258,9 +294,11 @@ class WrapSpawner(Spawner):
         child = self.child_spawner or self.child_class(**self.child_kwargs(self.child_class, self.child_config, {}))
         return await child.get_options_form()
 
-    def options_from_form(self, form_data):
+    async def options_from_form(self, form_data):
         child = self.child_spawner or self.child_class(**self.child_kwargs(self.child_class, self.child_config, {}))
-        return child.run_options_from_form(form_data)
+        options = await maybe_future(child.run_options_from_form(form_data))
+        self.check_user_options(options)  # refused on the form already, not only at start
+        return options
 
     # ------------------------------------------------------------ state
     def get_state(self):

@@ -9,6 +9,9 @@ from traitlets import Unicode, default
 from traitlets.config import Config
 
 from batchspawner import SlurmSpawner
+from batchspawner.options import OptionError
+from batchspawner.spawner import SpawnFailed
+from fakes import FakeRunner, Reply
 from batchspawner.api import _port_target
 from wraphelpers import fake_runner, make_wrapper
 from wrapspawner import ProfilesSpawner, WrapSpawner
@@ -182,12 +185,59 @@ async def test_rename_delete_forever_reach_a_child_after_the_server_stopped():
 
 
 async def test_options_form_is_forwarded():
-    wrapper = make_wrapper(WrapSpawner, child_class=Recording)
+    wrapper = make_wrapper(WrapSpawner, child_class=Recording, allowed_user_options=["x"])
     wrapper.build_child()
     wrapper.child_spawner.options_form = "<input name='x'>"
     assert await wrapper.get_options_form() == "<input name='x'>"
     wrapper.child_spawner.options_from_form = lambda form: {"x": int(form["x"][0]) + 1}
     assert await maybe_future(wrapper.run_options_from_form({"x": ["1"]})) == {"x": 2}
+
+
+def _ends_after_submit(argv, stdin):
+    return Reply(stdout="77\n") if argv[0] == "sbatch" else Reply()  # empty squeue: job gone, spawn ends
+
+
+@pytest.mark.parametrize("key", ["partition", "qos", "reservation", "gres", "cluster", "memory", "cmd", "x"])
+async def test_plain_wrapspawner_forwards_no_user_options_by_default(key):
+    runner = FakeRunner(responder=_ends_after_submit)
+    wrapper = make_wrapper(WrapSpawner, child_class=SlurmSpawner,
+                           child_config={"runner": runner, "query_runner": runner, "status_runner": runner})
+    wrapper.user_options = {key: "x1"}
+    with pytest.raises(OptionError) as err:
+        await wrapper.run_pre_spawn_hook()
+    assert err.value.status_code == 400 and err.value.field == key
+    assert "WrapSpawner.allowed_user_options" in err.value.rule and "none" in err.value.rule
+    assert wrapper.child_spawner is None and runner.calls == []
+    # the child's own form is checked the same way
+    wrapper.build_child().options_from_form = lambda form: {key: form[key][0]}
+    with pytest.raises(OptionError, match=key):
+        await wrapper.run_options_from_form({key: ["x1"]})
+
+
+async def test_plain_wrapspawner_forwards_the_allowed_keys_only():
+    runner = FakeRunner(responder=_ends_after_submit)
+    cfg = Config()
+    cfg.WrapSpawner.allowed_user_options = ["runtime"]
+    wrapper = make_wrapper(WrapSpawner, child_class=SlurmSpawner, config=cfg,
+                           child_config={"runner": runner, "query_runner": runner, "status_runner": runner,
+                                         "startup_poll_interval": 0.01})
+    wrapper.user_options = {"runtime": "02:00:00", "partition": "gpu"}
+    with pytest.raises(OptionError, match="options users may set: runtime"):
+        await wrapper.run_pre_spawn_hook()
+    wrapper.user_options = {"runtime": "02:00:00"}
+    await wrapper.run_pre_spawn_hook()
+    assert wrapper.child_spawner.user_options == {"runtime": "02:00:00"}
+    with pytest.raises(SpawnFailed):
+        await wrapper.start()
+    script = [c for c in runner.calls if c.argv[0] == "sbatch"][0].stdin
+    assert "#SBATCH --time=02:00:00\n" in script
+    # the child checks the value itself
+    wrapper.user_options = {"runtime": "02:00:00\n#SBATCH --uid=0"}
+    await wrapper.run_pre_spawn_hook()
+    runner.calls.clear()
+    with pytest.raises(OptionError, match="runtime"):
+        await wrapper.start()
+    assert runner.calls == []
 
 
 def test_profiles_config_errors_name_the_trait():
