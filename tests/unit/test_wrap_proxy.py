@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+from jupyterhub.objects import Server
 from jupyterhub.spawner import LocalProcessSpawner
 from jupyterhub.utils import maybe_future
 from traitlets import Unicode, default
@@ -182,6 +183,21 @@ async def test_rename_delete_forever_reach_a_child_after_the_server_stopped():
     default_rec = make_wrapper(ProfilesSpawner, profiles=recording_profiles, default_profile="rec-a")
     await default_rec.delete_forever()
     assert Recording.calls == [("delete_forever", "vol-a")]
+
+
+class MovedServer(Recording):
+    async def get_url(self):
+        return "http://node7:40123/user/alice/"  # e.g. a child that re-reads its job's host and port
+
+
+async def test_get_url_is_forwarded_to_the_child():
+    # the hub calls get_url after a restart (check_spawner) for servers poll() says are running
+    wrapper = make_wrapper(WrapSpawner, child_class=MovedServer)
+    wrapper.server = Server(ip="10.0.0.1", port=8888, base_url="/user/alice/")
+    assert await wrapper.get_url() == "http://10.0.0.1:8888/user/alice/"  # no child yet: the hub's record
+    wrapper.load_state({"child_state": {"x": 1}})
+    assert isinstance(wrapper.child_spawner, MovedServer)
+    assert await wrapper.get_url() == "http://node7:40123/user/alice/"
 
 
 async def test_options_form_is_forwarded():
