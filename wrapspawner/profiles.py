@@ -263,6 +263,8 @@ class ProfilesSpawner(WrapSpawner):
             key = self._default_key(await self.visible_profiles())
         profile = self.profile(key)
         if profile is None:
+            if self.fallback_child_class is not None:
+                return self.fallback_child_class, self.child_config, {}
             return None
         traits = {}
         for name, fld in profile.fields.items():
@@ -327,17 +329,16 @@ class ProfilesSpawner(WrapSpawner):
         if saved:
             self.log.warning("%s: profile %r changed; rebuilding %s from state", self._log_name, self.child_profile, saved)
             return _load_class(saved), profile.config if profile else {}
-        self.log.error(
-            "%s: saved profile %r no longer exists and its state names no class; the server's job "
-            "cannot be tracked. Put the profile back in ProfilesSpawner.profiles and restart the hub.",
-            self._log_name,
-            self.child_profile,
+        raise LookupError(
+            f"saved profile {self.child_profile!r} is no longer in ProfilesSpawner.profiles and its state "
+            "(written by wrapspawner 1.0.1) names no child class"
         )
-        return None, None
 
     def clear_state(self):
+        untracked = self.holds_untracked_job
         super().clear_state()
-        self.child_profile = ""
+        if not untracked:
+            self.child_profile = ""
 
 
 def _typed(child_class, traits: dict) -> dict:

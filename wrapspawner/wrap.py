@@ -30,6 +30,7 @@ import asyncio
 
 from jupyterhub.spawner import LocalProcessSpawner, Spawner
 from jupyterhub.utils import maybe_future
+from tornado import web
 from traitlets import All, Container, Dict, Instance, List, Type, Unicode, import_item, observe
 
 from batchspawner.options import OptionError
@@ -76,6 +77,24 @@ class WrapSpawner(Spawner):
         let every user choose, e.g. ``["runtime"]``; the child still checks the values. The
         list is also given to a child that has a trait of this name (batch spawners).
         ProfilesSpawner ignores it: there, the profile fields are the allowlist.""",
+    ).tag(config=True)
+
+    fallback_child_class = Type(
+        None,
+        klass=Spawner,
+        allow_none=True,
+        help="""Class that rebuilds a running server whose own child class cannot be found again.
+
+        That happens after a hub restart when a ProfilesSpawner profile was removed from the
+        config while its server ran and the state names no child class (state written by
+        wrapspawner 1.0.1), or when the saved child class no longer imports. This class gets
+        ``child_config`` and the saved child state, so e.g. ``batchspawner.SlurmSpawner``
+        finds the job again and can stop it.
+
+        None (default): the job is never dropped. The saved state is kept as it is (also
+        through stop), the server is reported running (the hub then checks its URL), an error
+        naming the profile or class is logged, and starting a new server is refused until an
+        admin restores the profile or sets this and restarts the hub.""",
     ).tag(config=True)
 
     child_spawner = Instance(Spawner, allow_none=True, help="The running child (batchspawner's port API follows it).")
@@ -197,8 +216,27 @@ class WrapSpawner(Spawner):
         self.check_user_options(self.user_options)
         return self.child_class, self.child_config, {}
 
+    @property
+    def holds_untracked_job(self) -> bool:
+        """True if the state holds a child's state (a job) that no child class could be rebuilt for."""
+        return self.child_spawner is None and bool(self.child_state)
+
+    def _untracked_message(self):
+        return (
+            f"{self._log_name}: the state {self.child_state!r} of this server's child is kept, but no class "
+            "can track or stop it"
+        )
+
     async def prepare_child(self):
         """Build a fresh child for the coming start (validates user options first)."""
+        if self.holds_untracked_job:
+            self.log.error("%s; refusing to start a new server over it", self._untracked_message())
+            error = web.HTTPError(409, "untracked job in state", reason="Previous server not tracked")
+            error.jupyterhub_message = (
+                "Your previous server may still be running but can no longer be tracked (its profile was "
+                "removed). Please ask your site's administrators."
+            )
+            raise error
         child_class, child_config, values = await self.select_child()
         return self.build_child(child_class, child_config, values)
 
@@ -232,10 +270,13 @@ class WrapSpawner(Spawner):
         if self.child_spawner is not None:
             await self.child_spawner.stop(now=now)
             self._mirror_child()
+        elif self.holds_untracked_job:
+            self.log.error("%s; it is not stopped, cancel it by hand", self._untracked_message())
 
     async def poll(self):
         if self.child_spawner is None:
-            return 0
+            # an untracked job may still run: report it running (the hub checks its URL), never "ended"
+            return None if self.holds_untracked_job else 0
         return await self.child_spawner.poll()
 
     async def progress(self):
@@ -280,6 +321,9 @@ class WrapSpawner(Spawner):
         """The running child, else a temporary child like the one the server had (not started)."""
         if self.child_spawner is not None:
             return self.child_spawner
+        if self.holds_untracked_job:
+            self.log.error("%s; %s is not forwarded", self._untracked_message(), action)
+            return None
         spec = await self.stopped_child_spec()
         if spec is None:
             self.log.warning("%s: %s: no child class is known for this server; nothing to forward to",
@@ -321,14 +365,21 @@ class WrapSpawner(Spawner):
         if not child_state:
             return
         self.child_state = child_state
+        self.child_values = state.get("child_values") or {}
         self._saved_child_class = state.get("child_class")
-        child_class, child_config = self.restored_child(state)
+        try:
+            child_class, child_config = self.restored_child(state)
+        except (LookupError, ImportError, ValueError) as e:
+            child_class, child_config = self.unresolved_child(str(e))
         if child_class is None:
-            return  # logged; child_state is kept so the next get_state() does not lose the job
-        self.build_child(child_class, child_config, state.get("child_values") or {}, state=child_state)
+            return  # logged; child_state is kept so get_state() and clear_state() do not lose the job
+        self.build_child(child_class, child_config, self.child_values, state=child_state)
 
     def restored_child(self, state):
-        """(class, config) of the child that wrote ``state`` (ProfilesSpawner: its profile)."""
+        """(class, config) of the child that wrote ``state`` (ProfilesSpawner: its profile).
+
+        Raises LookupError/ImportError/ValueError saying why when it cannot be found.
+        """
         name = state.get("child_class")
         if name and name != qualname(self.child_class):
             cls = import_item(name)
@@ -337,8 +388,29 @@ class WrapSpawner(Spawner):
             return cls, self.child_config
         return self.child_class, self.child_config
 
+    def unresolved_child(self, reason):
+        """``fallback_child_class`` for a child that cannot be rebuilt, else (None, None): keep the state."""
+        setting = f"{type(self).__name__}.fallback_child_class"
+        if self.fallback_child_class is not None:
+            self.log.error(
+                "%s: %s; rebuilding the server's child as %s (%s)",
+                self._log_name, reason, qualname(self.fallback_child_class), setting,
+            )
+            return self.fallback_child_class, self.child_config
+        self.log.error(
+            "%s: %s. Its job is kept in state (%r) and the server is reported running, but it cannot be "
+            "stopped and no new server starts. Put it back in the config or set %s, and restart the hub.",
+            self._log_name, reason, self.child_state, setting,
+        )
+        return None, None
+
     def clear_state(self):
+        untracked = self.holds_untracked_job
         super().clear_state()
+        if untracked:
+            # the hub clears state after every stop; an untracked job must survive it
+            self.log.error("%s; keeping it through clear_state", self._untracked_message())
+            return
         if self.child_spawner is not None:
             self.child_spawner.clear_state()
         self.child_state = {}

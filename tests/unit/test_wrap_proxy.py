@@ -1,11 +1,13 @@
 """WrapSpawner/ProfilesSpawner proxy the Spawner API to a real SlurmSpawner child (FakeRunner for commands)."""
 
 import asyncio
+import logging
 
 import pytest
 from jupyterhub.objects import Server
 from jupyterhub.spawner import LocalProcessSpawner
 from jupyterhub.utils import maybe_future
+from tornado.web import HTTPError
 from traitlets import Unicode, default
 from traitlets.config import Config
 
@@ -274,7 +276,44 @@ async def test_state_written_by_wrapspawner_101_is_loaded():
     wrapper.load_state({"profile": "hpc", "child_state": {"job_id": "31", "job_status": "RUNNING localhost"}})
     assert isinstance(wrapper.child_spawner, SlurmSpawner) and wrapper.child_spawner.job_id == "31"
     assert await wrapper.poll() is None and "31" in runner.calls[-1].argv
-    # a profile that disappeared: logged, state kept, nothing raised at hub start
+
+
+async def test_removed_profile_with_101_state_never_loses_the_job(caplog):
+    runner = fake_runner()
+    state = {"profile": "removed", "child_state": {"job_id": "32", "job_status": "RUNNING n1"}}
     gone = make_wrapper(ProfilesSpawner, profiles=profiles(runner))
-    gone.load_state({"profile": "removed", "child_state": {"job_id": "32"}})
-    assert gone.child_spawner is None and gone.get_state() == {"profile": "removed", "child_state": {"job_id": "32"}}
+    gone.load_state(state)  # nothing raised at hub start
+    assert gone.child_spawner is None and gone.get_state() == state
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("'removed'" in m and "fallback_child_class" in m for m in errors), errors
+    assert await gone.poll() is None  # not 0: the hub would stop it and clear_state would drop the job
+    # the hub could not reach it and stops it: poll, stop, clear_state, then it saves get_state()
+    await gone.stop()
+    gone.clear_state()
+    assert gone.get_state() == state
+    gone.user_options = {"profile": "hpc"}
+    with pytest.raises(HTTPError) as err:  # a new server would overwrite the job's state
+        await gone.run_pre_spawn_hook()
+    assert err.value.status_code == 409 and gone.child_spawner is None and gone.get_state() == state
+    await gone.delete_forever()  # nothing to forward to; logged, no error
+    assert runner.calls == []
+
+    # with a fallback class the job is found again and can be stopped
+    plumbing = {"runner": runner, "query_runner": runner, "status_runner": runner}
+    fixed = make_wrapper(ProfilesSpawner, profiles=profiles(runner), fallback_child_class=SlurmSpawner,
+                         child_config=plumbing)
+    fixed.load_state(state)
+    assert isinstance(fixed.child_spawner, SlurmSpawner) and fixed.child_spawner.job_id == "32"
+    assert await fixed.poll() is None and "32" in runner.calls[-1].argv
+    runner.responder = lambda argv, stdin: ""
+    await fixed.stop()
+    assert any(c.argv[0] == "scancel" and "32" in c.argv for c in runner.calls)
+
+
+def test_unimportable_saved_child_class_keeps_the_state():
+    state = {"child_class": "site_gone.spawners.OldSpawner", "child_state": {"job_id": "7"}}
+    wrapper = make_wrapper(WrapSpawner, child_class=Recording)
+    wrapper.load_state(state)
+    assert wrapper.child_spawner is None and wrapper.holds_untracked_job
+    wrapper.clear_state()
+    assert wrapper.get_state() == state
