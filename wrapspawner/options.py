@@ -117,7 +117,7 @@ class ChoiceField(Field):
             raise ValueError(f"field {name!r}: a choice field needs 'choices' (a list or a dict value -> label)")
         self.choices = {str(k): str(v) for k, v in choices.items()}
         for key in self.choices:
-            if not SAFE_VALUE.match(key):
+            if not SAFE_VALUE.fullmatch(key):
                 raise ValueError(f"field {name!r}: choice {key!r} is not a plain value (letters, digits, _.:,@%+=/-)")
         self.rule = "must be one of: " + ", ".join(self.choices)
         super().__init__(name, spec)
@@ -246,7 +246,15 @@ class WalltimeField(Field):
 
 
 class TextField(Field):
-    """Free text, only with an admin regex; never spaces, quotes or shell characters."""
+    """Free text, only with an admin regex; never spaces, quotes or shell characters.
+
+    A value must match the admin regex *and* the project's plain-value charset
+    (``batchspawner.options.SAFE_VALUE``: ASCII letters, digits, ``_.:,@%+=/-``, not
+    starting with ``-``). The regex is compiled with ``re.ASCII``, so ``\\w``/``\\d`` mean
+    ASCII only; the charset check holds even if the regex is too loose (``.*``), so no
+    Unicode digit and no leading ``-`` (which a command line would read as an option)
+    reaches the script.
+    """
 
     kind = "text"
 
@@ -255,13 +263,13 @@ class TextField(Field):
         if not regex:
             raise ValueError(f"field {name!r}: a text field needs an admin 'regex' saying what is allowed")
         try:
-            self.regex = re.compile(regex)
-        except re.error as e:
-            raise ValueError(f"field {name!r}: regex {regex!r} does not compile: {e}") from None
+            self.regex = re.compile(regex, re.ASCII)
+        except (re.error, ValueError) as e:  # ValueError: e.g. (?u), which contradicts re.ASCII
+            raise ValueError(f"field {name!r}: regex {regex!r} does not compile (with re.ASCII): {e}") from None
         self.max_length = int(spec.get("max_length", 64))
         self.rule = (
             f"must match {regex!r}, be at most {self.max_length} characters, and contain no spaces, "
-            "quotes, shell characters or leading '-'"
+            "quotes, shell characters or leading '-' (ASCII letters, digits and _ . : , @ % + = / - only)"
         )
         super().__init__(name, spec)
 
@@ -270,7 +278,7 @@ class TextField(Field):
             not text
             or len(text) > self.max_length
             or UNSAFE_TEXT_RE.search(text)
-            or text.startswith("-")
+            or not SAFE_VALUE.fullmatch(text)
             or not self.regex.fullmatch(text)
         ):
             self.fail()

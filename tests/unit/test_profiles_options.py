@@ -12,6 +12,7 @@ from batchspawner.spawner import SpawnFailed
 from fakes import FakeRunner, Reply
 from wraphelpers import make_wrapper
 from wrapspawner import ProfilesSpawner
+from wrapspawner.options import make_field
 
 FIELDS = {
     "partition": {"type": "choice", "choices": {"debug": "Debug", "long": "Long"}, "default": "debug"},
@@ -89,6 +90,40 @@ async def test_rest_user_options_refused(options, field, rule):
         await wrapper.run_pre_spawn_hook()
     assert err.value.status_code == 400 and err.value.field == field and rule in err.value.rule
     assert runner.calls == []
+
+
+@pytest.mark.parametrize(
+    "regex, value, ok",
+    [
+        (r"\w+", "proj42", True),
+        (r"\w+", "\u0663\u0664", False),  # Arabic-Indic digits: \w without re.ASCII matched them
+        (r"\d+", "\u0663\u0664", False),
+        (r"\w+", "caf\u00e9", False),
+        (r"[\w-]+", "-proj", False),  # a leading '-' could become an option of a command
+        (r"[\w-]+", "--uid", False),
+        (r"[\w-]+", "proj-1", True),
+        (r".*", "a b", False),  # a loose regex still gets the safe charset
+        (r".*", "x;id", False),
+        (r".*", "x\u00a0y", False),
+        (r".*", "x/y:z", True),
+        (r".*", "", False),
+        (r"proj[0-9]{3}", "proj0420", False),  # the regex is matched whole
+        (r"proj[0-9]{3}", "proj042", True),
+    ],
+)
+def test_text_field_needs_regex_and_safe_charset(regex, value, ok):
+    fld = make_field("account", {"type": "text", "regex": regex})
+    if ok:
+        assert fld.parse(value) == value
+    else:
+        with pytest.raises(OptionError) as err:
+            fld.parse(value)
+        assert err.value.field == "account" and "ASCII" in err.value.rule
+
+
+def test_text_field_regex_is_ascii_only():
+    with pytest.raises(ValueError, match="re.ASCII"):
+        make_field("account", {"type": "text", "regex": r"(?u)\w+"})
 
 
 async def test_form_refuses_fields_of_unknown_profiles():
