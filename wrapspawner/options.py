@@ -11,7 +11,11 @@ An admin declares fields per profile (see ``ProfilesSpawner.profiles``)::
     }
 
 Each field sets one trait of the child spawner: ``req_<name>`` unless the field
-names another with ``"trait"``. :meth:`Field.parse` turns whatever a user sent
+names another with ``"trait"``. Only an allowlist can be targets (checked at
+startup): ``req_*`` request traits other than the protected template variables
+(commands, prologue/epilogue, raw options, identity), and the resource and
+timeout traits in :data:`USER_SETTABLE_TRAITS`. Never ``cmd``, ``ssh_*``,
+``exec_prefix``, ``hub_connect_url``, paths, environment or hooks. :meth:`Field.parse` turns whatever a user sent
 (form text or a JSON value from the REST API) into exactly one canonical,
 shell-safe string, or raises :class:`batchspawner.options.OptionError` (HTTP
 400) naming the field and the rule. Admin mistakes in a field's spec raise
@@ -30,23 +34,32 @@ CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 UNSAFE_TEXT_RE = re.compile(r"[\s;&|`$<>\\\"'(){}\[\]*?!~#^]")
 MAX_LEN = 256
 
-# child traits no field may ever set: commands, scripts, hooks, environment, identity
-FORBIDDEN_TRAITS = frozenset(
-    {"cmd", "args", "environment", "env_keep", "notebook_dir", "default_url", "user_options", "ip", "port"}
-    | {f"req_{name}" for name in PROTECTED}
-)
-FORBIDDEN_PARTS = ("cmd", "command", "script", "hook", "prefix", "exec", "env", "path", "token", "ssl", "cert")
+# Besides req_* request traits, the only traits a field may set: resource sizes and how long
+# the hub waits for the start. None of them runs anything, names a command, file, host,
+# account or identity, or changes where the hub or the job connects.
+USER_SETTABLE_TRAITS = frozenset({"mem_limit", "mem_guarantee", "cpu_limit", "cpu_guarantee", "start_timeout"})
+
+
+def field_may_set(trait: str) -> bool:
+    """The allowlist: ``req_<var>`` for a template variable not in PROTECTED, or USER_SETTABLE_TRAITS."""
+    if trait in USER_SETTABLE_TRAITS:
+        return True
+    return trait.startswith("req_") and NAME_RE.fullmatch(trait[4:]) is not None and trait[4:] not in PROTECTED
 
 
 def check_target_trait(field: str, trait: str, child_class) -> None:
-    """Refuse (ValueError) a field that would set a command, script or unknown trait."""
-    if trait in FORBIDDEN_TRAITS or any(part in trait for part in FORBIDDEN_PARTS):
-        raise ValueError(f"field {field!r} may not set {child_class.__name__}.{trait} (commands and scripts are admin-only)")
+    """Refuse (ValueError) a field whose trait is not on the allowlist, unknown, or not one value."""
+    if not field_may_set(trait):
+        raise ValueError(
+            f"field {field!r} may not set {child_class.__name__}.{trait}: fields may set only req_* request "
+            f"traits (except {', '.join('req_' + n for n in sorted(PROTECTED))}) and "
+            f"{', '.join(sorted(USER_SETTABLE_TRAITS))}"
+        )
     traits = child_class.class_traits(config=True)
     if trait not in traits:
         raise ValueError(f"field {field!r} sets {trait!r}, which is not a configurable trait of {child_class.__name__}")
     kind = type(traits[trait]).__name__
-    if kind not in ("Unicode", "CUnicode", "Integer", "CInt", "Float", "CFloat", "ByteSpecification"):
+    if kind not in ("Unicode", "CUnicode", "Int", "Integer", "CInt", "Float", "CFloat", "ByteSpecification"):
         raise ValueError(f"field {field!r}: {child_class.__name__}.{trait} is a {kind}, not a single value")
 
 
@@ -74,7 +87,7 @@ class Field:
     input_type = "text"
 
     def __init__(self, name: str, spec: dict):
-        if not NAME_RE.match(name) or name == "profile":
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name == "profile":
             raise ValueError(f"field name {name!r} must be a lower-case identifier other than 'profile'")
         self.name = name
         self.label = str(spec.get("label") or name.replace("_", " ").capitalize())

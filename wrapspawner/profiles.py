@@ -347,7 +347,7 @@ def _typed(child_class, traits: dict) -> dict:
     all_traits = child_class.class_traits()
     for name, value in traits.items():
         kind = type(all_traits[name]).__name__
-        if kind in ("Integer", "CInt"):
+        if kind in ("Int", "Integer", "CInt"):
             value = int(value)
         elif kind in ("Float", "CFloat"):
             value = float(value)

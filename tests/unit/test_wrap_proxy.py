@@ -8,7 +8,7 @@ from jupyterhub.objects import Server
 from jupyterhub.spawner import LocalProcessSpawner
 from jupyterhub.utils import maybe_future
 from tornado.web import HTTPError
-from traitlets import Unicode, default
+from traitlets import TraitError, Unicode, default
 from traitlets.config import Config
 
 from batchspawner import SlurmSpawner
@@ -267,6 +267,41 @@ def test_profiles_config_errors_name_the_trait():
         make_wrapper(ProfilesSpawner, profiles=[
             {"key": "x", "class": "batchspawner.SlurmSpawner", "fields": {"account": {"type": "text"}}}
         ])
+
+
+@pytest.mark.parametrize(
+    "trait",
+    ["cmd", "args", "ssh_user", "ssh_identity_file", "ssh_options", "hub_connect_url", "exec_prefix", "notebook_dir",
+     "default_url", "ip", "port", "environment", "http_timeout", "batch_script", "batch_submit_cmd", "pre_spawn_hook",
+     "req_prologue", "req_epilogue", "req_options", "req_srun", "req_username", "req_homedir", "req_keepvars",
+     "req_", "user_options"],
+)
+def test_field_targets_are_an_allowlist(trait):
+    with pytest.raises(TraitError) as err:
+        make_wrapper(ProfilesSpawner, profiles=[
+            ("Local", "local", "jupyterhub.spawner.LocalProcessSpawner", {}),
+            {"key": "x", "class": "batchspawner.SlurmSpawner",
+             "fields": {"f": {"type": "choice", "choices": ["a"], "trait": trait}}},
+        ])
+    assert f"ProfilesSpawner.profiles[1]: field 'f' may not set SlurmSpawner.{trait}:" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "trait, spec, value, on_child",
+    [
+        ("req_qos", {"type": "choice", "choices": ["normal"]}, "normal", "normal"),
+        ("req_cluster", {"type": "choice", "choices": ["c2"]}, "c2", "c2"),
+        ("mem_limit", {"type": "memory"}, "2G", 2 * 1024**3),
+        ("cpu_limit", {"type": "int"}, "2", 2.0),
+        ("start_timeout", {"type": "int", "max": 3600}, "900", 900),
+    ],
+)
+async def test_field_targets_allowed(trait, spec, value, on_child):
+    wrapper = make_wrapper(ProfilesSpawner, profiles=[
+        {"key": "x", "class": "batchspawner.SlurmSpawner", "fields": {"f": {**spec, "trait": trait}}}])
+    wrapper.user_options = {"profile": "x", "f": value}
+    child = await wrapper.prepare_child()
+    assert getattr(child, trait) == on_child
 
 
 async def test_state_written_by_wrapspawner_101_is_loaded():
