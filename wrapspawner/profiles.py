@@ -217,7 +217,8 @@ class ProfilesSpawner(WrapSpawner):
         visible = await self.visible_profiles()
         if not visible:
             raise OptionError("profile", "no profile is available to you; ask your site's administrators")
-        key = options.get("profile") or self._default_key(visible)
+        # only a missing key means "the default": "", null, false, 0 are refused like any other unknown profile
+        key = options["profile"] if "profile" in options else self._default_key(visible)
         if not isinstance(key, str) or key not in {p.key for p in visible}:
             raise OptionError("profile", "is not a profile available to you")
         profile = self.profile(key)
@@ -227,8 +228,8 @@ class ProfilesSpawner(WrapSpawner):
         """Form -> ``{"profile": key, field: canonical value}`` (inputs are named ``key.field``)."""
         visible = await self.visible_profiles()
         fields_by_input = {f"{p.key}.{name}": (p.key, name) for p in visible for name in p.fields}
-        chosen = formdata.get("profile") or [self._default_key(visible)]
-        if len(chosen) != 1:
+        chosen = formdata["profile"] if "profile" in formdata else [self._default_key(visible)]
+        if not isinstance(chosen, list) or len(chosen) != 1:
             raise OptionError("profile", "must be given exactly once")
         options = {"profile": chosen[0]}
         for input_name, value in formdata.items():

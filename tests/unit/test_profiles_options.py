@@ -79,6 +79,12 @@ async def test_form_preselects_last_choice_and_escapes():
         ({"profile": "hpc", "account": "proj1;id"}, "account", "shell characters"),
         ({"profile": "hpc", "partition": "gpu"}, "partition", "one of: debug, long"),
         ({"profile": ["hpc"]}, "profile", "not a profile"),
+        ({"profile": ""}, "profile", "not a profile"),  # present but falsy: never the default profile
+        ({"profile": None}, "profile", "not a profile"),
+        ({"profile": False}, "profile", "not a profile"),
+        ({"profile": 0}, "profile", "not a profile"),
+        ({"profile": {}}, "profile", "not a profile"),
+        ({"profile": "HPC"}, "profile", "not a profile"),
     ],
     ids=lambda v: str(v)[:30],
 )
@@ -124,6 +130,16 @@ def test_text_field_needs_regex_and_safe_charset(regex, value, ok):
 def test_text_field_regex_is_ascii_only():
     with pytest.raises(ValueError, match="re.ASCII"):
         make_field("account", {"type": "text", "regex": r"(?u)\w+"})
+
+
+async def test_missing_profile_key_means_the_default_and_empty_form_choice_is_refused():
+    wrapper = make_wrapper(ProfilesSpawner, profiles=site_profiles())
+    assert (await wrapper.validate_options({}))[0].key == "hpc"
+    assert (await wrapper.validate_options({"memory": "4G"}))[1]["memory"] == "4G"
+    with pytest.raises(OptionError) as err:
+        await wrapper.options_from_form({"profile": [""]})
+    assert err.value.field == "profile"
+    assert (await wrapper.options_from_form({}))["profile"] == "hpc"
 
 
 async def test_form_refuses_fields_of_unknown_profiles():
