@@ -115,7 +115,15 @@ class Field:
         raise OptionError(self.name, rule or self.rule)
 
     def attrs(self) -> dict:
-        """HTML input attributes (hints for the browser; the server checks again)."""
+        """HTML input attributes: hints that never block submitting the form.
+
+        No ``pattern``, ``min``/``max``, ``required`` or ``type="number"``: the form shows the
+        fields of every profile at once and the browser would check them all, so a value
+        in a profile the user did not choose could block submitting the chosen one (without
+        JavaScript nothing can disable those inputs). A Python regex is also not a browser
+        (JavaScript ``v``-flag) regex. The server checks every value of the chosen profile,
+        with or without JavaScript, and names the field and the rule (shown under each input).
+        """
         return {}
 
 
@@ -143,7 +151,6 @@ class ChoiceField(Field):
 
 class IntField(Field):
     kind = "int"
-    input_type = "number"
 
     def __init__(self, name, spec):
         self.min = int(spec["min"]) if spec.get("min") is not None else 0
@@ -160,7 +167,7 @@ class IntField(Field):
         return str(number)
 
     def attrs(self):
-        return {"min": self.min, **({"max": self.max} if self.max is not None else {})}
+        return {"inputmode": "numeric"}  # a numeric keypad on phones; no browser check (see Field.attrs)
 
 
 _UNITS = {"K": 1, "M": 1024, "G": 1024**2, "T": 1024**3}  # in KiB
@@ -208,8 +215,6 @@ class MemoryField(Field):
             self.fail()
         return format_memory(kib)
 
-    def attrs(self):
-        return {"pattern": r"[0-9]+[KMGTkmgt]?(i?[Bb])?"}
 
 
 def parse_walltime(text: str) -> int | None:
@@ -254,8 +259,6 @@ class WalltimeField(Field):
             self.fail()
         return format_walltime(seconds)
 
-    def attrs(self):
-        return {"pattern": r"([0-9]{1,3}-)?[0-9]{1,3}:[0-5][0-9]:[0-5][0-9]"}
 
 
 class TextField(Field):
@@ -298,7 +301,7 @@ class TextField(Field):
         return text
 
     def attrs(self):
-        return {"pattern": self.regex.pattern, "maxlength": self.max_length}
+        return {"maxlength": self.max_length}  # limits typing; never blocks a submission
 
 
 FIELD_TYPES = {

@@ -142,6 +142,34 @@ async def test_missing_profile_key_means_the_default_and_empty_form_choice_is_re
     assert (await wrapper.options_from_form({}))["profile"] == "hpc"
 
 
+async def test_unchosen_profile_fields_never_block_the_form():
+    two = [
+        {"key": "hpc", "class": "batchspawner.SlurmSpawner", "fields": FIELDS},
+        {"key": "big", "class": "batchspawner.SlurmSpawner",
+         "fields": {"nprocs": {"type": "int", "min": 16, "max": 64, "default": 16},
+                    "account": {"type": "text", "regex": r"(?P<p>big)[0-9]+", "default": "big1"}}},
+    ]
+    wrapper = make_wrapper(ProfilesSpawner, profiles=two)
+    form = await wrapper.get_options_form()
+    inputs = re.findall(r"<(?:input|select)\b[^>]*>", form)
+    assert len(inputs) == 2 + len(FIELDS) + 2  # the radios, hpc's fields (the choice is a select), big's
+    for tag in inputs:
+        # no browser-side check that could block submitting another profile (and no Python regex as
+        # an HTML pattern); only the profile radios are required
+        assert not re.search(r"\s(pattern|min|max|step)=", tag), tag
+        assert ("required" in tag) == ('name="profile"' in tag), tag
+        assert 'type="number"' not in tag
+    assert 'name="big.nprocs" id="big.nprocs"\n               value="16" inputmode="numeric"' in form
+    # without JavaScript every input is sent: the unchosen profile's values are ignored ...
+    options = await wrapper.options_from_form(
+        {"profile": ["hpc"], "big.nprocs": ["2"], "big.account": ["not valid"], "hpc.nprocs": ["4"]})
+    assert options["profile"] == "hpc" and options["nprocs"] == "4" and "big" not in str(options)
+    # ... and the chosen profile's are checked on the server, naming the field
+    with pytest.raises(OptionError) as err:
+        await wrapper.options_from_form({"profile": ["big"], "big.nprocs": ["2"], "hpc.nprocs": ["4"]})
+    assert err.value.field == "nprocs" and "from 16 to 64" in err.value.rule
+
+
 async def test_form_refuses_fields_of_unknown_profiles():
     wrapper = make_wrapper(ProfilesSpawner, profiles=site_profiles())
     with pytest.raises(OptionError, match="b-only.x"):
