@@ -18,10 +18,18 @@ defaults, the child keeps its own defaults. The timeouts and address the hub
 reads on the wrapper (``start_timeout``, ``http_timeout``, ``poll_interval``,
 ``ip``, ``port``) are mirrored *from* the child: the child's values win.
 
+The child gets only the ``user_options`` keys listed in ``allowed_user_options``
+(default none; any other key is refused with HTTP 400 naming it). ProfilesSpawner
+gives it none: validated field values go on its traits instead.
+
 The child is built in :meth:`run_pre_spawn_hook`, which the hub calls right
 before ``start()`` and before it reads ``start_timeout``; or by
 :meth:`load_state` after a hub restart, from the state
-``{child_class, child_state, child_values}`` (ProfilesSpawner adds ``profile``).
+``{child_class, child_state, child_values}`` (ProfilesSpawner adds ``profile``);
+``get_url`` is then the child's. The hub calls ``rename`` and ``delete_forever``
+on stopped servers, whose child ``clear_state`` dropped: a temporary child like
+the one the server had (never started) gets them. A saved child that cannot be
+rebuilt is never dropped (see ``fallback_child_class``).
 """
 
 from __future__ import annotations
