@@ -349,6 +349,8 @@ class WrapSpawner(Spawner):
     async def options_from_form(self, form_data):
         child = self.child_spawner or self.child_class(**self.child_kwargs(self.child_class, self.child_config, {}))
         options = await maybe_future(child.run_options_from_form(form_data))
+        if isinstance(options, dict):
+            options.pop("_xsrf", None)  # the hub's form token (a default options_from_form keeps it), no option
         self.check_user_options(options)  # refused on the form already, not only at start
         return options
 

@@ -209,6 +209,8 @@ async def test_options_form_is_forwarded():
     assert await wrapper.get_options_form() == "<input name='x'>"
     wrapper.child_spawner.options_from_form = lambda form: {"x": int(form["x"][0]) + 1}
     assert await maybe_future(wrapper.run_options_from_form({"x": ["1"]})) == {"x": 2}
+    wrapper.child_spawner.options_from_form = lambda form: dict(form)  # like Spawner's default
+    assert await maybe_future(wrapper.run_options_from_form({"x": ["1"], "_xsrf": ["t"]})) == {"x": ["1"]}
 
 
 def _ends_after_submit(argv, stdin):
