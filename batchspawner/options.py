@@ -1,9 +1,11 @@
 """Checks on options that users send (form fields, ``user_options`` via the REST API).
 
-BatchSpawnerBase on its own accepts a user option only when it names a
-request template variable the admin has declared (``req_<name>``), is not on
-the protected list (commands, prologue, raw scheduler options...), and its
-value is a plain scalar made of safe characters. Richer typed fields
+BatchSpawnerBase on its own accepts a user option only when the admin has
+listed it in ``allowed_user_options``, it names a request template variable
+(``req_<name>``), is not on the protected list (commands, prologue, raw
+scheduler options...), and its value is a plain scalar made of safe
+characters. The allowlist matters: without it any user could pick the
+partition, QOS, reservation, account or cluster through the REST API. Richer typed fields
 (choices, ranges, memory, walltime) are the ProfilesSpawner's job; they arrive
 here already validated.
 """
@@ -57,7 +59,7 @@ def check_scalar(field: str, value, pattern: re.Pattern = SAFE_VALUE) -> str:
     text = str(value)
     if len(text) > 256:
         raise OptionError(field, "is longer than 256 characters")
-    if text and not pattern.match(text):
+    if text and not pattern.fullmatch(text):  # fullmatch: "$" alone would accept a final newline
         raise OptionError(
             field,
             "may contain only letters, digits and _ . : , @ % + = / - "
@@ -66,8 +68,13 @@ def check_scalar(field: str, value, pattern: re.Pattern = SAFE_VALUE) -> str:
     return text
 
 
-def validate_user_options(user_options: dict, request_vars: set[str]) -> dict[str, str]:
+def validate_user_options(user_options: dict, request_vars: set[str], allowed=None) -> dict[str, str]:
     """Validate raw ``user_options`` against the declared request variables.
+
+    ``allowed``: the keys the admin lets users set (``allowed_user_options``);
+    any other key is refused. ``None`` keeps the old rule (every declared request
+    variable not protected) for callers that do not pass an allowlist yet; use
+    :func:`validate_spawner_user_options`, which reads the spawner's allowlist.
 
     Returns the template values to use. Raises :class:`OptionError` (HTTP 400)
     on the first bad field, before anything is submitted.
@@ -76,13 +83,28 @@ def validate_user_options(user_options: dict, request_vars: set[str]) -> dict[st
         return {}
     if not isinstance(user_options, dict):
         raise OptionError("user_options", "must be a JSON object")
+    allowed = None if allowed is None else set(allowed)
     values = {}
     for key, value in user_options.items():
-        if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             raise OptionError(str(key)[:40], "is not a valid option name")
         if key in PROTECTED:
             raise OptionError(key, "cannot be set by users")
+        if allowed is not None and key not in allowed:
+            offered = ", ".join(sorted(allowed - PROTECTED)) or "none"
+            raise OptionError(
+                key, f"is not an option this server accepts (options users may set: {offered}; allowed_user_options)"
+            )
         if key not in request_vars:
             raise OptionError(key, "is not an option this server accepts")
         values[key] = check_scalar(key, value)
     return values
+
+
+def validate_spawner_user_options(spawner) -> dict[str, str]:
+    """:func:`validate_user_options` for a batch spawner, with its ``allowed_user_options``.
+
+    A spawner without that trait allows no key: user options are opt-in.
+    """
+    allowed = getattr(spawner, "allowed_user_options", None) or ()
+    return validate_user_options(spawner.user_options, spawner.request_vars(), allowed)

@@ -11,7 +11,11 @@ An admin declares fields per profile (see ``ProfilesSpawner.profiles``)::
     }
 
 Each field sets one trait of the child spawner: ``req_<name>`` unless the field
-names another with ``"trait"``. :meth:`Field.parse` turns whatever a user sent
+names another with ``"trait"``. Only an allowlist can be targets (checked at
+startup): ``req_*`` request traits other than the protected template variables
+(commands, prologue/epilogue, raw options, identity), and the resource and
+timeout traits in :data:`USER_SETTABLE_TRAITS`. Never ``cmd``, ``ssh_*``,
+``exec_prefix``, ``hub_connect_url``, paths, environment or hooks. :meth:`Field.parse` turns whatever a user sent
 (form text or a JSON value from the REST API) into exactly one canonical,
 shell-safe string, or raises :class:`batchspawner.options.OptionError` (HTTP
 400) naming the field and the rule. Admin mistakes in a field's spec raise
@@ -30,23 +34,32 @@ CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 UNSAFE_TEXT_RE = re.compile(r"[\s;&|`$<>\\\"'(){}\[\]*?!~#^]")
 MAX_LEN = 256
 
-# child traits no field may ever set: commands, scripts, hooks, environment, identity
-FORBIDDEN_TRAITS = frozenset(
-    {"cmd", "args", "environment", "env_keep", "notebook_dir", "default_url", "user_options", "ip", "port"}
-    | {f"req_{name}" for name in PROTECTED}
-)
-FORBIDDEN_PARTS = ("cmd", "command", "script", "hook", "prefix", "exec", "env", "path", "token", "ssl", "cert")
+# Besides req_* request traits, the only traits a field may set: resource sizes and how long
+# the hub waits for the start. None of them runs anything, names a command, file, host,
+# account or identity, or changes where the hub or the job connects.
+USER_SETTABLE_TRAITS = frozenset({"mem_limit", "mem_guarantee", "cpu_limit", "cpu_guarantee", "start_timeout"})
+
+
+def field_may_set(trait: str) -> bool:
+    """The allowlist: ``req_<var>`` for a template variable not in PROTECTED, or USER_SETTABLE_TRAITS."""
+    if trait in USER_SETTABLE_TRAITS:
+        return True
+    return trait.startswith("req_") and NAME_RE.fullmatch(trait[4:]) is not None and trait[4:] not in PROTECTED
 
 
 def check_target_trait(field: str, trait: str, child_class) -> None:
-    """Refuse (ValueError) a field that would set a command, script or unknown trait."""
-    if trait in FORBIDDEN_TRAITS or any(part in trait for part in FORBIDDEN_PARTS):
-        raise ValueError(f"field {field!r} may not set {child_class.__name__}.{trait} (commands and scripts are admin-only)")
+    """Refuse (ValueError) a field whose trait is not on the allowlist, unknown, or not one value."""
+    if not field_may_set(trait):
+        raise ValueError(
+            f"field {field!r} may not set {child_class.__name__}.{trait}: fields may set only req_* request "
+            f"traits (except {', '.join('req_' + n for n in sorted(PROTECTED))}) and "
+            f"{', '.join(sorted(USER_SETTABLE_TRAITS))}"
+        )
     traits = child_class.class_traits(config=True)
     if trait not in traits:
         raise ValueError(f"field {field!r} sets {trait!r}, which is not a configurable trait of {child_class.__name__}")
     kind = type(traits[trait]).__name__
-    if kind not in ("Unicode", "CUnicode", "Integer", "CInt", "Float", "CFloat", "ByteSpecification"):
+    if kind not in ("Unicode", "CUnicode", "Int", "Integer", "CInt", "Float", "CFloat", "ByteSpecification"):
         raise ValueError(f"field {field!r}: {child_class.__name__}.{trait} is a {kind}, not a single value")
 
 
@@ -74,7 +87,7 @@ class Field:
     input_type = "text"
 
     def __init__(self, name: str, spec: dict):
-        if not NAME_RE.match(name) or name == "profile":
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name == "profile":
             raise ValueError(f"field name {name!r} must be a lower-case identifier other than 'profile'")
         self.name = name
         self.label = str(spec.get("label") or name.replace("_", " ").capitalize())
@@ -102,7 +115,15 @@ class Field:
         raise OptionError(self.name, rule or self.rule)
 
     def attrs(self) -> dict:
-        """HTML input attributes (hints for the browser; the server checks again)."""
+        """HTML input attributes: hints that never block submitting the form.
+
+        No ``pattern``, ``min``/``max``, ``required`` or ``type="number"``: the form shows the
+        fields of every profile at once and the browser would check them all, so a value
+        in a profile the user did not choose could block submitting the chosen one (without
+        JavaScript nothing can disable those inputs). A Python regex is also not a browser
+        (JavaScript ``v``-flag) regex. The server checks every value of the chosen profile,
+        with or without JavaScript, and names the field and the rule (shown under each input).
+        """
         return {}
 
 
@@ -117,7 +138,7 @@ class ChoiceField(Field):
             raise ValueError(f"field {name!r}: a choice field needs 'choices' (a list or a dict value -> label)")
         self.choices = {str(k): str(v) for k, v in choices.items()}
         for key in self.choices:
-            if not SAFE_VALUE.match(key):
+            if not SAFE_VALUE.fullmatch(key):
                 raise ValueError(f"field {name!r}: choice {key!r} is not a plain value (letters, digits, _.:,@%+=/-)")
         self.rule = "must be one of: " + ", ".join(self.choices)
         super().__init__(name, spec)
@@ -130,7 +151,6 @@ class ChoiceField(Field):
 
 class IntField(Field):
     kind = "int"
-    input_type = "number"
 
     def __init__(self, name, spec):
         self.min = int(spec["min"]) if spec.get("min") is not None else 0
@@ -147,7 +167,7 @@ class IntField(Field):
         return str(number)
 
     def attrs(self):
-        return {"min": self.min, **({"max": self.max} if self.max is not None else {})}
+        return {"inputmode": "numeric"}  # a numeric keypad on phones; no browser check (see Field.attrs)
 
 
 _UNITS = {"K": 1, "M": 1024, "G": 1024**2, "T": 1024**3}  # in KiB
@@ -195,8 +215,6 @@ class MemoryField(Field):
             self.fail()
         return format_memory(kib)
 
-    def attrs(self):
-        return {"pattern": r"[0-9]+[KMGTkmgt]?(i?[Bb])?"}
 
 
 def parse_walltime(text: str) -> int | None:
@@ -241,12 +259,18 @@ class WalltimeField(Field):
             self.fail()
         return format_walltime(seconds)
 
-    def attrs(self):
-        return {"pattern": r"([0-9]{1,3}-)?[0-9]{1,3}:[0-5][0-9]:[0-5][0-9]"}
 
 
 class TextField(Field):
-    """Free text, only with an admin regex; never spaces, quotes or shell characters."""
+    """Free text, only with an admin regex; never spaces, quotes or shell characters.
+
+    A value must match the admin regex *and* the project's plain-value charset
+    (``batchspawner.options.SAFE_VALUE``: ASCII letters, digits, ``_.:,@%+=/-``, not
+    starting with ``-``). The regex is compiled with ``re.ASCII``, so ``\\w``/``\\d`` mean
+    ASCII only; the charset check holds even if the regex is too loose (``.*``), so no
+    Unicode digit and no leading ``-`` (which a command line would read as an option)
+    reaches the script.
+    """
 
     kind = "text"
 
@@ -255,13 +279,13 @@ class TextField(Field):
         if not regex:
             raise ValueError(f"field {name!r}: a text field needs an admin 'regex' saying what is allowed")
         try:
-            self.regex = re.compile(regex)
-        except re.error as e:
-            raise ValueError(f"field {name!r}: regex {regex!r} does not compile: {e}") from None
+            self.regex = re.compile(regex, re.ASCII)
+        except (re.error, ValueError) as e:  # ValueError: e.g. (?u), which contradicts re.ASCII
+            raise ValueError(f"field {name!r}: regex {regex!r} does not compile (with re.ASCII): {e}") from None
         self.max_length = int(spec.get("max_length", 64))
         self.rule = (
             f"must match {regex!r}, be at most {self.max_length} characters, and contain no spaces, "
-            "quotes, shell characters or leading '-'"
+            "quotes, shell characters or leading '-' (ASCII letters, digits and _ . : , @ % + = / - only)"
         )
         super().__init__(name, spec)
 
@@ -270,14 +294,14 @@ class TextField(Field):
             not text
             or len(text) > self.max_length
             or UNSAFE_TEXT_RE.search(text)
-            or text.startswith("-")
+            or not SAFE_VALUE.fullmatch(text)
             or not self.regex.fullmatch(text)
         ):
             self.fail()
         return text
 
     def attrs(self):
-        return {"pattern": self.regex.pattern, "maxlength": self.max_length}
+        return {"maxlength": self.max_length}  # limits typing; never blocks a submission
 
 
 FIELD_TYPES = {

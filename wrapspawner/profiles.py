@@ -217,7 +217,8 @@ class ProfilesSpawner(WrapSpawner):
         visible = await self.visible_profiles()
         if not visible:
             raise OptionError("profile", "no profile is available to you; ask your site's administrators")
-        key = options.get("profile") or self._default_key(visible)
+        # only a missing key means "the default": "", null, false, 0 are refused like any other unknown profile
+        key = options["profile"] if "profile" in options else self._default_key(visible)
         if not isinstance(key, str) or key not in {p.key for p in visible}:
             raise OptionError("profile", "is not a profile available to you")
         profile = self.profile(key)
@@ -227,8 +228,8 @@ class ProfilesSpawner(WrapSpawner):
         """Form -> ``{"profile": key, field: canonical value}`` (inputs are named ``key.field``)."""
         visible = await self.visible_profiles()
         fields_by_input = {f"{p.key}.{name}": (p.key, name) for p in visible for name in p.fields}
-        chosen = formdata.get("profile") or [self._default_key(visible)]
-        if len(chosen) != 1:
+        chosen = formdata["profile"] if "profile" in formdata else [self._default_key(visible)]
+        if not isinstance(chosen, list) or len(chosen) != 1:
             raise OptionError("profile", "must be given exactly once")
         options = {"profile": chosen[0]}
         for input_name, value in formdata.items():
@@ -250,6 +251,30 @@ class ProfilesSpawner(WrapSpawner):
 
     def child_user_options(self):
         return {}  # validated values are on the child's traits instead
+
+    async def stopped_child_spec(self):
+        """The profile of a stopped server: from state if kept, else its saved ``user_options``.
+
+        Visibility is not checked (the server exists already; cleaning it up is not
+        choosing a profile). Field values that no longer validate are left out.
+        """
+        options = self.user_options if isinstance(self.user_options, dict) else {}
+        key = self.child_profile or options.get("profile")
+        if not isinstance(key, str) or not key:
+            key = self._default_key(await self.visible_profiles())
+        profile = self.profile(key)
+        if profile is None:
+            if self.fallback_child_class is not None:
+                return self.fallback_child_class, self.child_config, {}
+            return None
+        traits = {}
+        for name, fld in profile.fields.items():
+            if options.get(name) not in (None, ""):
+                try:
+                    traits[fld.trait] = fld.parse(options[name])
+                except OptionError:
+                    continue
+        return profile.spawner_class, profile.config, _typed(profile.spawner_class, traits)
 
     # ------------------------------------------------------------ form
     async def get_options_form(self):
@@ -305,17 +330,16 @@ class ProfilesSpawner(WrapSpawner):
         if saved:
             self.log.warning("%s: profile %r changed; rebuilding %s from state", self._log_name, self.child_profile, saved)
             return _load_class(saved), profile.config if profile else {}
-        self.log.error(
-            "%s: saved profile %r no longer exists and its state names no class; the server's job "
-            "cannot be tracked. Put the profile back in ProfilesSpawner.profiles and restart the hub.",
-            self._log_name,
-            self.child_profile,
+        raise LookupError(
+            f"saved profile {self.child_profile!r} is no longer in ProfilesSpawner.profiles and its state "
+            "(written by wrapspawner 1.0.1) names no child class"
         )
-        return None, None
 
     def clear_state(self):
+        untracked = self.holds_untracked_job
         super().clear_state()
-        self.child_profile = ""
+        if not untracked:
+            self.child_profile = ""
 
 
 def _typed(child_class, traits: dict) -> dict:
@@ -324,7 +348,7 @@ def _typed(child_class, traits: dict) -> dict:
     all_traits = child_class.class_traits()
     for name, value in traits.items():
         kind = type(all_traits[name]).__name__
-        if kind in ("Integer", "CInt"):
+        if kind in ("Int", "Integer", "CInt"):
             value = int(value)
         elif kind in ("Float", "CFloat"):
             value = float(value)

@@ -18,10 +18,18 @@ defaults, the child keeps its own defaults. The timeouts and address the hub
 reads on the wrapper (``start_timeout``, ``http_timeout``, ``poll_interval``,
 ``ip``, ``port``) are mirrored *from* the child: the child's values win.
 
+The child gets only the ``user_options`` keys listed in ``allowed_user_options``
+(default none; any other key is refused with HTTP 400 naming it). ProfilesSpawner
+gives it none: validated field values go on its traits instead.
+
 The child is built in :meth:`run_pre_spawn_hook`, which the hub calls right
 before ``start()`` and before it reads ``start_timeout``; or by
 :meth:`load_state` after a hub restart, from the state
-``{child_class, child_state, child_values}`` (ProfilesSpawner adds ``profile``).
+``{child_class, child_state, child_values}`` (ProfilesSpawner adds ``profile``);
+``get_url`` is then the child's. The hub calls ``rename`` and ``delete_forever``
+on stopped servers, whose child ``clear_state`` dropped: a temporary child like
+the one the server had (never started) gets them. A saved child that cannot be
+rebuilt is never dropped (see ``fallback_child_class``).
 """
 
 from __future__ import annotations
@@ -30,8 +38,10 @@ import asyncio
 
 from jupyterhub.spawner import LocalProcessSpawner, Spawner
 from jupyterhub.utils import maybe_future
-from traitlets import All, Container, Dict, Instance, Type, import_item, observe
+from tornado import web
+from traitlets import All, Container, Dict, Instance, List, Type, Unicode, import_item, observe
 
+from batchspawner.options import OptionError
 from batchspawner.spawner import save_spawner_state
 
 # set on the child from the wrapper right before each start (the hub sets them on the wrapper)
@@ -62,6 +72,37 @@ class WrapSpawner(Spawner):
         help="""Trait values given to the child spawner, e.g. ``{"req_partition": "debug"}``.
 
         They win over configuration set on the wrapper; validated user values win over them.""",
+    ).tag(config=True)
+
+    allowed_user_options = List(
+        Unicode(),
+        help="""Keys of ``user_options`` (REST API or the child's own form) passed to the child.
+
+        Default: none. Any other key is refused with HTTP 400 naming it before anything starts,
+        because many children trust their ``user_options``: a batch spawner fills its job
+        script's ``req_*`` variables from them, so an unlisted key could pick a partition,
+        QOS, reservation, account or cluster the admin did not offer. List only keys you would
+        let every user choose, e.g. ``["runtime"]``; the child still checks the values. The
+        list is also given to a child that has a trait of this name (batch spawners).
+        ProfilesSpawner ignores it: there, the profile fields are the allowlist.""",
+    ).tag(config=True)
+
+    fallback_child_class = Type(
+        None,
+        klass=Spawner,
+        allow_none=True,
+        help="""Class that rebuilds a running server whose own child class cannot be found again.
+
+        That happens after a hub restart when a ProfilesSpawner profile was removed from the
+        config while its server ran and the state names no child class (state written by
+        wrapspawner 1.0.1), or when the saved child class no longer imports. This class gets
+        ``child_config`` and the saved child state, so e.g. ``batchspawner.SlurmSpawner``
+        finds the job again and can stop it.
+
+        None (default): the job is never dropped. The saved state is kept as it is (also
+        through stop), the server is reported running (the hub then checks its URL), an error
+        naming the profile or class is logged, and starting a new server is refused until an
+        admin restores the profile or sets this and restarts the hub.""",
     ).tag(config=True)
 
     child_spawner = Instance(Spawner, allow_none=True, help="The running child (batchspawner's port API follows it).")
@@ -108,6 +149,9 @@ class WrapSpawner(Spawner):
     def child_kwargs(self, child_class, child_config, values) -> dict:
         kwargs = {k: v for k, v in self._hub_kwargs.items() if child_class.class_traits().get(k) is not None}
         kwargs.update(self.wrapper_settings(child_class))
+        if child_class.class_traits().get("allowed_user_options") is not None:
+            # the wrapper filtered already; the child's own check agrees with it
+            kwargs["allowed_user_options"] = list(self.allowed_user_options)
         for key, value in dict(child_config).items():
             if child_class.class_traits().get(key) is None:
                 self.log.warning("%s: %s has no trait %r; ignoring it", self._log_name, child_class.__name__, key)
@@ -118,9 +162,27 @@ class WrapSpawner(Spawner):
         kwargs["user_options"] = self.child_user_options()
         return kwargs
 
+    def check_user_options(self, options) -> None:
+        """Refuse (OptionError, HTTP 400) user_options keys not in ``allowed_user_options``."""
+        if options is None:
+            return
+        if not isinstance(options, dict):
+            raise OptionError("user_options", "must be a JSON object")
+        allowed = set(self.allowed_user_options)
+        for key in options:
+            if key not in allowed:
+                offered = ", ".join(sorted(allowed)) if allowed else "none"
+                raise OptionError(
+                    str(key)[:40],
+                    f"is not an option this server accepts (options users may set: {offered}; "
+                    f"{type(self).__name__}.allowed_user_options)",
+                )
+
     def child_user_options(self) -> dict:
-        """user_options the child sees: the wrapper's own (WrapSpawner passes them through)."""
-        return dict(self.user_options or {})
+        """user_options the child sees: only the keys in ``allowed_user_options``."""
+        options = self.user_options if isinstance(self.user_options, dict) else {}
+        allowed = set(self.allowed_user_options)
+        return {k: v for k, v in options.items() if k in allowed}
 
     def build_child(self, child_class=None, child_config=None, values=None, state=None):
         """Make ``child_spawner`` (replacing any previous one) and mirror its hub-read traits."""
@@ -159,10 +221,30 @@ class WrapSpawner(Spawner):
 
     async def select_child(self):
         """Choose class, config and validated values for a new child (ProfilesSpawner overrides)."""
+        self.check_user_options(self.user_options)
         return self.child_class, self.child_config, {}
+
+    @property
+    def holds_untracked_job(self) -> bool:
+        """True if the state holds a child's state (a job) that no child class could be rebuilt for."""
+        return self.child_spawner is None and bool(self.child_state)
+
+    def _untracked_message(self):
+        return (
+            f"{self._log_name}: the state {self.child_state!r} of this server's child is kept, but no class "
+            "can track or stop it"
+        )
 
     async def prepare_child(self):
         """Build a fresh child for the coming start (validates user options first)."""
+        if self.holds_untracked_job:
+            self.log.error("%s; refusing to start a new server over it", self._untracked_message())
+            error = web.HTTPError(409, "untracked job in state", reason="Previous server not tracked")
+            error.jupyterhub_message = (
+                "Your previous server may still be running but can no longer be tracked (its profile was "
+                "removed). Please ask your site's administrators."
+            )
+            raise error
         child_class, child_config, values = await self.select_child()
         return self.build_child(child_class, child_config, values)
 
@@ -196,10 +278,13 @@ class WrapSpawner(Spawner):
         if self.child_spawner is not None:
             await self.child_spawner.stop(now=now)
             self._mirror_child()
+        elif self.holds_untracked_job:
+            self.log.error("%s; it is not stopped, cancel it by hand", self._untracked_message())
 
     async def poll(self):
         if self.child_spawner is None:
-            return 0
+            # an untracked job may still run: report it running (the hub checks its URL), never "ended"
+            return None if self.holds_untracked_job else 0
         return await self.child_spawner.poll()
 
     async def progress(self):
@@ -216,21 +301,58 @@ class WrapSpawner(Spawner):
             return self.child_spawner.get_env()
         return super().get_env()
 
-    async def rename(self, old_name, new_name):
+    async def get_url(self):
         if self.child_spawner is not None:
-            await maybe_future(self.child_spawner.rename(old_name, new_name))
+            return await maybe_future(self.child_spawner.get_url())
+        return await maybe_future(super().get_url())
+
+    async def rename(self, old_name, new_name):
+        child = await self.child_for_stopped_server("rename")
+        if child is not None:
+            await maybe_future(child.rename(old_name, new_name))
 
     async def delete_forever(self):
+        child = await self.child_for_stopped_server("delete_forever")
+        if child is not None:
+            await maybe_future(child.delete_forever())
+
+    async def stopped_child_spec(self):
+        """(class, config, values) of the child a stopped server had, or None if unknown.
+
+        The hub calls ``rename``/``delete_forever`` on stopped servers, after
+        ``clear_state`` dropped the child; ProfilesSpawner reads the profile from
+        the saved ``user_options``.
+        """
+        return self.child_class, self.child_config, {}
+
+    async def child_for_stopped_server(self, action):
+        """The running child, else a temporary child like the one the server had (not started)."""
         if self.child_spawner is not None:
-            await maybe_future(self.child_spawner.delete_forever())
+            return self.child_spawner
+        if self.holds_untracked_job:
+            self.log.error("%s; %s is not forwarded", self._untracked_message(), action)
+            return None
+        spec = await self.stopped_child_spec()
+        if spec is None:
+            self.log.warning("%s: %s: no child class is known for this server; nothing to forward to",
+                             self._log_name, action)
+            return None
+        child_class, child_config, values = spec
+        child = child_class(**self.child_kwargs(child_class, child_config, values))
+        child.clear_state()
+        return child
 
     async def get_options_form(self):
         child = self.child_spawner or self.child_class(**self.child_kwargs(self.child_class, self.child_config, {}))
         return await child.get_options_form()
 
-    def options_from_form(self, form_data):
+    async def options_from_form(self, form_data):
         child = self.child_spawner or self.child_class(**self.child_kwargs(self.child_class, self.child_config, {}))
-        return child.run_options_from_form(form_data)
+        options = await maybe_future(child.run_options_from_form(form_data))
+        if isinstance(options, dict):
+            options.pop("_xsrf", None)  # the hub's form token (a default options_from_form keeps it), no option
+        self.check_user_options(options)  # refused on the form already, not only at start
+        return options
 
     # ------------------------------------------------------------ state
     def get_state(self):
@@ -253,14 +375,21 @@ class WrapSpawner(Spawner):
         if not child_state:
             return
         self.child_state = child_state
+        self.child_values = state.get("child_values") or {}
         self._saved_child_class = state.get("child_class")
-        child_class, child_config = self.restored_child(state)
+        try:
+            child_class, child_config = self.restored_child(state)
+        except (LookupError, ImportError, ValueError) as e:
+            child_class, child_config = self.unresolved_child(str(e))
         if child_class is None:
-            return  # logged; child_state is kept so the next get_state() does not lose the job
-        self.build_child(child_class, child_config, state.get("child_values") or {}, state=child_state)
+            return  # logged; child_state is kept so get_state() and clear_state() do not lose the job
+        self.build_child(child_class, child_config, self.child_values, state=child_state)
 
     def restored_child(self, state):
-        """(class, config) of the child that wrote ``state`` (ProfilesSpawner: its profile)."""
+        """(class, config) of the child that wrote ``state`` (ProfilesSpawner: its profile).
+
+        Raises LookupError/ImportError/ValueError saying why when it cannot be found.
+        """
         name = state.get("child_class")
         if name and name != qualname(self.child_class):
             cls = import_item(name)
@@ -269,8 +398,29 @@ class WrapSpawner(Spawner):
             return cls, self.child_config
         return self.child_class, self.child_config
 
+    def unresolved_child(self, reason):
+        """``fallback_child_class`` for a child that cannot be rebuilt, else (None, None): keep the state."""
+        setting = f"{type(self).__name__}.fallback_child_class"
+        if self.fallback_child_class is not None:
+            self.log.error(
+                "%s: %s; rebuilding the server's child as %s (%s)",
+                self._log_name, reason, qualname(self.fallback_child_class), setting,
+            )
+            return self.fallback_child_class, self.child_config
+        self.log.error(
+            "%s: %s. Its job is kept in state (%r) and the server is reported running, but it cannot be "
+            "stopped and no new server starts. Put it back in the config or set %s, and restart the hub.",
+            self._log_name, reason, self.child_state, setting,
+        )
+        return None, None
+
     def clear_state(self):
+        untracked = self.holds_untracked_job
         super().clear_state()
+        if untracked:
+            # the hub clears state after every stop; an untracked job must survive it
+            self.log.error("%s; keeping it through clear_state", self._untracked_message())
+            return
         if self.child_spawner is not None:
             self.child_spawner.clear_state()
         self.child_state = {}

@@ -51,6 +51,9 @@ def test_slurm_and_local_children_restart_and_refusals(slurm, hubs):
     assert r.status_code == 400 and "cmd" in r.text, r.text
     r = hub.api("POST", "/users/alice/server", json={"profile": "b-only"})
     assert r.status_code == 400 and "profile" in r.text, r.text
+    for falsy in ("", None, False, 0):  # present but not a profile: refused, never the default profile
+        r = hub.api("POST", "/users/alice/server", json={"profile": falsy})
+        assert r.status_code == 400 and "profile" in r.text, (falsy, r.text)
     assert hub.wait_stopped("alice", timeout=20)
     assert set(slurmtools.live_jobs()) - before == set()
 

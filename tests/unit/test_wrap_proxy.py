@@ -1,14 +1,20 @@
 """WrapSpawner/ProfilesSpawner proxy the Spawner API to a real SlurmSpawner child (FakeRunner for commands)."""
 
 import asyncio
+import logging
 
 import pytest
+from jupyterhub.objects import Server
 from jupyterhub.spawner import LocalProcessSpawner
 from jupyterhub.utils import maybe_future
-from traitlets import default
+from tornado.web import HTTPError
+from traitlets import TraitError, Unicode, default
 from traitlets.config import Config
 
 from batchspawner import SlurmSpawner
+from batchspawner.options import OptionError
+from batchspawner.spawner import SpawnFailed
+from fakes import FakeRunner, Reply
 from batchspawner.api import _port_target
 from wraphelpers import fake_runner, make_wrapper
 from wrapspawner import ProfilesSpawner, WrapSpawner
@@ -119,25 +125,139 @@ async def test_whole_api_through_profiles_spawner():
 
 
 class Recording(LocalProcessSpawner):
+    """Records rename/delete_forever with the profile setting it was built with; never starts a process."""
+
     calls = []
+    volume = Unicode("", help="A per-profile setting, to see which profile built the child.").tag(config=True)
+
+    async def start(self):
+        return ("127.0.0.1", 1)
+
+    async def stop(self, now=False):
+        pass
+
+    async def poll(self):
+        return None
 
     async def rename(self, old, new):
-        self.calls.append(("rename", old, new))
+        self.calls.append(("rename", old, new, self.volume))
 
     def delete_forever(self):
-        self.calls.append(("delete_forever",))
+        self.calls.append(("delete_forever", self.volume))
 
 
-async def test_rename_delete_forever_and_form_are_forwarded():
-    wrapper = make_wrapper(WrapSpawner, child_class=Recording)
-    wrapper.build_child()
+async def _start_then_stop_like_the_hub(wrapper):
+    """What User.spawn + User.stop do to a spawner: it ends with clear_state (child_spawner=None)."""
+    await wrapper.run_pre_spawn_hook()
+    await wrapper.start()
+    await wrapper.stop()
+    wrapper.clear_state()
+    assert wrapper.child_spawner is None and wrapper.get_state() == {}
+
+
+async def test_rename_delete_forever_reach_a_child_after_the_server_stopped():
+    Recording.calls = []
+    wrapper = make_wrapper(WrapSpawner, child_class=Recording, child_config={"volume": "vol-w"})
+    await _start_then_stop_like_the_hub(wrapper)
     await wrapper.rename("a", "b")
     await wrapper.delete_forever()
-    assert Recording.calls == [("rename", "a", "b"), ("delete_forever",)]
+    assert Recording.calls == [("rename", "a", "b", "vol-w"), ("delete_forever", "vol-w")]
+    assert wrapper.child_spawner is None  # the temporary child is not kept
+
+    # ProfilesSpawner: the profile comes from the saved user_options; a hub restart builds a new
+    # wrapper for a stopped server from its (empty) state and user_options before deleting it
+    Recording.calls = []
+    recording_profiles = [
+        ("Local", "local", "jupyterhub.spawner.LocalProcessSpawner", {}),
+        {"key": "rec-a", "class": Recording, "config": {"volume": "vol-a"}},
+        {"key": "rec-b", "class": Recording, "config": {"volume": "vol-b"}, "groups": ["B"]},
+    ]
+    wrapper = make_wrapper(ProfilesSpawner, profiles=recording_profiles, groups=["B"])
+    wrapper.user_options = {"profile": "rec-b"}
+    await _start_then_stop_like_the_hub(wrapper)
+    await wrapper.rename("lab", "lab2")
+    fresh = make_wrapper(ProfilesSpawner, profiles=recording_profiles, user_options={"profile": "rec-b"})
+    fresh.load_state({})
+    await fresh.delete_forever()  # not in group B any more: its own server is still cleaned up
+    assert Recording.calls == [("rename", "lab", "lab2", "vol-b"), ("delete_forever", "vol-b")]
+    # no profile in user_options (a REST spawn without options): the default profile's child
+    Recording.calls = []
+    default_rec = make_wrapper(ProfilesSpawner, profiles=recording_profiles, default_profile="rec-a")
+    await default_rec.delete_forever()
+    assert Recording.calls == [("delete_forever", "vol-a")]
+
+
+class MovedServer(Recording):
+    async def get_url(self):
+        return "http://node7:40123/user/alice/"  # e.g. a child that re-reads its job's host and port
+
+
+async def test_get_url_is_forwarded_to_the_child():
+    # the hub calls get_url after a restart (check_spawner) for servers poll() says are running
+    wrapper = make_wrapper(WrapSpawner, child_class=MovedServer)
+    wrapper.server = Server(ip="10.0.0.1", port=8888, base_url="/user/alice/")
+    assert await wrapper.get_url() == "http://10.0.0.1:8888/user/alice/"  # no child yet: the hub's record
+    wrapper.load_state({"child_state": {"x": 1}})
+    assert isinstance(wrapper.child_spawner, MovedServer)
+    assert await wrapper.get_url() == "http://node7:40123/user/alice/"
+
+
+async def test_options_form_is_forwarded():
+    wrapper = make_wrapper(WrapSpawner, child_class=Recording, allowed_user_options=["x"])
+    wrapper.build_child()
     wrapper.child_spawner.options_form = "<input name='x'>"
     assert await wrapper.get_options_form() == "<input name='x'>"
     wrapper.child_spawner.options_from_form = lambda form: {"x": int(form["x"][0]) + 1}
     assert await maybe_future(wrapper.run_options_from_form({"x": ["1"]})) == {"x": 2}
+    wrapper.child_spawner.options_from_form = lambda form: dict(form)  # like Spawner's default
+    assert await maybe_future(wrapper.run_options_from_form({"x": ["1"], "_xsrf": ["t"]})) == {"x": ["1"]}
+
+
+def _ends_after_submit(argv, stdin):
+    return Reply(stdout="77\n") if argv[0] == "sbatch" else Reply()  # empty squeue: job gone, spawn ends
+
+
+@pytest.mark.parametrize("key", ["partition", "qos", "reservation", "gres", "cluster", "memory", "cmd", "x"])
+async def test_plain_wrapspawner_forwards_no_user_options_by_default(key):
+    runner = FakeRunner(responder=_ends_after_submit)
+    wrapper = make_wrapper(WrapSpawner, child_class=SlurmSpawner,
+                           child_config={"runner": runner, "query_runner": runner, "status_runner": runner})
+    wrapper.user_options = {key: "x1"}
+    with pytest.raises(OptionError) as err:
+        await wrapper.run_pre_spawn_hook()
+    assert err.value.status_code == 400 and err.value.field == key
+    assert "WrapSpawner.allowed_user_options" in err.value.rule and "none" in err.value.rule
+    assert wrapper.child_spawner is None and runner.calls == []
+    # the child's own form is checked the same way
+    wrapper.build_child().options_from_form = lambda form: {key: form[key][0]}
+    with pytest.raises(OptionError, match=key):
+        await wrapper.run_options_from_form({key: ["x1"]})
+
+
+async def test_plain_wrapspawner_forwards_the_allowed_keys_only():
+    runner = FakeRunner(responder=_ends_after_submit)
+    cfg = Config()
+    cfg.WrapSpawner.allowed_user_options = ["runtime"]
+    wrapper = make_wrapper(WrapSpawner, child_class=SlurmSpawner, config=cfg,
+                           child_config={"runner": runner, "query_runner": runner, "status_runner": runner,
+                                         "startup_poll_interval": 0.01})
+    wrapper.user_options = {"runtime": "02:00:00", "partition": "gpu"}
+    with pytest.raises(OptionError, match="options users may set: runtime"):
+        await wrapper.run_pre_spawn_hook()
+    wrapper.user_options = {"runtime": "02:00:00"}
+    await wrapper.run_pre_spawn_hook()
+    assert wrapper.child_spawner.user_options == {"runtime": "02:00:00"}
+    with pytest.raises(SpawnFailed):
+        await wrapper.start()
+    script = [c for c in runner.calls if c.argv[0] == "sbatch"][0].stdin
+    assert "#SBATCH --time=02:00:00\n" in script
+    # the child checks the value itself
+    wrapper.user_options = {"runtime": "02:00:00\n#SBATCH --uid=0"}
+    await wrapper.run_pre_spawn_hook()
+    runner.calls.clear()
+    with pytest.raises(OptionError, match="runtime"):
+        await wrapper.start()
+    assert runner.calls == []
 
 
 def test_profiles_config_errors_name_the_trait():
@@ -151,6 +271,41 @@ def test_profiles_config_errors_name_the_trait():
         ])
 
 
+@pytest.mark.parametrize(
+    "trait",
+    ["cmd", "args", "ssh_user", "ssh_identity_file", "ssh_options", "hub_connect_url", "exec_prefix", "notebook_dir",
+     "default_url", "ip", "port", "environment", "http_timeout", "batch_script", "batch_submit_cmd", "pre_spawn_hook",
+     "req_prologue", "req_epilogue", "req_options", "req_srun", "req_username", "req_homedir", "req_keepvars",
+     "req_", "user_options"],
+)
+def test_field_targets_are_an_allowlist(trait):
+    with pytest.raises(TraitError) as err:
+        make_wrapper(ProfilesSpawner, profiles=[
+            ("Local", "local", "jupyterhub.spawner.LocalProcessSpawner", {}),
+            {"key": "x", "class": "batchspawner.SlurmSpawner",
+             "fields": {"f": {"type": "choice", "choices": ["a"], "trait": trait}}},
+        ])
+    assert f"ProfilesSpawner.profiles[1]: field 'f' may not set SlurmSpawner.{trait}:" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "trait, spec, value, on_child",
+    [
+        ("req_qos", {"type": "choice", "choices": ["normal"]}, "normal", "normal"),
+        ("req_cluster", {"type": "choice", "choices": ["c2"]}, "c2", "c2"),
+        ("mem_limit", {"type": "memory"}, "2G", 2 * 1024**3),
+        ("cpu_limit", {"type": "int"}, "2", 2.0),
+        ("start_timeout", {"type": "int", "max": 3600}, "900", 900),
+    ],
+)
+async def test_field_targets_allowed(trait, spec, value, on_child):
+    wrapper = make_wrapper(ProfilesSpawner, profiles=[
+        {"key": "x", "class": "batchspawner.SlurmSpawner", "fields": {"f": {**spec, "trait": trait}}}])
+    wrapper.user_options = {"profile": "x", "f": value}
+    child = await wrapper.prepare_child()
+    assert getattr(child, trait) == on_child
+
+
 async def test_state_written_by_wrapspawner_101_is_loaded():
     runner = fake_runner()
     wrapper = make_wrapper(ProfilesSpawner, profiles=profiles(runner))
@@ -158,7 +313,44 @@ async def test_state_written_by_wrapspawner_101_is_loaded():
     wrapper.load_state({"profile": "hpc", "child_state": {"job_id": "31", "job_status": "RUNNING localhost"}})
     assert isinstance(wrapper.child_spawner, SlurmSpawner) and wrapper.child_spawner.job_id == "31"
     assert await wrapper.poll() is None and "31" in runner.calls[-1].argv
-    # a profile that disappeared: logged, state kept, nothing raised at hub start
+
+
+async def test_removed_profile_with_101_state_never_loses_the_job(caplog):
+    runner = fake_runner()
+    state = {"profile": "removed", "child_state": {"job_id": "32", "job_status": "RUNNING n1"}}
     gone = make_wrapper(ProfilesSpawner, profiles=profiles(runner))
-    gone.load_state({"profile": "removed", "child_state": {"job_id": "32"}})
-    assert gone.child_spawner is None and gone.get_state() == {"profile": "removed", "child_state": {"job_id": "32"}}
+    gone.load_state(state)  # nothing raised at hub start
+    assert gone.child_spawner is None and gone.get_state() == state
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("'removed'" in m and "fallback_child_class" in m for m in errors), errors
+    assert await gone.poll() is None  # not 0: the hub would stop it and clear_state would drop the job
+    # the hub could not reach it and stops it: poll, stop, clear_state, then it saves get_state()
+    await gone.stop()
+    gone.clear_state()
+    assert gone.get_state() == state
+    gone.user_options = {"profile": "hpc"}
+    with pytest.raises(HTTPError) as err:  # a new server would overwrite the job's state
+        await gone.run_pre_spawn_hook()
+    assert err.value.status_code == 409 and gone.child_spawner is None and gone.get_state() == state
+    await gone.delete_forever()  # nothing to forward to; logged, no error
+    assert runner.calls == []
+
+    # with a fallback class the job is found again and can be stopped
+    plumbing = {"runner": runner, "query_runner": runner, "status_runner": runner}
+    fixed = make_wrapper(ProfilesSpawner, profiles=profiles(runner), fallback_child_class=SlurmSpawner,
+                         child_config=plumbing)
+    fixed.load_state(state)
+    assert isinstance(fixed.child_spawner, SlurmSpawner) and fixed.child_spawner.job_id == "32"
+    assert await fixed.poll() is None and "32" in runner.calls[-1].argv
+    runner.responder = lambda argv, stdin: ""
+    await fixed.stop()
+    assert any(c.argv[0] == "scancel" and "32" in c.argv for c in runner.calls)
+
+
+def test_unimportable_saved_child_class_keeps_the_state():
+    state = {"child_class": "site_gone.spawners.OldSpawner", "child_state": {"job_id": "7"}}
+    wrapper = make_wrapper(WrapSpawner, child_class=Recording)
+    wrapper.load_state(state)
+    assert wrapper.child_spawner is None and wrapper.holds_untracked_job
+    wrapper.clear_state()
+    assert wrapper.get_state() == state

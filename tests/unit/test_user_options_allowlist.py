@@ -1,0 +1,54 @@
+"""batchspawner.options: a bare batch spawner's user_options are opt-in (allowed_user_options)."""
+
+import pytest
+
+from batchspawner import SlurmSpawner
+from batchspawner.options import OptionError, check_scalar, validate_spawner_user_options, validate_user_options
+from helpers import make_spawner
+
+REQUEST_VARS = {"partition", "qos", "reservation", "runtime", "cluster", "prologue"}
+
+
+@pytest.mark.parametrize(
+    "options, allowed, field, rule",
+    [
+        ({"partition": "gpu"}, (), "partition", "options users may set: none"),
+        ({"qos": "high"}, ["runtime"], "qos", "options users may set: runtime"),
+        ({"reservation": "r1"}, ["runtime"], "reservation", "allowed_user_options"),
+        ({"prologue": "id"}, ["prologue"], "prologue", "cannot be set by users"),  # never, even if listed
+        ({"nonsense": "1"}, ["nonsense"], "nonsense", "not an option this server accepts"),  # not a req_* var
+        ({"runtime\n": "1"}, ["runtime"], "runtime\n", "not a valid option name"),
+        ({"runtime": "01:00:00\n"}, ["runtime"], "runtime", "no spaces, quotes, newlines"),
+    ],
+    ids=["none-allowed", "qos", "reservation", "protected", "undeclared", "name-newline", "value-final-newline"],
+)
+def test_refused_with_400_naming_the_field(options, allowed, field, rule):
+    with pytest.raises(OptionError) as err:
+        validate_user_options(options, REQUEST_VARS, allowed)
+    assert err.value.status_code == 400 and err.value.field == field and rule in err.value.rule
+
+
+def test_allowed_keys_pass_and_no_allowlist_keeps_the_old_rule():
+    assert validate_user_options({"runtime": "01:00:00"}, REQUEST_VARS, ["runtime"]) == {"runtime": "01:00:00"}
+    assert validate_user_options({}, REQUEST_VARS, ()) == {}
+    assert validate_user_options({"qos": "high"}, REQUEST_VARS) == {"qos": "high"}  # callers not passing one yet
+
+
+def test_a_final_newline_is_not_a_safe_value():
+    with pytest.raises(OptionError):
+        check_scalar("partition", "debug\n")
+    assert check_scalar("partition", "debug") == "debug"
+
+
+def test_spawner_allowlist_is_read_from_the_spawner_and_defaults_to_nothing():
+    spawner = make_spawner(SlurmSpawner)
+    spawner.user_options = {"partition": "gpu"}
+    if not spawner.has_trait("allowed_user_options"):  # until BatchSpawnerBase declares it
+        with pytest.raises(OptionError, match="options users may set: none"):
+            validate_spawner_user_options(spawner)
+    spawner.allowed_user_options = ["partition"]
+    assert validate_spawner_user_options(spawner) == {"partition": "gpu"}
+    spawner.user_options = {"partition": "gpu", "qos": "high"}
+    with pytest.raises(OptionError) as err:
+        validate_spawner_user_options(spawner)
+    assert err.value.field == "qos"
