@@ -1,11 +1,11 @@
 """Checks on options that users send (form fields, ``user_options`` via the REST API).
 
-BatchSpawnerBase on its own accepts a user option only when the admin has
-listed it in ``allowed_user_options``, it names a request template variable
-(``req_<name>``), is not on the protected list (commands, prologue, raw
-scheduler options...), and its value is a plain scalar made of safe
-characters. The allowlist matters: without it any user could pick the
-partition, QOS, reservation, account or cluster through the REST API. Richer typed fields
+BatchSpawnerBase on its own accepts a user option only when it names a
+request template variable (``req_<name>``), is not on the protected list
+(commands, prologue, raw scheduler options...), is in ``allowed_user_options``
+when the admin set that list, and its value is a plain scalar made of safe
+characters. Without a list (the batchspawner 1.3 behaviour) any user may pick
+e.g. the partition, QOS or cluster through the REST API. Richer typed fields
 (choices, ranges, memory, walltime) are the ProfilesSpawner's job; they arrive
 here already validated.
 """
@@ -104,7 +104,8 @@ def validate_user_options(user_options: dict, request_vars: set[str], allowed=No
 def validate_spawner_user_options(spawner) -> dict[str, str]:
     """:func:`validate_user_options` for a batch spawner, with its ``allowed_user_options``.
 
-    A spawner without that trait allows no key: user options are opt-in.
+    ``None`` (the default) keeps batchspawner 1.3's rule: every declared request
+    variable that is not protected.
     """
-    allowed = getattr(spawner, "allowed_user_options", None) or ()
+    allowed = getattr(spawner, "allowed_user_options", None)
     return validate_user_options(spawner.user_options, spawner.request_vars(), allowed)

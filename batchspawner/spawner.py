@@ -34,7 +34,7 @@ from traitlets import (
 from traitlets import TraitError
 
 from . import metrics
-from .options import validate_user_options
+from .options import PROTECTED, validate_spawner_user_options
 from .runner import CommandError, CommandRunner, split_command
 from .ssh import SubmitHostsMixin
 from .states import MISSING, JobState, JobStatus
@@ -277,6 +277,33 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
     empty_query_means_finished = Bool(
         False, help="Whether a successful query that prints nothing means the job ended."
     ).tag(config=True)
+
+    # ---------------------------------------------------------------- user options
+    allowed_user_options = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        help="""Which ``user_options`` keys (REST API or an options form) users may set.
+
+        Each key names a request template variable (``req_<name>`` without ``req_``), e.g.
+        ``["runtime", "partition"]``; any other key is refused with HTTP 400 naming it, before
+        anything is submitted. None (default, as in batchspawner 1.3): every declared request
+        variable except the protected ones (cmd, prologue, epilogue, options, srun, keepvars,
+        username, homedir...). Set a list, or ``[]`` for none, so users cannot pick e.g. the
+        QOS, reservation or cluster through the REST API. Values are always checked (plain
+        characters only). WrapSpawner passes its own ``allowed_user_options`` to the child;
+        ProfilesSpawner passes none (its fields are the allowlist).""",
+    ).tag(config=True)
+
+    @validate("allowed_user_options")
+    def _check_allowed_user_options(self, proposal):
+        value = proposal["value"]
+        bad = sorted(set(value or ()) & PROTECTED)
+        if bad:
+            raise TraitError(
+                f"{type(self).__name__}.allowed_user_options: {', '.join(bad)} can never be set by users"
+            )
+        return value
 
     # ---------------------------------------------------------------- shared status
     shared_status = Bool(
@@ -800,7 +827,7 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
 
     # ---------------------------------------------------------------- Spawner API
     async def start(self):
-        user_values = validate_user_options(self.user_options, self.request_vars())
+        user_values = validate_spawner_user_options(self)
         await self._resolve_homedir()
         self._events = []
         self._started_at = time.monotonic()

@@ -17,6 +17,7 @@
 set -euo pipefail
 
 trap 'echo SIGTERM received' TERM
+{% if hub_bin_dir %}export PATH={{ hub_bin_dir }}:"$PATH"{% endif %}
 {{ prologue }}
 {{ cmd }}
 echo "jupyterhub-singleuser ended gracefully"

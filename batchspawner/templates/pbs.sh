@@ -13,6 +13,7 @@
 {% endif %}
 {% if homedir %}cd "{{ homedir }}"
 {% endif %}trap 'echo SIGTERM received' TERM
+{% if hub_bin_dir %}export PATH={{ hub_bin_dir }}:"$PATH"{% endif %}
 {{ prologue }}
 {{ cmd }}
 echo "jupyterhub-singleuser ended gracefully"

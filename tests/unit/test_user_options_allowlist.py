@@ -40,15 +40,28 @@ def test_a_final_newline_is_not_a_safe_value():
     assert check_scalar("partition", "debug") == "debug"
 
 
-def test_spawner_allowlist_is_read_from_the_spawner_and_defaults_to_nothing():
+def test_spawner_allowlist_is_read_from_the_spawner_and_defaults_to_the_1_3_rule():
     spawner = make_spawner(SlurmSpawner)
     spawner.user_options = {"partition": "gpu"}
-    if not spawner.has_trait("allowed_user_options"):  # until BatchSpawnerBase declares it
-        with pytest.raises(OptionError, match="options users may set: none"):
-            validate_spawner_user_options(spawner)
+    assert spawner.allowed_user_options is None  # batchspawner 1.3 configs keep working
+    assert validate_spawner_user_options(spawner) == {"partition": "gpu"}
+    spawner.user_options = {"prologue": "id"}
+    with pytest.raises(OptionError, match="cannot be set by users"):
+        validate_spawner_user_options(spawner)
+    spawner.allowed_user_options = []
+    spawner.user_options = {"partition": "gpu"}
+    with pytest.raises(OptionError, match="options users may set: none"):
+        validate_spawner_user_options(spawner)
     spawner.allowed_user_options = ["partition"]
     assert validate_spawner_user_options(spawner) == {"partition": "gpu"}
     spawner.user_options = {"partition": "gpu", "qos": "high"}
     with pytest.raises(OptionError) as err:
         validate_spawner_user_options(spawner)
     assert err.value.field == "qos"
+
+
+def test_protected_keys_cannot_be_allowed():
+    from traitlets import TraitError
+
+    with pytest.raises(TraitError, match="SlurmSpawner.allowed_user_options: cmd, prologue"):
+        make_spawner(SlurmSpawner, allowed_user_options=["runtime", "prologue", "cmd"])
