@@ -108,6 +108,10 @@ class WrapSpawner(Spawner):
     child_spawner = Instance(Spawner, allow_none=True, help="The running child (batchspawner's port API follows it).")
     child_state = Dict(help="The child's state loaded before the child exists.")
     child_values = Dict(help="Validated user values set on the child's traits.")
+    child_leftover = Dict(
+        help="""What a stopped child kept through clear_state ({child_class, child_state}), e.g. a
+        batch child's jobs that could not be cancelled; the next child of that class takes it over."""
+    )
 
     def __init__(self, **kwargs):
         # what the hub gave us (user, hub, orm_spawner, ...): the child gets the same
@@ -191,6 +195,19 @@ class WrapSpawner(Spawner):
         self.child_values = dict(values or {})
         child = child_class(**self.child_kwargs(child_class, child_config, self.child_values))
         child.clear_state()  # it must not see our state
+        leftover = self.child_leftover
+        if not state and leftover:
+            # a previous child's leftovers (jobs it could not cancel): the same class takes them
+            # over and cancels them at start; another class cannot, so they are logged for the admin
+            if leftover.get("child_class") == qualname(child_class):
+                state = leftover.get("child_state") or {}
+            else:
+                self.log.error(
+                    "%s: a previous %s child left state the new %s child cannot take over: %s; "
+                    "cancel its jobs by hand",
+                    self.user.name, leftover.get("child_class"), qualname(child_class), leftover.get("child_state"),
+                )
+            self.child_leftover = {}
         if state:
             child.load_state(state)
         if child.has_trait("state_saver"):
@@ -367,10 +384,13 @@ class WrapSpawner(Spawner):
 
             if self.child_values:
                 state["child_values"] = dict(self.child_values)
+        if self.child_leftover:
+            state["child_leftover"] = dict(self.child_leftover)
         return state
 
     def load_state(self, state):
         super().load_state(state)
+        self.child_leftover = dict(state.get("child_leftover") or {})
         child_state = state.get("child_state") or {}
         if not child_state:
             return
@@ -423,6 +443,10 @@ class WrapSpawner(Spawner):
             return
         if self.child_spawner is not None:
             self.child_spawner.clear_state()
+            # what a child keeps through clear_state (a batch child's uncancelled_jobs) stays ours
+            leftover = self.child_spawner.get_state()
+            if leftover:
+                self.child_leftover = {"child_class": qualname(type(self.child_spawner)), "child_state": leftover}
         self.child_state = {}
         self.child_values = {}
         self.child_spawner = None

@@ -354,3 +354,43 @@ def test_unimportable_saved_child_class_keeps_the_state():
     assert wrapper.child_spawner is None and wrapper.holds_untracked_job
     wrapper.clear_state()
     assert wrapper.get_state() == state
+
+
+async def test_a_childs_uncancelled_job_survives_the_wrappers_clear_state():
+    """scancel fails while the controller is down: the wrapper keeps the child's leftover job
+    through the hub's clear_state (and a hub restart), and the next child cancels it at start."""
+    from batchspawner import SlurmSpawner
+    from fakes import FakeRunner, Reply
+
+    from wrapspawner import WrapSpawner
+
+    down = {"on": True}
+
+    def responder(argv, stdin):
+        if argv[0] == "scancel":
+            return Reply(stderr="scancel: error: Unable to contact slurm controller", returncode=1) if down["on"] else Reply()
+        if argv[0] == "squeue":
+            return Reply(stdout="RUNNING localhost None\n") if down["on"] else Reply(
+                stderr="slurm_load_jobs error: Invalid job id specified", returncode=1)
+        return Reply(stdout="4242\n")
+
+    runner = FakeRunner(responder)
+    wrapper = make_wrapper(WrapSpawner, child_class=SlurmSpawner)
+    child = wrapper.build_child()
+    child.runner = child.query_runner = child.status_runner = runner
+    child.shared_status = False
+    child.cancel_retry_timeout = 0.2
+    child.cancel_retry_interval = 0.05
+    child.cancel_wait_timeout = 0.2
+    child.startup_poll_interval = 0.01
+    child.job_id = "4242"
+    await wrapper.stop()
+    wrapper.clear_state()
+    state = wrapper.get_state()
+    assert state["child_leftover"]["child_state"]["uncancelled_jobs"][0]["job_id"] == "4242", state
+
+    restored = make_wrapper(WrapSpawner, child_class=SlurmSpawner)
+    restored.load_state(state)
+    new_child = restored.build_child()
+    assert [e["job_id"] for e in new_child.uncancelled_jobs] == ["4242"]
+    assert "child_leftover" not in restored.get_state()  # taken over by the child
