@@ -102,6 +102,14 @@ class CommandTimeout(CommandError):
     """The command did not finish within its timeout and was killed."""
 
 
+def first_line(text) -> str:
+    """The first non-blank line of a command's output (at most 300 characters), for messages."""
+    for line in (text or "").splitlines():
+        if line.strip():
+            return line.strip()[:300]
+    return ""
+
+
 def _tail(text: str, lines: int = 10, chars: int = 2000) -> str:
     text = text.strip()
     tail = "\n".join(text.splitlines()[-lines:])

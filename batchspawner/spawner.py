@@ -3,6 +3,14 @@
 This module knows no scheduler. A scheduler module (``slurm.py``...) sets
 the command templates, the script template and small parsing hooks; the flow
 (submit, wait, port callback, poll, cancel) lives here once.
+
+BatchSpawnerBase is assembled from one mixin per concern, each in its own module
+(their traits are configured under the spawner classes, e.g. ``c.SlurmSpawner.status_interval``):
+:mod:`~batchspawner.parsing` (the ``state_*`` regexes, per-job query parsing),
+:mod:`~batchspawner.shared_status` (one shared status query per cluster),
+:mod:`~batchspawner.leftovers` (cancel retries, ``uncancelled_jobs``) and
+:mod:`~batchspawner.ssh` (submit hosts). This module keeps the hub-facing flow and
+what they share: commands, request variables, templates, state, the Spawner API.
 """
 
 from __future__ import annotations
@@ -14,7 +22,6 @@ import re
 import secrets
 import shlex
 import shutil
-import socket
 import sys
 import time
 
@@ -23,22 +30,24 @@ from tornado import web
 from traitlets import (
     Any,
     Bool,
-    Dict,
     Float,
     Integer,
     List,
+    TraitError,
     Unicode,
     default,
     validate,
 )
-from traitlets import TraitError
 
 from . import metrics
+from .leftovers import LeftoverJobsMixin
 from .options import PROTECTED, validate_spawner_user_options
+from .parsing import QueryParsingMixin
 from .runner import CommandError, CommandRunner, split_command
+from .runner import first_line as _first_line
+from .shared_status import SharedStatusMixin
 from .ssh import SubmitHostsMixin
-from .states import MISSING, JobState, JobStatus
-from .status import StatusPoller
+from .states import JobState, JobStatus
 from .templating import format_template, has_control_chars
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$")
@@ -56,7 +65,7 @@ def _req(help_text, default_value="", **kw):
     return Unicode(default_value, help=help_text, **kw).tag(config=True)
 
 
-class BatchSpawnerBase(SubmitHostsMixin, Spawner):
+class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, SubmitHostsMixin, Spawner):
     """Base class for spawners that submit the single-user server as a batch job.
 
     Subclasses set ``batch_script``, ``batch_submit_cmd``, ``batch_query_cmd``,
@@ -243,41 +252,6 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         20, help="How many lines of the job's output to show when a spawn fails."
     ).tag(config=True)
 
-    # ---------------------------------------------------------------- states
-    state_pending_re = Unicode(
-        "", help="Regex that matches query output when the job is pending."
-    ).tag(config=True)
-    state_running_re = Unicode(
-        "", help="Regex that matches query output when the job is running."
-    ).tag(config=True)
-    state_finished_re = Unicode(
-        "",
-        help="""Regex that matches query output when the job has ended.
-
-        Only this (or the job vanishing, see state_gone_re) counts as finished: output
-        nothing matches is *unknown*, which keeps the server alive.""",
-    ).tag(config=True)
-    state_gone_re = Unicode(
-        "",
-        help="Regex on a failed query's output meaning the scheduler no longer knows the job (finished).",
-    ).tag(config=True)
-    state_unknown_re = Unicode(
-        "",
-        help="Regex on query output meaning the scheduler could not answer (state unknown).",
-    ).tag(config=True)
-    state_exechost_re = Unicode(
-        "", help="Regex with one group that extracts the execution host from query output."
-    ).tag(config=True)
-    state_exechost_exp = Unicode(
-        "",
-        help="""If set, the host is ``re.sub(state_exechost_re, state_exechost_exp, output)``.
-
-        Use it to map node names the hub cannot resolve, e.g. ``\\1.cluster.local``.""",
-    ).tag(config=True)
-    empty_query_means_finished = Bool(
-        False, help="Whether a successful query that prints nothing means the job ended."
-    ).tag(config=True)
-
     # ---------------------------------------------------------------- user options
     allowed_user_options = List(
         Unicode(),
@@ -305,58 +279,7 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
             )
         return value
 
-    # ---------------------------------------------------------------- shared status
-    shared_status = Bool(
-        True,
-        help="""Read job states from one shared query per cluster instead of one query per job.
-
-        All spawners with the same status command, cluster and query identity share a
-        poller that asks the scheduler about every job in one command each
-        ``status_interval`` (``batch_status_cmd``). Set False to query each job on its own
-        with ``batch_query_cmd`` (as batchspawner 1.3 did). Schedulers without a
-        ``batch_status_cmd`` always query per job.""",
-    ).tag(config=True)
-
-    batch_status_cmd = Unicode(
-        "",
-        help="""Command that prints the state of many jobs at once, for the shared poller.
-
-        Formatted like the other commands, plus {job_ids} (comma-separated in one argument)
-        and {job_id_args} (a token that is exactly this becomes one argument per job). Parsed
-        by the scheduler module's parse_batch_status(); empty disables the shared poller.
-        A job the answer does not list is confirmed with batch_query_cmd before it counts as
-        ended, so an identity that cannot see every job costs queries, never servers.""",
-    ).tag(config=True)
-
-    status_exec_prefix = Unicode(
-        "",
-        help="""Prefix for the shared status query (it covers every user's jobs, so it runs as
-        the hub's own user by default, not as one user). E.g. ``sudo -u slurmview`` where the
-        scheduler hides other users' jobs.""",
-    ).tag(config=True)
-
-    status_interval = Float(
-        10.0,
-        help="""Seconds between shared status queries while jobs exist. One query covers all
-        jobs, so this can be short. Backs off (doubling, up to status_max_interval) while
-        queries fail, and stretches to 10x the query's own duration when it is slow.""",
-    ).tag(config=True)
-
-    status_min_interval = Float(
-        0.5,
-        help="Floor between two shared status queries: starting spawns asking for fresh states share one query.",
-    ).tag(config=True)
-
-    status_max_interval = Float(
-        300.0, help="Ceiling of the shared status interval when backing off after failures."
-    ).tag(config=True)
-
-    @validate("status_min_interval")
-    def _check_min_interval(self, proposal):
-        if proposal["value"] <= 0:
-            raise TraitError("BatchSpawnerBase.status_min_interval must be > 0")
-        return proposal["value"]
-
+    # ---------------------------------------------------------------- job-state checks
     startup_poll_interval = Float(
         0.5, help="Seconds between job-state checks while the server starts."
     ).tag(config=True)
@@ -370,25 +293,6 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         dies fails the spawn within about this long. The port itself is probed every 0.1 s.""",
     ).tag(config=True)
 
-    cancel_wait_timeout = Float(
-        60.0, help="Seconds stop() waits for the scheduler to report the cancelled job gone."
-    ).tag(config=True)
-
-    cancel_retry_timeout = Float(
-        60.0,
-        help="""Seconds stop() keeps retrying a cancel command that fails (e.g. the controller is down).
-
-        Retries start cancel_retry_interval apart and back off (doubling, up to 30 s). A job
-        that still cannot be cancelled is never forgotten: the hub goes on to stop the server
-        (proxy route and API token removed), the job is kept in this server's state
-        (``uncancelled_jobs``, which clear_state() keeps) and cancelled before the user's next
-        start, and an error is logged with the job id and the command an admin can run.""",
-    ).tag(config=True)
-
-    cancel_retry_interval = Float(
-        2.0, help="Seconds before the first retry of a failed cancel in stop(); doubles after each try (max 30 s)."
-    ).tag(config=True)
-
     unknown_grace = Float(
         600.0,
         help="Seconds of continuous *unknown* state after which the hub logs an error (the server is kept).",
@@ -397,13 +301,6 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
     # ---------------------------------------------------------------- state kept
     job_id = Unicode("")
     job_status = Unicode("")  # last native state text, for templates and logs
-    uncancelled_jobs = List(
-        help="""Jobs (their get_state() entries) whose cancel failed or was not seen to take effect.
-
-        Saved in the state and kept by clear_state(), so the hub cannot forget a job that may
-        still run: start() cancels them (or drops those the scheduler shows ended) before it
-        submits a new job."""
-    )
     runner = Any(help="CommandRunner for submit/cancel (injected in tests).")
     query_runner = Any(help="CommandRunner for queries (injected in tests).")
 
@@ -414,12 +311,6 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
     @default("query_runner")
     def _default_query_runner(self):
         return self.runner
-
-    status_runner = Any(help="CommandRunner for the shared status query (injected in tests).")
-
-    @default("status_runner")
-    def _default_status_runner(self):
-        return self._make_runner(self.status_exec_prefix)
 
     def _make_runner(self, prefix_template):
         if self.submit_hosts:  # over ssh to the first reachable submit host (batchspawner/ssh.py)
@@ -568,55 +459,6 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
             raise SpawnFailed(f"Could not find a job id in the submit output: {text[:200]!r}")
         return match.group(1)
 
-    def state_gethost(self, output=None):
-        output = self.job_status if output is None else output
-        if not self.state_exechost_re:
-            return ""
-        if self.state_exechost_exp:
-            return re.sub(self.state_exechost_re, self.state_exechost_exp, output).strip()
-        match = re.search(self.state_exechost_re, output, re.M)
-        return match.group(1) if match else ""
-
-    def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
-        """Turn one query's result into a JobStatus using the state_* regexes."""
-        out = stdout.strip()
-        both = f"{stdout}\n{stderr}"
-        if self.state_unknown_re and re.search(self.state_unknown_re, both, re.M):
-            return JobStatus(JobState.UNKNOWN, native=out[:80], reason=_first_line(stderr or stdout))
-        if returncode != 0:
-            if self.state_gone_re and re.search(self.state_gone_re, both, re.M):
-                return JobStatus(JobState.FINISHED, native="gone")
-            return JobStatus(JobState.UNKNOWN, reason=f"query failed ({returncode}): {_first_line(stderr)}")
-        if not out:
-            if self.empty_query_means_finished:
-                return JobStatus(JobState.FINISHED, native="gone")
-            return JobStatus(JobState.UNKNOWN, reason="query printed nothing")
-        native = out.split()[0] if out.split() else ""
-        if self.state_running_re and re.search(self.state_running_re, out, re.M):
-            return JobStatus(JobState.RUNNING, host=self.state_gethost(out), native=native)
-        if self.state_pending_re and re.search(self.state_pending_re, out, re.M):
-            return JobStatus(JobState.PENDING, native=native, reason=self.pending_reason(out))
-        if self.state_finished_re and re.search(self.state_finished_re, out, re.M):
-            return JobStatus(JobState.FINISHED, native=native)
-        return JobStatus(JobState.UNKNOWN, native=native, reason=f"unrecognised query output: {out[:120]!r}")
-
-    def pending_reason(self, output):
-        return ""
-
-    def start_blocker(self, status) -> str:
-        """Why a job the scheduler still keeps cannot start until someone acts; "" when it can.
-
-        Asked only while a spawn waits: a non-empty answer fails the spawn at once with it
-        (the hub then stops the server, which cancels the job) instead of waiting out
-        start_timeout. poll() never asks: only FINISHED ends a running server, and a job
-        that is held after its server started may still be released.
-        """
-        return ""
-
-    def explain_reason(self, reason):
-        """The scheduler's pending reason with a few words a user understands (per scheduler)."""
-        return reason
-
     # ---------------------------------------------------------------- scheduler calls
     async def submit_batch_script(self, user_values=None):
         script = self.render_script(user_values)
@@ -689,70 +531,6 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
             self._grace_reported = False
         return status
 
-    async def job_status_now(self, max_age=None) -> JobStatus:
-        """This job's state, from the shared poller (no older than ``max_age``) or one query."""
-        if not self.job_id:
-            return JobStatus(JobState.FINISHED, native="no job")
-        if not self.uses_shared_status():
-            return await self.query_job_status()
-        poller = self.status_poller()
-        status = await poller.status(self.job_id, max_age)
-        if status.native == MISSING:
-            # not listed is not proof of an end: ask about this job alone, as its user
-            confirmed = await self.query_job_status()
-            if confirmed.alive and confirmed.state is not JobState.UNKNOWN:
-                log = self.log.debug if poller.warned_missing else self.log.warning
-                poller.warned_missing = True
-                log(
-                    "%s: the shared status query did not list job %s, but the per-job query shows it %s. "
-                    "If this repeats, the status identity cannot see other users' jobs: set "
-                    "%s.status_exec_prefix to one that can (until then each such job costs one extra query).",
-                    self._log_name,
-                    self.job_id,
-                    confirmed.describe(),
-                    type(self).__name__,
-                )
-            return confirmed
-        return self._record_status(status)
-
-    def uses_shared_status(self):
-        return bool(self.shared_status and self.batch_status_cmd)
-
-    def status_poller(self) -> StatusPoller:
-        """The poller shared by every spawner that would run the same status query."""
-        runner = self.status_runner
-        vars_ = self.command_vars()
-        key = (
-            type(self).__name__,
-            self.batch_status_cmd,
-            vars_.get("cluster_opt", ""),
-            tuple(getattr(runner, "prefix", ()) or ()),
-            tuple(getattr(runner, "hosts", ()) or ()),
-        )
-
-        async def query(job_ids):
-            ids = {"job_ids": ",".join(job_ids), "job_id_args": list(job_ids)}
-            argv = split_command(self.batch_status_cmd, **(vars_ | ids))
-            result = await runner.run(argv, env=self.command_env(), check=False)
-            return self.parse_batch_status(result.returncode, result.stdout, result.stderr, job_ids)
-
-        return StatusPoller.get(
-            key,
-            query,
-            interval=self.status_interval,
-            min_interval=self.status_min_interval,
-            max_interval=self.status_max_interval,
-            log=self.log,
-        )
-
-    def parse_batch_status(self, returncode, stdout, stderr, job_ids) -> dict:
-        """{job_id: JobStatus} from batch_status_cmd's output; raise when it cannot be trusted."""
-        raise NotImplementedError(f"{type(self).__name__} has no batched status parser")
-
-    def _forget_job(self):
-        if self.job_id and self.uses_shared_status():
-            self.status_poller().unwatch(self.job_id)
-
     async def cancel_batch_job(self):
         argv = split_command(self.batch_cancel_cmd, **self.command_vars(self.job_id))
         self.log.info("%s: cancelling job %s", self._log_name, self.job_id)
@@ -800,18 +578,6 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
         self.job_id = ""
         self.job_status = ""
 
-    def _job_entry(self):
-        """This job's own state (job id and what the scheduler module keeps with it)."""
-        return {k: v for k, v in self.get_state().items() if k != "uncancelled_jobs"}
-
-    def _keep_uncancelled(self):
-        entry = self._job_entry()
-        if entry.get("job_id") and all(e.get("job_id") != entry["job_id"] for e in self.uncancelled_jobs):
-            self.uncancelled_jobs = self.uncancelled_jobs + [entry]
-
-    def _manual_cancel_cmd(self):
-        return shlex.join(split_command(self.batch_cancel_cmd, **self.command_vars(self.job_id)))
-
     state_saver = Any(
         None,
         help="""Callable that persists state right after submission (set by wrappers, which
@@ -858,48 +624,6 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
             self._port_future = None
         self.port = port
         return (ip, port)
-
-    async def _cancel_leftover_jobs(self):
-        """Before submitting: cancel the job of an interrupted spawn and every job an earlier
-        stop() could not cancel. One that still cannot be cancelled stays in uncancelled_jobs
-        (the new spawn goes ahead)."""
-        if self.job_id:
-            self.log.warning("%s: job %s is left from an interrupted spawn", self._log_name, self.job_id)
-            self._keep_uncancelled()
-        remaining = []
-        try:
-            for entry in self.uncancelled_jobs:
-                self.load_state(entry)  # that job's id (and cluster...) for the scheduler commands
-                if await self._settle_leftover():
-                    remaining.append(entry)
-        finally:
-            self.load_state({})  # back to no job
-            self._last_status = None
-            self._unknown_since = None
-            self._grace_reported = False
-        self.uncancelled_jobs = remaining
-
-    async def _settle_leftover(self):
-        """Query, then cancel, one leftover job (self.job_id). True if it may still run."""
-        status = await self.query_job_status()
-        if status.state is JobState.FINISHED:
-            self.log.info("%s: leftover job %s has ended (%s)", self._log_name, self.job_id, status.describe())
-            return False
-        try:
-            await self.cancel_batch_job()
-        except CommandError as e:
-            self.log.error(
-                "%s: still cannot cancel leftover job %s (%s; last state %s). It is kept in the server's "
-                "state and tried again at the next start. Admin: cancel it by hand: %s",
-                self._log_name,
-                self.job_id,
-                _first_line(e.stderr) or e.reason or f"exit code {e.returncode}",
-                status.describe(),
-                self._manual_cancel_cmd(),
-            )
-            return True
-        self.log.warning("%s: cancelled leftover job %s (was %s)", self._log_name, self.job_id, status.describe())
-        return False
 
     def resolve_host(self, host):
         """The address the hub connects to; ``state_exechost_exp`` already mapped names."""
@@ -1042,50 +766,6 @@ class BatchSpawnerBase(SubmitHostsMixin, Spawner):
             )
         self._forget_job()
 
-    async def _cancel_with_retries(self, retry=True):
-        """Cancel the job, retrying with backoff for cancel_retry_timeout.
-
-        Returns None once the scheduler accepted the cancel or shows the job ended (a cancel
-        of a job that just ended fails too), else the last error.
-        """
-        deadline = time.monotonic() + (self.cancel_retry_timeout if retry else 0)
-        delay = max(self.cancel_retry_interval, 0.01)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await self.cancel_batch_job()
-            except CommandError as e:
-                error = _first_line(e.stderr) or e.reason or f"exit code {e.returncode}"
-            else:
-                if attempt > 1:
-                    self.log.info("%s: cancel of job %s accepted on attempt %d", self._log_name, self.job_id, attempt)
-                return None
-            status = await self.query_job_status()
-            if status.state is JobState.FINISHED:
-                self.log.info(
-                    "%s: cancel of job %s failed (%s), but the job has ended (%s)",
-                    self._log_name,
-                    self.job_id,
-                    error,
-                    status.describe(),
-                )
-                return None
-            wait = min(delay, deadline - time.monotonic())
-            if wait <= 0:
-                return f"{error} (after {attempt} attempts; last state {status.describe()})"
-            self.log.warning(
-                "%s: cancel of job %s failed (attempt %d: %s; job %s); retrying in %.1f s",
-                self._log_name,
-                self.job_id,
-                attempt,
-                error,
-                status.describe(),
-                wait,
-            )
-            await asyncio.sleep(wait)
-            delay = min(delay * 2, 30.0)
-
     async def progress(self):
         """Spawn progress: submission, queue state and reason, host, listening."""
         sent = 0
@@ -1115,10 +795,3 @@ def save_spawner_state(spawner):
         session.commit()
     except Exception:  # never fail a spawn over this
         spawner.log.exception("could not save the state of %s", getattr(spawner, "_log_name", spawner))
-
-
-def _first_line(text):
-    for line in (text or "").splitlines():
-        if line.strip():
-            return line.strip()[:300]
-    return ""

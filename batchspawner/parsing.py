@@ -1,0 +1,116 @@
+"""QueryParsingMixin: turn one per-job scheduler query into a JobStatus.
+
+Holds the ``state_*`` regex traits of :class:`~batchspawner.spawner.BatchSpawnerBase`
+(``state_pending_re``, ``state_running_re``, ``state_finished_re``,
+``state_gone_re``, ``state_unknown_re``, ``state_exechost_re``,
+``state_exechost_exp``, ``empty_query_means_finished``) and the default
+scheduler hooks that read a job's state: ``parse_query_output``,
+``state_gethost``, ``pending_reason``, ``start_blocker``, ``explain_reason``.
+A scheduler module overrides the regexes (class attributes) and, where its
+output needs it, these small hooks.
+
+It is a separate module because parsing is one concern, kept apart from the
+commands that produce the output (spawner.py) and from the shared status
+parser (each scheduler's ``parse_batch_status``). Only the submit output's
+``parse_job_id`` stays in spawner.py, next to the submit. Like
+:class:`~batchspawner.ssh.SubmitHostsMixin` the mixin derives from
+``HasTraits``: its traits are configured under the spawner classes.
+"""
+
+from __future__ import annotations
+
+import re
+
+from traitlets import Bool, HasTraits, Unicode
+
+from .runner import first_line as _first_line
+from .states import JobState, JobStatus
+
+
+class QueryParsingMixin(HasTraits):
+    """The state regexes and the default query-parsing hooks (see the module docstring)."""
+
+    # ---------------------------------------------------------------- states
+    state_pending_re = Unicode(
+        "", help="Regex that matches query output when the job is pending."
+    ).tag(config=True)
+    state_running_re = Unicode(
+        "", help="Regex that matches query output when the job is running."
+    ).tag(config=True)
+    state_finished_re = Unicode(
+        "",
+        help="""Regex that matches query output when the job has ended.
+
+        Only this (or the job vanishing, see state_gone_re) counts as finished: output
+        nothing matches is *unknown*, which keeps the server alive.""",
+    ).tag(config=True)
+    state_gone_re = Unicode(
+        "",
+        help="Regex on a failed query's output meaning the scheduler no longer knows the job (finished).",
+    ).tag(config=True)
+    state_unknown_re = Unicode(
+        "",
+        help="Regex on query output meaning the scheduler could not answer (state unknown).",
+    ).tag(config=True)
+    state_exechost_re = Unicode(
+        "", help="Regex with one group that extracts the execution host from query output."
+    ).tag(config=True)
+    state_exechost_exp = Unicode(
+        "",
+        help="""If set, the host is ``re.sub(state_exechost_re, state_exechost_exp, output)``.
+
+        Use it to map node names the hub cannot resolve, e.g. ``\\1.cluster.local``.""",
+    ).tag(config=True)
+    empty_query_means_finished = Bool(
+        False, help="Whether a successful query that prints nothing means the job ended."
+    ).tag(config=True)
+
+    # ---------------------------------------------------------------- scheduler hooks
+    def state_gethost(self, output=None):
+        output = self.job_status if output is None else output
+        if not self.state_exechost_re:
+            return ""
+        if self.state_exechost_exp:
+            return re.sub(self.state_exechost_re, self.state_exechost_exp, output).strip()
+        match = re.search(self.state_exechost_re, output, re.M)
+        return match.group(1) if match else ""
+
+    def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
+        """Turn one query's result into a JobStatus using the state_* regexes."""
+        out = stdout.strip()
+        both = f"{stdout}\n{stderr}"
+        if self.state_unknown_re and re.search(self.state_unknown_re, both, re.M):
+            return JobStatus(JobState.UNKNOWN, native=out[:80], reason=_first_line(stderr or stdout))
+        if returncode != 0:
+            if self.state_gone_re and re.search(self.state_gone_re, both, re.M):
+                return JobStatus(JobState.FINISHED, native="gone")
+            return JobStatus(JobState.UNKNOWN, reason=f"query failed ({returncode}): {_first_line(stderr)}")
+        if not out:
+            if self.empty_query_means_finished:
+                return JobStatus(JobState.FINISHED, native="gone")
+            return JobStatus(JobState.UNKNOWN, reason="query printed nothing")
+        native = out.split()[0] if out.split() else ""
+        if self.state_running_re and re.search(self.state_running_re, out, re.M):
+            return JobStatus(JobState.RUNNING, host=self.state_gethost(out), native=native)
+        if self.state_pending_re and re.search(self.state_pending_re, out, re.M):
+            return JobStatus(JobState.PENDING, native=native, reason=self.pending_reason(out))
+        if self.state_finished_re and re.search(self.state_finished_re, out, re.M):
+            return JobStatus(JobState.FINISHED, native=native)
+        return JobStatus(JobState.UNKNOWN, native=native, reason=f"unrecognised query output: {out[:120]!r}")
+
+    def pending_reason(self, output):
+        return ""
+
+    def start_blocker(self, status) -> str:
+        """Why a job the scheduler still keeps cannot start until someone acts; "" when it can.
+
+        Asked only while a spawn waits: a non-empty answer fails the spawn at once with it
+        (the hub then stops the server, which cancels the job) instead of waiting out
+        start_timeout. poll() never asks: only FINISHED ends a running server, and a job
+        that is held after its server started may still be released.
+        """
+        return ""
+
+    def explain_reason(self, reason):
+        """The scheduler's pending reason with a few words a user understands (per scheduler)."""
+        return reason
