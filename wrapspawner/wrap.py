@@ -52,6 +52,13 @@ MIRRORED_TRAITS = ("start_timeout", "http_timeout", "poll_interval", "poll_jitte
 WRAPPER_ONLY = frozenset({"options_form", "options_from_form", "user_options", "apply_user_options", "group_overrides"})
 
 
+class _OptionalType(Type):
+    """A Type trait whose default may be None (traitlets cannot print that in --generate-config)."""
+
+    def default_value_repr(self):
+        return "None" if self.default_value is None else super().default_value_repr()
+
+
 def qualname(cls) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -87,7 +94,7 @@ class WrapSpawner(Spawner):
         ProfilesSpawner ignores it: there, the profile fields are the allowlist.""",
     ).tag(config=True)
 
-    fallback_child_class = Type(
+    fallback_child_class = _OptionalType(
         None,
         klass=Spawner,
         allow_none=True,

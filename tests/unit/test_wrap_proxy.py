@@ -394,3 +394,23 @@ async def test_a_childs_uncancelled_job_survives_the_wrappers_clear_state():
     new_child = restored.build_child()
     assert [e["job_id"] for e in new_child.uncancelled_jobs] == ["4242"]
     assert "child_leftover" not in restored.get_state()  # taken over by the child
+
+
+def test_every_entry_point_class_prints_its_config_section():
+    """`jupyterhub --generate-config` / `--help-all` print every trait of every spawner."""
+    from importlib.metadata import entry_points
+
+    import batchspawner
+    import wrapspawner
+
+    classes = [batchspawner.SlurmSpawner, batchspawner.GridengineSpawner, batchspawner.TorqueSpawner,
+               batchspawner.PBSSpawner, batchspawner.MoabSpawner, batchspawner.LsfSpawner,
+               batchspawner.CondorSpawner, batchspawner.MultiSlurmSpawner, wrapspawner.WrapSpawner,
+               wrapspawner.ProfilesSpawner]
+    names = {ep.name for ep in entry_points(group="jupyterhub.spawners")}
+    assert {"slurm", "profiles", "wrap"} <= names
+    for cls in classes:
+        section = cls.class_config_section()
+        assert f"c.{cls.__name__}." in section
+        assert cls.class_get_help()
+    assert "fallback_child_class = None" in wrapspawner.WrapSpawner.class_config_section()
