@@ -30,6 +30,9 @@ c.SlurmSpawner.req_nprocs = "1"
 c.SlurmSpawner.req_memory = "2G"
 # Submit and cancel as the user (the hub runs as root, or with a sudoers rule for sbatch/scancel).
 c.SlurmSpawner.exec_prefix = "sudo -E -u {username}"
+# Users may not pick request variables (partition, QOS, cluster...) through the REST API's
+# user_options; list names here to allow some, or use ProfilesSpawner's typed fields instead.
+c.SlurmSpawner.allowed_user_options = []
 # Queue wait + server start-up must fit in start_timeout; http_timeout only covers the final check.
 c.Spawner.start_timeout = 600
 c.Spawner.http_timeout = 120
