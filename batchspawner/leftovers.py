@@ -32,7 +32,6 @@ import time
 from traitlets import Float, HasTraits, List
 
 from .runner import CommandError, split_command
-from .runner import first_line as _first_line
 from .states import JobState
 
 
@@ -115,7 +114,7 @@ class LeftoverJobsMixin(HasTraits):
                 "state and tried again at the next start. Admin: cancel it by hand: %s",
                 self._log_name,
                 self.job_id,
-                _first_line(e.stderr) or e.reason or f"exit code {e.returncode}",
+                e.brief,
                 status.describe(),
                 self._manual_cancel_cmd(),
             )
@@ -137,7 +136,7 @@ class LeftoverJobsMixin(HasTraits):
             try:
                 await self.cancel_batch_job()
             except CommandError as e:
-                error = _first_line(e.stderr) or e.reason or f"exit code {e.returncode}"
+                error = e.brief
             else:
                 if attempt > 1:
                     self.log.info("%s: cancel of job %s accepted on attempt %d", self._log_name, self.job_id, attempt)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from .runner import first_line
 from .states import JobState, JobStatus
 
 # Scheduler answers are small; anything far larger is not a status report.
@@ -72,17 +73,12 @@ def check_batch_answer(spawner, returncode, stdout, stderr, tool):
     """
     both = f"{stdout}\n{stderr}"
     if spawner.state_unknown_re and re.search(spawner.state_unknown_re, both, re.M):
-        raise RuntimeError(f"{tool} cannot reach the scheduler: {_first(both)}")
+        raise RuntimeError(f"{tool} cannot reach the scheduler: {first_line(both)[:200] or '(no output)'}")
     if returncode != 0:
         complaints = [line for line in stderr.splitlines() if line.strip()]
         gone = spawner.state_gone_re
         if not complaints or not gone or not all(re.search(gone, line) for line in complaints):
-            raise RuntimeError(f"{tool} exited with {returncode}: {_first(stderr or stdout)}")
-
-
-def _first(text):
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0][:200] if lines else "(no output)"
+            raise RuntimeError(f"{tool} exited with {returncode}: {first_line(stderr or stdout)[:200] or '(no output)'}")
 
 
 def short_id(job_id):

@@ -93,6 +93,11 @@ class CommandError(Exception):
         return "\n".join(parts)
 
     @property
+    def brief(self) -> str:
+        """One line saying why it failed (first stderr line, else the reason, else the exit code)."""
+        return first_line(self.stderr) or self.reason or f"exit code {self.returncode}"
+
+    @property
     def output(self):
         """stdout and stderr together, for pattern matching."""
         return (self.stdout or "") + "\n" + (self.stderr or "")

@@ -470,7 +470,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         except CommandError as e:
             raise SpawnFailed(
                 "The batch system refused the job: "
-                + (_first_line(e.stderr) or e.reason or f"exit code {e.returncode}")
+                + e.brief
                 + ". Check the requested resources or ask your site's support."
             ) from e
         return self.parse_job_id(result.stdout)

@@ -60,7 +60,7 @@ from typing import Mapping, Sequence
 
 from traitlets import Enum, Float, HasTraits, Integer, List, TraitError, Unicode, validate
 
-from .runner import CommandError, CommandResult, CommandRunner, split_command
+from .runner import CommandError, CommandResult, CommandRunner, first_line, split_command
 from .sshhosts import HEALTH, HostHealth, SubmitHost, classify_ssh_failure
 
 __all__ = ["SshRunner", "SubmitHostsMixin", "SubmitHost", "HostHealth", "classify_ssh_failure", "private_control_dir"]
@@ -393,7 +393,4 @@ def _remove_if_empty(path):
 
 
 def _first_line(text):
-    for line in (text or "").splitlines():
-        if line.strip():
-            return line.strip()[:200]
-    return ""
+    return first_line(text)[:200]
