@@ -31,12 +31,13 @@ from traitlets import Any, List, TraitError, Unicode, import_item, validate
 
 from batchspawner.options import OptionError
 
+from .containers import ContainerChoice, wants_gpus
 from .options import Field, check_target_trait, make_field
 from .wrap import WrapSpawner, qualname
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
 PROFILE_KEYS = {"key", "display", "class", "spawner_class", "config", "description", "fields", "groups", "users",
-                "visible", "default"}
+                "visible", "default", "container"}
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Profile:
     users: frozenset = frozenset()
     visible: object = None
     default: bool = False
+    container: ContainerChoice | None = None  # image field + label-declared arguments (containers.py)
 
     async def visible_to(self, spawner) -> bool:
         if not (self.groups or self.users or self.visible):
@@ -64,11 +66,21 @@ class Profile:
             return bool(await maybe_future(self.visible(spawner)))
         return False
 
-    def parse_values(self, options: dict) -> dict:
-        """Canonical values of this profile's fields in ``options`` (the key 'profile' excluded)."""
+    def parse_values(self, options: dict, images=None) -> dict:
+        """Canonical values of this profile's fields in ``options`` (the key 'profile' excluded).
+
+        With a container, ``images`` (the usable images now) adds the image field and the
+        chosen image's declared arguments; any other key is refused.
+        """
         values = {}
+        known = set(self.fields)
+        if self.container is not None:
+            name, args = self.container.parse(options, images or {})
+            values[self.container.field] = name
+            values.update(args)
+            known |= {self.container.field, *images[name].args}
         for key in options:
-            if key != "profile" and key not in self.fields:
+            if key != "profile" and key not in known:
                 raise OptionError(str(key)[:40], f"is not an option of profile {self.key!r}")
         for name, fld in self.fields.items():
             raw = options.get(name)
@@ -110,6 +122,7 @@ def parse_profile(entry) -> Profile:
     visible = entry.get("visible")
     if visible is not None and not callable(visible):
         raise ValueError("'visible' must be a callable taking the spawner")
+    container = ContainerChoice(entry["container"], fields) if entry.get("container") is not None else None
     return Profile(
         key=key,
         display=str(entry.get("display") or key),
@@ -121,6 +134,7 @@ def parse_profile(entry) -> Profile:
         users=frozenset(entry.get("users") or ()),
         visible=visible,
         default=bool(entry.get("default", False)),
+        container=container,
     )
 
 
@@ -222,23 +236,42 @@ class ProfilesSpawner(WrapSpawner):
         if not isinstance(key, str) or key not in {p.key for p in visible}:
             raise OptionError("profile", "is not a profile available to you")
         profile = self.profile(key)
-        return profile, profile.parse_values(options)
+        return profile, profile.parse_values(options, await self._images(profile))
+
+    async def _images(self, profile) -> dict:
+        """The usable images of a container profile (cached; only the first listing waits)."""
+        if profile.container is None:
+            return {}
+        await profile.container.catalog(self.log).ready()
+        return profile.container.usable(self.log)
 
     async def options_from_form(self, formdata):
         """Form -> ``{"profile": key, field: canonical value}`` (inputs are named ``key.field``)."""
         visible = await self.visible_profiles()
-        fields_by_input = {f"{p.key}.{name}": (p.key, name) for p in visible for name in p.fields}
+        fields_by_input = {f"{p.key}.{name}": (p.key, name, None) for p in visible for name in p.fields}
+        for p in visible:  # a container profile: the image, then each image's arguments
+            if p.container is not None:
+                fields_by_input[f"{p.key}.{p.container.field}"] = (p.key, p.container.field, None)
+                for image_name, image in (await self._images(p)).items():
+                    for arg in image.args:
+                        fields_by_input[f"{p.key}.{image_name}.{arg}"] = (p.key, arg, image_name)
         chosen = formdata["profile"] if "profile" in formdata else [self._default_key(visible)]
         if not isinstance(chosen, list) or len(chosen) != 1:
             raise OptionError("profile", "must be given exactly once")
         options = {"profile": chosen[0]}
+        chosen_profile = self.profile(chosen[0])
+        image_input = (
+            f"{chosen[0]}.{chosen_profile.container.field}"
+            if chosen_profile is not None and chosen_profile.container is not None else None
+        )
+        chosen_image = (formdata.get(image_input) or [None])[0] if image_input else None
         for input_name, value in formdata.items():
             if input_name in ("profile", "_xsrf"):
                 continue
             if input_name not in fields_by_input:
                 raise OptionError(input_name[:40], "is not a field of a profile available to you")
-            key, name = fields_by_input[input_name]
-            if key == chosen[0]:
+            key, name, image_name = fields_by_input[input_name]
+            if key == chosen[0] and (image_name is None or image_name == chosen_image):
                 options[name] = value
         profile, values = await self.validate_options(options)
         return {"profile": profile.key, **values}
@@ -246,8 +279,29 @@ class ProfilesSpawner(WrapSpawner):
     async def select_child(self):
         profile, values = await self.validate_options(self.user_options)
         self.child_profile = profile.key
-        traits = {profile.fields[name].trait: value for name, value in values.items() if value is not None}
+        traits = {
+            profile.fields[name].trait: value
+            for name, value in values.items()
+            if value is not None and name in profile.fields
+        }
+        if profile.container is not None:
+            traits["cmd"] = await self._container_cmd(profile, values)
         return profile.spawner_class, profile.config, _typed(profile.spawner_class, traits)
+
+    async def _container_cmd(self, profile, values) -> list:
+        """The child's ``cmd``: its server command run inside the chosen image, with its arguments."""
+        container = profile.container
+        images = await self._images(profile)
+        image = images.get(values[container.field])
+        if image is None:  # gone or relabelled since the options were checked
+            raise OptionError(container.field, "is no longer offered; choose an image again")
+        args = {name: values[name] for name in image.args if name in values}
+        base = list(profile.config.get("cmd") or profile.spawner_class.class_traits()["cmd"].default())
+        gpus = profile.config.get("req_ngpus", "")
+        for name, fld in profile.fields.items():
+            if fld.trait == "req_ngpus" and values.get(name) is not None:
+                gpus = values[name]
+        return container.command(image, args, base, wants_gpus(gpus))
 
     def child_user_options(self):
         return {}  # validated values are on the child's traits instead
@@ -294,13 +348,32 @@ class ProfilesSpawner(WrapSpawner):
                     except OptionError:
                         pass  # a refused old value is not shown again
                 values[f"{p.key}.{name}"] = value if value is not None else ""
+        # container profiles: the image choice and each image's declared arguments, from the
+        # cached catalog (inspected in the background; only the very first listing waits)
+        containers = {}
+        for p in visible:
+            if p.container is None:
+                continue
+            images = await self._images(p)
+            containers[p.key] = {"field": p.container.image_field(images), "images": images}
+            last_image = last.get(p.container.field) if p.key == selected else None
+            values[f"{p.key}.{p.container.field}"] = last_image if last_image in images else ""
+            for image_name, image in images.items():
+                for arg, fld in image.args.items():
+                    value = ""
+                    if last_image == image_name and arg in last:
+                        try:
+                            value = fld.parse(last[arg])
+                        except OptionError:
+                            pass
+                    values[f"{p.key}.{image_name}.{arg}"] = value
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader([*self.template_paths, TEMPLATES]),
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
         return env.get_template(self.form_template_name).render(
-            profiles=visible, selected=selected, values=values, user=self.user.name
+            profiles=visible, selected=selected, values=values, user=self.user.name, containers=containers
         )
 
     def _legacy_form(self, visible, selected):
