@@ -87,10 +87,7 @@ def setup_vscode():
 def setup_desktop():
     """noVNC's web client; ``/`` redirects to it with the websocket path of ``desktop-vnc``."""
     return {
-        "command": [
-            *_py(), "static", "--socket", "{unix_socket}", "--dir", NOVNC_DIR,
-            "--index", "vnc.html?autoconnect=true&reconnect=true&resize=remote&path={base_url}desktop-vnc/",
-        ],
+        "command": [*_py(), "static", "--socket", "{unix_socket}", "--dir", NOVNC_DIR, "--novnc-base", "{base_url}"],
         "unix_socket": True,
         "timeout": APP_TIMEOUT,
         "launcher_entry": {"title": "Desktop"},
@@ -127,6 +124,14 @@ def setup_webapp():
 
 
 # ------------------------------------------------------------ programs
+def novnc_index(base_url):
+    """noVNC's page, connecting its websocket to this server's ``desktop-vnc`` route."""
+    from urllib.parse import quote
+
+    path = base_url.strip("/") + "/desktop-vnc/"  # noVNC adds the leading "/"
+    return "vnc.html?autoconnect=true&reconnect=true&resize=remote&path=" + quote(path, safe="/")
+
+
 class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
@@ -241,12 +246,16 @@ def main(argv=None):
     static = sub.add_parser("static", help="serve a folder on a unix socket")
     static.add_argument("--socket", required=True)
     static.add_argument("--dir", required=True)
-    static.add_argument("--index", default="")
+    static.add_argument("--index", default="", help="where / redirects to")
+    static.add_argument("--novnc-base", default=None, help="the server's base URL: / opens noVNC on desktop-vnc")
     vnc = sub.add_parser("vnc", help="a TigerVNC desktop on a unix socket")
     vnc.add_argument("--socket", required=True)
     args = parser.parse_args(argv)
     if args.what == "static":
-        serve_static(args.socket, args.dir, args.index)
+        index = args.index
+        if args.novnc_base is not None:
+            index = novnc_index(args.novnc_base)
+        serve_static(args.socket, args.dir, index)
     else:
         run_vnc(args.socket)
 

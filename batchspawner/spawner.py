@@ -49,6 +49,7 @@ from .shared_status import SharedStatusMixin
 from .ssh import SubmitHostsMixin
 from .states import JobState, JobStatus
 from .templating import format_template, has_control_chars
+from .tunnel import SshTunnel, TunnelError
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$")
 
@@ -247,6 +248,26 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         "{homedir}",
         help="Directory (as the job sees it, formatted with {homedir}, {username}) for token_via_file.",
     ).tag(config=True)
+
+    tunnel_login_host = Unicode(
+        "",
+        help="""Reach the job's server through an ssh tunnel via this login node (empty: connect directly).
+
+        For sites where the hub cannot open connections to compute nodes but a login node can.
+        Once the job reports its port, the hub runs ``ssh -N -L 127.0.0.1:LOCAL:NODE:PORT`` to
+        this host (``host``, ``user@host`` or ``host:port``, as the hub's own user; ssh options
+        in ``c.SshTunnel.ssh_options``) and talks to the local end. Closed when the server
+        stops, reopened on the same local port after a hub restart (see batchspawner/tunnel.py).""",
+    ).tag(config=True)
+
+    @property
+    def tunnel(self) -> SshTunnel | None:
+        """The spawner's ssh tunnel (batchspawner/tunnel.py), or None without tunnel_login_host."""
+        if not self.tunnel_login_host:
+            return None
+        if getattr(self, "_tunnel", None) is None:
+            self._tunnel = SshTunnel(parent=self, login_host=self.tunnel_login_host, log=self.log)
+        return self._tunnel
 
     log_tail_lines = Integer(
         20, help="How many lines of the job's output to show when a spawn fails."
@@ -553,6 +574,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         super().load_state(state)
         self.job_id = state.get("job_id", "")
         self.job_status = state.get("job_status", "")
+        if self.tunnel is not None:
+            self.tunnel.load_state(state.get("tunnel") or {})
         if "uncancelled_jobs" in state:
             self.uncancelled_jobs = [
                 dict(e) for e in state["uncancelled_jobs"] or [] if isinstance(e, dict) and e.get("job_id")
@@ -563,6 +586,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         if self.job_id:
             state["job_id"] = self.job_id
             state["job_status"] = self.job_status
+            if self.tunnel is not None and self.tunnel.get_state():
+                state["tunnel"] = self.tunnel.get_state()
         if self.uncancelled_jobs:
             state["uncancelled_jobs"] = [dict(e) for e in self.uncancelled_jobs]
         return state
@@ -615,15 +640,31 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
             self._event(60, f"Job {self.job_id} is running on {host}; waiting for the server to start.")
             port = await self._wait_for_port()
             ip = self.resolve_host(host)
+            if self.tunnel is not None:  # i15: the hub reaches the node only via a login node
+                ip, port = await self._open_tunnel(ip, port)
             await self._wait_for_listen(ip, port)
             self._event(90, f"Server is listening on {ip}:{port}.")
         except BaseException:
             await self._remove_token_file()
+            if self.tunnel is not None:
+                await self.tunnel.close()
             raise
         finally:
             self._port_future = None
         self.port = port
         return (ip, port)
+
+    async def _open_tunnel(self, node, port):
+        try:
+            local = await self.tunnel.open(node, port)
+        except TunnelError as e:
+            raise SpawnFailed(
+                f"The hub could not reach your server on {node} through the login node "
+                f"{self.tunnel_login_host}: {e}. Ask your site's support to check the tunnel."
+            ) from e
+        self._save_state_now()  # a hub restart from here reopens the tunnel on the same port
+        self._event(80, f"Connected to {node}:{port} through {self.tunnel_login_host}.")
+        return local
 
     def resolve_host(self, host):
         """The address the hub connects to; ``state_exechost_exp`` already mapped names."""
@@ -715,7 +756,11 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         if status.state is JobState.FINISHED:
             self.log.info("%s: job %s has ended (%s)", self._log_name, self.job_id, status.describe())
             self._forget_job()
+            if self.tunnel is not None:
+                await self.tunnel.close()
             return 1 if status.exit_code is None else (status.exit_code or 1)
+        if self.tunnel is not None and status.state is JobState.RUNNING:
+            await self.tunnel.reopen()  # after a hub restart, or if ssh died
         return None
 
     async def stop(self, now=False):
@@ -727,6 +772,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         So a job that cannot be cancelled is not raised about but kept in ``uncancelled_jobs``
         (saved with the state, cancelled before the next start) and logged as an error.
         """
+        if self.tunnel is not None:
+            await self.tunnel.close()
         if not self.job_id:
             return
         await self._resolve_homedir()

@@ -2,7 +2,7 @@
 # Web apps behind the hub's login (examples/apps/), as root. Idempotent; starts nothing.
 #   - jupyter-server-proxy in the venv: the single-user server proxies /user/<name>/<app>/
 #     to the app, behind the single-user server's hub OAuth.
-#   - code-server (VS Code) from the npm registry, pinned to the last 4.x release whose
+#   - code-server (VS Code) from the npm registry, pinned to a 4.x release whose
 #     engines field accepts Node 20 (Debian 12's nodejs); its postinstall builds native
 #     modules, which needs a compiler, python3 and the X11/xkbfile/secret/krb5 headers.
 #   - TigerVNC + noVNC (Debian packages) for the desktop profile (jupyter-server-proxy is
@@ -14,7 +14,7 @@ VENV=${JHPC_VENV:-/opt/jupyterhub-hpc/venv}
 CODE_SERVER_VERSION=${JHPC_CODE_SERVER_VERSION:-4.100.3}
 
 need=()
-for pkg in tigervnc-standalone-server tigervnc-tools novnc xauth xterm xfonts-base \
+for pkg in tigervnc-standalone-server tigervnc-tools novnc xauth xterm xfonts-base ripgrep \
            build-essential python3 pkg-config libx11-dev libxkbfile-dev libsecret-1-dev libkrb5-dev ; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
@@ -23,13 +23,29 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
 
-if ! command -v code-server >/dev/null 2>&1; then
-  # code-server's postinstall refuses to run as root unless npm_config_unsafe_perm is set
-  # (a private npm cache: its postinstall runs a nested npm install that must not race another npm)
+if ! command -v code-server >/dev/null 2>&1 || ! code-server --version >/dev/null 2>&1; then
+  # code-server's postinstall runs `npm install` in lib/vscode, where @vscode/ripgrep's own
+  # postinstall downloads rg from GitHub (not reachable from sites that only mirror the
+  # registries). So: install without scripts, give @vscode/ripgrep Debian's rg (its postinstall
+  # then skips the download), build the native modules (npm rebuild), then run code-server's
+  # postinstall (its npm installs find everything in place). npm_config_unsafe_perm: the
+  # postinstall refuses to run as root without it. A private cache avoids racing another npm.
   cache=$(mktemp -d)
-  rm -rf "$(npm root -g)/code-server"  # a half-installed leftover makes the nested install fail
-  npm_config_unsafe_perm=true npm_config_cache="$cache" npm install -g --no-fund --no-audit "code-server@${CODE_SERVER_VERSION}"
+  export npm_config_cache="$cache" npm_config_unsafe_perm=true npm_config_fund=false npm_config_audit=false
+  root=$(npm root -g)
+  rm -rf "$root/code-server"  # a half-installed leftover makes the nested installs fail
+  npm install -g --ignore-scripts "code-server@${CODE_SERVER_VERSION}"
+  (
+    cd "$root/code-server/lib/vscode"
+    npm install --omit=dev --ignore-scripts
+    mkdir -p node_modules/@vscode/ripgrep/bin
+    ln -sf "$(command -v rg)" node_modules/@vscode/ripgrep/bin/rg
+    npm rebuild
+    cd "$root/code-server"
+    npm_config_user_agent="npm/$(npm --version) node/$(node --version) linux x64" sh ./postinstall.sh
+  )
   rm -rf "$cache"
+  code-server --version >/dev/null
 fi
 
 if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c 'import jupyter_server_proxy' 2>/dev/null; then
