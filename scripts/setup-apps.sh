@@ -31,7 +31,8 @@ if ! command -v code-server >/dev/null 2>&1 || ! code-server --version >/dev/nul
   # postinstall (its npm installs find everything in place). npm_config_unsafe_perm: the
   # postinstall refuses to run as root without it. A private cache avoids racing another npm.
   cache=$(mktemp -d)
-  export npm_config_cache="$cache" npm_config_unsafe_perm=true npm_config_fund=false npm_config_audit=false
+  # npm_config_yes: node-pty's install script runs `npx node-gyp`, which must not stop to ask
+  export npm_config_cache="$cache" npm_config_unsafe_perm=true npm_config_fund=false npm_config_audit=false npm_config_yes=true
   root=$(npm root -g)
   rm -rf "$root/code-server"  # a half-installed leftover makes the nested installs fail
   npm install -g --ignore-scripts "code-server@${CODE_SERVER_VERSION}"
