@@ -146,8 +146,9 @@ def _browser_login(page, hub, name):
     page.goto(hub.url + "/hub/login")
     page.fill("input[name=username]", name)
     page.fill("input[name=password]", "pw")
-    page.click("input[type=submit], button[type=submit]")
-    page.wait_for_url("**/hub/**", timeout=30000)
+    with page.expect_navigation(timeout=60000):
+        page.click("input[type=submit], button[type=submit]")
+    assert "/hub/login" not in page.url, page.url
 
 
 def test_vscode_profile_for_its_owner_only(apps_hub):
