@@ -67,6 +67,7 @@ class Hub:
         self.extra_config = extra_config
         self.extra_env = env or {}
         self.proc = None
+        self.command_prefix: list[str] = []  # e.g. ["ip", "netns", "exec", NS] (tests/e2e/test_tunnel_netns.py)
         self.log_path = self.workdir / "hub.log"
         self.url = f"http://127.0.0.1:{self.port}"
         self.api_url = f"{self.url}/hub/api"
@@ -90,7 +91,7 @@ class Hub:
         env.update(self.extra_env)
         self._log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "jupyterhub"), "-f", str(cfg), "--debug"],
+            [*self.command_prefix, str(VENV_BIN / "jupyterhub"), "-f", str(cfg), "--debug"],
             cwd=self.workdir,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -26,12 +26,11 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
 import slurmtools
 import sshdtools
 from conftest import require
-from hubharness import VENV_BIN, Hub
+from hubharness import Hub
 
 
 def _sh(*argv, check=True):
@@ -79,18 +78,7 @@ class NetnsHub(Hub):
         self.netns = netns
         self.url = f"http://{netns.ns_ip}:{self.port}"
         self.api_url = f"{self.url}/hub/api"
-
-    def start(self, timeout=60):
-        real_popen = subprocess.Popen
-
-        def popen(argv, **kw):
-            return real_popen(["ip", "netns", "exec", self.netns.name, *argv], **kw)
-
-        subprocess.Popen = popen
-        try:
-            return super().start(timeout)
-        finally:
-            subprocess.Popen = real_popen
+        self.command_prefix = ["ip", "netns", "exec", netns.name]
 
     def stop(self, timeout=30):
         super().stop(timeout)
@@ -158,6 +146,7 @@ c.SshTunnel.ssh_options = ['BatchMode=yes', 'IdentityFile={key.key}'] + {ssh_opt
     hub = NetnsHub(tmp_path / "hub", config, netns)
     hub.extra_config += f"\nc.JupyterHub.hub_connect_url = 'http://{netns.ns_ip}:{hub.hub_port}'\n"
     hub.start()
+    local = 0
     try:
         # the hub side has its own loopback: the node's (where the job's server will bind) is not reachable
         assert not netns.can_connect("127.0.0.1", 6817)
@@ -203,7 +192,7 @@ c.SshTunnel.ssh_options = ['BatchMode=yes', 'IdentityFile={key.key}'] + {ssh_opt
         ours = set(re.findall(r"Job (\d+) submitted", hub.log_text()))
         live = slurmtools.live_jobs()
         slurmtools.cancel([j for j in ours if j in live])
-        for pid in _tunnels(locals().get("local", 0)) if "local" in locals() else ():
+        for pid in _tunnels(local) if local else ():  # only if the test failed before the stop
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:

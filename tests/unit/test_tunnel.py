@@ -3,7 +3,6 @@ client that really forwards TCP (no login). The real OpenSSH client and sshd, ac
 namespaces, are in tests/e2e/test_tunnel_netns.py."""
 
 import asyncio
-import socket
 from pathlib import Path
 
 import pytest
