@@ -4,7 +4,8 @@
 
 - the wrapspawner 1.0.1 tuple ``(display, key, spawner_class, config)``;
 - a dict ``{"key", "display", "class", "config", "description", "fields",
-  "groups", "users", "visible", "default"}`` (see :mod:`wrapspawner.options` for fields).
+  "groups", "users", "visible", "default", "container"}`` (see :mod:`wrapspawner.options`
+  for fields, :mod:`wrapspawner.containers` for container images).
 
 How user values reach the child (the one path, for the form and the REST API):
 ``options_from_form`` turns the form into ``{"profile": key, field: value}``; the
@@ -150,7 +151,9 @@ class ProfilesSpawner(WrapSpawner):
         with ``key``, ``display``, ``class``, ``config`` and optionally ``description``,
         ``fields`` (typed options, see wrapspawner.options), ``groups``/``users`` (who sees it;
         anyone if neither nor ``visible`` is given), ``visible`` (callable(spawner) -> bool,
-        may be async) and ``default``. ``config`` is given to the child as trait values;
+        may be async), ``default`` and ``container`` (an image field over an admin's folder of
+        Apptainer images, whose labels declare typed arguments; see wrapspawner.containers).
+        ``config`` is given to the child as trait values;
         field values win over it. Users never see or start a profile not visible to them.""",
     ).tag(config=True)
 
