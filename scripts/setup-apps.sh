@@ -26,9 +26,10 @@ fi
 if ! command -v code-server >/dev/null 2>&1 || ! code-server --version >/dev/null 2>&1; then
   # code-server's postinstall runs `npm install` in lib/vscode, where @vscode/ripgrep's own
   # postinstall downloads rg from GitHub (not reachable from sites that only mirror the
-  # registries). So: install without scripts, build code-server's own native modules, give @vscode/ripgrep Debian's rg (its postinstall
-  # then skips the download), build the native modules (npm rebuild), then run code-server's
-  # postinstall (its npm installs find everything in place). npm_config_unsafe_perm: the
+  # registries). So: install without scripts; in lib/vscode install without scripts, give
+  # @vscode/ripgrep Debian's rg (its postinstall then skips the download) and build the native
+  # modules (npm rebuild); then `npm rebuild` code-server itself: its native modules (argon2)
+  # and its own postinstall, which now finds lib/vscode in place. npm_config_unsafe_perm: that
   # postinstall refuses to run as root without it. A private cache avoids racing another npm.
   cache=$(mktemp -d)
   # npm_config_yes: node-pty's install script runs `npx node-gyp`, which must not stop to ask
@@ -37,15 +38,13 @@ if ! command -v code-server >/dev/null 2>&1 || ! code-server --version >/dev/nul
   rm -rf "$root/code-server"  # a half-installed leftover makes the nested installs fail
   npm install -g --ignore-scripts "code-server@${CODE_SERVER_VERSION}"
   (
-    cd "$root/code-server"
-    npm rebuild  # code-server's own native modules (argon2...), skipped by --ignore-scripts
-    cd lib/vscode
+    cd "$root/code-server/lib/vscode"
     npm install --omit=dev --ignore-scripts
     mkdir -p node_modules/@vscode/ripgrep/bin
     ln -sf "$(command -v rg)" node_modules/@vscode/ripgrep/bin/rg
     npm rebuild
     cd "$root/code-server"
-    npm_config_user_agent="npm/$(npm --version) node/$(node --version) linux x64" sh ./postinstall.sh
+    npm rebuild
   )
   rm -rf "$cache"
   code-server --version >/dev/null

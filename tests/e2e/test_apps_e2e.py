@@ -133,6 +133,14 @@ def _refused(hub, path):
     assert "code-server" not in other.text and "noVNC" not in other.text
 
 
+def _tcp_listeners_of(user, pattern):
+    """Listening TCP sockets of ``user``'s processes whose command line matches ``pattern``."""
+    pids = set(subprocess.run(["pgrep", "-u", user, "-f", pattern], capture_output=True, text=True).stdout.split())
+    assert pids, f"no {pattern} process of {user} is running"
+    listening = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
+    return [line for line in listening.splitlines() if any(f"pid={pid}," in line for pid in pids)]
+
+
 def _browser():
     require(os.path.exists(CHROMIUM), "chromium not installed (scripts/setup-browser.sh)")
     try:
@@ -173,6 +181,8 @@ def test_vscode_profile_for_its_owner_only(apps_hub):
             print(f"vscode editor loaded through the hub's proxy in {time.monotonic() - t0:.1f} s")
         finally:
             browser.close()
+    # shared nodes: the editor listens on a private unix socket, on no TCP port other users could reach
+    assert _tcp_listeners_of("alice", "code-server") == []
     _refused(hub, "/user/alice/vscode/")
 
 
@@ -200,6 +210,7 @@ def test_desktop_profile_for_its_owner_only(apps_hub):
             print(f"noVNC desktop connected through the hub's proxy in {time.monotonic() - t0:.1f} s")
         finally:
             browser.close()
+    assert _tcp_listeners_of("alice", "Xvnc") == []
     _refused(hub, "/user/alice/desk/desktop/vnc.html")
     _refused(hub, "/user/alice/desk/desktop-vnc/")
 
