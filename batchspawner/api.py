@@ -21,6 +21,8 @@ from jupyterhub.apihandlers import APIHandler
 from tornado import web
 
 ROUTE = r"/api/batchspawner"
+# {"port": 65535} is 15 bytes; anything much longer is not a port report
+MAX_BODY = 1024
 
 
 def _find_spawner(user, token):
@@ -60,9 +62,12 @@ class BatchSpawnerAPIHandler(APIHandler):
         spawner = _find_spawner(user, token)
         if spawner is None:
             raise web.HTTPError(403, "This token does not belong to a server of this user.")
+        body = self.request.body or b"null"
+        if len(body) > MAX_BODY:
+            raise web.HTTPError(400, "Body must be exactly {\"port\": <integer 1-65535>}.")
         try:
-            data = json.loads(self.request.body or b"null")
-        except ValueError:
+            data = json.loads(body)
+        except (ValueError, RecursionError):  # RecursionError: nested far too deep, still the sender's fault
             raise web.HTTPError(400, "Body must be JSON: {\"port\": <integer>}.")
         if not isinstance(data, dict) or set(data) != {"port"}:
             raise web.HTTPError(400, "Body must be exactly {\"port\": <integer 1-65535>}.")

@@ -127,19 +127,22 @@ class GridengineSpawner(BatchSpawnerBase):
 
         Empty (default): no -pe line, the job gets one slot whatever req_nprocs says,
         because PE names are site-specific (``smp``, ``shm``, ``mpi``...); rendering then
-        logs a warning when more than one core is requested."""
+        logs a warning when more than one core is requested. Admin only.""",
+        admin_only=True,
     )
     req_memory_resource = _req(
         "Resource complex that req_memory sets (``#$ -l NAME=VALUE``): h_vmem, mem_free, m_mem_free...",
         "h_vmem",
+        admin_only=True,  # a user could name h_rt here and override the admin's walltime
     )
     req_gpu_resource = _req(
         """Consumable resource that req_ngpus sets (``#$ -l NAME=N``), e.g. ``gpu``.
 
         Empty (default): GPUs cannot be requested, since the name is site-specific;
-        rendering then logs a warning when GPUs are requested."""
+        rendering then logs a warning when GPUs are requested. Admin only.""",
+        admin_only=True,
     )
-    req_project = _req("Project (``#$ -P``) the job is charged to.")
+    req_project = _req("Project (``#$ -P``) the job is charged to (admin only).", admin_only=True)
     req_job_name = _req("Job name shown in qstat", "spawner-jupyterhub")
 
     def template_vars(self, user_values=None):

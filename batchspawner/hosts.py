@@ -10,6 +10,26 @@ import re
 
 _EMPTY = {"", "-", "n/a", "(null)", "undefined", "none", "None"}
 
+# what a scheduler's "no host yet" looks like, in any case
+NO_HOST_WORDS = frozenset(w.lower() for w in _EMPTY)
+# one host name or address: DNS labels, IPv4, or IPv6 (optionally in brackets); nothing else
+HOST_RE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?|\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?)")
+
+
+def usable_host(host) -> str:
+    """``host`` when it names one host the hub could connect to, else "" (no host yet).
+
+    The one check every scheduler's answer goes through before the hub connects:
+    ``n/a`` (Slurm ``%B`` before placement), ``(null)``, ``None``, ``undefined``
+    (HTCondor ``RemoteHost``), ``-``, blanks, and anything that is not one host
+    name (e.g. the whole query output a 1.3-style ``state_exechost_exp`` returns
+    when its regex did not match) all mean "the scheduler named no host".
+    """
+    text = (host or "").strip() if isinstance(host, str) else ""
+    if text.lower() in NO_HOST_WORDS or not HOST_RE.fullmatch(text):
+        return ""
+    return text.strip("[]")
+
 
 def pbs_first_host(exec_host: str) -> str:
     """PBS Pro / OpenPBS ``exec_host``: ``node1/0*4+node2/0`` -> ``node1``.

@@ -68,7 +68,49 @@ def check_scalar(field: str, value, pattern: re.Pattern = SAFE_VALUE) -> str:
     return text
 
 
-def validate_user_options(user_options: dict, request_vars: set[str], allowed=None) -> dict[str, str]:
+def admin_only_vars(spawner_or_class) -> frozenset[str]:
+    """Request variables (``req_<name>`` without ``req_``) that only administrators may set.
+
+    The one place that reads the marker: a request trait tagged ``admin_only=True``
+    (``_req(..., admin_only=True)`` in the scheduler modules) names an account,
+    project, QoS, reservation, cluster, batch server or resource (e.g. Grid Engine's
+    ``memory_resource``), so a user who set it could charge someone else, bypass a
+    policy or turn one limit into another. user_options, ``allowed_user_options`` and
+    ProfilesSpawner fields all ask here.
+    """
+    cls = spawner_or_class if isinstance(spawner_or_class, type) else type(spawner_or_class)
+    if not hasattr(cls, "class_traits"):
+        return frozenset()
+    return frozenset(
+        name[4:] for name, trait in cls.class_traits().items() if name.startswith("req_") and trait.metadata.get("admin_only")
+    )
+
+
+def forget_user_options(spawner) -> None:
+    """Drop refused ``user_options`` from the spawner and its database row.
+
+    JupyterHub saves the options of every start request and reuses them when a later
+    start names none (home page Start, REST with ``{}``): a refused option would refuse
+    every later start too. Called whenever options are refused (HTTP 400).
+    """
+    spawner.user_options = {}
+    orm = getattr(spawner, "orm_spawner", None)
+    if orm is None or not getattr(orm, "user_options", None):
+        return
+    orm.user_options = {}
+    try:
+        from sqlalchemy import inspect
+
+        session = inspect(orm).session
+    except Exception:  # not a mapped object (unit tests' stand-ins)
+        return
+    if session is not None:
+        session.commit()
+
+
+def validate_user_options(
+    user_options: dict, request_vars: set[str], allowed=None, admin_only=frozenset()
+) -> dict[str, str]:
     """Validate raw ``user_options`` against the declared request variables.
 
     ``allowed``: the keys the admin lets users set (``allowed_user_options``);
@@ -90,6 +132,8 @@ def validate_user_options(user_options: dict, request_vars: set[str], allowed=No
             raise OptionError(str(key)[:40], "is not a valid option name")
         if key in PROTECTED:
             raise OptionError(key, "cannot be set by users")
+        if key in admin_only:
+            raise OptionError(key, "is set by the site's administrators, not by users")
         if allowed is not None and key not in allowed:
             offered = ", ".join(sorted(allowed - PROTECTED)) or "none"
             raise OptionError(
@@ -108,4 +152,4 @@ def validate_spawner_user_options(spawner) -> dict[str, str]:
     variable that is not protected.
     """
     allowed = getattr(spawner, "allowed_user_options", None)
-    return validate_user_options(spawner.user_options, spawner.request_vars(), allowed)
+    return validate_user_options(spawner.user_options, spawner.request_vars(), allowed, admin_only_vars(spawner))

@@ -119,7 +119,7 @@ class PBSSpawner(TorqueSpawner):
         r"Unknown Job Id|Job has finished", help=BatchSpawnerBase.state_gone_re.help
     ).tag(config=True)
 
-    req_project = _req("PBS project (#PBS -P); req_account sets #PBS -A")
+    req_project = _req("PBS project (#PBS -P; admin only); req_account sets #PBS -A", admin_only=True)
 
     native_states = PBS_STATES
 

@@ -147,13 +147,18 @@ class SlurmSpawner(BatchSpawnerBase):
     job_id_placeholder = "%j"
 
     req_partition = _req("Partition name to submit job to resource manager")
-    req_qos = _req("QoS name to submit job to resource manager")
-    req_gres = _req("Additional resources (gres) requested, e.g. gpu:1")
-    req_reservation = _req("Reservation name to submit to resource manager")
+    req_qos = _req("QoS name to submit job to resource manager (admin only: a policy)", admin_only=True)
+    req_gres = _req(
+        "Additional resources (gres) requested, e.g. gpu:1 (admin only: it names resources; users ask for GPUs with ngpus)",
+        admin_only=True,
+    )
+    req_reservation = _req("Reservation name to submit to resource manager (admin only: a policy)", admin_only=True)
     req_srun = _req(
         "Command that launches the server inside the allocation; empty runs it directly.", "srun"
     )
-    req_cluster = _req("Cluster name (sbatch/squeue/scancel --clusters) for multi-cluster Slurm")
+    req_cluster = _req(
+        "Cluster name (sbatch/squeue/scancel --clusters) for multi-cluster Slurm (admin only)", admin_only=True
+    )
     req_job_name = _req("Job name shown in squeue", "spawner-jupyterhub")
 
     job_cluster = Unicode("", help="Cluster sbatch placed the job on (from 'ID;cluster'); kept in state.")

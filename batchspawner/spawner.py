@@ -30,6 +30,7 @@ from tornado import web
 from traitlets import (
     Any,
     Bool,
+    Dict,
     Float,
     Integer,
     List,
@@ -40,8 +41,9 @@ from traitlets import (
 )
 
 from . import metrics
+from .hosts import usable_host
 from .leftovers import LeftoverJobsMixin
-from .options import PROTECTED, validate_spawner_user_options
+from .options import PROTECTED, OptionError, admin_only_vars, forget_user_options, validate_spawner_user_options
 from .parsing import QueryParsingMixin
 from .runner import CommandError, CommandRunner, split_command
 from .runner import first_line as _first_line
@@ -62,8 +64,47 @@ class SpawnFailed(Exception):
         self.jupyterhub_message = message
 
 
-def _req(help_text, default_value="", **kw):
-    return Unicode(default_value, help=help_text, **kw).tag(config=True)
+class SubmitRefused(web.HTTPError):
+    """The scheduler refused a job built from the user's own options: HTTP 400 with its reason.
+
+    Raised only when the user sent options and the submit command itself answered
+    (exit code, message); the message is the scheduler's reason, cleaned of tool
+    prefixes, paths and anything token-like (:func:`clean_scheduler_message`).
+    """
+
+    def __init__(self, message):
+        super().__init__(400, message, reason="Job refused by the batch system")
+        self.jupyterhub_message = message
+
+    def __str__(self):
+        return self.log_message
+
+
+# "sbatch: error: ", "qsub: ", "bsub: error: ", "ERROR: " ...: the tool's own prefixes
+_TOOL_PREFIX = re.compile(r"^(?:[\w.+-]+:\s*)?(?:(?:error|fatal|warning)\s*:\s*)?", re.I)
+_PATH = re.compile(r"(?<![\w.])/[^\s:;,'\"]+")
+_SECRETISH = re.compile(r"[A-Za-z0-9_-]*[0-9a-fA-F]{16,}[A-Za-z0-9_-]*")
+
+
+def clean_scheduler_message(text, limit=300) -> str:
+    """The scheduler's reason for a user to read: its first meaningful line without the tool's
+    ``name: error:`` prefix, with paths and long hex strings (tokens, ids of secrets) replaced."""
+    for line in (text or "").splitlines():
+        line = _TOOL_PREFIX.sub("", line.strip(), count=1).strip()
+        if not line:
+            continue
+        line = _PATH.sub("<path>", line)
+        line = _SECRETISH.sub("<hidden>", line)
+        return line[:limit]
+    return ""
+
+
+def _req(help_text, default_value="", admin_only=False, **kw):
+    """A request trait (``req_*``): a template variable; ``admin_only`` ones users can never set."""
+    trait = Unicode(default_value, help=help_text, **kw).tag(config=True)
+    if admin_only:
+        trait.tag(admin_only=True)
+    return trait
 
 
 class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, SubmitHostsMixin, Spawner):
@@ -176,13 +217,13 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
 
     # ---------------------------------------------------------------- requests
     req_queue = _req("Queue name to submit job to resource manager")
-    req_host = _req("Host name of batch server to submit job to resource manager")
+    req_host = _req("Host name of batch server to submit job to resource manager (admin only)", admin_only=True)
     req_memory = _req("Memory to request from resource manager")
     req_nprocs = _req("Number of processors to request from resource manager")
     req_ngpus = _req("Number of GPUs to request from resource manager")
     req_runtime = _req("Length of time for submitted job to run")
     req_partition = _req("Partition name to submit job to resource manager")
-    req_account = _req("Account name string to pass to the resource manager")
+    req_account = _req("Account name string to pass to the resource manager (admin only)", admin_only=True)
     req_options = _req("Other options to include into job submission script (admin only)")
     req_prologue = _req("Script to run before single user server starts.")
     req_epilogue = _req("Script to run after single user server ends.")
@@ -284,8 +325,10 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         ``["runtime", "partition"]``; any other key is refused with HTTP 400 naming it, before
         anything is submitted. None (default, as in batchspawner 1.3): every declared request
         variable except the protected ones (cmd, prologue, epilogue, options, srun, keepvars,
-        username, homedir...). Set a list, or ``[]`` for none, so users cannot pick e.g. the
-        QOS, reservation or cluster through the REST API. Values are always checked (plain
+        username, homedir...) and the admin-only ones (traits tagged ``admin_only``: accounts,
+        projects, QoS, reservations, clusters, resource names such as Grid Engine's
+        ``memory_resource``), which can never be listed here either. Set a list, or ``[]``
+        for none, so users cannot pick e.g. the partition through the REST API. Values are always checked (plain
         characters only). WrapSpawner passes its own ``allowed_user_options`` to the child;
         ProfilesSpawner passes none (its fields are the allowlist).""",
     ).tag(config=True)
@@ -297,6 +340,13 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         if bad:
             raise TraitError(
                 f"{type(self).__name__}.allowed_user_options: {', '.join(bad)} can never be set by users"
+            )
+        admin = sorted(set(value or ()) & admin_only_vars(type(self)))
+        if admin:
+            raise TraitError(
+                f"{type(self).__name__}.allowed_user_options: {', '.join(admin)} name an account, project, "
+                "resource or policy and are set by administrators only (set them in the config, or offer "
+                "one ProfilesSpawner profile per value)"
             )
         return value
 
@@ -314,10 +364,38 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         dies fails the spawn within about this long. The port itself is probed every 0.1 s.""",
     ).tag(config=True)
 
+    host_wait_timeout = Float(
+        60.0,
+        help="""Seconds a job may be RUNNING without the scheduler naming its host before the spawn fails.
+
+        No host (Slurm ``%B`` = ``n/a``, HTCondor ``RemoteHost`` undefined, a
+        ``state_exechost_re`` that does not match) means "not placed yet": the spawner keeps
+        waiting (the spawn page says so), then fails with a clear message and cancels the job.
+        It never connects to the hub's own loopback instead, unless ``local_executor`` is set.
+        start_timeout still bounds the whole start.""",
+    ).tag(config=True)
+
+    local_executor = Bool(
+        False,
+        help="""The jobs run on the hub's own machine (a test or single-machine setup, not a cluster).
+
+        Only then does a RUNNING job the scheduler names no host for get reached at
+        127.0.0.1. Off (default), "no host" means the job is not placed yet: the hub waits
+        (``host_wait_timeout``) and never routes a user to a service on its own loopback
+        at a port the job chose.""",
+    ).tag(config=True)
+
     unknown_grace = Float(
         600.0,
         help="Seconds of continuous *unknown* state after which the hub logs an error (the server is kept).",
     ).tag(config=True)
+
+    chosen_by_user = Dict(
+        help="""Request traits a wrapper set from the user's own choices (ProfilesSpawner fields).
+
+        Set by wrapspawner, not configured: a scheduler that refuses the job then answers
+        the user with HTTP 400 and its reason, as for ``user_options``."""
+    )
 
     # ---------------------------------------------------------------- state kept
     job_id = Unicode("")
@@ -489,12 +567,40 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         try:
             result = await self.runner.run(argv, env=env, stdin=script, cwd=await self._submit_cwd())
         except CommandError as e:
-            raise SpawnFailed(
-                "The batch system refused the job: "
-                + e.brief
-                + ". Check the requested resources or ask your site's support."
-            ) from e
+            raise self._submit_error(e, user_values) from e
         return self.parse_job_id(result.stdout)
+
+    def _submit_error(self, error, user_values):
+        """Whose fault a failed submit is: the user's (HTTP 400) or the site's (SpawnFailed, 500).
+
+        The user's when the user chose values (``user_options``, or a wrapper's fields in
+        ``chosen_by_user``) and the scheduler itself answered with a refusal: the command ran
+        to an exit code (no timeout), the message is not from sudo/ssh and does not say the
+        scheduler is unreachable. The user then reads the scheduler's own reason, cleaned
+        (no tool prefix, path or token), and the refused options are forgotten so the next
+        plain Start does not repeat them. Anything else is the site's to fix.
+        """
+        self.log.error("%s: submit failed: %s", self._log_name, error)
+        reason = clean_scheduler_message(error.stderr) or clean_scheduler_message(error.stdout)
+        first = (_first_line(error.stderr) or _first_line(error.stdout)).lower()
+        answered = error.returncode is not None and not error.reason and bool(reason)
+        not_the_scheduler = first.startswith(("sudo:", "ssh:", "sh:", "bash:")) or bool(
+            self.state_unknown_re and re.search(self.state_unknown_re, error.output, re.M)
+        )
+        chosen = dict(user_values or {})
+        chosen.update({k[4:] if k.startswith("req_") else k: v for k, v in self.chosen_by_user.items()})
+        if chosen and answered and not not_the_scheduler:
+            forget_user_options(self)
+            listed = ", ".join(f"{k}={v}" for k, v in sorted(chosen.items()))
+            return SubmitRefused(
+                f"The batch system refused the job with the options you chose ({listed}): {reason}. "
+                "Change the options and start again."
+            )
+        return SpawnFailed(
+            "The batch system refused the job: "
+            + (reason or error.reason or f"exit code {error.returncode}")
+            + ". Check the requested resources or ask your site's support."
+        )
 
     async def _submit_cwd(self):
         if self.runner.remote_shell:
@@ -618,7 +724,11 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
 
     # ---------------------------------------------------------------- Spawner API
     async def start(self):
-        user_values = validate_spawner_user_options(self)
+        try:
+            user_values = validate_spawner_user_options(self)
+        except OptionError:
+            forget_user_options(self)  # refused options must not come back at the next plain Start
+            raise
         await self._resolve_homedir()
         self._events = []
         self._started_at = time.monotonic()
@@ -667,8 +777,19 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         return local
 
     def resolve_host(self, host):
-        """The address the hub connects to; ``state_exechost_exp`` already mapped names."""
-        return host or "127.0.0.1"
+        """The address the hub connects to; ``state_exechost_exp`` already mapped names.
+
+        No host is never loopback, unless the admin declared ``local_executor``.
+        """
+        host = usable_host(host)
+        if host:
+            return host
+        if self.local_executor:
+            return "127.0.0.1"
+        raise SpawnFailed(
+            f"The batch system did not say on which host job {self.job_id} runs, so the hub cannot "
+            "connect to it. Please try again; if it keeps happening, tell your site's support."
+        )
 
     async def _job_ended(self, status):
         tail = await self.read_log_tail()
@@ -694,13 +815,20 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
             raise SpawnFailed(msg)
 
     async def _wait_until_running(self):
+        """Wait until the job runs on a host the scheduler named; returns that host."""
         last = None
         submitted = time.monotonic()
+        no_host_since = None
         while True:
             status = await self.job_status_now(max_age=self.startup_poll_interval)
             if status.state is JobState.RUNNING:
-                metrics.QUEUE_WAIT_SECONDS.observe(time.monotonic() - submitted)
-                return status.host
+                host = usable_host(status.host)
+                if host or self.local_executor:
+                    metrics.QUEUE_WAIT_SECONDS.observe(time.monotonic() - submitted)
+                    return host
+                no_host_since = await self._wait_for_host(status, no_host_since)
+                await asyncio.sleep(self.startup_poll_interval)
+                continue
             await self._fail_if_cannot_start(status)
             desc = status.describe()
             if desc != last:
@@ -712,6 +840,29 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
                 else:
                     self._event(20, f"Job {self.job_id} state not known yet: {status.reason}.")
             await asyncio.sleep(self.startup_poll_interval)
+
+    async def _wait_for_host(self, status, since):
+        """A RUNNING job without a host is not placed yet: say so, fail after host_wait_timeout."""
+        now = time.monotonic()
+        if since is None:
+            self.log.warning(
+                "%s: job %s is %s but the scheduler named no usable host (%r); waiting",
+                self._log_name, self.job_id, status.native or "running", status.host,
+            )
+            self._event(
+                40,
+                f"Job {self.job_id} is running, but the batch system has not said on which host yet; waiting.",
+            )
+            return now
+        if now - since > self.host_wait_timeout:
+            msg = (
+                f"The batch job {self.job_id} has been running for {now - since:.0f} s but the batch system "
+                "never said on which host, so the hub cannot connect to it. The job is cancelled; please "
+                "try again, and tell your site's support if it keeps happening."
+            )
+            self.log.error("%s: %s (last answer: %s)", self._log_name, msg, status.describe())
+            raise SpawnFailed(msg)
+        return since
 
     async def _wait_for_port(self):
         while True:

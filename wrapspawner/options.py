@@ -7,13 +7,15 @@ An admin declares fields per profile (see ``ProfilesSpawner.profiles``)::
         "nprocs":    {"type": "int", "min": 1, "max": 8, "default": 1, "label": "CPU cores"},
         "memory":    {"type": "memory", "min": "1G", "max": "16G", "default": "2G"},
         "runtime":   {"type": "walltime", "max": "1-00:00:00", "default": "01:00:00"},
-        "account":   {"type": "text", "regex": r"proj[0-9]{3}", "help": "Your project code"},
+        "job_name":  {"type": "text", "regex": r"[a-z][a-z0-9-]{0,30}", "help": "Name shown in the queue"},
     }
 
 Each field sets one trait of the child spawner: ``req_<name>`` unless the field
 names another with ``"trait"``. Only an allowlist can be targets (checked at
 startup): ``req_*`` request traits other than the protected template variables
-(commands, prologue/epilogue, raw options, identity), and the resource and
+(commands, prologue/epilogue, raw options, identity) and the admin-only ones (accounts,
+projects, QoS, reservations, clusters, resource names: see
+:func:`batchspawner.options.admin_only_vars`), and the resource and
 timeout traits in :data:`USER_SETTABLE_TRAITS`. Never ``cmd``, ``ssh_*``,
 ``exec_prefix``, ``hub_connect_url``, paths, environment or hooks. :meth:`Field.parse` turns whatever a user sent
 (form text or a JSON value from the REST API) into exactly one canonical,
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import re
 
-from batchspawner.options import PROTECTED, SAFE_VALUE, OptionError
+from batchspawner.options import PROTECTED, SAFE_VALUE, OptionError, admin_only_vars
 
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
@@ -54,6 +56,11 @@ def check_target_trait(field: str, trait: str, child_class) -> None:
             f"field {field!r} may not set {child_class.__name__}.{trait}: fields may set only req_* request "
             f"traits (except {', '.join('req_' + n for n in sorted(PROTECTED))}) and "
             f"{', '.join(sorted(USER_SETTABLE_TRAITS))}"
+        )
+    if trait.startswith("req_") and trait[4:] in admin_only_vars(child_class):
+        raise ValueError(
+            f"field {field!r} may not set {child_class.__name__}.{trait}: it is admin only (it names an "
+            "account, project, policy or resource); set it in the profile's config, one profile per value"
         )
     traits = child_class.class_traits(config=True)
     if trait not in traits:

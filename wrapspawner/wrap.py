@@ -41,7 +41,7 @@ from jupyterhub.utils import maybe_future
 from tornado import web
 from traitlets import All, Container, Dict, Instance, List, Type, Unicode, import_item, observe
 
-from batchspawner.options import OptionError
+from batchspawner.options import OptionError, forget_user_options
 from batchspawner.spawner import save_spawner_state
 
 # set on the child from the wrapper right before each start (the hub sets them on the wrapper)
@@ -202,6 +202,9 @@ class WrapSpawner(Spawner):
         self.child_values = dict(values or {})
         child = child_class(**self.child_kwargs(child_class, child_config, self.child_values))
         child.clear_state()  # it must not see our state
+        if child.has_trait("chosen_by_user"):
+            # the user's own values: a scheduler refusing them is the user's 400, not a 500
+            child.chosen_by_user = dict(self.child_values)
         leftover = self.child_leftover
         if not state and leftover:
             # a previous child's leftovers (jobs it could not cancel): the same class takes them
@@ -287,7 +290,11 @@ class WrapSpawner(Spawner):
     # ------------------------------------------------------------ Spawner API
     async def run_pre_spawn_hook(self):
         await maybe_future(super().run_pre_spawn_hook())
-        await self.prepare_child()
+        try:
+            await self.prepare_child()
+        except OptionError:
+            forget_user_options(self)  # refused options must not come back at the next plain Start
+            raise
 
     async def start(self):
         if self.child_spawner is None:

@@ -19,11 +19,11 @@ FIELDS = {
     "nprocs": {"type": "int", "min": 1, "max": 8, "default": 1},
     "memory": {"type": "memory", "min": "1G", "max": "16G", "default": "2G"},
     "runtime": {"type": "walltime", "max": "1-00:00:00", "default": "01:00:00"},
-    "account": {"type": "text", "regex": r"proj[0-9]{1,4}", "default": "proj1"},
+    "job_name": {"type": "text", "regex": r"proj[0-9]{1,4}", "default": "proj1"},
 }
 # the #SBATCH option each field's value lands on in the Slurm template
 SBATCH = {"partition": "--partition", "nprocs": "--cpus-per-task", "memory": "--mem", "runtime": "--time",
-          "account": "--account"}
+          "job_name": "--job-name"}
 
 
 def site_profiles(runner=None):
@@ -78,8 +78,8 @@ async def test_form_preselects_last_choice_and_escapes():
         ({"profile": "hpc", "memory": "64G"}, "memory", "to 16G"),
         ({"profile": "hpc", "nprocs": 0}, "nprocs", "from 1 to 8"),
         ({"profile": "hpc", "runtime": "2-00:00:00"}, "runtime", "HH:MM:SS"),
-        ({"profile": "hpc", "account": "proj1\n#SBATCH --uid=0"}, "account", "newlines"),
-        ({"profile": "hpc", "account": "proj1;id"}, "account", "shell characters"),
+        ({"profile": "hpc", "job_name": "proj1\n#SBATCH --uid=0"}, "job_name", "newlines"),
+        ({"profile": "hpc", "job_name": "proj1;id"}, "job_name", "shell characters"),
         ({"profile": "hpc", "partition": "gpu"}, "partition", "one of: debug, long"),
         ({"profile": ["hpc"]}, "profile", "not a profile"),
         ({"profile": ""}, "profile", "not a profile"),  # present but falsy: never the default profile
@@ -150,7 +150,7 @@ async def test_unchosen_profile_fields_never_block_the_form():
         {"key": "hpc", "class": "batchspawner.SlurmSpawner", "fields": FIELDS},
         {"key": "big", "class": "batchspawner.SlurmSpawner",
          "fields": {"nprocs": {"type": "int", "min": 16, "max": 64, "default": 16},
-                    "account": {"type": "text", "regex": r"(?P<p>big)[0-9]+", "default": "big1"}}},
+                    "job_name": {"type": "text", "regex": r"(?P<p>big)[0-9]+", "default": "big1"}}},
     ]
     wrapper = make_wrapper(ProfilesSpawner, profiles=two)
     form = await wrapper.get_options_form()
@@ -165,7 +165,7 @@ async def test_unchosen_profile_fields_never_block_the_form():
     assert 'name="big.nprocs" id="big.nprocs"\n               value="16" inputmode="numeric"' in form
     # without JavaScript every input is sent: the unchosen profile's values are ignored ...
     options = await wrapper.options_from_form(
-        {"profile": ["hpc"], "big.nprocs": ["2"], "big.account": ["not valid"], "hpc.nprocs": ["4"]})
+        {"profile": ["hpc"], "big.nprocs": ["2"], "big.job_name": ["not valid"], "hpc.nprocs": ["4"]})
     assert options["profile"] == "hpc" and options["nprocs"] == "4" and "big" not in str(options)
     # ... and the chosen profile's are checked on the server, naming the field
     with pytest.raises(OptionError) as err:
@@ -208,7 +208,7 @@ async def test_form_refuses_fields_of_unknown_profiles():
         await wrapper.options_from_form({"profile": ["hpc"], "b-only.x": ["1"]})
     ok = await wrapper.options_from_form({"profile": ["hpc"], "hpc.memory": ["3072M"], "_xsrf": ["t"]})
     assert ok == {"profile": "hpc", "partition": "debug", "nprocs": "1", "memory": "3G", "runtime": "01:00:00",
-                  "account": "proj1"}
+                  "job_name": "proj1"}
 
 
 HOSTILE = st.one_of(

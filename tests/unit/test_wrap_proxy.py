@@ -276,7 +276,9 @@ def test_profiles_config_errors_name_the_trait():
     ["cmd", "args", "ssh_user", "ssh_identity_file", "ssh_options", "hub_connect_url", "exec_prefix", "notebook_dir",
      "default_url", "ip", "port", "environment", "http_timeout", "batch_script", "batch_submit_cmd", "pre_spawn_hook",
      "req_prologue", "req_epilogue", "req_options", "req_srun", "req_username", "req_homedir", "req_keepvars",
-     "req_", "user_options"],
+     "req_", "user_options",
+     # admin only (issue 11): accounts, policies, clusters and resource names are never a user's choice
+     "req_qos", "req_cluster", "req_account", "req_reservation", "req_gres", "req_host"],
 )
 def test_field_targets_are_an_allowlist(trait):
     with pytest.raises(TraitError) as err:
@@ -291,8 +293,8 @@ def test_field_targets_are_an_allowlist(trait):
 @pytest.mark.parametrize(
     "trait, spec, value, on_child",
     [
-        ("req_qos", {"type": "choice", "choices": ["normal"]}, "normal", "normal"),
-        ("req_cluster", {"type": "choice", "choices": ["c2"]}, "c2", "c2"),
+        ("req_partition", {"type": "choice", "choices": ["normal"]}, "normal", "normal"),
+        ("req_job_name", {"type": "choice", "choices": ["c2"]}, "c2", "c2"),
         ("mem_limit", {"type": "memory"}, "2G", 2 * 1024**3),
         ("cpu_limit", {"type": "int"}, "2", 2.0),
         ("start_timeout", {"type": "int", "max": 3600}, "900", 900),
