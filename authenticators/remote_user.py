@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 from types import SimpleNamespace
 
 from jupyterhub.auth import Authenticator, LocalAuthenticator
@@ -36,6 +37,22 @@ _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 SECRET_ENV = "REMOTE_USER_PROXY_SECRET"
 MIN_SECRET = 16
 _LOOPBACK = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+
+
+def _local_networks() -> list:
+    """Loopback and this host's own addresses (as its name resolves): where local users connect from."""
+    nets = list(_LOOPBACK)
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None)
+    except OSError:
+        infos = []
+    for info in infos:
+        try:
+            addr = ipaddress.ip_address(info[4][0].split("%")[0])
+        except ValueError:
+            continue
+        nets.append(ipaddress.ip_network(addr))
+    return nets
 
 
 class RemoteUserAuthenticator(Authenticator):
@@ -182,6 +199,17 @@ class RemoteUserAuthenticator(Authenticator):
         as anyone. Only for a hub reachable solely through the authenticating proxy.""",
     )
 
+    unsafe_trust_local_users = Bool(
+        False,
+        config=True,
+        help="""UNSAFE: run with `trusted_proxy_networks` but no `proxy_secret` although local users
+        can send the trusted address: `trusted_proxy_networks` includes loopback or this host's own
+        addresses (every local user connects from them), or `hub_proxy_networks` does (every local
+        user can connect to the hub port from there and write the X-Forwarded-For entry that is
+        checked). Then any local user can log in as anyone, admin included. Without a secret
+        the hub refuses to start in that case unless this is True; set `proxy_secret` instead.""",
+    )
+
     # ------------------------------------------------------------------ logout
     logout_redirect_url = Unicode(
         "",
@@ -276,6 +304,20 @@ class RemoteUserAuthenticator(Authenticator):
                     f"{self._trait_name(trait)} and {self._trait_name('proxy_secret_header')} are both "
                     f"{self.proxy_secret_header!r}; the secret would become a user name or group"
                 )
+        shared = self.local_users_can_send_trusted_address() if not secret and self.trusted_proxy_networks else ""
+        if shared and not self.unsafe_trust_local_users:
+            raise ValueError(
+                f"{self._trait_name('proxy_secret')} (or ${SECRET_ENV}) is not set, and {shared}: any local "
+                f"user of this host could send {self.header_name} and log in as anyone, admin included. Set "
+                f"{self._trait_name('proxy_secret')} (the same value the front proxy adds as "
+                f"{self.proxy_secret_header}, e.g. `openssl rand -hex 32` in ${SECRET_ENV}); or, only if no "
+                f"untrusted user can log in to this host, {self._trait_name('unsafe_trust_local_users')} = True"
+            )
+        if shared:
+            self.log.warning(
+                "%s is on: %s, so any local user of this host can log in as anyone by sending %s",
+                self._trait_name("unsafe_trust_local_users"), shared, self.header_name,
+            )
         if self.unsafe_trust_any_client and not secret and not self.trusted_proxy_networks:
             self.log.warning(
                 "%s is on: any client that reaches the hub can log in as anyone by sending %s",
@@ -284,19 +326,32 @@ class RemoteUserAuthenticator(Authenticator):
         for warning in self.risky_config_warnings():
             self.log.warning("%s", warning)
 
+    def local_users_can_send_trusted_address(self) -> str:
+        """Why local users of this host could pass the address check ("" when they cannot).
+
+        Local users connect from loopback and from this host's own addresses. They pass it when
+        `trusted_proxy_networks` includes one of those, or when `hub_proxy_networks` does
+        (from there the hub believes the last X-Forwarded-For entry, which they write).
+        """
+        local = _local_networks()
+        trusted = parse_networks(self.trusted_proxy_networks)
+        hub_proxy = parse_networks(self.hub_proxy_networks)
+
+        def shares(networks):
+            return any(n.version == lo.version and n.overlaps(lo) for n in networks for lo in local)
+
+        if shares(trusted):
+            return f"{self._trait_name('trusted_proxy_networks')} includes loopback or an address of this host"
+        if shares(hub_proxy):
+            return (
+                f"{self._trait_name('hub_proxy_networks')} includes loopback or an address of this host (a local "
+                "user can connect to the hub port from there and write a trusted address into X-Forwarded-For)"
+            )
+        return ""
+
     def risky_config_warnings(self) -> list[str]:
         """Settings that work but are probably not what the admin wants (logged at startup)."""
         warnings = []
-        hub_proxy = parse_networks(self.hub_proxy_networks)
-        if (self.trusted_proxy_networks and not self.proxy_secret
-                and any(n.overlaps(lo) for n in hub_proxy for lo in _LOOPBACK if n.version == lo.version)):
-            warnings.append(
-                f"{self._trait_name('trusted_proxy_networks')} is set without "
-                f"{self._trait_name('proxy_secret')}, and {self._trait_name('hub_proxy_networks')} includes "
-                "loopback: any local user of the hub host can connect to the hub port from loopback and write "
-                "a trusted address into X-Forwarded-For, i.e. log in as anyone. On a shared host set "
-                f"{self._trait_name('proxy_secret')} (${SECRET_ENV}) too."
-            )
         if self.strip_realm and not self.accepted_realms and not self.username_extract_pattern:
             warnings.append(
                 f"{self._trait_name('strip_realm')} is on without {self._trait_name('accepted_realms')}: "

@@ -86,13 +86,21 @@ def admin_only_vars(spawner_or_class) -> frozenset[str]:
     )
 
 
-def forget_user_options(spawner) -> None:
+def forget_user_options(spawner, error=None) -> None:
     """Drop refused ``user_options`` from the spawner and its database row.
 
     JupyterHub saves the options of every start request and reuses them when a later
     start names none (home page Start, REST with ``{}``): a refused option would refuse
     every later start too. Called whenever options are refused (HTTP 400).
+
+    The refusal is kept on the request itself (``spawner.handler``): JupyterHub's spawn
+    page retries a refused ``/hub/spawn?...`` at once with the saved options, in the same
+    request; :func:`refused_in_this_request` makes that retry answer the same 400
+    instead of silently starting without what the user asked for.
     """
+    handler = getattr(spawner, "handler", None)
+    if handler is not None and error is not None:
+        handler.jhpc_refused_options = error
     spawner.user_options = {}
     orm = getattr(spawner, "orm_spawner", None)
     if orm is None or not getattr(orm, "user_options", None):
@@ -106,6 +114,11 @@ def forget_user_options(spawner) -> None:
         return
     if session is not None:
         session.commit()
+
+
+def refused_in_this_request(spawner):
+    """The error that refused this request's options before (see :func:`forget_user_options`), or None."""
+    return getattr(getattr(spawner, "handler", None), "jhpc_refused_options", None)
 
 
 def validate_user_options(

@@ -43,7 +43,14 @@ from traitlets import (
 from . import metrics
 from .hosts import usable_host
 from .leftovers import LeftoverJobsMixin
-from .options import PROTECTED, OptionError, admin_only_vars, forget_user_options, validate_spawner_user_options
+from .options import (
+    PROTECTED,
+    OptionError,
+    admin_only_vars,
+    forget_user_options,
+    refused_in_this_request,
+    validate_spawner_user_options,
+)
 from .parsing import QueryParsingMixin
 from .runner import CommandError, CommandRunner, split_command
 from .runner import first_line as _first_line
@@ -590,12 +597,13 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         chosen = dict(user_values or {})
         chosen.update({k[4:] if k.startswith("req_") else k: v for k, v in self.chosen_by_user.items()})
         if chosen and answered and not not_the_scheduler:
-            forget_user_options(self)
             listed = ", ".join(f"{k}={v}" for k, v in sorted(chosen.items()))
-            return SubmitRefused(
+            refused = SubmitRefused(
                 f"The batch system refused the job with the options you chose ({listed}): {reason}. "
                 "Change the options and start again."
             )
+            forget_user_options(self, refused)
+            return refused
         return SpawnFailed(
             "The batch system refused the job: "
             + (reason or error.reason or f"exit code {error.returncode}")
@@ -724,10 +732,13 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
 
     # ---------------------------------------------------------------- Spawner API
     async def start(self):
+        refused = refused_in_this_request(self)
+        if refused is not None:  # the hub's same-request retry of refused options
+            raise refused
         try:
             user_values = validate_spawner_user_options(self)
-        except OptionError:
-            forget_user_options(self)  # refused options must not come back at the next plain Start
+        except OptionError as e:
+            forget_user_options(self, e)  # refused options must not come back at the next plain Start
             raise
         await self._resolve_homedir()
         self._events = []

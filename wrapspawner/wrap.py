@@ -41,7 +41,7 @@ from jupyterhub.utils import maybe_future
 from tornado import web
 from traitlets import All, Container, Dict, Instance, List, Type, Unicode, import_item, observe
 
-from batchspawner.options import OptionError, forget_user_options
+from batchspawner.options import OptionError, forget_user_options, refused_in_this_request
 from batchspawner.spawner import save_spawner_state
 
 # set on the child from the wrapper right before each start (the hub sets them on the wrapper)
@@ -290,10 +290,13 @@ class WrapSpawner(Spawner):
     # ------------------------------------------------------------ Spawner API
     async def run_pre_spawn_hook(self):
         await maybe_future(super().run_pre_spawn_hook())
+        refused = refused_in_this_request(self)
+        if refused is not None:  # the hub's same-request retry of refused options
+            raise refused
         try:
             await self.prepare_child()
-        except OptionError:
-            forget_user_options(self)  # refused options must not come back at the next plain Start
+        except OptionError as e:
+            forget_user_options(self, e)  # refused options must not come back at the next plain Start
             raise
 
     async def start(self):

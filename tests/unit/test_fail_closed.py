@@ -31,7 +31,7 @@ from batchspawner import (
 )
 from batchspawner.api import BatchSpawnerAPIHandler
 from batchspawner.hosts import usable_host
-from batchspawner.options import OptionError, admin_only_vars, validate_spawner_user_options
+from batchspawner.options import OptionError, admin_only_vars, refused_in_this_request, validate_spawner_user_options
 from wraphelpers import make_wrapper
 from wrapspawner import ProfilesSpawner, WrapSpawner
 from wrapspawner.options import check_target_trait
@@ -362,3 +362,19 @@ def test_admin_only_marker_is_read_in_one_place():
     # the marker lives on the trait; nothing else lists the names
     assert batchspawner.options.admin_only_vars(SlurmSpawner) == admin_only_vars(make_spawner(SlurmSpawner))
     assert json.dumps(sorted(admin_only_vars(SlurmSpawner)))
+
+
+async def test_same_request_retry_gets_the_same_refusal_but_the_next_request_starts():
+    # JupyterHub's /hub/spawn?x=1 retries at once (same handler) with the saved options
+    runner = FakeRunner(lambda argv, stdin: Reply(stdout="9\n") if argv[0] == "sbatch" else Reply())
+    spawner = _with_orm(make_spawner(SlurmSpawner, runner), {"x": ["1"]})
+    spawner.handler = request = SimpleNamespace()
+    with pytest.raises(OptionError) as first:
+        await spawner.start()
+    spawner.user_options = spawner.orm_spawner.user_options or {}  # what User.spawn does for options=None
+    with pytest.raises(OptionError) as again:
+        await spawner.start()
+    assert again.value is first.value and runner.calls == []
+    spawner.handler = SimpleNamespace()  # the user's next request (home page Start, REST)
+    assert request is not spawner.handler
+    assert refused_in_this_request(spawner) is None and spawner.user_options == {}

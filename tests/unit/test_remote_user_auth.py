@@ -120,11 +120,11 @@ REFUSED = [
     # id, authenticator kwargs, handler kwargs, part of the 403 message
     ("no-secret", {}, {"headers": [("REMOTE_USER", "alice")]}, "single sign-on front end"),
     ("wrong-secret", {}, {"headers": [("REMOTE_USER", "alice"), ("X-Proxy-Secret", SECRET + "x")]}, "single sign-on"),
-    ("untrusted-address", {"proxy_secret": "", "trusted_proxy_networks": ["192.0.2.10/32"]},
+    ("untrusted-address", {"proxy_secret": "", "trusted_proxy_networks": ["192.0.2.10/32"], "unsafe_trust_local_users": True},
      {"headers": [("REMOTE_USER", "alice")], "xff": "198.51.100.7"}, "single sign-on"),
-    ("client-xff-prefix", {"proxy_secret": "", "trusted_proxy_networks": ["192.0.2.10/32"]},
+    ("client-xff-prefix", {"proxy_secret": "", "trusted_proxy_networks": ["192.0.2.10/32"], "unsafe_trust_local_users": True},
      {"headers": [("REMOTE_USER", "alice")], "xff": "192.0.2.10, 198.51.100.7"}, "single sign-on"),
-    ("direct-to-hub-forged-xff", {"proxy_secret": "", "trusted_proxy_networks": ["192.0.2.10/32"]},
+    ("direct-to-hub-forged-xff", {"proxy_secret": "", "trusted_proxy_networks": ["192.0.2.10/32"], "unsafe_trust_local_users": True},
      {"headers": [("REMOTE_USER", "alice")], "peer": "198.51.100.7", "xff": "192.0.2.10"}, "single sign-on"),
     ("secret-ok-address-bad", {"trusted_proxy_networks": ["192.0.2.10/32"]},
      {"headers": ok_headers(), "xff": "198.51.100.7"}, "single sign-on"),
@@ -218,10 +218,10 @@ REFUSAL_LOGS = [
     ("wrong-secret-spoofed-remote-ip", {},
      {"headers": [("REMOTE_USER", "alice"), ("X-Proxy-Secret", "x" * 20)], "remote_ip": "203.0.113.66"},
      ["TCP peer: 127.0.0.1", "forwarded client (the address trusted_proxy_networks is checked against): 192.0.2.10"], ["203.0.113.66"]),
-    ("untrusted-address", {"proxy_secret": "", "trusted_proxy_networks": ["192.0.2.10/32"]},
+    ("untrusted-address", {"proxy_secret": "", "trusted_proxy_networks": ["192.0.2.10/32"], "unsafe_trust_local_users": True},
      {"headers": [("REMOTE_USER", "alice")], "xff": "192.0.2.10, 198.51.100.7", "remote_ip": "192.0.2.10"},
      ["TCP peer: 127.0.0.1", "checked against): 198.51.100.7", "via the hub's proxy from 198.51.100.7"], ["192.0.2.10"]),
-    ("direct-connection", {"proxy_secret": "", "trusted_proxy_networks": ["192.0.2.10/32"]},
+    ("direct-connection", {"proxy_secret": "", "trusted_proxy_networks": ["192.0.2.10/32"], "unsafe_trust_local_users": True},
      {"headers": [("REMOTE_USER", "alice")], "peer": "198.51.100.9", "xff": "192.0.2.10", "remote_ip": "192.0.2.10"},
      ["TCP peer: 198.51.100.9", "checked against): 198.51.100.9", "direct connection"], ["192.0.2.10"]),
     ("later-refusal-too", {}, {"headers": ok_headers("alice smith"), "remote_ip": "203.0.113.66"},
@@ -240,7 +240,7 @@ async def test_refusal_log_names_peer_and_checked_address(akw, hkw, present, abs
 
 
 async def test_trusted_address_without_secret():
-    a = auth(proxy_secret="", trusted_proxy_networks=["192.0.2.0/28"])
+    a = auth(proxy_secret="", trusted_proxy_networks=["192.0.2.0/28"], unsafe_trust_local_users=True)
     model = await a.get_authenticated_user(handler([("REMOTE_USER", "alice")], xff="203.0.113.9, 192.0.2.10"), None)
     assert model["name"] == "alice"
 
@@ -273,6 +273,16 @@ CONFIG_ERRORS = [
      "RemoteUserAuthenticator.max_username_length = 0 must be at least 1"),
     ("zero-groups-limit", {"proxy_secret": SECRET, "max_groups": 0}, "RemoteUserAuthenticator.max_groups"),
     ("zero-group-length", {"proxy_secret": SECRET, "max_group_length": 0}, "RemoteUserAuthenticator.max_group_length"),
+    # issue 11: networks without a secret where local users can write the trusted address refuse to start
+    ("networks-without-secret-loopback-chp", {"proxy_secret": "", "trusted_proxy_networks": ["10.1.2.3/32"]},
+     "RemoteUserAuthenticator.proxy_secret (or $REMOTE_USER_PROXY_SECRET) is not set"),
+    ("networks-without-secret-v6-loopback", {"proxy_secret": "", "trusted_proxy_networks": ["10.1.2.3/32"],
+                                             "hub_proxy_networks": ["::1/128"]},
+     "RemoteUserAuthenticator.unsafe_trust_local_users"),
+    ("loopback-trusted-without-secret", {"proxy_secret": "", "trusted_proxy_networks": ["127.0.0.1/32"],
+                                         "hub_proxy_networks": ["10.1.2.4/32"]}, "any local user"),
+    ("example-config-without-its-secret", {"proxy_secret": "", "trusted_proxy_networks": ["127.0.0.1/32"]},
+     "REMOTE_USER_PROXY_SECRET"),
 ]
 
 
@@ -287,10 +297,9 @@ CONFIG_WARNINGS = [
     # id, kwargs, part of the startup warning (None: no warning at all)
     ("secret-and-networks-quiet", {"trusted_proxy_networks": ["127.0.0.1/32"]}, None),
     ("secret-only-quiet", {}, None),
-    ("networks-without-secret-loopback-chp", {"proxy_secret": "", "trusted_proxy_networks": ["10.1.2.3/32"]},
-     "RemoteUserAuthenticator.trusted_proxy_networks is set without RemoteUserAuthenticator.proxy_secret"),
-    ("networks-without-secret-v6-loopback", {"proxy_secret": "", "trusted_proxy_networks": ["10.1.2.3/32"],
-                                             "hub_proxy_networks": ["::1/128"]}, "any local user"),
+    ("networks-without-secret-loopback-chp-opted-in", {"proxy_secret": "", "trusted_proxy_networks": ["10.1.2.3/32"],
+                                                       "unsafe_trust_local_users": True},
+     "RemoteUserAuthenticator.unsafe_trust_local_users is on"),
     ("networks-without-secret-remote-chp-quiet", {"proxy_secret": "", "trusted_proxy_networks": ["10.1.2.3/32"],
                                                   "hub_proxy_networks": ["10.1.2.4/32"]}, None),
     ("strip-realm-any-realm", {"strip_realm": True}, "RemoteUserAuthenticator.strip_realm is on without"),
