@@ -9,6 +9,7 @@ import http.client
 import os
 import secrets
 import shutil
+import subprocess
 import time
 
 import pytest
@@ -329,6 +330,51 @@ def test_hub_refuses_to_start_without_trust_config(tmp_path):
         assert "RemoteUserAuthenticator.unsafe_trust_any_client" in log
     finally:
         hub.stop()
+
+
+def test_example_without_its_secret_does_not_start(tmp_path):
+    """examples/apache as shipped, REMOTE_USER_PROXY_SECRET unset: the real hub refuses to start.
+
+    Its trusted network is loopback, which every local user shares: without the secret,
+    `sudo -u bob curl -H 'REMOTE_USER: alice' http://127.0.0.1:8000/hub/login` would log bob in
+    as alice (issue 11). The message names the setting and the loud opt-in."""
+    hub = Hub(tmp_path / "no-secret", env={"REMOTE_USER_PROXY_SECRET": "", "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)})
+    hub.extra_config = hub_config(hub)
+    try:
+        with pytest.raises(RuntimeError, match="hub exited with 1"):
+            hub.start(timeout=60)
+        log = hub.log_text()
+        assert "RemoteUserAuthenticator.proxy_secret (or $REMOTE_USER_PROXY_SECRET) is not set" in log
+        assert "RemoteUserAuthenticator.unsafe_trust_local_users" in log
+    finally:
+        hub.stop()
+
+
+def _curl_as(user, url, *headers):
+    """curl run as a local user (runuser): what any account on the hub host can do."""
+    argv = ["runuser", "-u", user, "--", "curl", "-s", "-o", "/dev/null", "-D", "-", "--max-time", "20", url]
+    for h in headers:
+        argv[-1:-1] = ["-H", h]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=40)
+    lines = r.stdout.splitlines()
+    status = int(lines[0].split()[1]) if lines and lines[0].startswith("HTTP/") else 0
+    return status, r.stdout
+
+
+@pytest.mark.parametrize("where", ["chp", "hub"])
+def test_forged_headers_from_a_local_user_are_refused(sso, where):
+    """With the secret set, bob (a local user of the hub host) cannot log in as alice by headers."""
+    hub, apache, secret = sso
+    require(bool(shutil.which("runuser")) and bool(shutil.which("curl")), "runuser/curl missing")
+    port = hub.port if where == "chp" else hub.hub_port
+    before = hub.api("GET", "/users/alice").json().get("last_activity")
+    status, head = _curl_as(
+        "bob", f"http://127.0.0.1:{port}/hub/login",
+        "REMOTE_USER: alice", "X-Remote-User-Groups: jhub-admins", "X-Forwarded-For: 127.0.0.1",
+    )
+    assert status == 403, head
+    assert "jupyterhub-hub-login" not in head
+    assert hub.api("GET", "/users/alice").json().get("last_activity") == before
 
 
 def test_vhost_header_hygiene_seen_by_backend():
