@@ -16,7 +16,10 @@ c.RemoteUserAuthenticator.header_name = "REMOTE_USER"
 
 # Trust: the shared secret (from $REMOTE_USER_PROXY_SECRET) AND Apache's address. The address
 # checked is the one configurable-http-proxy appends to X-Forwarded-For, i.e. the host that
-# connected to it: Apache. 127.0.0.1 here because Apache and the hub share a host.
+# connected to it: Apache. 127.0.0.1 here because Apache and the hub share a host. Every local
+# user shares that address too, so without REMOTE_USER_PROXY_SECRET the hub refuses to start
+# (RemoteUserAuthenticator.unsafe_trust_local_users = True would start it anyway: never on a
+# host where untrusted users log in).
 c.RemoteUserAuthenticator.trusted_proxy_networks = ["127.0.0.1/32"]
 
 # Names. The demo's htpasswd users are bare names (alice). An SSO sending eppn-style names

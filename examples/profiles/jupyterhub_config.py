@@ -27,9 +27,12 @@ c.ProfilesSpawner.profiles = [
             "nprocs": {"type": "int", "label": "CPU cores", "min": 1, "max": 8, "default": 2},
             "memory": {"type": "memory", "min": "512M", "max": "16G", "default": "4G"},
             "runtime": {"type": "walltime", "label": "Wall time", "max": "1-00:00:00", "default": "02:00:00"},
-            "account": {"type": "text", "regex": r"proj[0-9]{3}", "label": "Project", "default": "proj001",
-                        "help": "Your project code, e.g. proj042."},
+            "job_name": {"type": "text", "regex": r"[a-z][a-z0-9-]{0,30}", "label": "Job name",
+                         "default": "notebook", "help": "Shown in the queue (squeue)."},
         },
+        # Accounts, QoS, reservations, clusters and gres are admin only (they say who pays or which
+        # policy applies): a field may not set them. Offer one profile per account instead, e.g.
+        # "config": {"req_partition": "debug", "req_account": "proj042"}.
     },
     {
         "key": "gpu",

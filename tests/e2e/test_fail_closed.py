@@ -123,8 +123,12 @@ c.SlurmSpawner.host_wait_timeout = 8
         t0 = time.monotonic()
         r = hub.api("POST", "/users/alice/server", json={})
         assert r.status_code in (202, 500), r.text
-        assert _wait_gone(hub, "alice", timeout=90), hub.log_tail()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and listener.connections == 0 and hub.server_model("alice") is not None:
+            time.sleep(0.25)
         seconds = time.monotonic() - t0
+        assert listener.connections == 0, f"the hub connected to its own loopback: {listener.first_bytes}"
+        assert hub.server_model("alice") is None, hub.log_tail()
         log = hub.log_text()
         # the job ran and reported its port; the hub refused to guess where it runs
         assert "reported port %d" % listener.port in log, hub.log_tail()
@@ -191,23 +195,14 @@ def _spawn_page(hub, query):
     return _browser_login(hub).get(f"{hub.url}/hub/spawn/alice?{query}", allow_redirects=False, timeout=60)
 
 
-def test_refused_options_never_stick_and_scheduler_refusal_is_400(slurm_hub):
+def test_refused_option_never_sticks(slurm_hub):
+    """/hub/spawn/alice?x=1 is refused (400, nothing submitted); the next plain Start works."""
     hub = slurm_hub
     hub.ensure_user("alice")
-
-    # a value that passes validation but Slurm refuses: 400 with sbatch's own reason, cleaned
-    r = hub.api("POST", "/users/alice/server", json={"memory": "1.5"})
-    assert r.status_code == 400, (r.status_code, r.text)
-    message = r.json()["message"]
-    assert "Invalid --mem specification" in message and "memory=1.5" in message
-    assert "sbatch: error" not in message and "/" not in message.replace("memory=1.5", "")
-    assert hub.server_model("alice") is None
-
-    # an option that is refused outright: 400 on the spawn page, nothing submitted
     page = _spawn_page(hub, "x=1")
     assert page.status_code == 400, (page.status_code, page.text[:300])
-    assert hub.server_model("alice") is None
-    assert "submitted to the batch system" not in hub.log_text()  # no job so far
+    assert "x" in page.text and hub.server_model("alice") is None
+    assert "submitted to the batch system" not in hub.log_text()  # no job
 
     # the next plain Start (REST with {}, as the home page's Start): a real job, ready
     r, seconds = hub.spawn("alice")
@@ -216,8 +211,27 @@ def test_refused_options_never_stick_and_scheduler_refusal_is_400(slurm_hub):
     assert model and model["ready"], hub.log_tail()
     assert model["user_options"] == {}
     assert hub.user_request("alice", "api").status_code == 200
+    print(f"plain Start after a refused option: ready in {seconds:.2f} s (job {model['state']['job_id']})")
+    assert hub.stop_server("alice")
+
+
+def test_scheduler_refusal_is_400_with_its_reason_and_does_not_stick(slurm_hub):
+    """memory=1.5 passes the option checks, sbatch refuses it: 400 with sbatch's reason, cleaned."""
+    hub = slurm_hub
+    hub.ensure_user("alice")
+    r = hub.api("POST", "/users/alice/server", json={"memory": "1.5"})
+    assert r.status_code == 400, (r.status_code, r.text)
+    message = r.json()["message"]
+    assert "Invalid --mem specification" in message and "memory=1.5" in message
+    assert "sbatch: error" not in message and "/" not in message.replace("memory=1.5", "")
+    assert hub.server_model("alice") is None
     assert "Unhandled error starting" not in hub.log_text()
-    print(f"plain Start after two refusals: ready in {seconds:.2f} s (job {model['state']['job_id']})")
+
+    r, seconds = hub.spawn("alice")
+    assert r.status_code in (201, 202), r.text
+    model = hub.server_model("alice")
+    assert model and model["ready"], hub.log_tail()
+    print(f"plain Start after a refused value: ready in {seconds:.2f} s")
 
 
 def _server_token(hub, user="alice"):
@@ -240,7 +254,7 @@ def _server_token(hub, user="alice"):
 def test_deeply_nested_port_report_is_400(slurm_hub):
     hub = slurm_hub
     if not (hub.server_model("alice") or {}).get("ready"):
-        r, _ = hub.spawn("alice")
+        r, _ = hub.spawn("alice", options={"runtime": "00:30:00"})  # explicit: replaces any saved options
         assert (hub.server_model("alice") or {}).get("ready"), hub.log_tail()
     token = _server_token(hub)
     assert token, "the running server's token was not found"

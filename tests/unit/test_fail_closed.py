@@ -8,7 +8,6 @@ real Slurm 22.05 here); the e2e twins are in tests/e2e/test_fail_closed.py.
 from __future__ import annotations
 
 import asyncio
-import json
 from types import SimpleNamespace
 
 import pytest
@@ -17,7 +16,6 @@ from helpers import make_spawner
 from tornado import web
 from traitlets import TraitError
 
-import batchspawner
 from batchspawner import (
     CondorSpawner,
     GridengineSpawner,
@@ -358,10 +356,27 @@ def test_deeply_nested_port_report_is_400(raw):
     assert info.value.status_code == 400
 
 
-def test_admin_only_marker_is_read_in_one_place():
-    # the marker lives on the trait; nothing else lists the names
-    assert batchspawner.options.admin_only_vars(SlurmSpawner) == admin_only_vars(make_spawner(SlurmSpawner))
-    assert json.dumps(sorted(admin_only_vars(SlurmSpawner)))
+def test_one_marker_drives_every_check():
+    """A site's subclass marks its own request trait; user_options, allowed_user_options and
+    profile fields all refuse it, with nothing else to update."""
+    from batchspawner.spawner import _req
+
+    class SiteSlurm(SlurmSpawner):
+        req_licenses = _req("Licenses (admin only)", admin_only=True)
+        req_comment = _req("A comment users may set")
+
+    assert "licenses" in admin_only_vars(SiteSlurm) and "comment" not in admin_only_vars(SiteSlurm)
+    spawner = make_spawner(SiteSlurm)
+    spawner.user_options = {"licenses": "matlab:10"}
+    with pytest.raises(OptionError, match="administrators"):
+        validate_spawner_user_options(spawner)
+    spawner.user_options = {"comment": "hello"}
+    assert validate_spawner_user_options(spawner) == {"comment": "hello"}
+    with pytest.raises(TraitError, match="SiteSlurm.allowed_user_options: licenses"):
+        make_spawner(SiteSlurm, allowed_user_options=["licenses"])
+    with pytest.raises(ValueError, match="SiteSlurm.req_licenses: it is admin only"):
+        check_target_trait("licenses", "req_licenses", SiteSlurm)
+    check_target_trait("comment", "req_comment", SiteSlurm)  # no error
 
 
 async def test_same_request_retry_gets_the_same_refusal_but_the_next_request_starts():
