@@ -2,7 +2,7 @@
 refused options that do not stick, the user's mistakes as 400 (never 500).
 
 The fake runner answers like the real tools did (sbatch's own messages were captured on the
-real Slurm 22.05 here); the e2e twins are in tests/e2e/test_fail_closed.py.
+real Slurm 22.05 here); the e2e twins are in tests/e2e/test_fail_closed.py (e2e twins).
 """
 
 from __future__ import annotations
