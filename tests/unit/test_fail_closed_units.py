@@ -60,6 +60,27 @@ def test_real_host_names_are_kept(text):
     assert usable_host(text) == text
 
 
+def _extractors():
+    from batchspawner import hosts, slurm
+    from batchspawner.gridengine import queue_host
+
+    return {
+        "slurm": slurm.first_host,
+        "pbs": hosts.pbs_first_host,
+        "torque": hosts.torque_first_host,
+        "lsf": hosts.lsf_first_host,
+        "condor": hosts.condor_host,
+        "moab": hosts.moab_first_host,
+        "gridengine": lambda word: queue_host(f"all.q@{word}" if word.strip() else word),
+    }
+
+
+@pytest.mark.parametrize("scheduler", sorted(_extractors()))
+@pytest.mark.parametrize("word", ["", " ", "n/a", "(null)", "None", "undefined", "-"], ids=repr)
+def test_every_schedulers_host_extraction_then_the_one_check_gives_no_host(scheduler, word):
+    assert usable_host(_extractors()[scheduler](word)) == ""
+
+
 class NoHostCluster:
     """Slurm that says RUNNING but names no host (``%B`` = ``n/a``) for the first ``blank`` answers."""
 
