@@ -91,6 +91,12 @@ class SubmitRefused(web.HTTPError):
 _TOOL_PREFIX = re.compile(r"^(?:[\w.+-]+:\s*)?(?:(?:error|fatal|warning)\s*:\s*)?", re.I)
 _PATH = re.compile(r"(?<![\w.])/[^\s:;,'\"]+")
 _SECRETISH = re.compile(r"[A-Za-z0-9_-]*[0-9a-fA-F]{16,}[A-Za-z0-9_-]*")
+# a submit that failed because the scheduler or this host is in trouble, whatever the user chose
+_SITE_TROUBLE = re.compile(
+    r"unable to contact|cannot contact|can't contact|connect(?:ion)? (?:failure|refused|timed out)|timed out|"
+    r"not responding|commlib error|qmaster|unknown user|permission denied|no such file",
+    re.I,
+)
 
 
 def clean_scheduler_message(text, limit=300) -> str:
@@ -583,7 +589,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         The user's when the user chose values (``user_options``, or a wrapper's fields in
         ``chosen_by_user``) and the scheduler itself answered with a refusal: the command ran
         to an exit code (no timeout), the message is not from sudo/ssh and does not say the
-        scheduler is unreachable. The user then reads the scheduler's own reason, cleaned
+        scheduler is unreachable or this host is misconfigured (``_SITE_TROUBLE``). The user then reads the scheduler's own reason, cleaned
         (no tool prefix, path or token), and the refused options are forgotten so the next
         plain Start does not repeat them. Anything else is the site's to fix.
         """
@@ -591,8 +597,10 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         reason = clean_scheduler_message(error.stderr) or clean_scheduler_message(error.stdout)
         first = (_first_line(error.stderr) or _first_line(error.stdout)).lower()
         answered = error.returncode is not None and not error.reason and bool(reason)
-        not_the_scheduler = first.startswith(("sudo:", "ssh:", "sh:", "bash:")) or bool(
-            self.state_unknown_re and re.search(self.state_unknown_re, error.output, re.M)
+        not_the_scheduler = (
+            first.startswith(("sudo:", "ssh:", "sh:", "bash:"))
+            or bool(_SITE_TROUBLE.search(error.output))
+            or bool(self.state_unknown_re and re.search(self.state_unknown_re, error.output, re.M))
         )
         chosen = dict(user_values or {})
         chosen.update({k[4:] if k.startswith("req_") else k: v for k, v in self.chosen_by_user.items()})

@@ -343,11 +343,18 @@ async def test_refusal_without_user_options_is_the_sites_fault_not_400():
     assert "invalid partition specified: nope" in str(info.value)
 
 
-async def test_sudo_failure_is_not_blamed_on_the_user():
-    runner = FakeRunner(_refusing("sudo: unknown user alice\n"))
+@pytest.mark.parametrize("stderr", [
+    "sudo: unknown user alice\n",
+    "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)\n",
+    "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation\n",
+    "error: commlib error: got select error (Connection refused)\nUnable to run job: unable to send message to qmaster\n",
+], ids=["sudo", "slurmctld-down", "slurmctld-timeout", "qmaster-down"])
+async def test_site_trouble_is_not_blamed_on_the_user(stderr):
+    runner = FakeRunner(_refusing(stderr))
     spawner = _with_orm(make_spawner(SlurmSpawner, runner), {"memory": "4G"})
     with pytest.raises(SpawnFailed):
         await spawner.start()
+    assert spawner.orm_spawner.user_options == {"memory": "4G"}  # the user's choice was fine: kept
 
 
 class PortHandlerStub:
