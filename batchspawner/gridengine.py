@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 from traitlets import Unicode, default
 
 from .spawner import BatchSpawnerBase, _req
-from .states import JobState, JobStatus, missing
+from .states import JobState, JobStatus, missing, gone_claim
 from .templating import load_template
 
 SUSPENDED_LETTERS = set("sST")
@@ -187,7 +187,7 @@ class GridengineSpawner(BatchSpawnerBase):
         except ValueError as e:
             return JobStatus(JobState.UNKNOWN, reason=str(e))
         if job is None:
-            return JobStatus(JobState.FINISHED, native="gone")
+            return gone_claim("qstat does not list the job")
         return self.job_status_from_xml(job)
 
     def parse_batch_status(self, returncode, stdout, stderr, job_ids):

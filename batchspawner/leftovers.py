@@ -1,42 +1,37 @@
-"""LeftoverJobsMixin: cancel retries, and jobs that may outlive their server.
+"""Leftover jobs: the cancel traits, and :class:`Leftovers`, the object that cancels before forgetting.
 
-Holds the cancel side of :class:`~batchspawner.spawner.BatchSpawnerBase`:
+``LeftoverTraits`` declares the configuration (``cancel_wait_timeout``,
+``cancel_retry_timeout``, ``cancel_retry_interval``) and ``uncancelled_jobs``: the
+state entries of jobs whose cancel failed or was not seen to take effect, kept
+through ``clear_state()`` so the hub cannot forget a job that may still run. Its
+traits are configured under the spawner classes, like every mixin's here.
 
-- the cancel timing traits (``cancel_wait_timeout``, ``cancel_retry_timeout``,
-  ``cancel_retry_interval``) and ``_cancel_with_retries``, the retrying part
-  of ``stop()`` (which stays in spawner.py with the rest of the Spawner API);
-- ``uncancelled_jobs``: the state entries of jobs whose cancel failed or was
-  not seen to take effect, kept through ``clear_state()`` so the hub cannot
-  forget a job that may still run, and the helpers that add to it
-  (``_job_entry``, ``_keep_uncancelled``) and name the command an admin can
-  run (``_manual_cancel_cmd``);
-- ``_cancel_leftover_jobs`` / ``_settle_leftover``, which ``start()`` runs
-  before submitting to cancel (or drop, once ended) those leftovers.
-
-It is a separate module because this bookkeeping is one concern (never lose
-track of a job that may hold an allocation) next to the normal flow. The mixin
-is not usable alone: it relies on what BatchSpawnerBase provides (``job_id``,
-``get_state``/``load_state``, ``query_job_status``, ``cancel_batch_job``,
-``job_status_now``, ``command_vars``, ``_log_name``, ``log``, and the
-``_last_status``/``_unknown_since``/``_grace_reported`` set in ``__init__``).
-It derives from ``HasTraits`` like :class:`~batchspawner.ssh.SubmitHostsMixin`,
-so its traits are configured under the spawner classes.
+:class:`Leftovers` is owned by each spawner (``spawner.leftovers``) and holds the
+one rule of this module: **a job id leaves the state only after its cancel was sent
+and its result recorded.** ``cancel_before_forget(job_id)`` is what every
+forgetting path calls (poll() seeing the end, stop(), leftovers settled at the next
+start); ``clear_state()`` forgets only a job in ``cancelled`` and moves any other
+to ``uncancelled_jobs``. It uses the spawner's public surface only
+(``cancel_batch_job``, ``query_job_status``, ``get_state``/``load_state``,
+``command_vars``, ``batch_cancel_cmd``, ``state_gone_re``, ``log``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 import time
 
 from traitlets import Float, HasTraits, List
 
 from .runner import CommandError, split_command
+from . import metrics
 from .states import JobState
 
 
-class LeftoverJobsMixin(HasTraits):
-    """Cancel retries and the ``uncancelled_jobs`` bookkeeping (see the module docstring)."""
+class LeftoverTraits(HasTraits):
+    """The cancel configuration and ``uncancelled_jobs`` (see the module docstring)."""
 
     # ---------------------------------------------------------------- traits
     cancel_wait_timeout = Float(
@@ -66,87 +61,158 @@ class LeftoverJobsMixin(HasTraits):
         submits a new job."""
     )
 
+
+# kept for code that imported the old name
+LeftoverJobsMixin = LeftoverTraits
+
+# a cancel refused because the job is already over: nothing is left to cancel
+ALREADY_OVER = re.compile(r"(?i)already (?:finished|completed|completing|terminated)|job has finished|has already ended")
+
+
+class Leftovers:
+    """Cancels before any job id is forgotten (``spawner.leftovers``); see the module docstring."""
+
+    def __init__(self, spawner):
+        self.spawner = spawner
+        self.cancelled: set[str] = set()  # job ids whose cancel was sent and accepted (may be forgotten)
+
     # ---------------------------------------------------------------- bookkeeping
-    def _job_entry(self):
-        """This job's own state (job id and what the scheduler module keeps with it)."""
-        return {k: v for k, v in self.get_state().items() if k != "uncancelled_jobs"}
+    def entry(self):
+        """The current job's own state (job id and what the scheduler module keeps with it)."""
+        return {k: v for k, v in self.spawner.get_state().items() if k != "uncancelled_jobs"}
 
-    def _keep_uncancelled(self):
-        entry = self._job_entry()
-        if entry.get("job_id") and all(e.get("job_id") != entry["job_id"] for e in self.uncancelled_jobs):
-            self.uncancelled_jobs = self.uncancelled_jobs + [entry]
+    def keep(self, entry=None):
+        """Keep a job (default: the current one) in ``uncancelled_jobs`` (once)."""
+        sp = self.spawner
+        entry = self.entry() if entry is None else entry
+        if entry.get("job_id") and all(e.get("job_id") != entry["job_id"] for e in sp.uncancelled_jobs):
+            sp.uncancelled_jobs = sp.uncancelled_jobs + [entry]
 
-    def _manual_cancel_cmd(self):
-        return shlex.join(split_command(self.batch_cancel_cmd, **self.command_vars(self.job_id)))
+    def may_forget(self, job_id) -> bool:
+        return bool(job_id) and job_id in self.cancelled
+
+    def manual_cancel_cmd(self, job_id):
+        sp = self.spawner
+        return shlex.join(split_command(sp.batch_cancel_cmd, **sp.command_vars(job_id)))
+
+    def _says_over(self, error: CommandError) -> bool:
+        text = f"{error.stdout}\n{error.stderr}"
+        gone = self.spawner.state_gone_re
+        return bool((gone and re.search(gone, text, re.M)) or ALREADY_OVER.search(text))
 
     # ---------------------------------------------------------------- cancelling
-    async def _cancel_leftover_jobs(self):
+    async def cancel_before_forget(self, job_id, why) -> bool:
+        """Send the (idempotent) cancel for a job about to be forgotten; record the result.
+
+        True when the scheduler accepted it (or answered that the job is already over):
+        the job may then leave the state. Otherwise the job is kept in
+        ``uncancelled_jobs`` and cancelled again before the user's next start."""
+        sp = self.spawner
+        try:
+            await sp.cancel_batch_job()
+        except CommandError as e:
+            if self._says_over(e):
+                result = f"nothing left to cancel ({e.brief})"
+            else:
+                metrics.CANCELS_BEFORE_FORGET.labels(result="failed").inc()
+                self.keep()
+                sp.log.warning(
+                    "%s: job %s %s, but its cancel failed (%s): it is kept in the server's state and "
+                    "cancelled again before the next start. Admin: %s",
+                    sp._log_name,
+                    job_id,
+                    why,
+                    e.brief,
+                    self.manual_cancel_cmd(job_id),
+                )
+                return False
+        else:
+            result = "cancel accepted"
+        metrics.CANCELS_BEFORE_FORGET.labels(result="accepted").inc()
+        self.cancelled.add(job_id)
+        sp.log.info("%s: job %s %s; %s before forgetting it", sp._log_name, job_id, why, result)
+        return True
+
+    async def settle_all(self):
         """Before submitting: cancel the job of an interrupted spawn and every job an earlier
         stop() could not cancel. One that still cannot be cancelled stays in uncancelled_jobs
         (the new spawn goes ahead)."""
-        if self.job_id:
-            self.log.warning("%s: job %s is left from an interrupted spawn", self._log_name, self.job_id)
-            self._keep_uncancelled()
+        sp = self.spawner
+        if sp.job_id and not self.may_forget(sp.job_id):
+            sp.log.warning("%s: job %s is left from an interrupted spawn", sp._log_name, sp.job_id)
+            self.keep()
         remaining = []
         try:
-            for entry in self.uncancelled_jobs:
-                self.load_state(entry)  # that job's id (and cluster...) for the scheduler commands
-                if await self._settle_leftover():
+            for entry in sp.uncancelled_jobs:
+                sp.load_state(entry)  # that job's id (and cluster...) for the scheduler commands
+                if await self.settle(sp.job_id):
                     remaining.append(entry)
         finally:
-            self.load_state({})  # back to no job
-            self._last_status = None
-            self._unknown_since = None
-            self._grace_reported = False
-        self.uncancelled_jobs = remaining
+            sp.load_state({})  # back to no job
+            sp.reset_job_tracking()
+        sp.uncancelled_jobs = remaining
 
-    async def _settle_leftover(self):
-        """Query, then cancel, one leftover job (self.job_id). True if it may still run."""
-        status = await self.query_job_status()
-        if status.state is JobState.FINISHED:
-            self.log.info("%s: leftover job %s has ended (%s)", self._log_name, self.job_id, status.describe())
-            return False
+    async def settle(self, job_id):
+        """Query, then cancel, one leftover job (loaded as the spawner's job). True if it may still run.
+
+        The cancel is sent even when the scheduler shows the job ended: that is the
+        record that the hub let go of it."""
+        sp = self.spawner
+        status = await sp.query_job_status()
         try:
-            await self.cancel_batch_job()
+            await sp.cancel_batch_job()
         except CommandError as e:
-            self.log.error(
+            if status.state is JobState.FINISHED or self._says_over(e):
+                sp.log.info(
+                    "%s: leftover job %s has ended (%s); its cancel answered: %s. Dropped.",
+                    sp._log_name, job_id, status.describe(), e.brief,
+                )
+                metrics.CANCELS_BEFORE_FORGET.labels(result="accepted").inc()
+                return False
+            metrics.CANCELS_BEFORE_FORGET.labels(result="failed").inc()
+            sp.log.error(
                 "%s: still cannot cancel leftover job %s (%s; last state %s). It is kept in the server's "
                 "state and tried again at the next start. Admin: cancel it by hand: %s",
-                self._log_name,
-                self.job_id,
+                sp._log_name,
+                job_id,
                 e.brief,
                 status.describe(),
-                self._manual_cancel_cmd(),
+                self.manual_cancel_cmd(job_id),
             )
             return True
-        self.log.warning("%s: cancelled leftover job %s (was %s)", self._log_name, self.job_id, status.describe())
+        metrics.CANCELS_BEFORE_FORGET.labels(result="accepted").inc()
+        if status.state is JobState.FINISHED:
+            sp.log.info("%s: leftover job %s has ended (%s); cancel sent before dropping it", sp._log_name, job_id, status.describe())
+        else:
+            sp.log.warning("%s: cancelled leftover job %s (was %s)", sp._log_name, job_id, status.describe())
         return False
 
-    async def _cancel_with_retries(self, retry=True):
+    async def cancel_with_retries(self, job_id, retry=True):
         """Cancel the job, retrying with backoff for cancel_retry_timeout.
 
         Returns None once the scheduler accepted the cancel or shows the job ended (a cancel
         of a job that just ended fails too), else the last error.
         """
-        deadline = time.monotonic() + (self.cancel_retry_timeout if retry else 0)
-        delay = max(self.cancel_retry_interval, 0.01)
+        sp = self.spawner
+        deadline = time.monotonic() + (sp.cancel_retry_timeout if retry else 0)
+        delay = max(sp.cancel_retry_interval, 0.01)
         attempt = 0
         while True:
             attempt += 1
             try:
-                await self.cancel_batch_job()
+                await sp.cancel_batch_job()
             except CommandError as e:
                 error = e.brief
             else:
                 if attempt > 1:
-                    self.log.info("%s: cancel of job %s accepted on attempt %d", self._log_name, self.job_id, attempt)
+                    sp.log.info("%s: cancel of job %s accepted on attempt %d", sp._log_name, job_id, attempt)
                 return None
-            status = await self.query_job_status()
+            status = await sp.query_job_status()
             if status.state is JobState.FINISHED:
-                self.log.info(
+                sp.log.info(
                     "%s: cancel of job %s failed (%s), but the job has ended (%s)",
-                    self._log_name,
-                    self.job_id,
+                    sp._log_name,
+                    job_id,
                     error,
                     status.describe(),
                 )
@@ -154,10 +220,10 @@ class LeftoverJobsMixin(HasTraits):
             wait = min(delay, deadline - time.monotonic())
             if wait <= 0:
                 return f"{error} (after {attempt} attempts; last state {status.describe()})"
-            self.log.warning(
+            sp.log.warning(
                 "%s: cancel of job %s failed (attempt %d: %s; job %s); retrying in %.1f s",
-                self._log_name,
-                self.job_id,
+                sp._log_name,
+                job_id,
                 attempt,
                 error,
                 status.describe(),

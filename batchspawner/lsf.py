@@ -20,7 +20,7 @@ from traitlets import Unicode, default
 from .hosts import lsf_first_host
 from .native import check_batch_answer, failed_query, garbled, mapped_host, status_from_native, to_int
 from .spawner import BatchSpawnerBase, SpawnFailed, _req
-from .states import JobState, JobStatus, missing
+from .states import JobState, JobStatus, missing, gone_claim
 from .templating import load_template
 
 LSF_STATES = {
@@ -153,7 +153,7 @@ class LsfSpawner(BatchSpawnerBase):
 
     def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
         if returncode != 0 and stdout.strip().startswith("{") and NOT_FOUND.search(stdout):
-            return JobStatus(JobState.FINISHED, native="gone", reason="bjobs: job not found")
+            return gone_claim("bjobs: job not found")
         failed = failed_query(self, returncode, stdout, stderr)
         if failed is not None:
             return failed
@@ -163,7 +163,7 @@ class LsfSpawner(BatchSpawnerBase):
             return garbled(stdout, "bjobs output")
         if "ERROR" in rec:
             if NOT_FOUND.search(rec["ERROR"]):
-                return JobStatus(JobState.FINISHED, native="gone", reason=rec["ERROR"])
+                return gone_claim(rec["ERROR"])
             return JobStatus(JobState.UNKNOWN, reason=rec["ERROR"][:200])
         return self.status_from_record(rec, stdout)
 

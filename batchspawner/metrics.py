@@ -21,8 +21,25 @@ COMMAND_FAILURES = PCounter(
 )
 JOBS = Gauge(
     "batchspawner_jobs",
-    "Jobs of this hub by state, as the last shared status query saw them",
+    "Jobs of this hub by state, as the shared status queries last saw them (summed over the pollers of a spawner class)",
     ["poller", "state"],
+)
+STATUS_ANSWERS = PCounter(
+    "batchspawner_status_answers_total",
+    "Shared status answers by kind: complete, partial (some jobs not listed), suspect (none of "
+    "two or more jobs listed: no evidence, every job kept and checked alone), failed (error, "
+    "timeout, garbage: every job kept as unknown)",
+    ["poller", "kind"],
+)
+STATUS_RECOVERIES = PCounter(
+    "batchspawner_status_recoveries_total",
+    "Times shared status answers became complete again after failed or suspect rounds",
+    ["poller"],
+)
+CANCELS_BEFORE_FORGET = PCounter(
+    "batchspawner_cancels_before_forget_total",
+    "Cancels sent before a job id left the hub's state, by result (accepted, failed: kept in uncancelled_jobs)",
+    ["result"],
 )
 QUEUE_WAIT_SECONDS = Histogram(
     "batchspawner_queue_wait_seconds",
@@ -45,8 +62,13 @@ def command_name(argv) -> str:
     return os.path.basename(str(argv[0]))[:40] if argv else "unknown"
 
 
-def record_job_states(key, statuses):
-    counts = Counter(s.state.value for s in statuses)
-    label = str(key[0]) if isinstance(key, tuple) and key else str(key)
+def set_job_counts(label, counts):
+    """Set the jobs gauge of one spawner class from {state: count} (all its pollers summed)."""
     for state in ("pending", "running", "finished", "unknown"):
         JOBS.labels(poller=label, state=state).set(counts.get(state, 0))
+
+
+def record_job_states(key, statuses):
+    """Gauge from one list of statuses (kept for callers outside the poller)."""
+    label = str(key[0]) if isinstance(key, tuple) and key else str(key)
+    set_job_counts(label, Counter(s.state.value for s in statuses))

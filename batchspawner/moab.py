@@ -22,7 +22,7 @@ from traitlets import Unicode
 from .hosts import moab_first_host
 from .native import check_batch_answer, failed_query, garbled, mapped_host, status_from_native, to_int
 from .spawner import BatchSpawnerBase, SpawnFailed
-from .states import JobState, JobStatus, missing
+from .states import JobState, JobStatus, missing, gone_claim
 from .torque import TorqueSpawner
 
 MOAB_STATES = {
@@ -122,7 +122,7 @@ class MoabSpawner(TorqueSpawner):
         except ValueError:
             return garbled(stdout, "mdiag XML")
         if not job:
-            return JobStatus(JobState.FINISHED, native="gone", reason="mdiag lists no such job")
+            return gone_claim("mdiag lists no such job")
         return self.status_from_attrs(job, req, stdout)
 
     def parse_batch_status(self, returncode, stdout, stderr, job_ids):

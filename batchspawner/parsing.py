@@ -24,7 +24,7 @@ import re
 from traitlets import Bool, HasTraits, Unicode
 
 from .runner import first_line as _first_line
-from .states import JobState, JobStatus
+from .states import GONE_CLAIM, JobState, JobStatus, gone_claim
 
 
 class QueryParsingMixin(HasTraits):
@@ -46,7 +46,12 @@ class QueryParsingMixin(HasTraits):
     ).tag(config=True)
     state_gone_re = Unicode(
         "",
-        help="Regex on a failed query's output meaning the scheduler no longer knows the job (finished).",
+        help="""Regex on a failed per-job query's output meaning the scheduler does not know the job.
+
+        A claim, not yet proof: the job counts as ended only when ``batch_confirm_cmd`` (a
+        second, independent source, e.g. ``scontrol show job`` or a history command) agrees,
+        or, where no such command is set, on this per-job answer alone. Never applied to an
+        error about a whole batch of jobs.""",
     ).tag(config=True)
     state_unknown_re = Unicode(
         "",
@@ -62,7 +67,14 @@ class QueryParsingMixin(HasTraits):
         Use it to map node names the hub cannot resolve, e.g. ``\\1.cluster.local``.""",
     ).tag(config=True)
     empty_query_means_finished = Bool(
-        False, help="Whether a successful query that prints nothing means the job ended."
+        False,
+        help="""Whether a per-job query that succeeds and prints nothing may mean the job ended.
+
+        Kept for batchspawner 1.3 configurations, with a safer meaning: an empty answer is
+        silence, never proof. When True it only makes the spawner ask ``batch_confirm_cmd``
+        (the second source), which must show the job ended or unknown; with no
+        ``batch_confirm_cmd`` the job stays *unknown* (alive) and a warning names this
+        trait. When False an empty answer is simply *unknown*.""",
     ).tag(config=True)
 
     # ---------------------------------------------------------------- scheduler hooks
@@ -83,11 +95,13 @@ class QueryParsingMixin(HasTraits):
             return JobStatus(JobState.UNKNOWN, native=out[:80], reason=_first_line(stderr or stdout))
         if returncode != 0:
             if self.state_gone_re and re.search(self.state_gone_re, both, re.M):
-                return JobStatus(JobState.FINISHED, native="gone")
+                return gone_claim(_first_line(stderr or stdout) or "the per-job query reports no such job")
             return JobStatus(JobState.UNKNOWN, reason=f"query failed ({returncode}): {_first_line(stderr)}")
         if not out:
             if self.empty_query_means_finished:
-                return JobStatus(JobState.FINISHED, native="gone")
+                claim = gone_claim("the per-job query printed nothing")
+                claim.extra["silent"] = True
+                return claim
             return JobStatus(JobState.UNKNOWN, reason="query printed nothing")
         native = out.split()[0] if out.split() else ""
         if self.state_running_re and re.search(self.state_running_re, out, re.M):
@@ -97,6 +111,19 @@ class QueryParsingMixin(HasTraits):
         if self.state_finished_re and re.search(self.state_finished_re, out, re.M):
             return JobStatus(JobState.FINISHED, native=native)
         return JobStatus(JobState.UNKNOWN, native=native, reason=f"unrecognised query output: {out[:120]!r}")
+
+    def parse_confirm_output(self, returncode, stdout, stderr) -> JobStatus:
+        """The second source's verdict (``batch_confirm_cmd``) on a job the per-job query did not find.
+
+        FINISHED when it shows a terminal state or also says "no such job"; the job's state
+        when it shows the job alive; UNKNOWN when it cannot tell (its silence proves nothing
+        either). By default parsed like the per-job query."""
+        status = self.parse_query_output(returncode, stdout, stderr)
+        if status.native == GONE_CLAIM:
+            if status.extra.get("silent"):
+                return JobStatus(JobState.UNKNOWN, reason="the confirming query printed nothing")
+            return JobStatus(JobState.FINISHED, native="gone", reason=status.reason)
+        return status
 
     def pending_reason(self, output):
         return ""

@@ -1,21 +1,18 @@
-"""SharedStatusMixin: job states from one shared scheduler query per cluster.
+"""Shared status: the traits, and :class:`JobWatch`, the object that reads a job's state.
 
-Holds the shared-status part of :class:`~batchspawner.spawner.BatchSpawnerBase`:
-its traits (``shared_status``, ``batch_status_cmd``, ``status_exec_prefix``, the
-``status_*interval`` timings, ``status_runner``) and the methods that read a
-job's state through the :class:`~batchspawner.status.StatusPoller` shared by
-every spawner that would run the same status query, or fall back to one
-per-job query (``job_status_now``, ``uses_shared_status``, ``status_poller``,
-``parse_batch_status``, ``_forget_job``).
-
-It is a separate module because it is one concern (batching many spawners'
-queries into one) that the submit/start/stop flow only calls into. The mixin
-is not usable alone: it relies on what BatchSpawnerBase provides (``job_id``,
-``query_job_status``, ``_record_status``, ``command_vars``, ``command_env``,
-``_make_runner``, ``_log_name``, ``log``). Like
-:class:`~batchspawner.ssh.SubmitHostsMixin` it derives from ``HasTraits``, so
-its traits are declared here but configured under the spawner classes
+``SharedStatusTraits`` only declares the configuration (``shared_status``,
+``batch_status_cmd``, ``status_exec_prefix``, the ``status_*interval`` timings,
+``status_runner``). Like :class:`~batchspawner.ssh.SubmitHostsMixin` it derives
+from ``HasTraits``, so the traits are configured under the spawner classes
 (``c.SlurmSpawner.status_interval``), never under a section of their own.
+
+:class:`JobWatch` is owned by each spawner (``spawner.job_watch``) and is called
+with the job id as an argument. It asks the :class:`~batchspawner.status.StatusPoller`
+shared by every spawner that would run the same status query, and confirms what
+a shared answer cannot prove with the spawner's own per-job query. It uses only
+the spawner's public surface: its traits, ``status_endpoint()`` (the runner,
+environment and poller key of the shared query: one place that decides them),
+``command_vars()``, ``parse_batch_status()``, ``query_job_status()``, ``log``.
 """
 
 from __future__ import annotations
@@ -36,8 +33,8 @@ from .states import MISSING, JobState, JobStatus
 from .status import StatusPoller
 
 
-class SharedStatusMixin(HasTraits):
-    """Shared status traits and the methods that ask the shared poller (see the module docstring)."""
+class SharedStatusTraits(HasTraits):
+    """The shared-status configuration (see the module docstring); the behaviour is in JobWatch."""
 
     # ---------------------------------------------------------------- traits
     shared_status = Bool(
@@ -97,67 +94,99 @@ class SharedStatusMixin(HasTraits):
     def _default_status_runner(self):
         return self._make_runner(self.status_exec_prefix)
 
-    # ---------------------------------------------------------------- job state
-    async def job_status_now(self, max_age=None) -> JobStatus:
-        """This job's state, from the shared poller (no older than ``max_age``) or one query."""
-        if not self.job_id:
-            return JobStatus(JobState.FINISHED, native="no job")
-        if not self.uses_shared_status():
-            return await self.query_job_status()
-        poller = self.status_poller()
-        status = await poller.status(self.job_id, max_age)
-        if status.native == MISSING:
-            # not listed is not proof of an end: ask about this job alone, as its user
-            confirmed = await self.query_job_status()
-            if confirmed.alive and confirmed.state is not JobState.UNKNOWN:
-                log = self.log.debug if poller.warned_missing else self.log.warning
-                poller.warned_missing = True
-                log(
-                    "%s: the shared status query did not list job %s, but the per-job query shows it %s. "
-                    "If this repeats, the status identity cannot see other users' jobs: set "
-                    "%s.status_exec_prefix to one that can (until then each such job costs one extra query).",
-                    self._log_name,
-                    self.job_id,
-                    confirmed.describe(),
-                    type(self).__name__,
-                )
-            return confirmed
-        return self._record_status(status)
+    def parse_batch_status(self, returncode, stdout, stderr, job_ids) -> dict:
+        """{job_id: JobStatus} from batch_status_cmd's output; raise when it cannot be trusted.
 
-    def uses_shared_status(self):
-        return bool(self.shared_status and self.batch_status_cmd)
+        A job the answer does not list is ``states.missing()``: never evidence that it
+        ended (the spawner confirms it with its own query). An error about the whole
+        batch is never evidence about one job either: raise, or mark every job missing."""
+        raise NotImplementedError(f"{type(self).__name__} has no batched status parser")
 
-    def status_poller(self) -> StatusPoller:
+
+# kept for code that imported the old name
+SharedStatusMixin = SharedStatusTraits
+
+
+class JobWatch:
+    """One spawner's view of its job's state (``spawner.job_watch``), called with the job id."""
+
+    def __init__(self, spawner):
+        self.spawner = spawner
+
+    def shared(self) -> bool:
+        sp = self.spawner
+        return bool(sp.shared_status and sp.batch_status_cmd)
+
+    def poller(self) -> StatusPoller:
         """The poller shared by every spawner that would run the same status query."""
-        runner = self.status_runner
-        vars_ = self.command_vars()
-        key = (
-            type(self).__name__,
-            self.batch_status_cmd,
-            vars_.get("cluster_opt", ""),
-            tuple(getattr(runner, "prefix", ()) or ()),
-            tuple(getattr(runner, "hosts", ()) or ()),
-        )
+        sp = self.spawner
+        runner, env, key = sp.status_endpoint()
+        vars_ = sp.command_vars()
+        status_cmd = sp.batch_status_cmd
+        parse = sp.parse_batch_status
 
         async def query(job_ids):
             ids = {"job_ids": ",".join(job_ids), "job_id_args": list(job_ids)}
-            argv = split_command(self.batch_status_cmd, **(vars_ | ids))
-            result = await runner.run(argv, env=self.command_env(), check=False)
-            return self.parse_batch_status(result.returncode, result.stdout, result.stderr, job_ids)
+            argv = split_command(status_cmd, **(vars_ | ids))
+            result = await runner.run(argv, env=env, check=False)
+            answer = parse(result.returncode, result.stdout, result.stderr, job_ids)
+            if answer and all(s.native == MISSING for s in answer.values()):
+                # nothing listed: say why, for the poller's "suspect answer" message
+                cause = describe_answer(argv[0], result)
+                for status in answer.values():
+                    status.reason = cause
+            return answer
 
         return StatusPoller.get(
             key,
             query,
-            interval=self.status_interval,
-            min_interval=self.status_min_interval,
-            max_interval=self.status_max_interval,
-            log=self.log,
+            interval=sp.status_interval,
+            min_interval=sp.status_min_interval,
+            max_interval=sp.status_max_interval,
+            log=sp.log,
         )
 
-    def parse_batch_status(self, returncode, stdout, stderr, job_ids) -> dict:
-        """{job_id: JobStatus} from batch_status_cmd's output; raise when it cannot be trusted."""
-        raise NotImplementedError(f"{type(self).__name__} has no batched status parser")
+    async def status(self, job_id, max_age=None) -> JobStatus:
+        """The state of ``job_id``: from the shared poller (no older than ``max_age``) or one query.
 
-    def _forget_job(self):
-        if self.job_id and self.uses_shared_status():
-            self.status_poller().unwatch(self.job_id)
+        A job the shared answer does not list is asked about alone (as its user); that
+        per-job query needs its own confirmation before it may say the job ended."""
+        sp = self.spawner
+        if not job_id:
+            return JobStatus(JobState.FINISHED, native="no job")
+        if not self.shared():
+            return await sp.query_job_status()
+        poller = self.poller()
+        status = await poller.status(job_id, max_age, watcher=sp)
+        if status.native != MISSING:
+            return sp._record_status(status)
+        confirmed = await sp.query_job_status()
+        if poller.answer_kind == "partial" and confirmed.alive and confirmed.state is not JobState.UNKNOWN:
+            log = sp.log.debug if poller.warned_missing else sp.log.warning
+            poller.warned_missing = True
+            log(
+                "%s: the shared status query did not list job %s (it listed others), but the per-job "
+                "query shows it %s. If this repeats, the status identity cannot see other users' jobs: "
+                "set %s.status_exec_prefix to one that can (until then each such job costs one extra query).",
+                sp._log_name,
+                job_id,
+                confirmed.describe(),
+                type(sp).__name__,
+            )
+        return confirmed
+
+    def forget(self, job_id):
+        """Stop watching ``job_id`` (this spawner's interest only; others may still watch it)."""
+        if job_id and self.shared():
+            self.poller().unwatch(job_id, watcher=self.spawner)
+
+
+def describe_answer(tool, result) -> str:
+    """Why a batched answer listed no job at all, in words for the log."""
+    name = str(tool).rsplit("/", 1)[-1]
+    if result.returncode != 0:
+        line = next((ln.strip() for ln in (result.stderr or result.stdout).splitlines() if ln.strip()), "")
+        return f"{name} exited with {result.returncode}: {line[:200] or '(no output)'}"
+    if not result.stdout.strip():
+        return f"{name} printed nothing (exit 0)"
+    return f"{name} listed none of the jobs asked about"

@@ -111,6 +111,14 @@ class SlurmSpawner(BatchSpawnerBase):
         "scancel {cluster_opt} {job_id}", help=BatchSpawnerBase.batch_cancel_cmd.help
     ).tag(config=True)
 
+    batch_confirm_cmd = Unicode(
+        "scontrol {cluster_opt} -o show job {job_id}",
+        help=BatchSpawnerBase.batch_confirm_cmd.help
+        + " Slurm: scontrol asks the controller's job table directly (squeue's -j filter is"
+        " not involved) and still shows a job for MinJobAge after it ended; with"
+        " AccountingStorageType=none there is no sacct record to ask.",
+    ).tag(config=True)
+
     batch_status_cmd = Unicode(
         "squeue -h -t all -j {job_ids} -o '%i %T %B %r' {cluster_opt}",
         help=BatchSpawnerBase.batch_status_cmd.help,
@@ -137,7 +145,8 @@ class SlurmSpawner(BatchSpawnerBase):
 
     @default("empty_query_means_finished")
     def _empty_finished(self):
-        # squeue -h -j ID exits 0 with no output for MinJobAge after the job ended
+        # squeue -h -j ID (without -t all, as 1.3 configurations have it) exits 0 with no
+        # output for MinJobAge after the job ended: worth asking scontrol, never proof alone
         return True
 
     @default("log_path")
@@ -207,16 +216,18 @@ class SlurmSpawner(BatchSpawnerBase):
 
         Exit 0: every listed job is described; a job missing from the list is
         marked missing (purged, or hidden from the status identity), which the
-        spawner confirms with a per-job query. Exit 1 with "Invalid job id specified": none of the ids is
-        known any more (all finished). Anything else raises, so the round counts as
-        failed and every job stays *unknown*.
+        spawner confirms with a per-job query. Exit 1 with "Invalid job id specified"
+        is about the whole batch (squeue prints it when *none* of the ids is known,
+        or when its job table could not be read right): no evidence about any one
+        job, so every job is marked missing and confirmed alone. Anything else raises,
+        so the round counts as failed and every job stays *unknown*.
         """
         if returncode != 0:
             both = f"{stdout}\n{stderr}"
             if self.state_gone_re and re.search(self.state_gone_re, both) and not (
                 self.state_unknown_re and re.search(self.state_unknown_re, both, re.M)
             ):
-                return {j: JobStatus(JobState.FINISHED, native="gone") for j in job_ids}
+                return {j: missing("squeue reported the whole batch unknown") for j in job_ids}
             raise RuntimeError(f"squeue exited with {returncode}: {(stderr or stdout).strip()[:200]}")
         wanted = set(job_ids)
         answer = {}
@@ -239,6 +250,22 @@ class SlurmSpawner(BatchSpawnerBase):
             # spawner confirms with its own per-job query
             answer[job_id] = missing()
         return answer
+
+    def parse_confirm_output(self, returncode, stdout, stderr) -> JobStatus:
+        """``scontrol -o show job ID``: its JobState, or "Invalid job id specified" (confirmed gone)."""
+        both = f"{stdout}\n{stderr}"
+        if self.state_unknown_re and re.search(self.state_unknown_re, both, re.M):
+            return JobStatus(JobState.UNKNOWN, reason=f"scontrol could not answer: {both.strip()[:200]}")
+        if returncode != 0:
+            if self.state_gone_re and re.search(self.state_gone_re, both, re.M):
+                return JobStatus(JobState.FINISHED, native="gone", reason="neither squeue nor scontrol knows the job")
+            return JobStatus(JobState.UNKNOWN, reason=f"scontrol exited with {returncode}: {both.strip()[:200]}")
+        fields = dict(re.findall(r"(?:^|\s)(JobState|NodeList|Reason|ExitCode)=(\S*)", stdout))
+        word = fields.get("JobState", "")
+        if not word:
+            return JobStatus(JobState.UNKNOWN, reason=f"no JobState in scontrol output: {stdout.strip()[:120]!r}")
+        status = self.parse_query_output(0, f"{word} {fields.get('NodeList', '') or 'n/a'} {fields.get('Reason', 'None')}", "")
+        return status
 
     def pending_reason(self, output):
         fields = output.strip().split(None, 2)

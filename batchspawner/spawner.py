@@ -4,13 +4,17 @@ This module knows no scheduler. A scheduler module (``slurm.py``...) sets
 the command templates, the script template and small parsing hooks; the flow
 (submit, wait, port callback, poll, cancel) lives here once.
 
-BatchSpawnerBase is assembled from one mixin per concern, each in its own module
+Configuration comes from one traits class per concern, each in its own module
 (their traits are configured under the spawner classes, e.g. ``c.SlurmSpawner.status_interval``):
 :mod:`~batchspawner.parsing` (the ``state_*`` regexes, per-job query parsing),
 :mod:`~batchspawner.shared_status` (one shared status query per cluster),
 :mod:`~batchspawner.leftovers` (cancel retries, ``uncancelled_jobs``) and
-:mod:`~batchspawner.ssh` (submit hosts). This module keeps the hub-facing flow and
-what they share: commands, request variables, templates, state, the Spawner API.
+:mod:`~batchspawner.ssh` (submit hosts). Behaviour that is its own concern lives in
+objects the spawner owns and calls with the job id: ``self.job_watch``
+(:class:`~batchspawner.shared_status.JobWatch`: what state is this job in) and
+``self.leftovers`` (:class:`~batchspawner.leftovers.Leftovers`: nothing is forgotten
+without a cancel). This module keeps the hub-facing flow and what they share:
+commands, request variables, templates, state, the Spawner API.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from traitlets import (
 
 from . import metrics
 from .hosts import usable_host
-from .leftovers import LeftoverJobsMixin
+from .leftovers import Leftovers, LeftoverTraits
 from .options import (
     PROTECTED,
     OptionError,
@@ -54,9 +58,9 @@ from .options import (
 from .parsing import QueryParsingMixin
 from .runner import CommandError, CommandRunner, split_command
 from .runner import first_line as _first_line
-from .shared_status import SharedStatusMixin
+from .shared_status import JobWatch, SharedStatusTraits
 from .ssh import SubmitHostsMixin
-from .states import JobState, JobStatus
+from .states import GONE_CLAIM, JobState, JobStatus
 from .templating import format_template, has_control_chars
 from .tunnel import SshTunnel, TunnelError
 
@@ -120,7 +124,7 @@ def _req(help_text, default_value="", admin_only=False, **kw):
     return trait
 
 
-class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, SubmitHostsMixin, Spawner):
+class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, SubmitHostsMixin, Spawner):
     """Base class for spawners that submit the single-user server as a batch job.
 
     Subclasses set ``batch_script``, ``batch_submit_cmd``, ``batch_query_cmd``,
@@ -181,6 +185,17 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         "", help="Command that prints the state of job {job_id}; parsed with the state_*_re regexes."
     ).tag(config=True)
     batch_cancel_cmd = Unicode("", help="Command that cancels job {job_id}.").tag(config=True)
+    batch_confirm_cmd = Unicode(
+        "",
+        help="""Second, independent source asked about job {job_id} when the per-job query says
+        the scheduler does not know it (``state_gone_re``, or an empty answer with
+        ``empty_query_means_finished``).
+
+        The server ends only when this also shows the job ended or unknown (parsed by the
+        scheduler module's parse_confirm_output); if it shows the job alive, or cannot
+        answer, the job is kept. Run like batch_query_cmd (through exec_prefix). Empty: a
+        per-job "no such job" counts on its own; an empty answer never does.""",
+    ).tag(config=True)
 
     command_timeout = Float(
         30.0,
@@ -448,7 +463,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         self._grace_reported = False
         self._last_status = None
         self._started_at = None
-        self._ended_job = ""  # a job the scheduler showed ended (so clear_state may forget it)
+        self.job_watch = JobWatch(self)
+        self.leftovers = Leftovers(self)
 
     # ---------------------------------------------------------------- helpers
     def _identity_vars(self):
@@ -638,12 +654,51 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
             status = JobStatus(JobState.UNKNOWN, reason=e.reason or str(e))
         else:
             status = self.parse_query_output(result.returncode, result.stdout, result.stderr)
+        if status.native == GONE_CLAIM:
+            status = await self._confirm_gone(status)
         return self._record_status(status)
+
+    _warned_silent = False  # empty_query_means_finished explained once per process
+
+    async def _confirm_gone(self, claim: JobStatus) -> JobStatus:
+        """Ask the second source (batch_confirm_cmd) about a job the per-job query did not find."""
+        silent = claim.extra.get("silent")
+        if silent and not BatchSpawnerBase._warned_silent:
+            BatchSpawnerBase._warned_silent = True
+            self.log.warning(
+                "%s.empty_query_means_finished is True: an empty per-job answer no longer ends a server "
+                "by itself; it is only a reason to ask %s.batch_confirm_cmd (%s)",
+                type(self).__name__,
+                type(self).__name__,
+                repr(self.batch_confirm_cmd) if self.batch_confirm_cmd else "not set: such jobs stay unknown",
+            )
+        if not self.batch_confirm_cmd:
+            if silent:
+                return JobStatus(JobState.UNKNOWN, reason="the per-job query printed nothing")
+            return JobStatus(JobState.FINISHED, native="gone", reason=claim.reason)
+        argv = split_command(self.batch_confirm_cmd, **self.command_vars(self.job_id))
+        try:
+            result = await self.query_runner.run(argv, env=self.command_env(), check=False)
+        except CommandError as e:
+            return JobStatus(JobState.UNKNOWN, reason=f"{claim.reason}; the confirming query failed: {e.reason or e}")
+        status = self.parse_confirm_output(result.returncode, result.stdout, result.stderr)
+        if status.state is JobState.FINISHED:
+            status.reason = status.reason or f"{claim.reason}, and {argv[0]} agrees"
+        elif status.state is JobState.UNKNOWN:
+            status.reason = f"{claim.reason}; {argv[0]} could not confirm: {status.reason}"
+        else:
+            self.log.warning(
+                "%s: the per-job query did not find job %s (%s), but %s shows it %s: kept",
+                self._log_name,
+                self.job_id,
+                claim.reason,
+                argv[0],
+                status.describe(),
+            )
+        return status
 
     def _record_status(self, status: JobStatus) -> JobStatus:
         self._last_status = status
-        if status.state is JobState.FINISHED:
-            self._ended_job = self.job_id
         if status.native:
             self.job_status = f"{status.native} {status.host}".strip()
         if status.state is JobState.UNKNOWN:
@@ -673,6 +728,40 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
             self._unknown_since = None
             self._grace_reported = False
         return status
+
+    # ---------------------------------------------------------------- job state (see job_watch)
+    async def job_status_now(self, max_age=None) -> JobStatus:
+        """This job's state, from the shared poller (no older than ``max_age``) or one query."""
+        return await self.job_watch.status(self.job_id, max_age)
+
+    def uses_shared_status(self):
+        return self.job_watch.shared()
+
+    def status_poller(self):
+        return self.job_watch.poller()
+
+    def status_endpoint(self):
+        """(runner, env, poller key) of the shared status query: the one place that decides them.
+
+        Spawners whose key is equal share one poller (one query per round for all their jobs)."""
+        runner = self.status_runner
+        key = (
+            type(self).__name__,
+            self.batch_status_cmd,
+            self.command_vars().get("cluster_opt", ""),
+            tuple(getattr(runner, "prefix", ()) or ()),
+            tuple(getattr(runner, "hosts", ()) or ()),
+        )
+        return runner, self.command_env(), key
+
+    def _forget_job(self):
+        self.job_watch.forget(self.job_id)
+
+    def reset_job_tracking(self):
+        """Forget what was seen of the last job's state (unknown-since timers, last status)."""
+        self._last_status = None
+        self._unknown_since = None
+        self._grace_reported = False
 
     async def cancel_batch_job(self):
         argv = split_command(self.batch_cancel_cmd, **self.command_vars(self.job_id))
@@ -717,9 +806,10 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
     def clear_state(self):
         # uncancelled_jobs stays: the hub clears the state after every stop (even a failed
         # one) and before every start, and must not forget a job that may still run. For the
-        # same reason a job not seen ended moves there (the next start checks it).
-        if self.job_id and self.job_id != self._ended_job:
-            self._keep_uncancelled()
+        # same reason a job whose cancel was not recorded moves there (the next start
+        # cancels it): clear_state() cannot await a cancel itself.
+        if self.job_id and not self.leftovers.may_forget(self.job_id):
+            self.leftovers.keep()
         super().clear_state()
         self._forget_job()
         self.job_id = ""
@@ -754,7 +844,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         self._unknown_since = None
         self._grace_reported = False
         if self.job_id or self.uncancelled_jobs:
-            await self._cancel_leftover_jobs()
+            await self.leftovers.settle_all()
         self.port = 0
         loop = asyncio.get_running_loop()
         self._port_future = loop.create_future()
@@ -922,9 +1012,12 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         # and an await here would split one shared status round of many polls into two
         if not self.job_id:
             return 0
+        if self.leftovers.may_forget(self.job_id):
+            return 1  # already seen ended and cancelled
         status = await self.job_status_now()
         if status.state is JobState.FINISHED:
-            self.log.info("%s: job %s has ended (%s)", self._log_name, self.job_id, status.describe())
+            # the hub forgets the job after this (clear_state): cancel it first, as its user
+            await self.leftovers.cancel_before_forget(self.job_id, f"has ended ({status.describe()})")
             self._forget_job()
             if self.tunnel is not None:
                 await self.tunnel.close()
@@ -946,19 +1039,23 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
             await self.tunnel.close()
         if not self.job_id:
             return
+        if self.leftovers.may_forget(self.job_id):
+            self._forget_job()  # poll() saw it end and cancelled it already
+            return
         await self._resolve_homedir()
-        error = await self._cancel_with_retries(retry=not now)
+        error = await self.leftovers.cancel_with_retries(self.job_id, retry=not now)
         if error is None:
             deadline = time.monotonic() + (0 if now else self.cancel_wait_timeout)
             while True:
                 status = await self.job_status_now(max_age=self.startup_poll_interval)
                 if status.state is JobState.FINISHED:
+                    self.leftovers.cancelled.add(self.job_id)
                     self._forget_job()
                     return
                 if time.monotonic() >= deadline:
                     break
                 await asyncio.sleep(self.startup_poll_interval)
-            self._keep_uncancelled()
+            self.leftovers.keep()
             self.log.warning(
                 "%s: job %s still %s %.0f s after its cancel was accepted; it is kept in the server's "
                 "state and checked (and cancelled again if alive) at the next start. If it stays, "
@@ -967,10 +1064,10 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
                 self.job_id,
                 status.describe(),
                 0 if now else self.cancel_wait_timeout,
-                self._manual_cancel_cmd(),
+                self.leftovers.manual_cancel_cmd(self.job_id),
             )
         else:
-            self._keep_uncancelled()
+            self.leftovers.keep()
             self.log.error(
                 "%s: could not cancel job %s: %s. The job may still be running and holding its "
                 "allocation. The hub stops the server anyway (proxy route and token removed); the job "
@@ -979,7 +1076,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
                 self._log_name,
                 self.job_id,
                 error,
-                self._manual_cancel_cmd(),
+                self.leftovers.manual_cancel_cmd(self.job_id),
             )
         self._forget_job()
 

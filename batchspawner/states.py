@@ -59,5 +59,16 @@ UNKNOWN = JobStatus(JobState.UNKNOWN)
 MISSING = "missing from the shared status answer"
 
 
-def missing() -> JobStatus:
-    return JobStatus(JobState.UNKNOWN, native=MISSING, reason="not listed by the shared status query")
+def missing(reason="not listed by the shared status query") -> JobStatus:
+    return JobStatus(JobState.UNKNOWN, native=MISSING, reason=reason)
+
+
+# ``native`` of a per-job query that said "no such job" (or, with
+# ``empty_query_means_finished``, printed nothing). A claim, not yet evidence: the
+# spawner asks a second, independent source (``batch_confirm_cmd``) and ends the
+# server only when that source also says the job ended or is unknown.
+GONE_CLAIM = "not found by the per-job query"
+
+
+def gone_claim(reason="the per-job query reports no such job") -> JobStatus:
+    return JobStatus(JobState.UNKNOWN, native=GONE_CLAIM, reason=reason)

@@ -9,8 +9,15 @@ its cache. A starting spawn may ask for a fresher answer; requests that arrive
 while a query runs, or within ``min_interval`` of the last one, share it.
 
 A failed, hung or garbled query marks every job *unknown* (alive) and backs the
-interval off; it never marks a job finished. The interval also stretches when
-the query itself is slow, so a struggling controller is not hammered.
+interval off (``interval``, then doubling up to ``max_interval``); it never marks
+a job finished. A slow but successful query stretches the interval to 10x its
+duration, so a struggling controller is not hammered; a killed one does not
+count as slow. The "next in N s" the log shows is the delay the loop then waits.
+
+An answer that lists none of two or more jobs is *suspect* (an empty answer, or an
+error about the whole batch, says nothing about any one job): it is logged once
+with its cause, and every job is confirmed by its own spawner's query. Answers are
+counted by kind in ``batchspawner_status_answers_total``.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import time
 from typing import Awaitable, Callable
 
 from . import metrics
-from .states import JobState, JobStatus
+from .states import MISSING, JobState, JobStatus
 
 QueryFn = Callable[[list], Awaitable[dict]]
 
@@ -41,7 +48,7 @@ class StatusPoller:
         self.min_interval = min_interval
         self.max_interval = max_interval
         self.log = log
-        self.jobs: dict[str, int] = {}  # job id -> number of spawners watching it
+        self.jobs: dict[str, set] = {}  # job id -> ids of the spawners watching it
         self.watched_at: dict[str, float] = {}
         self.cache: dict[str, tuple[JobStatus, float]] = {}
         self.rounds = 0  # scheduler queries made (for tests and metrics)
@@ -52,6 +59,10 @@ class StatusPoller:
         self._task: asyncio.Task | None = None
         self._wake = None
         self.warned_missing = False  # a listed-as-missing job turned out alive (logged once)
+        self.answer_kind = "none"  # complete, partial, suspect or failed: the last round's answer
+        self.trouble_since = None  # (monotonic time, kind) of the first failed/suspect round in a row
+        self.troubled_rounds = 0
+        self._started = time.monotonic()
 
     # ------------------------------------------------------------------ registry
     @classmethod
@@ -73,25 +84,28 @@ class StatusPoller:
         cls._registry.clear()
 
     # ------------------------------------------------------------------ jobs
-    def watch(self, job_id: str):
-        self.jobs[job_id] = self.jobs.get(job_id, 0) + 1
+    def watch(self, job_id: str, watcher=None):
+        """Register interest of ``watcher`` (a spawner) in ``job_id``; watching twice counts once."""
+        self.jobs.setdefault(job_id, set()).add(id(watcher))
         self.watched_at.setdefault(job_id, time.monotonic())
         self._ensure_task()
 
-    def unwatch(self, job_id: str):
-        count = self.jobs.get(job_id, 0) - 1
-        if count <= 0:
+    def unwatch(self, job_id: str, watcher=None):
+        watchers = self.jobs.get(job_id)
+        if watchers is None:
+            return
+        watchers.discard(id(watcher))
+        if not watchers:
             self.jobs.pop(job_id, None)
             self.cache.pop(job_id, None)
             self.watched_at.pop(job_id, None)
-        else:
-            self.jobs[job_id] = count
+            self._publish_counts()
 
     # ------------------------------------------------------------------ reading
-    async def status(self, job_id: str, max_age: float | None = None) -> JobStatus:
+    async def status(self, job_id: str, max_age: float | None = None, watcher=None) -> JobStatus:
         """State of ``job_id`` no older than ``max_age`` seconds (default: two intervals)."""
-        if job_id not in self.jobs:
-            self.watch(job_id)
+        if id(watcher) not in self.jobs.get(job_id, ()):
+            self.watch(job_id, watcher)
         if max_age is None:
             max_age = 2 * self.current_interval() + 5
         cached = self.cache.get(job_id)
@@ -107,10 +121,15 @@ class StatusPoller:
         return cached[0]
 
     def current_interval(self) -> float:
-        """The background interval: backed off after failures, stretched when queries are slow."""
-        interval = max(self.interval, 10 * self.last_duration)
+        """Seconds from the end of the last round to the next background round.
+
+        After failures: ``interval`` doubling per failure in a row (``interval`` after the
+        first). Otherwise stretched to 10x the last successful query's duration when that
+        was slow. Between ``min_interval`` and ``max_interval``."""
         if self.failures:
-            interval = interval * (2 ** min(self.failures, 6))
+            interval = self.interval * (2 ** min(self.failures - 1, 30))
+        else:
+            interval = max(self.interval, 10 * self.last_duration)
         return max(self.min_interval, min(interval, self.max_interval))
 
     # ------------------------------------------------------------------ querying
@@ -147,28 +166,96 @@ class StatusPoller:
             answer = await self.query(job_ids)
         except Exception as e:  # a failed round: everything unknown, back off
             self.failures += 1
-            reason = getattr(e, "reason", "") or str(e).splitlines()[0][:200]
+            reason = getattr(e, "reason", "") or (str(e).splitlines() or [type(e).__name__])[0][:200]
             status = JobStatus(JobState.UNKNOWN, reason=f"status query failed: {reason}")
             now = time.monotonic()
             for job_id in job_ids:
                 self.cache[job_id] = (status, now)
-            self.log.warning(
-                "status query for %d jobs failed (%d in a row, next in %.0f s): %s",
-                len(job_ids),
-                self.failures,
-                self.current_interval(),
-                reason,
-            )
+            self.last_round_end = now
+            self._note_answer("failed", len(job_ids), reason)
         else:
             self.failures = 0
             now = time.monotonic()
+            self.last_duration = now - t0  # only a successful query's duration stretches the interval
+            listed = 0
             for job_id in job_ids:
-                self.cache[job_id] = (answer.get(job_id) or JobStatus(JobState.UNKNOWN, reason="not in answer"), now)
-            metrics.record_job_states(self.key, answer.values())
+                status = answer.get(job_id) or JobStatus(JobState.UNKNOWN, native=MISSING, reason="not in answer")
+                listed += status.native != MISSING
+                self.cache[job_id] = (status, now)
+            self.last_round_end = now
+            if listed == len(job_ids):
+                kind, cause = "complete", ""
+            elif listed == 0 and len(job_ids) >= 2:
+                kind = "suspect"
+                cause = next(iter(answer.values())).reason if answer else "empty answer"
+            else:
+                kind, cause = "partial", f"{len(job_ids) - listed} of {len(job_ids)} jobs not listed"
+            self._note_answer(kind, len(job_ids), cause)
+            self._publish_counts()
         finally:
-            self.last_round_end = time.monotonic()
-            self.last_duration = self.last_round_end - t0
-            metrics.POLL_ROUND_SECONDS.observe(self.last_duration)
+            if self.last_round_end < t0:  # cancelled mid-query
+                self.last_round_end = time.monotonic()
+            metrics.POLL_ROUND_SECONDS.observe(time.monotonic() - t0)
+
+    def _note_answer(self, kind, n_jobs, cause):
+        """Count the answer, and log a change of kind once (with its real cause), then recovery."""
+        metrics.STATUS_ANSWERS.labels(poller=self.label, kind=kind).inc()
+        previous, self.answer_kind = self.answer_kind, kind
+        troubled = kind in ("failed", "suspect")
+        if troubled:
+            if self.trouble_since is None:
+                self.trouble_since = (time.monotonic(), kind)
+                self.troubled_rounds = 0
+            self.troubled_rounds += 1
+        if kind == "failed":
+            # rate-limited: the 1st, 2nd, 4th, 8th... failure in a row at warning level
+            n = self.failures
+            log = self.log.warning if n & (n - 1) == 0 else self.log.debug
+            log(
+                "status query for %d jobs failed (%d in a row; next in %s s; jobs kept, state unknown): %s",
+                n_jobs,
+                n,
+                _secs(self.current_interval()),
+                cause,
+            )
+        elif kind == "suspect" and previous != "suspect":
+            self.log.warning(
+                "suspect shared status answer: it lists none of the %d jobs (%s). That is no evidence "
+                "that any job ended: every server is kept and each job is checked with its own query.",
+                n_jobs,
+                cause,
+            )
+        elif kind == "partial" and previous != "partial":
+            self.log.info("partial shared status answer (%s): each of those is checked with its own query", cause)
+        if not troubled and self.trouble_since is not None:
+            since, first = self.trouble_since
+            self.trouble_since = None
+            metrics.STATUS_RECOVERIES.labels(poller=self.label).inc()
+            self.log.warning(
+                "shared status answers complete again after %d troubled round(s), the first %s (%.0f s)",
+                self.troubled_rounds,
+                first,
+                time.monotonic() - since,
+            )
+
+    @property
+    def label(self) -> str:
+        """Low-cardinality metrics label: the spawner class of the key."""
+        key = self.key
+        return str(key[0]) if isinstance(key, tuple) and key else str(key)
+
+    def _publish_counts(self):
+        """Set the jobs gauge from every poller with this label (pollers never overwrite each other)."""
+        counts = {}
+        for poller in list(self._registry.values()) + ([] if self in self._registry.values() else [self]):
+            if poller.label != self.label:
+                continue
+            for job_id in poller.jobs:
+                cached = poller.cache.get(job_id)
+                if cached is not None:
+                    state = cached[0].state.value
+                    counts[state] = counts.get(state, 0) + 1
+        metrics.set_job_counts(self.label, counts)
 
     # ------------------------------------------------------------------ background
     def _ensure_task(self):
@@ -181,11 +268,21 @@ class StatusPoller:
 
     async def _run(self):
         while self.jobs:
-            await asyncio.sleep(self.current_interval())
+            if self._inflight is not None and not self._inflight.done():
+                try:
+                    await asyncio.shield(self._inflight)
+                except Exception:
+                    pass
+                continue
+            due = (self.last_round_end or self._started) + self.current_interval()
+            now = time.monotonic()
+            if now < due:  # a round another caller started moves ``due``: look again after sleeping
+                await asyncio.sleep(due - now)
+                continue
             if not self.jobs:
                 break
             try:
-                await self.refresh(since=time.monotonic() - self.min_interval)
+                await self.refresh(since=now)
             except Exception:  # never let the loop die
                 self.log.exception("status poller round failed")
 
@@ -197,3 +294,8 @@ class StatusPoller:
             except (asyncio.CancelledError, Exception):
                 pass
         self._task = None
+
+
+def _secs(value: float) -> str:
+    """Seconds for the log: 0.2, 10, 300 (what the loop really waits, to 0.1 s)."""
+    return f"{round(value, 1):g}"

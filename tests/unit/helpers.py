@@ -33,3 +33,16 @@ def make_spawner(cls, runner=None, name="alice", **traits):
         spawner.query_runner = runner
         spawner.status_runner = runner
     return spawner
+
+
+def verdict(status):
+    """What a parsed per-job answer amounts to once the spawner confirmed it.
+
+    A per-job "no such job" (``states.GONE_CLAIM``) ends the server only when the second
+    source agrees; in the parser tests that agreement is taken for granted (FINISHED).
+    An empty answer (a silent claim) proves nothing: it stays UNKNOWN."""
+    from batchspawner.states import GONE_CLAIM, JobState
+
+    if status.native == GONE_CLAIM:
+        return JobState.UNKNOWN if status.extra.get("silent") else JobState.FINISHED
+    return status.state

@@ -75,7 +75,8 @@ CASES = [
     Case(
         "slurm", SlurmSpawner, "sbatch", "squeue", "scancel", "15", "localhost",
         "slurm/submit.txt", "slurm/pending.txt", "slurm/running.txt", "slurm/finished.txt",
-        gone={"squeue": Reply(stderr=fixture("slurm/gone.stderr"), returncode=1)},
+        gone={"squeue": Reply(stderr=fixture("slurm/gone.stderr"), returncode=1),
+              "scontrol": Reply(stderr=fixture("slurm/gone.stderr"), returncode=1)},
         directives=("#SBATCH --cpus-per-task=4", "#SBATCH --mem=4gb", "#SBATCH --time=01:00:00",
                     "#SBATCH --account=proj7", "#SBATCH --gpus=2", "#SBATCH --partition=short",
                     "#SBATCH --gres=nvme:1"),
@@ -85,7 +86,8 @@ CASES = [
         # squeue reports the node as Slurm names it; daemon_resolver gives the hub an address
         "multislurm", MultiSlurmSpawner, "sbatch", "squeue", "scancel", "15", "10.20.0.17",
         "slurm/submit.txt", "slurm/pending.txt", "slurm/running.txt", "slurm/finished.txt",
-        gone={"squeue": Reply(stderr=fixture("slurm/gone.stderr"), returncode=1)},
+        gone={"squeue": Reply(stderr=fixture("slurm/gone.stderr"), returncode=1),
+              "scontrol": Reply(stderr=fixture("slurm/gone.stderr"), returncode=1)},
         directives=("#SBATCH --cpus-per-task=4", "#SBATCH --mem=4gb", "#SBATCH --time=01:00:00",
                     "#SBATCH --account=proj7", "#SBATCH --gpus=2", "#SBATCH --partition=short",
                     "#SBATCH --gres=nvme:1"),

@@ -2,7 +2,7 @@
 
 import pytest
 from fakes import fixture
-from unit.helpers import make_spawner
+from unit.helpers import make_spawner, verdict
 
 from batchspawner import (
     CondorSpawner,
@@ -63,7 +63,7 @@ def test_parse_fixture(cls, job_id, path, stream, rc, state, host, exit_code):
     text = fixture(path)
     out, err = (text, "") if stream == "out" else ("", text)
     status = spawner.parse_query_output(rc, out, err)
-    assert status.state is state, status
+    assert verdict(status) is state, status
     assert status.host == host
     if exit_code is not None:
         assert status.exit_code == exit_code

@@ -5,7 +5,9 @@ import pytest
 from batchspawner import GridengineSpawner, JobState, SpawnFailed
 from batchspawner.gridengine import queue_host
 from fakes import fixture
-from helpers import make_spawner
+from helpers import make_spawner, verdict
+
+from batchspawner.states import GONE_CLAIM
 
 G = "gridengine/"
 
@@ -35,8 +37,8 @@ def test_query_fixture(name, rc, job_id, state, native, host, reason):
     text = fixture(G + name)
     stdout, stderr = (text, "") if rc == 0 else ("", text)
     status = sp.parse_query_output(rc, stdout, stderr)
-    assert status.state is state, status
-    assert status.native == native
+    assert verdict(status) is state, status
+    assert status.native == (GONE_CLAIM if native == "gone" else native)
     assert status.host == host
     assert reason in status.reason
 
@@ -100,4 +102,5 @@ def test_gone_message_of_qdel_counts_as_finished():
     sp = make_spawner(GridengineSpawner)
     sp.job_id = "999"
     status = sp.parse_query_output(1, fixture(G + "qdel_missing.txt"), "")
-    assert status.state is JobState.FINISHED
+    assert status.native == GONE_CLAIM  # a per-job "no such job": finished once confirmed
+    assert verdict(status) is JobState.FINISHED

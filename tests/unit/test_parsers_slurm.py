@@ -4,6 +4,7 @@ import pytest
 
 from batchspawner import JobState, SlurmSpawner, SpawnFailed
 from batchspawner.slurm import first_host
+from batchspawner.states import GONE_CLAIM
 from fakes import fixture
 from helpers import make_spawner
 
@@ -18,8 +19,10 @@ QUERY_CASES = [
     ("squeue_completed.txt", 0, JobState.FINISHED, "COMPLETED", "", ""),
     ("squeue_cancelled.txt", 0, JobState.FINISHED, "CANCELLED", "", ""),
     ("squeue_failed.txt", 0, JobState.FINISHED, "FAILED", "", ""),
-    ("squeue_empty_after_end.txt", 0, JobState.FINISHED, "gone", "", ""),
-    ("squeue_invalid_job_id.txt", 1, JobState.FINISHED, "gone", "", ""),
+    # per-job "no such job" answers are claims: confirmed by scontrol before a server ends
+    # (an empty answer is silence: with empty_query_means_finished a reason to ask, never proof)
+    ("squeue_empty_after_end.txt", 0, JobState.UNKNOWN, GONE_CLAIM, "", "printed nothing"),
+    ("squeue_invalid_job_id.txt", 1, JobState.UNKNOWN, GONE_CLAIM, "", "Invalid job id specified"),
     ("squeue_clusters_no_dbd.txt", 1, JobState.UNKNOWN, "", "", "Problem talking to database"),
     ("squeue_controller_down.txt", 1, JobState.UNKNOWN, "", "", "Unable to contact slurm controller (connect failure)"),
     ("squeue_configuring.txt", 0, JobState.PENDING, "CONFIGURING", "", ""),
@@ -108,3 +111,26 @@ def test_controller_down_fails_the_shared_status_round():
     sp = make_spawner(SlurmSpawner)
     with pytest.raises(RuntimeError, match="Unable to contact slurm controller"):
         sp.parse_batch_status(1, "", fixture(S + "squeue_controller_down.txt"), ["12", "13"])
+
+
+SCONTROL_CASES = [
+    # scontrol -o show job ID on Slurm 22.05 here (measured): a running job, a cancelled one
+    # within MinJobAge, and an id it no longer knows
+    (0, "JobId=1 JobName=wrap UserId=alice(1001) JobState=RUNNING Reason=None NodeList=node[3-4]\n", "",
+     JobState.RUNNING, "node3"),
+    (0, "JobId=1 JobName=wrap UserId=alice(1001) JobState=CANCELLED Reason=None NodeList=localhost\n", "",
+     JobState.FINISHED, ""),
+    (1, "", "slurm_load_jobs error: Invalid job id specified\n", JobState.FINISHED, ""),
+    (1, "", "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n", JobState.UNKNOWN, ""),
+    (0, "", "", JobState.UNKNOWN, ""),
+    (0, "\x8f\x02 garbage\n", "", JobState.UNKNOWN, ""),
+]
+
+
+@pytest.mark.parametrize("rc,stdout,stderr,state,host", SCONTROL_CASES)
+def test_scontrol_is_the_second_source(rc, stdout, stderr, state, host):
+    sp = make_spawner(SlurmSpawner)
+    sp.job_id = "1"
+    status = sp.parse_confirm_output(rc, stdout, stderr)
+    assert status.state is state, status
+    assert status.host == host

@@ -123,8 +123,11 @@ async def test_fault_keeps_every_server_orphans_nothing_and_recovers(fault, wher
     assert {s.state for s in statuses} == {JobState.RUNNING}, [s.describe() for s in statuses]
     # a real cancel of one job is noticed, the others stay
     slurm.jobs[spawners[2].job_id] = "CANCELLED"
+    await asyncio.sleep(0.02)
+    await poll_all(spawners)  # the next round
     results = await asyncio.gather(*(sp.poll() for sp in spawners))
     assert results == [None, None, 1, None, None]
+    assert slurm.cancels(runner) == [spawners[2].job_id]  # cancelled (idempotent) before it is forgotten
 
 
 async def test_partial_answer_confirms_the_missing_job_and_keeps_it():
@@ -188,6 +191,9 @@ async def test_per_job_no_such_job_without_a_second_source_agreeing_is_kept():
 
 
 async def test_empty_query_means_finished_never_ends_a_server_alone(caplog):
+    from batchspawner.spawner import BatchSpawnerBase
+
+    BatchSpawnerBase._warned_silent = False  # explained once per process: this test wants to see it
     spawners, slurm, runner = five(shared_status=False)
     assert spawners[0].empty_query_means_finished
     slurm.per_job_fault = Reply(stdout="")

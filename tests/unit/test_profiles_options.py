@@ -230,7 +230,12 @@ def _baseline_lines():
 
 
 def _respond(argv, stdin):
-    return Reply(stdout="77\n") if argv[0] == "sbatch" else Reply()  # empty squeue: job gone, spawn ends
+    if argv[0] == "sbatch":
+        return Reply(stdout="77\n")
+    if argv[0] == "squeue":  # the job ended at once: the spawn fails
+        shared = any(a.startswith("%i") for a in argv)
+        return Reply(stdout=("77 " if shared else "") + "FAILED localhost None\n")
+    return Reply()
 
 
 async def _spawn_script(runner, options, name="alice"):

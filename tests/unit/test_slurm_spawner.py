@@ -43,6 +43,13 @@ class Cluster:
             return Reply()
         if cmd == "tail":
             return Reply(stdout="line1\nImportError: no module named jupyterhub\n")
+        if cmd == "scontrol":  # the second source: agrees with the last squeue answer, as the real one does
+            last = getattr(self, "last", None)
+            if last is None or (isinstance(last, Reply) and not last.stdout.strip()) or last == "":
+                return Reply(stderr=ERR_INVALID, returncode=1)
+            if isinstance(last, Reply):
+                return last
+            return Reply(stdout=f"JobId={argv[-1]} JobState={last.split()[0]} NodeList={last.split()[1]}\n")
         if cmd == "squeue":
             # per-job query "-o '%T %B %r'", or the shared one "-o '%i %T %B %r'" for many ids
             job_id = argv[5]
@@ -51,6 +58,7 @@ class Cluster:
                 line = "CANCELLED localhost None"
             else:
                 state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+                self.last = state
                 if isinstance(state, Reply):
                     return state
                 line = state
@@ -141,7 +149,9 @@ async def test_job_gone_from_squeue_while_pending_fails():
         (Reply(stdout="PENDING n/a Resources\n"), JobState.PENDING, ""),
         (Reply(stdout="COMPLETED localhost None\n"), JobState.FINISHED, ""),
         (Reply(stdout="CANCELLED localhost None\n"), JobState.FINISHED, ""),
-        (Reply(stdout=""), JobState.FINISHED, ""),
+        # squeue silent, and the second source (scontrol, same reply here) silent too: no evidence
+        (Reply(stdout=""), JobState.UNKNOWN, ""),
+        # squeue and scontrol both: "Invalid job id specified"
         (Reply(stderr=ERR_INVALID, returncode=1), JobState.FINISHED, ""),
         (Reply(stderr=ERR_DOWN, returncode=1), JobState.UNKNOWN, ""),
         (Reply(stderr="squeue: error: Munge decode failed: Expired credential\n", returncode=1), JobState.UNKNOWN, ""),
@@ -165,9 +175,9 @@ async def test_query_states(reply, state, host):
 
 
 async def test_poll_unknown_is_alive_finished_is_not():
-    replies = [Reply(stderr=ERR_DOWN, returncode=1), Reply(stdout="RUNNING localhost None\n"), Reply(stdout="")]
+    replies = [Reply(stderr=ERR_DOWN, returncode=1), Reply(stdout="RUNNING localhost None\n"), Reply(stdout="COMPLETED localhost None\n")]
     # one query per poll: the per-job mode (shared_status=False), as batchspawner 1.3 did
-    spawner, _ = spawner_with(lambda argv, stdin: replies.pop(0), shared_status=False)
+    spawner, _ = spawner_with(lambda argv, stdin: Reply() if argv[0] == "scancel" else replies.pop(0), shared_status=False)
     spawner.job_id = "9"
     assert await spawner.poll() is None
     assert await spawner.poll() is None
@@ -402,7 +412,9 @@ async def test_leftover_that_ended_is_dropped_and_one_still_uncancellable_is_kep
     spawner, runner = spawner_with(respond)
     spawner.load_state({"uncancelled_jobs": [{"job_id": "60"}, {"job_id": "61"}]})
     await _start_and_report(spawner, listener)
-    assert cancels(runner) == [["scancel", "61"]]  # 60 had ended: no cancel
+    # both get a cancel (the record that the hub let go of them); 60 had ended, so its failed
+    # cancel does not keep it, 61 may still run and is kept
+    assert cancels(runner) == [["scancel", "60"], ["scancel", "61"]]
     assert spawner.job_id == "400"
     assert spawner.get_state()["uncancelled_jobs"] == [{"job_id": "61"}]
 

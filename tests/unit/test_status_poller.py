@@ -25,6 +25,12 @@ class Squeue:
         self.calls = []
 
     def __call__(self, argv, stdin):
+        if argv[0] == "scancel":
+            return Reply()
+        if argv[0] == "scontrol":  # the second source sees what squeue sees
+            if self.reply is not None and self.reply.returncode:
+                return self.reply
+            return Reply(stdout=f"JobId={argv[-1]} JobState={self.state.split()[0]} NodeList=localhost\n")
         assert argv[0] == "squeue", argv
         ids = argv[argv.index("-j") + 1].split(",")
         self.calls.append(ids)
@@ -91,10 +97,10 @@ async def test_failed_rounds_are_unknown_never_finished_and_back_off(reply):
     assert await asyncio.gather(*(sp.poll() for sp in spawners)) == [None] * 5
     poller = spawners[0].status_poller()
     assert poller.failures == 1
-    assert poller.current_interval() == 2.0
+    assert poller.current_interval() == 1.0  # backs off from status_interval...
     assert all(sp._last_status.state is JobState.UNKNOWN for sp in spawners)
     await spawners[0].job_status_now(max_age=0)
-    assert poller.failures == 2 and poller.current_interval() == 4.0
+    assert poller.failures == 2 and poller.current_interval() == 2.0  # ...doubling
     squeue.reply = None  # the scheduler is back
     await spawners[0].job_status_now(max_age=0)
     assert poller.failures == 0 and poller.current_interval() == 1.0
@@ -102,11 +108,14 @@ async def test_failed_rounds_are_unknown_never_finished_and_back_off(reply):
     assert {s.state for s in statuses} == {JobState.RUNNING}
 
 
-async def test_all_ids_purged_means_finished_but_only_on_that_error():
+async def test_all_ids_purged_means_finished_only_when_each_jobs_own_sources_agree():
     squeue = Squeue()
     squeue.reply = Reply(stderr="slurm_load_jobs error: Invalid job id specified\n", returncode=1)
-    spawners, _ = many_spawners(3, squeue)
+    spawners, runner = many_spawners(3, squeue)
+    # the batch-level error proves nothing; each job's squeue and scontrol then say "no such job"
     assert await asyncio.gather(*(sp.poll() for sp in spawners)) == [1, 1, 1]
+    assert sorted(c.argv[-1] for c in runner.calls if c.argv[0] == "scontrol") == ["1000", "1001", "1002"]
+    assert sorted(c.argv[-1] for c in runner.calls if c.argv[0] == "scancel") == ["1000", "1001", "1002"]
 
 
 def answer_without(spawners, hidden, per_job):
@@ -114,6 +123,12 @@ def answer_without(spawners, hidden, per_job):
     calls = {"shared": 0, "per_job": []}
 
     def respond(argv, stdin):
+        if argv[0] == "scancel":
+            return Reply()
+        if argv[0] == "scontrol":  # the second source agrees with the per-job squeue
+            if per_job.returncode:
+                return per_job
+            return Reply(stdout=f"JobId={argv[-1]} JobState={per_job.stdout.split()[0]} NodeList=localhost\n")
         ids = argv[argv.index("-j") + 1]
         if "%i" in argv[argv.index("-o") + 1]:  # the shared query
             calls["shared"] += 1
@@ -157,7 +172,7 @@ async def test_slow_query_stretches_the_interval():
 
 async def test_a_hanging_query_does_not_block_the_event_loop():
     squeue = Squeue()
-    squeue.reply = Reply(delay=1.0, stdout="")
+    squeue.reply = Reply(delay=1.0, stdout="1000 RUNNING localhost None\n")
     (sp,), _ = many_spawners(1, squeue)
     ticks = 0
 

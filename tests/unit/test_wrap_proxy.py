@@ -16,7 +16,7 @@ from batchspawner.options import OptionError
 from batchspawner.spawner import SpawnFailed
 from fakes import FakeRunner, Reply
 from batchspawner.api import _port_target
-from wraphelpers import fake_runner, make_wrapper
+from wraphelpers import slurm_responder, fake_runner, make_wrapper
 from wrapspawner import ProfilesSpawner, WrapSpawner
 
 
@@ -117,7 +117,7 @@ async def test_whole_api_through_profiles_spawner():
     assert runner.calls[0].argv[:1] == ["squeue"] and "4242" in runner.calls[0].argv
 
     # stop cancels the job; clear_state drops the child
-    runner.responder = lambda argv, stdin: ""
+    runner.responder = slurm_responder("CANCELLED localhost None")  # scancel took effect
     await again.stop()
     assert any(c.argv[0] == "scancel" and "4242" in c.argv for c in runner.calls)
     again.clear_state()
@@ -214,7 +214,12 @@ async def test_options_form_is_forwarded():
 
 
 def _ends_after_submit(argv, stdin):
-    return Reply(stdout="77\n") if argv[0] == "sbatch" else Reply()  # empty squeue: job gone, spawn ends
+    if argv[0] == "sbatch":
+        return Reply(stdout="77\n")
+    if argv[0] == "squeue":  # the job ended at once: the spawn fails
+        shared = any(a.startswith("%i") for a in argv)
+        return Reply(stdout=("77 " if shared else "") + "FAILED localhost None\n")
+    return Reply()
 
 
 @pytest.mark.parametrize("key", ["partition", "qos", "reservation", "gres", "cluster", "memory", "cmd", "x"])
@@ -344,7 +349,7 @@ async def test_removed_profile_with_101_state_never_loses_the_job(caplog):
     fixed.load_state(state)
     assert isinstance(fixed.child_spawner, SlurmSpawner) and fixed.child_spawner.job_id == "32"
     assert await fixed.poll() is None and "32" in runner.calls[-1].argv
-    runner.responder = lambda argv, stdin: ""
+    runner.responder = slurm_responder("CANCELLED localhost None")
     await fixed.stop()
     assert any(c.argv[0] == "scancel" and "32" in c.argv for c in runner.calls)
 
