@@ -24,7 +24,7 @@ import re
 from traitlets import Bool, HasTraits, Unicode
 
 from .runner import first_line as _first_line
-from .states import GONE_CLAIM, JobState, JobStatus, gone_claim
+from .states import GONE_CLAIM, JobState, JobStatus, gone_claim, silent_claim
 
 
 class QueryParsingMixin(HasTraits):
@@ -99,9 +99,7 @@ class QueryParsingMixin(HasTraits):
             return JobStatus(JobState.UNKNOWN, reason=f"query failed ({returncode}): {_first_line(stderr)}")
         if not out:
             if self.empty_query_means_finished:
-                claim = gone_claim("the per-job query printed nothing")
-                claim.extra["silent"] = True
-                return claim
+                return silent_claim("the per-job query printed nothing")
             return JobStatus(JobState.UNKNOWN, reason="query printed nothing")
         native = out.split()[0] if out.split() else ""
         if self.state_running_re and re.search(self.state_running_re, out, re.M):

@@ -21,7 +21,7 @@ from traitlets import Unicode
 from .hosts import pbs_first_host
 from .native import check_batch_answer, failed_query, garbled, mapped_host, short_id, status_from_native, to_int
 from .spawner import BatchSpawnerBase, _req
-from .states import JobState, JobStatus, missing, gone_claim
+from .states import JobState, JobStatus, missing, silent_claim
 from .templating import load_template
 from .torque import TorqueSpawner
 
@@ -132,7 +132,7 @@ class PBSSpawner(TorqueSpawner):
         except ValueError:
             return garbled(stdout, "qstat -f output")
         if not job:
-            return gone_claim("qstat lists no such job")
+            return silent_claim("qstat exited 0 but listed no such job")
         return self.status_from_fields(job, stdout)
 
     def parse_batch_status(self, returncode, stdout, stderr, job_ids):

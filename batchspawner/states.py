@@ -72,3 +72,12 @@ GONE_CLAIM = "not found by the per-job query"
 
 def gone_claim(reason="the per-job query reports no such job") -> JobStatus:
     return JobStatus(JobState.UNKNOWN, native=GONE_CLAIM, reason=reason)
+
+
+def silent_claim(reason) -> JobStatus:
+    """A query that succeeded but listed nothing for the job: silence, never proof on its own.
+
+    The spawner asks ``batch_confirm_cmd``; without one the job stays unknown (alive)."""
+    claim = gone_claim(reason)
+    claim.extra["silent"] = True
+    return claim

@@ -21,7 +21,7 @@ from traitlets import TraitError, Unicode, default, validate
 from .hosts import torque_first_host
 from .native import check_batch_answer, failed_query, garbled, mapped_host, short_id, status_from_native, to_int
 from .spawner import BatchSpawnerBase, _req
-from .states import JobState, JobStatus, missing, gone_claim
+from .states import JobState, JobStatus, missing, silent_claim
 from .templating import load_template
 
 TORQUE_STATES = {
@@ -140,7 +140,7 @@ class TorqueSpawner(BatchSpawnerBase):
         except ValueError:
             return garbled(stdout, "qstat XML")
         if not job:
-            return gone_claim("qstat lists no such job")
+            return silent_claim("qstat exited 0 but listed no such job")
         return self.status_from_fields(job, stdout)
 
     def parse_batch_status(self, returncode, stdout, stderr, job_ids):
