@@ -156,8 +156,15 @@ async def test_batch_level_invalid_job_id_is_no_evidence_about_any_job(caplog):
     assert not [r for r in caplog.records if "status_exec_prefix" in r.getMessage()]
 
 
+def counted(kind):
+    from batchspawner import metrics
+
+    return metrics.STATUS_ANSWERS.labels(poller="SlurmSpawner", kind=kind)._value.get()
+
+
 async def test_all_vanished_from_one_answer_is_suspect_and_logged_once(caplog):
     spawners, slurm, runner = five()
+    suspect_before, recovered_before = counted("suspect"), counted("complete")
     slurm.batched_fault = Reply(stdout="")
     for _ in range(3):
         await poll_all(spawners)
@@ -169,6 +176,7 @@ async def test_all_vanished_from_one_answer_is_suspect_and_logged_once(caplog):
     await poll_all(spawners)
     recovered = [r.getMessage() for r in caplog.records if "complete again" in r.getMessage()]
     assert len(recovered) == 1
+    assert counted("suspect") - suspect_before == 3 and counted("complete") - recovered_before == 1
 
 
 async def test_purged_job_ends_only_when_the_second_source_agrees():
