@@ -33,6 +33,35 @@ __all__ = [
 SECRET_ENV_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "KEY")
 
 
+_SHELL_OPERATOR = re.compile(r"[;&|<>()]")
+_SHELL_EXPANSION = re.compile(r"`|\$[({A-Za-z_]")
+
+
+def has_shell_syntax(template) -> bool:
+    """True when an admin's command template uses the shell: ``;``, ``|``, ``&&``, ``>``, ``$(...)``...
+
+    Operators count only outside quotes (``squeue -o '%T|%B'`` is a plain argv).
+    """
+    if not isinstance(template, str):
+        return False
+    try:
+        lexer = shlex.shlex(template, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        tokens = list(lexer)
+    except ValueError:
+        return False
+    if any(_SHELL_OPERATOR.fullmatch(tok[0]) and set(tok) <= set(";&|<>()") for tok in tokens if tok):
+        return True
+    unquoted = re.sub(r"'[^']*'", "", template)
+    return bool(_SHELL_EXPANSION.search(unquoted))
+
+
+def _shell_quoted(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(shlex.quote(str(v)) for v in value)
+    return shlex.quote(str(value))
+
+
 def split_command(template: str | Sequence[str], **subvars) -> list[str]:
     """Turn a configured command into an argv list.
 
@@ -42,7 +71,15 @@ def split_command(template: str | Sequence[str], **subvars) -> list[str]:
     A list is formatted token by token. A token that is exactly ``{name}``
     where ``name`` is a list (e.g. ``{job_id_args}``) expands to one argument
     per item.
+
+    An admin's template with shell syntax (``;``, ``|``, ``>``, ``&&``, ``$(...)``, as
+    batchspawner 1.3 allowed: it ran every command through a shell) becomes
+    ``["/bin/sh", "-c", text]``, where every substituted value is shell-quoted first, so
+    the admin's operators stay operators and a value stays one word.
     """
+    if isinstance(template, str) and has_shell_syntax(template):
+        text = template.format(**{k: _shell_quoted(v) for k, v in subvars.items()}) if subvars else template
+        return ["/bin/sh", "-c", text]
     if isinstance(template, str):
         tokens = shlex.split(template)
     else:

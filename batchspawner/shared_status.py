@@ -95,7 +95,9 @@ class SharedStatusMixin(HasTraits):
 
     @default("status_runner")
     def _default_status_runner(self):
-        return self._make_runner(self.status_exec_prefix)
+        # the identity rule (status_exec_prefix, submit_hosts, an ssh exec_prefix, else the hub)
+        # lives in batchspawner/runners.py
+        return self.runner_policy.status_runner()
 
     # ---------------------------------------------------------------- job state
     async def job_status_now(self, max_age=None) -> JobStatus:
@@ -125,25 +127,33 @@ class SharedStatusMixin(HasTraits):
         return self._record_status(status)
 
     def uses_shared_status(self):
-        return bool(self.shared_status and self.batch_status_cmd)
+        from .compat import shared_status_fits
+
+        return bool(self.shared_status and self.batch_status_cmd) and not shared_status_fits(self)
 
     def status_poller(self) -> StatusPoller:
         """The poller shared by every spawner that would run the same status query."""
-        runner = self.status_runner
+        # key, runner and env come from one place (runners.py); the key includes the runner's
+        # identity, so a poller never runs as "whichever user polled last"
+        key, runner, env = self.runner_policy.status_endpoint()
         vars_ = self.command_vars()
-        key = (
-            type(self).__name__,
-            self.batch_status_cmd,
-            vars_.get("cluster_opt", ""),
-            tuple(getattr(runner, "prefix", ()) or ()),
-            tuple(getattr(runner, "hosts", ()) or ()),
-        )
+        cls, log = type(self).__name__, self.log
 
         async def query(job_ids):
             ids = {"job_ids": ",".join(job_ids), "job_id_args": list(job_ids)}
             argv = split_command(self.batch_status_cmd, **(vars_ | ids))
-            result = await runner.run(argv, env=self.command_env(), check=False)
-            return self.parse_batch_status(result.returncode, result.stdout, result.stderr, job_ids)
+            result = await runner.run(argv, env=env, check=False)
+            try:
+                return self.parse_batch_status(result.returncode, result.stdout, result.stderr, job_ids)
+            except (RuntimeError, ValueError):
+                raise  # the parser's verdict: this answer cannot be trusted (an outage or garbage)
+            except Exception as e:
+                log.exception(
+                    "%s.parse_batch_status raised %s: a bug in the parser, not a scheduler outage "
+                    "(every job stays unknown this round). Output: %r",
+                    cls, type(e).__name__, (result.stdout or result.stderr)[:300],
+                )  # fmt: skip
+                raise
 
         return StatusPoller.get(
             key,

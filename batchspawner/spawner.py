@@ -16,6 +16,7 @@ what they share: commands, request variables, templates, state, the Spawner API.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pwd
 import re
@@ -52,7 +53,8 @@ from .options import (
     validate_spawner_user_options,
 )
 from .parsing import QueryParsingMixin
-from .runner import CommandError, CommandRunner, split_command
+from .runner import CommandError, CommandRunner, has_shell_syntax, split_command
+from .runners import RunnerPolicy
 from .runner import first_line as _first_line
 from .shared_status import SharedStatusMixin
 from .ssh import SubmitHostsMixin
@@ -262,9 +264,11 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
 
     def _lookup_homedir(self):
         try:
-            return pwd.getpwnam(self.user.name).pw_dir
+            entry = pwd.getpwnam(self.user.name)
         except KeyError:
             return os.path.join("/home", self.user.name)
+        self._passwd_shell = getattr(entry, "pw_shell", "")  # for UserEnvMixin's SHELL (compat.py), no second lookup
+        return entry.pw_dir
 
     async def _resolve_homedir(self):
         """Fill in req_homedir's default off the event loop (once; a configured value wins)."""
@@ -413,23 +417,46 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
     # ---------------------------------------------------------------- state kept
     job_id = Unicode("")
     job_status = Unicode("")  # last native state text, for templates and logs
-    runner = Any(help="CommandRunner for submit/cancel (injected in tests).")
-    query_runner = Any(help="CommandRunner for queries (injected in tests).")
+    runner = Any(help="Runner for submit/cancel/log reads, as the user (injected in tests).")
+    query_runner = Any(help="Runner for per-job queries (injected in tests).")
+
+    scheduler_env_names = List(
+        Unicode(),
+        help="""More environment variables (names or glob patterns) of the hub that every scheduler
+        command gets: submit, per-job query, cancel and the shared status query.
+
+        Built in (see batchspawner.runners.SCHEDULER_ENV_NAMES): PATH, LANG, LC_ALL, HOME, USER and
+        the client variables of each scheduler (SLURM_CONF, SGE_ROOT, SGE_CELL, SGE_QMASTER_PORT,
+        LSF_ENVDIR, LSF_SERVERDIR, PBS_CONF_FILE, PBS_*, CONDOR_CONFIG, _CONDOR_*...). Names that
+        look like secrets (TOKEN, SECRET, PASSWORD, KEY) never reach a query or a cancel. With a
+        sudo exec_prefix, sudo's own env_reset/env_keep still applies (the default ``sudo -E``
+        keeps them).""",
+    ).tag(config=True)
+
+    @property
+    def runner_policy(self) -> RunnerPolicy:
+        """Who runs which command, as whom, with which environment (batchspawner/runners.py)."""
+        policy = self.__dict__.get("_runner_policy")
+        if policy is None:
+            policy = self.__dict__["_runner_policy"] = RunnerPolicy(self)
+        return policy
 
     @default("runner")
     def _default_runner(self):
-        return self._make_runner(self.exec_prefix)
+        if self.overrides_run_command():
+            return compat.RunCommandRunner(self, self.runner_policy.exec_prefix_argv(), self.command_timeout)
+        return self.runner_policy.user_runner()
 
     @default("query_runner")
     def _default_query_runner(self):
         return self.runner
 
     def _make_runner(self, prefix_template):
-        if self.submit_hosts:  # over ssh to the first reachable submit host (batchspawner/ssh.py)
-            return self.make_ssh_runner(self._identity_vars())
-        prefix = split_command(prefix_template, **self._identity_vars()) if prefix_template else []
-        remote = bool(prefix) and os.path.basename(prefix[0]) == "ssh"
-        return CommandRunner(prefix=prefix, timeout=self.command_timeout, remote_shell=remote, log=self.log)
+        """A local runner with this prefix (formatted with the request variables and identity)."""
+        policy = self.runner_policy
+        if self.submit_hosts:
+            return policy.user_runner()
+        return policy.local_runner(split_command(prefix_template, **policy.prefix_vars()) if prefix_template else [])
 
     @validate("exec_prefix")
     def _check_exec_prefix(self, proposal):
@@ -449,6 +476,40 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         self._last_status = None
         self._started_at = None
         self._ended_job = ""  # a job the scheduler showed ended (so clear_state may forget it)
+        self._startup_notes()
+
+    def _startup_notes(self):
+        """Say once per class what a 1.3 configuration or subclass gets (see batchspawner/compat.py)."""
+        cls = type(self).__name__
+        for name in ("batch_submit_cmd", "batch_query_cmd", "batch_cancel_cmd", "batch_status_cmd"):
+            template = getattr(self, name, "")
+            if template and has_shell_syntax(template):
+                compat.warn_once(
+                    self.log, (cls, name, template),
+                    "%s.%s has shell syntax (; | > && $...): it runs through /bin/sh -c, with every "
+                    "substituted value shell-quoted: %s", cls, name, template, level=logging.INFO,
+                )  # fmt: skip
+        why = compat.shared_status_fits(self) if self.shared_status and self.batch_status_cmd else ""
+        if why:
+            compat.warn_once(
+                self.log, (cls, "shared"),
+                "%s: %s, so each job is queried on its own with batch_query_cmd (as batchspawner 1.3 "
+                "did). To share one status query, also set %s.batch_status_cmd to a command whose "
+                "output that class's parse_batch_status reads.", cls, why, cls,
+            )  # fmt: skip
+        if self.overrides_run_command():
+            compat.warn_once(
+                self.log, (cls, "run_command"),
+                "%s overrides run_command (batchspawner 1.3): every scheduler command runs through it, "
+                "as one shell-quoted string; submit_hosts and the shared status runner do not use it.", cls,
+            )  # fmt: skip
+        hooks = compat.legacy_hooks(self)
+        if hooks:
+            compat.warn_once(
+                self.log, (cls, "hooks"),
+                "%s overrides %s (batchspawner 1.3): they decide the job state from job_status; "
+                "a failed query they do not recognise counts as unknown, not ended.", cls, ", ".join(hooks),
+            )  # fmt: skip
 
     # ---------------------------------------------------------------- helpers
     def _identity_vars(self):
@@ -518,10 +579,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
             self.log.warning("%s: could not remove token file %s: %s", self._log_name, path, e.reason or e)
 
     def command_env(self):
-        """Environment for queries and cancels: no tokens."""
-        env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME", "USER")}
-        env.setdefault("PATH", os.defpath)
-        return env
+        """Environment for queries and cancels: the scheduler variables, no tokens (runners.py)."""
+        return self.runner_policy.command_env()
 
     def command_vars(self, job_id=""):
         """Variables for formatting command words: request values, job_id, identity."""
@@ -575,7 +634,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
     async def submit_batch_script(self, user_values=None):
         script = self.render_script(user_values)
         argv = split_command(self.batch_submit_cmd, **(self.command_vars() | (user_values or {})))
-        env = self.get_env()
+        env = self.runner_policy.submit_env()
         self.log.info("%s: submitting job: %s", self._log_name, shlex.join(self.runner.build_argv(argv)))
         try:
             result = await self.runner.run(argv, env=env, stdin=script, cwd=await self._submit_cwd())
@@ -627,18 +686,62 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
             return home
         return None
 
-    async def query_job_status(self) -> JobStatus:
-        """Ask the scheduler about this spawner's job (one command)."""
-        if not self.job_id:
+    async def query_job_status(self, job_id=None) -> JobStatus:
+        """Ask the scheduler about one job (default: this spawner's), with one command."""
+        job_id = self.job_id if job_id is None else job_id
+        if not job_id:
             return JobStatus(JobState.FINISHED, native="no job")
-        argv = split_command(self.batch_query_cmd, **self.command_vars(self.job_id))
+        argv = split_command(self.batch_query_cmd, **self.command_vars(job_id))
         try:
             result = await self.query_runner.run(argv, env=self.command_env(), check=False)
         except CommandError as e:  # timeout or could not start
             status = JobStatus(JobState.UNKNOWN, reason=e.reason or str(e))
         else:
-            status = self.parse_query_output(result.returncode, result.stdout, result.stderr)
+            status = self.read_query_result(result.returncode, result.stdout, result.stderr)
         return self._record_status(status)
+
+    def read_query_result(self, returncode, stdout, stderr) -> JobStatus:
+        """One query's output as a JobStatus: 1.3 predicates if a subclass overrides them, else
+        parse_query_output. A parser that raises is a bug, logged as one (never a scheduler outage)."""
+        try:
+            if compat.legacy_hooks(self):
+                return compat.legacy_status(self, returncode, stdout, stderr)
+            return self.parse_query_output(returncode, stdout, stderr)
+        except Exception as e:
+            self.log.exception(
+                "%s: reading the answer of %s raised %s: a bug in the query parser, not a scheduler "
+                "outage (the job state is unknown; the server is kept). Output: %r",
+                self._log_name, type(self).__name__, type(e).__name__, (stdout or stderr)[:300],
+            )  # fmt: skip
+            return JobStatus(JobState.UNKNOWN, reason=f"query parser error ({type(e).__name__})")
+
+    # ---------------------------------------------------------------- batchspawner 1.3 API
+    def state_ispending(self):
+        """1.3 API: does ``job_status`` (the last query's output) match state_pending_re?"""
+        return bool(self.job_status and self.state_pending_re and re.search(self.state_pending_re, self.job_status, re.M))
+
+    def state_isrunning(self):
+        """1.3 API: does ``job_status`` match state_running_re?"""
+        return bool(self.job_status and self.state_running_re and re.search(self.state_running_re, self.job_status, re.M))
+
+    def state_isunknown(self):
+        """1.3 API: does ``job_status`` match state_unknown_re?"""
+        return bool(self.job_status and self.state_unknown_re and re.search(self.state_unknown_re, self.job_status, re.M))
+
+    def overrides_run_command(self) -> bool:
+        return type(self).run_command is not BatchSpawnerBase.run_command
+
+    async def run_command(self, cmd, input=None, env=None):
+        """1.3 API: run ``cmd`` (one shell string, the caller's own text) and return its stdout.
+
+        Raises RuntimeError with stderr when it fails. This package never calls it unless a
+        subclass overrides it (then every scheduler command goes through the override)."""
+        result = await CommandRunner(timeout=self.command_timeout, log=self.log).run(
+            ["/bin/sh", "-c", cmd], env=env, stdin=input, check=False
+        )
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr.strip())
+        return result.stdout.strip()
 
     def _record_status(self, status: JobStatus) -> JobStatus:
         self._last_status = status
@@ -674,13 +777,14 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
             self._grace_reported = False
         return status
 
-    async def cancel_batch_job(self):
-        argv = split_command(self.batch_cancel_cmd, **self.command_vars(self.job_id))
-        self.log.info("%s: cancelling job %s", self._log_name, self.job_id)
+    async def cancel_batch_job(self, job_id=None):
+        job_id = self.job_id if job_id is None else job_id
+        argv = split_command(self.batch_cancel_cmd, **self.command_vars(job_id))
+        self.log.info("%s: cancelling job %s", self._log_name, job_id)
         await self.runner.run(argv, env=self.command_env())
 
-    async def read_log_tail(self):
-        path = self.format_log_path(self.job_id)
+    async def read_log_tail(self, job_id=None):
+        path = self.format_log_path(self.job_id if job_id is None else job_id)
         if not path:
             return ""
         try:
@@ -925,6 +1029,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         status = await self.job_status_now()
         if status.state is JobState.FINISHED:
             self.log.info("%s: job %s has ended (%s)", self._log_name, self.job_id, status.describe())
+            if not status.extra.get("still_queued"):
+                self._poll_saw_end = self.job_id  # the hub's stop() that follows has nothing to cancel
             self._forget_job()
             if self.tunnel is not None:
                 await self.tunnel.close()
@@ -945,6 +1051,11 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
         if self.tunnel is not None:
             await self.tunnel.close()
         if not self.job_id:
+            return
+        if self.job_id == getattr(self, "_poll_saw_end", None):
+            # poll() saw the scheduler report this job ended (the hub calls stop() after that): nothing to cancel
+            self.log.info("%s: job %s has ended already; not cancelling it", self._log_name, self.job_id)
+            self._forget_job()
             return
         await self._resolve_homedir()
         error = await self._cancel_with_retries(retry=not now)
@@ -1012,3 +1123,6 @@ def save_spawner_state(spawner):
         session.commit()
     except Exception:  # never fail a spawn over this
         spawner.log.exception("could not save the state of %s", getattr(spawner, "_log_name", spawner))
+
+
+from . import compat  # noqa: E402  (compat's BatchSpawnerRegexStates subclasses BatchSpawnerBase)
