@@ -10,8 +10,11 @@ client (never a shell on the hub):
   reused connection per user and host (``ControlMaster=auto`` with the socket
   in a private mode-0700 directory and ``ControlPersist``);
 - a *connection* failure (ssh exit 255 with an ssh message about connecting,
-  resolving, authenticating or the host key) moves on to the next host and
-  puts the failed one in a cool-down; the last good host is tried first. A
+  resolving or the host key) moves on to the next host and puts the failed
+  one in a cool-down; the last good host is tried first. A refused *login*
+  (``Permission denied``, ``Too many authentication failures``) is the user's
+  failure, not the host's: the next host is tried, but the host is not put in
+  the process-wide cool-down, so one user's broken key benches it for nobody. A
   *command* failure (the remote command's own exit status) is returned as it
   is and never retried elsewhere, and neither is a command timeout or a
   connection lost *while* the command ran: a submit must not run twice.
@@ -218,12 +221,20 @@ class SshRunner:
             data = header + (stdin or "")
         local_env = self._local_env(send)
         failures = []
+        refused = []
         full = []
         for host in self.health.order(self.hosts):
             full = self.argv_for(host, argv, list(send))
             # CommandTimeout and "could not start" propagate: the command may have run, or no host can work
             result = await self._local.run(full, env=local_env, stdin=data, timeout=timeout, check=False)
             kind = classify_ssh_failure(result.returncode, result.stderr)
+            if kind == "auth":
+                # this user's login was refused (key, account): the host is fine for everyone else,
+                # so it is not benched in the process-wide table; another host may take the key
+                reason = _first_line(result.stderr)
+                refused.append(f"{host} ({reason})")
+                self._warn("submit host %s refused the ssh login of %s (%s)", host, self.user, reason)
+                continue
             if kind == "connect":
                 self.health.failed(host, self.cooldown)
                 reason = _first_line(result.stderr)
@@ -241,6 +252,13 @@ class SshRunner:
             if check and result.returncode != 0:
                 raise CommandError(full, result.returncode, result.stdout, result.stderr)
             return result
+        if refused:
+            raise CommandError(
+                full, 255, "", "\n".join(refused + failures),
+                reason=f"ssh authentication as {self.user} failed on every submit host: "
+                + "; ".join(refused + failures)
+                + f". Check {self.user}'s key (ssh_identity_file) and account on the submit hosts",
+            )  # fmt: skip
         raise CommandError(
             full, 255, "", "\n".join(failures),
             reason="no submit host reachable over ssh: " + "; ".join(failures)
@@ -262,8 +280,9 @@ class SubmitHostsMixin(HasTraits):
         Entries are ``host``, ``host:port``, ``user@host`` or ``[ipv6]:port``. When set, submit,
         query and cancel commands (and the token file writer) run there instead of through
         ``exec_prefix``, which is then ignored. A host that cannot be reached (ssh exit 255 with a
-        connection or authentication error) is skipped for ``ssh_failover_cooldown`` seconds and
-        the next one is tried; a command that fails on a reachable host is not retried elsewhere.""",
+        connection error) is skipped for ``ssh_failover_cooldown`` seconds and the next one is
+        tried; a refused login (one user's key or account) is that user's failure: the next host is
+        tried but the host is not skipped for anyone; a command that fails on a reachable host is not retried elsewhere.""",
     ).tag(config=True)
 
     ssh_command = Unicode(
