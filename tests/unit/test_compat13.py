@@ -316,3 +316,44 @@ async def test_13_parser_bug_is_logged_as_a_bug(caplog):
         status = await spawner.query_job_status()
     assert status.state is JobState.UNKNOWN
     assert any("bug" in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------------------------------ wrapspawner 1.0 construct_child()
+async def test_13_wrapspawner_subclass_overriding_construct_child():
+    """wrapspawner 1.0's documented hook: a subclass picks or adjusts the child in construct_child()
+    (e.g. a class by group) and calls super(); start, poll, stop and a hub restart all use it."""
+    from wraphelpers import fake_runner, make_wrapper
+
+    from wrapspawner import WrapSpawner
+
+    runner = fake_runner()
+    built = []
+
+    class ByGroup(WrapSpawner):
+        def construct_child(self):
+            if self.child_spawner is None:
+                self.child_class = SlurmSpawner
+                self.child_config = {"req_partition": "gpu" if "gpu" in self.user.groups_names else "cpu"}
+            child = super().construct_child()
+            child.runner = child.query_runner = child.status_runner = runner
+            child.startup_poll_interval = 0.01
+            built.append(child)
+            return child
+
+    wrapper = make_wrapper(ByGroup, groups=["gpu"])
+    wrapper.user.groups_names = ["gpu"]
+    await wrapper.run_pre_spawn_hook()
+    child = wrapper.child_spawner
+    assert built and built[-1] is child
+    assert isinstance(child, SlurmSpawner) and child.req_partition == "gpu"
+    child.job_id = "4242"
+    state = wrapper.get_state()
+    # after a hub restart, load_state rebuilds the child through the same hook
+    again = make_wrapper(ByGroup, groups=["gpu"])
+    again.user.groups_names = ["gpu"]
+    again.load_state(state)
+    assert again.child_spawner is built[-1] and again.child_spawner.job_id == "4242"
+    assert again.child_spawner.req_partition == "gpu"
+    assert await again.poll() is None
+    await again.stop(now=True)
+    assert ["scancel", "4242"] in [c.argv for c in runner.calls]
