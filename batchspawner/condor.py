@@ -201,7 +201,7 @@ class CondorSpawner(UserEnvMixin, BatchSpawnerBase):
     async def _query(self, template) -> JobStatus:
         argv = split_command(template, **self.command_vars(self.job_id))
         try:
-            result = await self.query_runner.run(argv, env=self.command_env(), check=False)
+            result = await self.query_runner.run(argv, env=self.runner_policy.env_for(self.query_runner), check=False)
         except CommandError as e:  # timeout or could not start
             return JobStatus(JobState.UNKNOWN, reason=e.reason or str(e))
         return self.read_query_result(result.returncode, result.stdout, result.stderr)

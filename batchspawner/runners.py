@@ -17,12 +17,15 @@ and builds every runner the spawner uses:
     is not a scheduler client, so the shared query goes the same way, as this user;
   * otherwise: locally, as the hub's own user.
 
-- **environment**: one rule (:func:`scheduler_env`). Every scheduler command gets
-  ``PATH``/``LANG``/``LC_ALL``/``HOME``/``USER`` and the scheduler client variables
-  the hub has (``SLURM_CONF``, ``SGE_ROOT``, ``LSF_ENVDIR``, ``PBS_CONF_FILE``,
-  ``CONDOR_CONFIG``... plus ``scheduler_env_names``); the submit also gets the
-  job's environment (``get_env()``, which holds the API token). A name that looks
-  like a secret (TOKEN, SECRET, PASSWORD, KEY) never reaches a query or a cancel.
+- **environment**: one rule (:meth:`RunnerPolicy.env_for`). Every scheduler command
+  that runs on this machine gets ``PATH``/``LANG``/``LC_ALL``/``HOME``/``USER`` and
+  the scheduler client variables the hub has (``SLURM_CONF``, ``SGE_ROOT``,
+  ``LSF_ENVDIR``, ``PBS_CONF_FILE``, ``CONDOR_CONFIG``... plus
+  ``scheduler_env_names``); a command that runs elsewhere (ssh) gets none of them
+  (they describe the hub). The submit also gets the job's environment (``get_env()``,
+  which holds the API token; over ssh it travels in the channel, on stdin). A name
+  that looks like a secret (TOKEN, SECRET, PASSWORD, KEY) never reaches a query or
+  a cancel.
 
 The runners stay injectable traits on the spawner (tests give fakes): the policy
 only provides their defaults, and reads whatever runner is injected for the key.
@@ -133,14 +136,28 @@ class RunnerPolicy:
         )
 
     # ------------------------------------------------------------ environment
-    def command_env(self) -> dict[str, str]:
-        """Queries, cancels, the shared status query, log reads: scheduler variables, no tokens."""
+    @staticmethod
+    def runs_elsewhere(runner) -> bool:
+        """True for a runner whose commands run on another machine (ssh prefix, submit_hosts)."""
+        return bool(getattr(runner, "remote_shell", False))
+
+    def env_for(self, runner) -> dict[str, str]:
+        """Queries, cancels, the shared status query, log reads: the scheduler variables, no tokens.
+
+        Only for commands on this machine: the hub's SLURM_CONF (etc.) describes the hub, so a
+        command that runs on a login node or submit host gets none of them (its login sets its own)."""
+        if self.runs_elsewhere(runner):
+            return {}
         return scheduler_env(self.spawner.scheduler_env_names)
 
+    def command_env(self) -> dict[str, str]:
+        return self.env_for(self.spawner.runner)
+
     def submit_env(self) -> dict[str, str]:
-        """The submit: the job's environment (get_env()) plus the scheduler variables it lacks."""
+        """The submit: the job's environment (get_env()), plus the scheduler variables it lacks
+        when the submit runs on this machine. A remote runner sends it over ssh's channel."""
         env = dict(self.spawner.get_env())
-        for name, value in self.command_env().items():
+        for name, value in self.env_for(self.spawner.runner).items():
             env.setdefault(name, value)
         return env
 
@@ -155,4 +172,4 @@ class RunnerPolicy:
             sp.command_vars().get("cluster_opt", ""),
             self.identity_of(runner),
         )
-        return key, runner, self.command_env()
+        return key, runner, self.env_for(runner)

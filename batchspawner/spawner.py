@@ -693,7 +693,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
             return JobStatus(JobState.FINISHED, native="no job")
         argv = split_command(self.batch_query_cmd, **self.command_vars(job_id))
         try:
-            result = await self.query_runner.run(argv, env=self.command_env(), check=False)
+            result = await self.query_runner.run(argv, env=self.runner_policy.env_for(self.query_runner), check=False)
         except CommandError as e:  # timeout or could not start
             status = JobStatus(JobState.UNKNOWN, reason=e.reason or str(e))
         else:

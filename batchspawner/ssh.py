@@ -50,7 +50,6 @@ are not sent (``env_skip``): the remote login provides its own.
 from __future__ import annotations
 
 import atexit
-import fnmatch
 import math
 import os
 import re
@@ -63,18 +62,22 @@ from typing import Mapping, Sequence
 
 from traitlets import Enum, Float, HasTraits, Integer, List, TraitError, Unicode, validate
 
-from .runner import CommandError, CommandResult, CommandRunner, first_line, split_command
+from .runner import (
+    DEFAULT_ENV_SKIP,
+    ENV_NAME_RE,  # noqa: F401  (kept importable from here)
+    REMOTE_ENV_SH,
+    CommandError,
+    CommandResult,
+    CommandRunner,
+    env_to_send,
+    first_line,
+    split_command,
+)
 from .sshhosts import HEALTH, HostHealth, SubmitHost, classify_ssh_failure
 
 __all__ = ["SshRunner", "SubmitHostsMixin", "SubmitHost", "HostHealth", "classify_ssh_failure", "private_control_dir"]
 
-DEFAULT_ENV_SKIP = (
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "PWD", "OLDPWD", "SHLVL", "TERM", "MAIL",
-    "TMPDIR", "_", "SSH_*", "XDG_*", "SUDO_*", "LD_*", "DISPLAY",
-)  # fmt: skip
 MAX_CONTROL_DIR = 107 - 58
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-REMOTE_ENV_SH = 'while IFS= read -r kv && [ -n "$kv" ]; do export "$kv"; done; exec "$@"'
 
 _control_dir = None
 _control_lock = threading.Lock()
@@ -183,17 +186,7 @@ class SshRunner:
 
     # ------------------------------------------------------------ env
     def env_to_send(self, env: Mapping[str, str] | None) -> dict[str, str]:
-        send = {}
-        for name, value in (env or {}).items():
-            if any(fnmatch.fnmatchcase(name, pat) for pat in self.env_skip):
-                continue
-            if not ENV_NAME_RE.match(name):
-                raise CommandError([], reason=f"environment variable name {name!r} cannot be sent over ssh")
-            value = str(value)
-            if "\n" in value or "\r" in value or "\0" in value:
-                raise CommandError([], reason=f"environment variable {name} has a line break; cannot be sent over ssh")
-            send[name] = value
-        return send
+        return env_to_send(env, self.env_skip)
 
     def _local_env(self, send: Mapping[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "SSH_AUTH_SOCK", "LANG", "LC_ALL")}

@@ -357,3 +357,42 @@ async def test_13_wrapspawner_subclass_overriding_construct_child():
     assert await again.poll() is None
     await again.stop(now=True)
     assert ["scancel", "4242"] in [c.argv for c in runner.calls]
+
+
+FAKE_SSH = """#!/bin/sh
+# FAKE ssh (not OpenSSH): records its argv and its own environment, drops the destination,
+# and runs the rest like a remote login shell would (one string for /bin/sh -c)
+printf '%s\\n' "$*" >> "$(dirname "$0")/argv.log"
+env >> "$(dirname "$0")/local-env.log"
+shift
+exec /bin/sh -c "$*"
+"""
+
+
+async def test_13_ssh_exec_prefix_carries_the_job_env_in_the_channel(tmp_path, monkeypatch):
+    """exec_prefix = "ssh login1 ...": the job's variables (token included) reach the submit on the
+    far side through stdin, never an argv; the hub's SLURM_CONF (it describes the hub) is not sent."""
+    monkeypatch.setenv("SLURM_CONF", "/hub/only/slurm.conf")
+    ssh = tmp_path / "ssh"
+    ssh.write_text(FAKE_SSH)
+    ssh.chmod(0o755)
+    out = tmp_path / "seen"
+    spawner = make_spawner(
+        SlurmSpawner,
+        None,
+        exec_prefix=f"{ssh} login1",
+        batch_submit_cmd=f"sh -c 'printf \"%s|%s|\" \"$JUPYTERHUB_API_TOKEN\" \"$SLURM_CONF\" > {out}; cat >> {out}; echo 42'",
+        batch_query_cmd=f"sh -c 'printf \"%s\" \"$SLURM_CONF\" > {out}.q; echo RUNNING cn1'",
+        shared_status=False,
+    )
+    spawner.req_homedir = str(tmp_path)
+    job_id = await spawner.submit_batch_script()
+    assert job_id == "42"
+    seen = out.read_text()
+    assert seen.startswith("secret-token-value||#!/bin/bash")  # token arrived; the hub's SLURM_CONF did not
+    argv_log = (tmp_path / "argv.log").read_text()
+    assert "secret-token-value" not in argv_log and "secret-token-value" not in (tmp_path / "local-env.log").read_text()
+    spawner.job_id = "42"
+    status = await spawner.query_job_status()
+    assert status.state is JobState.RUNNING
+    assert (tmp_path / "seen.q").read_text() == ""
