@@ -157,8 +157,13 @@ class RunnerPolicy:
         """The submit: the job's environment (get_env()), plus the scheduler variables it lacks
         when the submit runs on this machine. A remote runner sends it over ssh's channel."""
         env = dict(self.spawner.get_env())
-        for name, value in self.env_for(self.spawner.runner).items():
-            env.setdefault(name, value)
+        if self.runs_elsewhere(self.spawner.runner):
+            return env
+        # the scheduler variables only: the hub's own HOME/USER must not become the job's
+        # (sudo -E keeps what it is given; a job with HOME=/root cannot start its server)
+        for name, value in scheduler_env(self.spawner.scheduler_env_names).items():
+            if name not in BASE_ENV_NAMES:
+                env.setdefault(name, value)
         return env
 
     # ------------------------------------------------------------ shared status

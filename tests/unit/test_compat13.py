@@ -396,3 +396,17 @@ async def test_13_ssh_exec_prefix_carries_the_job_env_in_the_channel(tmp_path, m
     status = await spawner.query_job_status()
     assert status.state is JobState.RUNNING
     assert (tmp_path / "seen.q").read_text() == ""
+
+
+async def test_13_submit_env_gets_scheduler_vars_but_not_the_hubs_home(monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", "/etc/site/slurm.conf")
+    monkeypatch.setenv("HOME", "/root")
+    monkeypatch.setenv("USER", "root")
+    runner = FakeRunner(responder=lambda argv, stdin: Reply(stdout="7\n"))
+    spawner = make_spawner(TorqueSpawner, runner)
+    spawner.req_homedir = "/home/alice"
+    await spawner.submit_batch_script()
+    env = runner.calls[0].env
+    assert env["SLURM_CONF"] == "/etc/site/slurm.conf"
+    assert env.get("HOME") != "/root" and env.get("USER") != "root"
+    assert env["JUPYTERHUB_API_TOKEN"] == "secret-token-value"  # the job's own environment
