@@ -65,6 +65,16 @@ class JobStatus(enum.Enum):
     PENDING = 2
     UNKNOWN = 3
 
+    def __eq__(self, other):
+        # 1.3 code compares what query_job_status() returns with the members: this package
+        # returns a JobReport, which equals the member of its state (FINISHED == NOTFOUND)
+        if isinstance(other, JobReport):
+            return JobStatus.from_report(other) is self
+        return self is other
+
+    def __hash__(self):
+        return hash(self.name)
+
     @classmethod
     def from_report(cls, report) -> "JobStatus":
         """The 1.3 member for one of this package's job reports (FINISHED becomes NOTFOUND)."""

@@ -454,11 +454,19 @@ class WrapSpawner(Spawner):
             return  # logged; child_state is kept so get_state() and clear_state() do not lose the job
         self._construct(child_class, child_config, self.child_values, state=child_state)
 
+    def load_child_class(self, state):
+        """wrapspawner 1.0's hook: a subclass that chooses ``child_class`` sets it here from the
+        saved state (called by load_state before the child is rebuilt). Not needed otherwise:
+        the state names the child's class (see restored_child)."""
+
     def restored_child(self, state):
         """(class, config) of the child that wrote ``state`` (ProfilesSpawner: its profile).
 
         Raises LookupError/ImportError/ValueError saying why when it cannot be found.
         """
+        if type(self).load_child_class is not WrapSpawner.load_child_class:
+            self.load_child_class(state)  # a 1.0 subclass decides
+            return self.child_class, self.child_config
         name = state.get("child_class")
         if name and name != qualname(self.child_class):
             cls = import_item(name)

@@ -410,3 +410,28 @@ async def test_13_submit_env_gets_scheduler_vars_but_not_the_hubs_home(monkeypat
     assert env["SLURM_CONF"] == "/etc/site/slurm.conf"
     assert env.get("HOME") != "/root" and env.get("USER") != "root"
     assert env["JUPYTERHUB_API_TOKEN"] == "secret-token-value"  # the job's own environment
+
+
+async def test_13_query_job_status_result_compares_with_the_13_enum():
+    from batchspawner import JobStatus
+
+    runner = FakeRunner(responder=lambda argv, stdin: Reply(stdout="PENDING (null) Priority\n"))
+    spawner = make_spawner(SlurmSpawner, runner, shared_status=False)
+    spawner.job_id = "3"
+    status = await spawner.query_job_status()
+    assert status == JobStatus.PENDING and status in (JobStatus.PENDING, JobStatus.RUNNING)
+    assert status != JobStatus.NOTFOUND
+
+
+def test_13_wrapspawner_load_child_class_hook():
+    from wraphelpers import make_wrapper
+
+    from wrapspawner import WrapSpawner
+
+    class Chooser(WrapSpawner):
+        def load_child_class(self, state):
+            self.child_class = TorqueSpawner if state.get("flavour") == "torque" else SlurmSpawner
+
+    wrapper = make_wrapper(Chooser)
+    wrapper.load_state({"flavour": "torque", "child_state": {"job_id": "5.srv"}})
+    assert isinstance(wrapper.child_spawner, TorqueSpawner) and wrapper.child_spawner.job_id == "5.srv"
