@@ -1106,23 +1106,47 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
             await asyncio.sleep(0.5)
 
 
-def save_spawner_state(spawner):
-    """Write ``spawner.get_state()`` to its database row now (outside the hub's own saves)."""
+def save_spawner_state(spawner) -> bool:
+    """Write ``spawner.get_state()`` to its database row now (outside the hub's own saves).
+
+    True when saved. A failure never fails the spawn (the hub saves the state again when the
+    spawn ends), but it is logged as an error naming the job and what it risks, and the
+    session is rolled back so the hub's own next commit is not refused too.
+    """
+    name = getattr(spawner, "_log_name", spawner)
     orm = getattr(spawner, "orm_spawner", None)
     if orm is None:
-        return
+        return False  # not a hub's spawner (a test, or a wrapper's temporary child)
+    session = None
     try:
         from sqlalchemy import inspect
 
         session = inspect(orm).session
         if session is None:
-            return
+            spawner.log.warning(
+                "%s: the server's database row is detached; job %s is saved only with the hub's next "
+                "state save", name, getattr(spawner, "job_id", ""),
+            )  # fmt: skip
+            return False
         orm.state = spawner.get_state()
         # synchronous, on the event loop, as JupyterHub itself commits its database
         # (User.spawn/stop call db.commit() inline); the session is not thread-safe
         session.commit()
-    except Exception:  # never fail a spawn over this
-        spawner.log.exception("could not save the state of %s", getattr(spawner, "_log_name", spawner))
+        return True
+    except Exception as e:  # never fail a spawn over this
+        if session is not None:
+            try:
+                session.rollback()
+            except Exception:  # noqa: S110 - the original error is the one to report
+                pass
+        spawner.log.error(
+            "%s: could not save the server's state (job %s) to the hub database: %s: %s. The spawn goes "
+            "on and the hub saves the state again when it ends; if the hub restarts before that, it may "
+            "not know job %s: check the database, and cancel the job by hand if it is left running.",
+            name, getattr(spawner, "job_id", ""), type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "",
+            getattr(spawner, "job_id", ""),
+        )  # fmt: skip
+        return False
 
 
 from . import compat  # noqa: E402  (compat's BatchSpawnerRegexStates subclasses BatchSpawnerBase)

@@ -435,3 +435,35 @@ def test_13_wrapspawner_load_child_class_hook():
     wrapper = make_wrapper(Chooser)
     wrapper.load_state({"flavour": "torque", "child_state": {"job_id": "5.srv"}})
     assert isinstance(wrapper.child_spawner, TorqueSpawner) and wrapper.child_spawner.job_id == "5.srv"
+
+
+def test_save_spawner_state_failure_is_loud_and_leaves_the_session_usable(caplog):
+    """A failed save of the job id must say what it risks, and not leave the hub's database session
+    in a failed transaction (the hub's next commit would fail too)."""
+    from jupyterhub import orm
+    from sqlalchemy import text
+
+    from batchspawner.spawner import save_spawner_state
+
+    db = orm.new_session_factory("sqlite://")()
+    user = orm.User(name="alice")
+    db.add(user)
+    db.commit()
+    row = orm.Spawner(user=user, name="")
+    db.add(row)
+    db.commit()
+    spawner = make_spawner(SlurmSpawner, FakeRunner(), orm_spawner=row)
+    spawner.job_id = "321"
+    assert save_spawner_state(spawner) is True
+    db.refresh(row)
+    assert row.state["job_id"] == "321"
+    db.execute(text("DROP TABLE spawners"))  # the database refuses the next write
+    spawner.job_id = "322"
+    spawner.log.addHandler(caplog.handler)  # the hub's logger may not propagate
+    try:
+        assert save_spawner_state(spawner) is False
+    finally:
+        spawner.log.removeHandler(caplog.handler)
+    messages = " ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+    assert "322" in messages and "restart" in messages
+    db.execute(text("SELECT 1"))  # the session was rolled back: still usable
