@@ -126,8 +126,7 @@ QUERY_TRAITS = ("batch_query_cmd", "state_pending_re", "state_running_re", "stat
 
 def configured(spawner, names) -> list[str]:
     """Which of ``names`` differ from the class defaults (set by the site)."""
-    defaults = spawner.trait_defaults(*names) if len(names) > 1 else {names[0]: spawner.trait_defaults(names[0])}
-    return [n for n in names if getattr(spawner, n) != defaults[n]]
+    return [n for n in names if getattr(spawner, n) != spawner.trait_defaults(n)]
 
 
 _LEGACY_HOOKS = ("state_ispending", "state_isrunning", "state_isunknown", "state_gethost")

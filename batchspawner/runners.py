@@ -87,7 +87,14 @@ class RunnerPolicy:
     def prefix_vars(self) -> dict:
         """Variables exec_prefix may use: every request variable plus the identity (1.3 allowed all)."""
         sp = self.spawner
-        values = {k: v for k, v in sp.get_req_subvars().items() if isinstance(v, str)}
+        # req_keepvars is left out: its default reads get_env(), and computing it here (runners are
+        # built early, e.g. by the first poll after a restart) would freeze it before the spawn
+        values = {
+            name[4:]: getattr(sp, name)
+            for name in sp.trait_names()
+            if name.startswith("req_") and name != "req_keepvars"
+        }
+        values = {k: v for k, v in values.items() if isinstance(v, str)}
         values.update(sp._identity_vars())
         return values
 

@@ -467,3 +467,9 @@ def test_save_spawner_state_failure_is_loud_and_leaves_the_session_usable(caplog
     messages = " ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
     assert "322" in messages and "restart" in messages
     db.execute(text("SELECT 1"))  # the session was rolled back: still usable
+
+
+def test_13_building_runners_does_not_freeze_keepvars():
+    spawner = make_spawner(SlurmSpawner, None, exec_prefix="ssh login1 sudo -u {username}")
+    spawner.status_runner  # built early, e.g. by the first poll after a hub restart
+    assert "req_keepvars" not in spawner._trait_values
