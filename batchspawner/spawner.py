@@ -526,7 +526,12 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusMixin, LeftoverJobsMixin, 
 
     def get_req_subvars(self):
         """Template variables from every ``req_*`` trait (batchspawner 1.3 name)."""
-        return {n[4:]: getattr(self, n) for n in self.trait_names() if n.startswith("req_")}
+        subvars = {n[4:]: getattr(self, n) for n in self.trait_names() if n.startswith("req_") and n != "req_keepvars"}
+        # not cached as the trait's value: read early (a poll after a hub restart formats commands
+        # with these), it would miss what get_env() holds only once a spawn starts
+        configured = "req_keepvars" in self._trait_values
+        subvars["keepvars"] = self.req_keepvars if configured else self._req_keepvars_default()
+        return subvars
 
     def cmd_formatted_for_batch(self):
         """The command the job runs: wrapper + cmd + args, each word shell-quoted."""

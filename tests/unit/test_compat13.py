@@ -473,3 +473,14 @@ def test_13_building_runners_does_not_freeze_keepvars():
     spawner = make_spawner(SlurmSpawner, None, exec_prefix="ssh login1 sudo -u {username}")
     spawner.status_runner  # built early, e.g. by the first poll after a hub restart
     assert "req_keepvars" not in spawner._trait_values
+
+
+async def test_13_keepvars_read_before_a_spawn_is_not_frozen():
+    """A poll after a hub restart formats commands (request variables included) before any spawn:
+    the keepvars a later spawn writes must still be the get_env() names of that spawn."""
+    spawner = make_spawner(SlurmSpawner, FakeRunner())
+    early = spawner.command_vars("1")["keepvars"]
+    assert "SITE_LATE" not in early.split(",")
+    spawner.environment = {"SITE_LATE": "1"}  # e.g. a pre_spawn_hook, after that poll
+    assert "SITE_LATE" in spawner.template_vars()["keepvars"].split(",")
+    assert "req_keepvars" not in spawner._trait_values
