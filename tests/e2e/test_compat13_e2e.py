@@ -91,7 +91,9 @@ def test_hub_not_a_slurm_client_reaches_slurm_through_a_login_node(slurm, hubs, 
         "-o BatchMode=yes jhpclogin@127.0.0.1 sudo -u {username}"
     )
     config = SLURM_BASE + f"c.SlurmSpawner.exec_prefix = {prefix!r}\n"
-    hub = hubs(config, wrapper=no_etc_slurm).start()
+    hub = hubs(config)
+    hub.command_prefix = no_etc_slurm
+    hub.start()
     r, seconds = hub.spawn("alice")
     assert r.status_code in (201, 202), r.text
     model = hub.server_model("alice")
@@ -133,7 +135,9 @@ def test_slurm_conf_at_a_non_default_path(slurm, hubs, no_etc_slurm):
         for item in Path("/etc/slurm").iterdir():
             dest = conf_dir / item.name
             (shutil.copytree if item.is_dir() else shutil.copy)(item, dest)
-        hub = hubs(SLURM_BASE, env={"SLURM_CONF": str(conf_dir / "slurm.conf")}, wrapper=no_etc_slurm).start()
+        hub = hubs(SLURM_BASE, env={"SLURM_CONF": str(conf_dir / "slurm.conf")})
+        hub.command_prefix = no_etc_slurm
+        hub.start()
         r, seconds = hub.spawn("alice")
         assert r.status_code in (201, 202), r.text
         model = hub.server_model("alice")
