@@ -445,7 +445,12 @@ def test_save_spawner_state_failure_is_loud_and_leaves_the_session_usable(caplog
 
     from batchspawner.spawner import save_spawner_state
 
-    db = orm.new_session_factory("sqlite://")()
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker
+
+    engine = create_engine("sqlite://")
+    orm.Base.metadata.create_all(engine)  # the hub's own tables, without its upgrade checks (fast)
+    db = sessionmaker(bind=engine)()
     user = orm.User(name="alice")
     db.add(user)
     db.commit()
