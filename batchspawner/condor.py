@@ -36,8 +36,9 @@ import re
 from traitlets import Unicode, default
 
 from .hosts import condor_host
-from .native import check_batch_answer, failed_query, garbled, mapped_host, status_from_native, to_int
+from .native import regex_parse, check_batch_answer, failed_query, garbled, mapped_host, status_from_native, to_int
 from .runner import CommandError, split_command
+from .compat import UserEnvMixin
 from .spawner import BatchSpawnerBase, SpawnFailed, _req
 from .states import JobState, JobStatus, missing
 from .templating import load_template
@@ -80,7 +81,7 @@ def parse_af_line(text):
     return tuple("" if f == "undefined" else f for f in fields[:4])
 
 
-class CondorSpawner(BatchSpawnerBase):
+class CondorSpawner(UserEnvMixin, BatchSpawnerBase):
     """Runs the single-user server as an HTCondor vanilla-universe job."""
 
     batch_script = Unicode(load_template("condor.sub"), help=BatchSpawnerBase.batch_script.help).tag(config=True)
@@ -108,7 +109,7 @@ class CondorSpawner(BatchSpawnerBase):
     state_pending_re = Unicode(r"^[157]\b", help=BatchSpawnerBase.state_pending_re.help).tag(config=True)
     state_running_re = Unicode(r"^[26]\b", help=BatchSpawnerBase.state_running_re.help).tag(config=True)
     state_finished_re = Unicode(r"^[34]\b", help=BatchSpawnerBase.state_finished_re.help).tag(config=True)
-    state_exechost_re = Unicode(r"^\d+\t[^@\t]*@([^\t\s]+)", help=BatchSpawnerBase.state_exechost_re.help).tag(
+    state_exechost_re = Unicode(r"^\d+(?:\t|,\s*)[^@\t]*@([^\t\s,]+)", help=BatchSpawnerBase.state_exechost_re.help).tag(
         config=True
     )
     state_unknown_re = Unicode(
@@ -117,6 +118,8 @@ class CondorSpawner(BatchSpawnerBase):
     ).tag(config=True)
 
     req_job_name = _req("Batch name shown by condor_q (batch_name)", "jupyterhub-singleuser")
+
+    native_query_parser = True  # compat.shared_status_fits: configured regexes need per-job queries
 
     @default("log_path")
     def _log_path_default(self):
@@ -152,6 +155,12 @@ class CondorSpawner(BatchSpawnerBase):
         return ""
 
     def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
+        configured = regex_parse(self, returncode, stdout, stderr)
+        if configured is not None:
+            if configured.state is JobState.UNKNOWN and returncode == 0 and not stdout.strip():
+                # condor_q prints nothing once the job left the queue: ask condor_history
+                configured.extra["left_queue"] = True
+            return configured
         failed = failed_query(self, returncode, stdout, stderr)
         if failed is not None:
             return failed
@@ -192,15 +201,15 @@ class CondorSpawner(BatchSpawnerBase):
     async def _query(self, template) -> JobStatus:
         argv = split_command(template, **self.command_vars(self.job_id))
         try:
-            result = await self.query_runner.run(argv, env=self.command_env(), check=False)
+            result = await self.query_runner.run(argv, env=self.runner_policy.env_for(self.query_runner), check=False)
         except CommandError as e:  # timeout or could not start
             return JobStatus(JobState.UNKNOWN, reason=e.reason or str(e))
-        return self.parse_query_output(result.returncode, result.stdout, result.stderr)
+        return self.read_query_result(result.returncode, result.stdout, result.stderr)
 
-    async def query_job_status(self) -> JobStatus:
+    async def query_job_status(self, job_id=None) -> JobStatus:
         """condor_q; when the job left the queue, condor_history (one recorded status)."""
-        if not self.job_id:
-            return await super().query_job_status()
+        if not self.job_id or (job_id is not None and job_id != self.job_id):
+            return await super().query_job_status(job_id)
         status = await self._query(self.batch_query_cmd)
         if status.extra.get("left_queue"):
             status = await self._query(self.batch_history_cmd)

@@ -215,6 +215,7 @@ class GridengineSpawner(BatchSpawnerBase):
                 JobState.FINISHED,
                 native=code,
                 reason=f"the job is in error state and will not start; `qstat -j {self.job_id}` shows why",
+                extra={"still_queued": True},  # ended for the hub, but stop() must still qdel it
             )
         reason = "being deleted" if "d" in letters else ""
         if letters & SUSPENDED_LETTERS:

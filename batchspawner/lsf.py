@@ -18,7 +18,7 @@ import re
 from traitlets import Unicode, default
 
 from .hosts import lsf_first_host
-from .native import check_batch_answer, failed_query, garbled, mapped_host, status_from_native, to_int
+from .native import regex_parse, check_batch_answer, failed_query, garbled, mapped_host, status_from_native, to_int
 from .spawner import BatchSpawnerBase, SpawnFailed, _req
 from .states import JobState, JobStatus, missing, gone_claim
 from .templating import load_template
@@ -134,6 +134,8 @@ class LsfSpawner(BatchSpawnerBase):
 
     req_job_name = _req("Job name (#BSUB -J)", "jupyterhub-singleuser")
 
+    native_query_parser = True  # compat.shared_status_fits: configured regexes need per-job queries
+
     @default("log_path")
     def _log_path_default(self):
         return "{homedir}/jupyterhub_lsf_{job_id}.log"
@@ -152,6 +154,9 @@ class LsfSpawner(BatchSpawnerBase):
         return match.group(1)
 
     def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
+        configured = regex_parse(self, returncode, stdout, stderr)
+        if configured is not None:
+            return configured
         if returncode != 0 and stdout.strip().startswith("{") and NOT_FOUND.search(stdout):
             return gone_claim("bjobs: job not found")
         failed = failed_query(self, returncode, stdout, stderr)

@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 from traitlets import Unicode
 
 from .hosts import moab_first_host
-from .native import check_batch_answer, failed_query, garbled, mapped_host, status_from_native, to_int
+from .native import regex_parse, check_batch_answer, failed_query, garbled, mapped_host, status_from_native, to_int
 from .spawner import BatchSpawnerBase, SpawnFailed
 from .states import JobState, JobStatus, missing, gone_claim
 from .torque import TorqueSpawner
@@ -114,6 +114,9 @@ class MoabSpawner(TorqueSpawner):
         raise SpawnFailed(f"Could not find a job id in the msub output: {output.strip()[:200]!r}")
 
     def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
+        configured = regex_parse(self, returncode, stdout, stderr)
+        if configured is not None:
+            return configured
         failed = failed_query(self, returncode, stdout, stderr)
         if failed is not None:
             return failed

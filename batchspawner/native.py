@@ -46,10 +46,22 @@ def status_from_native(native, table, host="", exit_code=None, reason=""):
 
 
 def mapped_host(spawner, host, output):
-    """Apply ``state_exechost_exp`` (batchspawner 1.3 semantics, on the raw output) when set."""
+    """Apply ``state_exechost_exp`` (batchspawner 1.3: ``match.expand`` of state_exechost_re on the
+    raw output) when set; the native host when the regex does not match."""
     if spawner.state_exechost_exp and spawner.state_exechost_re:
-        return re.sub(spawner.state_exechost_re, spawner.state_exechost_exp, output).strip()
+        from .compat import expand_host
+
+        return expand_host(spawner.state_exechost_re, spawner.state_exechost_exp, output) or host
     return host
+
+
+def regex_parse(spawner, returncode, stdout, stderr):
+    """The state_*_re verdict (the site configured its own query or regexes), else None."""
+    if spawner.native_parse():
+        return None
+    from .parsing import QueryParsingMixin
+
+    return QueryParsingMixin.parse_query_output(spawner, returncode, stdout, stderr)
 
 
 def to_int(value):

@@ -62,9 +62,9 @@ class QueryParsingMixin(HasTraits):
     ).tag(config=True)
     state_exechost_exp = Unicode(
         "",
-        help="""If set, the host is ``re.sub(state_exechost_re, state_exechost_exp, output)``.
-
-        Use it to map node names the hub cannot resolve, e.g. ``\\1.cluster.local``.""",
+        help="""If set, the host is the state_exechost_re match expanded with this template
+        (``match.expand``, as in batchspawner 1.3), e.g. ``\\1.ib.cluster`` to map node names
+        the hub cannot resolve; if empty, the regex's first group.""",
     ).tag(config=True)
     empty_query_means_finished = Bool(
         False,
@@ -79,13 +79,22 @@ class QueryParsingMixin(HasTraits):
 
     # ---------------------------------------------------------------- scheduler hooks
     def state_gethost(self, output=None):
+        """The execution host in ``output`` (default: job_status) by state_exechost_re/_exp."""
+        from .compat import expand_host
+
         output = self.job_status if output is None else output
         if not self.state_exechost_re:
             return ""
-        if self.state_exechost_exp:
-            return re.sub(self.state_exechost_re, self.state_exechost_exp, output).strip()
-        match = re.search(self.state_exechost_re, output, re.M)
-        return match.group(1) if match else ""
+        return expand_host(self.state_exechost_re, self.state_exechost_exp, output) or ""
+
+    def native_parse(self) -> bool:
+        """Whether a scheduler module's own parser (XML, JSON...) reads the query output.
+
+        Only when the site kept the module's batch_query_cmd and state_*_re defaults: a configured
+        query or regex is honoured through the regex parser (batchspawner 1.3's semantics)."""
+        from .compat import native_parsing
+
+        return native_parsing(self)
 
     def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
         """Turn one query's result into a JobStatus using the state_* regexes."""

@@ -19,7 +19,7 @@ import json
 from traitlets import Unicode
 
 from .hosts import pbs_first_host
-from .native import check_batch_answer, failed_query, garbled, mapped_host, short_id, status_from_native, to_int
+from .native import regex_parse, check_batch_answer, failed_query, garbled, mapped_host, short_id, status_from_native, to_int
 from .spawner import BatchSpawnerBase, _req
 from .states import JobState, JobStatus, missing, silent_claim
 from .templating import load_template
@@ -124,6 +124,9 @@ class PBSSpawner(TorqueSpawner):
     native_states = PBS_STATES
 
     def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
+        configured = regex_parse(self, returncode, stdout, stderr)
+        if configured is not None:
+            return configured
         failed = failed_query(self, returncode, stdout, stderr)
         if failed is not None:
             return failed

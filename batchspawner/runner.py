@@ -11,6 +11,7 @@ explain the failure: argv, exit code, stdout and stderr.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import os
 import re
 import shlex
@@ -32,6 +33,63 @@ __all__ = [
 # Environment variables whose values must never be printed.
 SECRET_ENV_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "KEY")
 
+# Variables that describe the hub machine: never sent to a command that runs on another machine
+# (an ssh exec_prefix or submit_hosts); the remote login sets its own.
+DEFAULT_ENV_SKIP = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "PWD", "OLDPWD", "SHLVL", "TERM", "MAIL",
+    "TMPDIR", "_", "SSH_*", "XDG_*", "SUDO_*", "LD_*", "DISPLAY",
+)  # fmt: skip
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Run on the far side of ssh: read NAME=value lines from stdin up to an empty line, export them
+# verbatim (no expansion), then exec the command, which reads the rest of stdin (the script).
+REMOTE_ENV_SH = 'while IFS= read -r kv && [ -n "$kv" ]; do export "$kv"; done; exec "$@"'
+# What the local ssh client itself needs from the hub's environment.
+LOCAL_SSH_ENV = ("PATH", "HOME", "SSH_AUTH_SOCK", "LANG", "LC_ALL")
+
+
+def env_to_send(env: Mapping[str, str] | None, skip: Sequence[str] = DEFAULT_ENV_SKIP) -> dict[str, str]:
+    """The variables of ``env`` to send to a remote command (names checked, no line breaks)."""
+    send = {}
+    for name, value in (env or {}).items():
+        if any(fnmatch.fnmatchcase(name, pat) for pat in skip):
+            continue
+        if not ENV_NAME_RE.match(name):
+            raise CommandError([], reason=f"environment variable name {name!r} cannot be sent over ssh")
+        value = str(value)
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise CommandError([], reason=f"environment variable {name} has a line break; cannot be sent over ssh")
+        send[name] = value
+    return send
+
+
+_SHELL_OPERATOR = re.compile(r"[;&|<>()]")
+_SHELL_EXPANSION = re.compile(r"`|\$[({A-Za-z_]")
+
+
+def has_shell_syntax(template) -> bool:
+    """True when an admin's command template uses the shell: ``;``, ``|``, ``&&``, ``>``, ``$(...)``...
+
+    Operators count only outside quotes (``squeue -o '%T|%B'`` is a plain argv).
+    """
+    if not isinstance(template, str):
+        return False
+    try:
+        lexer = shlex.shlex(template, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        tokens = list(lexer)
+    except ValueError:
+        return False
+    if any(_SHELL_OPERATOR.fullmatch(tok[0]) and set(tok) <= set(";&|<>()") for tok in tokens if tok):
+        return True
+    unquoted = re.sub(r"'[^']*'", "", template)
+    return bool(_SHELL_EXPANSION.search(unquoted))
+
+
+def _shell_quoted(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(shlex.quote(str(v)) for v in value)
+    return shlex.quote(str(value))
+
 
 def split_command(template: str | Sequence[str], **subvars) -> list[str]:
     """Turn a configured command into an argv list.
@@ -42,7 +100,15 @@ def split_command(template: str | Sequence[str], **subvars) -> list[str]:
     A list is formatted token by token. A token that is exactly ``{name}``
     where ``name`` is a list (e.g. ``{job_id_args}``) expands to one argument
     per item.
+
+    An admin's template with shell syntax (``;``, ``|``, ``>``, ``&&``, ``$(...)``, as
+    batchspawner 1.3 allowed: it ran every command through a shell) becomes
+    ``["/bin/sh", "-c", text]``, where every substituted value is shell-quoted first, so
+    the admin's operators stay operators and a value stays one word.
     """
+    if isinstance(template, str) and has_shell_syntax(template):
+        text = template.format(**{k: _shell_quoted(v) for k, v in subvars.items()}) if subvars else template
+        return ["/bin/sh", "-c", text]
     if isinstance(template, str):
         tokens = shlex.split(template)
     else:
@@ -143,6 +209,19 @@ class CommandRunner:
             return list(self.prefix) + [shlex.join(argv)]
         return list(self.prefix) + argv
 
+    def _remote_env(self, argv, env, stdin):
+        """With an ssh prefix the command runs on another machine, where the local process
+        environment does not reach: the variables to send (the job's, at submit) travel as
+        ``NAME=value`` lines in front of stdin, inside ssh's channel (never in an argv or a
+        file), and the local ssh client gets only what it needs itself."""
+        send = env_to_send(env)
+        local = {k: v for k, v in os.environ.items() if k in LOCAL_SSH_ENV}
+        local.setdefault("PATH", os.defpath)
+        if not send:
+            return argv, local, stdin
+        header = "".join(f"{k}={v}\n" for k, v in send.items()) + "\n"
+        return ["sh", "-c", REMOTE_ENV_SH, "jhpc-env"] + list(argv), local, header + (stdin or "")
+
     async def run(
         self,
         argv: Sequence[str],
@@ -153,10 +232,12 @@ class CommandRunner:
         check: bool = True,
         cwd: str | None = None,
     ) -> CommandResult:
+        label = metrics.command_name(argv)
+        if self.remote_shell:
+            argv, env, stdin = self._remote_env(argv, env, stdin)
         full = self.build_argv(argv)
         if not full:
             raise CommandError(full, reason="empty command")
-        label = metrics.command_name(argv)
         try:
             result = await self._run(full, env, stdin, timeout, cwd)
         except CommandTimeout:

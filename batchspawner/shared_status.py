@@ -92,7 +92,9 @@ class SharedStatusTraits(HasTraits):
 
     @default("status_runner")
     def _default_status_runner(self):
-        return self._make_runner(self.status_exec_prefix)
+        # the identity rule (status_exec_prefix, submit_hosts, an ssh exec_prefix, else the hub)
+        # lives in batchspawner/runners.py
+        return self.runner_policy.status_runner()
 
     def parse_batch_status(self, returncode, stdout, stderr, job_ids) -> dict:
         """{job_id: JobStatus} from batch_status_cmd's output; raise when it cannot be trusted.
@@ -114,22 +116,39 @@ class JobWatch:
         self.spawner = spawner
 
     def shared(self) -> bool:
+        from .compat import shared_status_fits
+
         sp = self.spawner
-        return bool(sp.shared_status and sp.batch_status_cmd)
+        # a 1.3 config with its own batch_query_cmd (and the default batch_status_cmd) is queried per
+        # job, as 1.3 did: the shared query's parser would not read what the site's regexes expect
+        return bool(sp.shared_status and sp.batch_status_cmd) and not shared_status_fits(sp)
 
     def poller(self) -> StatusPoller:
         """The poller shared by every spawner that would run the same status query."""
         sp = self.spawner
+        # key, runner and env come from one place (the runner policy, batchspawner/runners.py);
+        # the key includes the runner's identity, so a poller never runs as "whichever user polled last"
         runner, env, key = sp.status_endpoint()
         vars_ = sp.command_vars()
         status_cmd = sp.batch_status_cmd
         parse = sp.parse_batch_status
+        cls, log = type(sp).__name__, sp.log
 
         async def query(job_ids):
             ids = {"job_ids": ",".join(job_ids), "job_id_args": list(job_ids)}
             argv = split_command(status_cmd, **(vars_ | ids))
             result = await runner.run(argv, env=env, check=False)
-            answer = parse(result.returncode, result.stdout, result.stderr, job_ids)
+            try:
+                answer = parse(result.returncode, result.stdout, result.stderr, job_ids)
+            except (RuntimeError, ValueError):
+                raise  # the parser's verdict: this answer cannot be trusted (an outage or garbage)
+            except Exception as e:
+                log.exception(
+                    "%s.parse_batch_status raised %s: a bug in the parser, not a scheduler outage "
+                    "(every job stays unknown this round). Output: %r",
+                    cls, type(e).__name__, (result.stdout or result.stderr)[:300],
+                )  # fmt: skip
+                raise
             if answer and all(s.native == MISSING for s in answer.values()):
                 # nothing listed: say why, for the poller's "suspect answer" message
                 cause = describe_answer(argv[0], result)

@@ -15,6 +15,7 @@ import re
 
 from traitlets import Dict, Unicode, default
 
+from .compat import UserEnvMixin, configured
 from .spawner import BatchSpawnerBase, _req
 from .states import JobState, JobStatus, missing
 from .templating import load_template
@@ -92,7 +93,7 @@ def first_host(nodelist: str) -> str:
     return re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).split(",")[0].split("-")[0].strip(), nodelist)
 
 
-class SlurmSpawner(BatchSpawnerBase):
+class SlurmSpawner(UserEnvMixin, BatchSpawnerBase):
     """Runs the single-user server as a Slurm batch job (``sbatch``/``squeue``/``scancel``)."""
 
     batch_script = Unicode(
@@ -205,11 +206,25 @@ class SlurmSpawner(BatchSpawnerBase):
     def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
         stdout = "\n".join(line for line in stdout.splitlines() if not line.startswith("CLUSTER:"))
         status = super().parse_query_output(returncode, stdout, stderr)
-        if status.state is JobState.RUNNING and not self.state_exechost_exp:
-            status.host = first_host(status.host)
+        if status.state is JobState.RUNNING:
+            status.host = self._host(stdout, status.host)
         if status.state is JobState.PENDING:
             status.reason = self.pending_reason(stdout)
         return status
+
+    def _host(self, output, found):
+        """The host of a running job: the first node of %B with the default regex; else the
+        configured state_exechost_re/_exp (batchspawner 1.3's rules). A host regex kept from 1.3
+        sees what 1.3's query printed ("STATE HOST", without the reason column added here) first,
+        then the whole line (a regex written for this package's three columns)."""
+        if not self.state_exechost_exp and not configured(self, ("state_exechost_re",)):
+            return first_host(found)
+        if not configured(self, ("batch_query_cmd",)):
+            view = "\n".join(" ".join(line.split()[:2]) for line in output.splitlines())
+            host = self.state_gethost(view)
+            if host:
+                return host
+        return self.state_gethost(output)
 
     def parse_batch_status(self, returncode, stdout, stderr, job_ids):
         """Parse ``squeue -h -t all -j ID,ID,... -o '%i %T %B %r'``.
@@ -240,8 +255,8 @@ class SlurmSpawner(BatchSpawnerBase):
             if job_id not in wanted:
                 continue
             status = super().parse_query_output(0, rest, "")
-            if status.state is JobState.RUNNING and not self.state_exechost_exp:
-                status.host = first_host(status.host)
+            if status.state is JobState.RUNNING:
+                status.host = self._host(rest, status.host)
             if status.state is JobState.PENDING:
                 status.reason = self.pending_reason(rest)
             answer[job_id] = status

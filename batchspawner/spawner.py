@@ -20,6 +20,7 @@ commands, request variables, templates, state, the Spawner API.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pwd
 import re
@@ -56,7 +57,8 @@ from .options import (
     validate_spawner_user_options,
 )
 from .parsing import QueryParsingMixin
-from .runner import CommandError, CommandRunner, split_command
+from .runner import CommandError, CommandRunner, has_shell_syntax, split_command
+from .runners import RunnerPolicy
 from .runner import first_line as _first_line
 from .shared_status import JobWatch, SharedStatusTraits
 from .ssh import SubmitHostsMixin
@@ -277,9 +279,11 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
     def _lookup_homedir(self):
         try:
-            return pwd.getpwnam(self.user.name).pw_dir
+            entry = pwd.getpwnam(self.user.name)
         except KeyError:
             return os.path.join("/home", self.user.name)
+        self._passwd_shell = getattr(entry, "pw_shell", "")  # for UserEnvMixin's SHELL (compat.py), no second lookup
+        return entry.pw_dir
 
     async def _resolve_homedir(self):
         """Fill in req_homedir's default off the event loop (once; a configured value wins)."""
@@ -428,23 +432,46 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
     # ---------------------------------------------------------------- state kept
     job_id = Unicode("")
     job_status = Unicode("")  # last native state text, for templates and logs
-    runner = Any(help="CommandRunner for submit/cancel (injected in tests).")
-    query_runner = Any(help="CommandRunner for queries (injected in tests).")
+    runner = Any(help="Runner for submit/cancel/log reads, as the user (injected in tests).")
+    query_runner = Any(help="Runner for per-job queries (injected in tests).")
+
+    scheduler_env_names = List(
+        Unicode(),
+        help="""More environment variables (names or glob patterns) of the hub that every scheduler
+        command gets: submit, per-job query, cancel and the shared status query.
+
+        Built in (see batchspawner.runners.SCHEDULER_ENV_NAMES): PATH, LANG, LC_ALL, HOME, USER and
+        the client variables of each scheduler (SLURM_CONF, SGE_ROOT, SGE_CELL, SGE_QMASTER_PORT,
+        LSF_ENVDIR, LSF_SERVERDIR, PBS_CONF_FILE, PBS_*, CONDOR_CONFIG, _CONDOR_*...). Names that
+        look like secrets (TOKEN, SECRET, PASSWORD, KEY) never reach a query or a cancel. With a
+        sudo exec_prefix, sudo's own env_reset/env_keep still applies (the default ``sudo -E``
+        keeps them).""",
+    ).tag(config=True)
+
+    @property
+    def runner_policy(self) -> RunnerPolicy:
+        """Who runs which command, as whom, with which environment (batchspawner/runners.py)."""
+        policy = self.__dict__.get("_runner_policy")
+        if policy is None:
+            policy = self.__dict__["_runner_policy"] = RunnerPolicy(self)
+        return policy
 
     @default("runner")
     def _default_runner(self):
-        return self._make_runner(self.exec_prefix)
+        if self.overrides_run_command():
+            return compat.RunCommandRunner(self, self.runner_policy.exec_prefix_argv(), self.command_timeout)
+        return self.runner_policy.user_runner()
 
     @default("query_runner")
     def _default_query_runner(self):
         return self.runner
 
     def _make_runner(self, prefix_template):
-        if self.submit_hosts:  # over ssh to the first reachable submit host (batchspawner/ssh.py)
-            return self.make_ssh_runner(self._identity_vars())
-        prefix = split_command(prefix_template, **self._identity_vars()) if prefix_template else []
-        remote = bool(prefix) and os.path.basename(prefix[0]) == "ssh"
-        return CommandRunner(prefix=prefix, timeout=self.command_timeout, remote_shell=remote, log=self.log)
+        """A local runner with this prefix (formatted with the request variables and identity)."""
+        policy = self.runner_policy
+        if self.submit_hosts:
+            return policy.user_runner()
+        return policy.local_runner(split_command(prefix_template, **policy.prefix_vars()) if prefix_template else [])
 
     @validate("exec_prefix")
     def _check_exec_prefix(self, proposal):
@@ -465,6 +492,40 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self._started_at = None
         self.job_watch = JobWatch(self)
         self.leftovers = Leftovers(self)
+        self._startup_notes()
+
+    def _startup_notes(self):
+        """Say once per class what a 1.3 configuration or subclass gets (see batchspawner/compat.py)."""
+        cls = type(self).__name__
+        for name in ("batch_submit_cmd", "batch_query_cmd", "batch_cancel_cmd", "batch_status_cmd"):
+            template = getattr(self, name, "")
+            if template and has_shell_syntax(template):
+                compat.warn_once(
+                    self.log, (cls, name, template),
+                    "%s.%s has shell syntax (; | > && $...): it runs through /bin/sh -c, with every "
+                    "substituted value shell-quoted: %s", cls, name, template, level=logging.INFO,
+                )  # fmt: skip
+        why = compat.shared_status_fits(self) if self.shared_status and self.batch_status_cmd else ""
+        if why:
+            compat.warn_once(
+                self.log, (cls, "shared"),
+                "%s: %s, so each job is queried on its own with batch_query_cmd (as batchspawner 1.3 "
+                "did). To share one status query, also set %s.batch_status_cmd to a command whose "
+                "output that class's parse_batch_status reads.", cls, why, cls,
+            )  # fmt: skip
+        if self.overrides_run_command():
+            compat.warn_once(
+                self.log, (cls, "run_command"),
+                "%s overrides run_command (batchspawner 1.3): every scheduler command runs through it, "
+                "as one shell-quoted string; submit_hosts and the shared status runner do not use it.", cls,
+            )  # fmt: skip
+        hooks = compat.legacy_hooks(self)
+        if hooks:
+            compat.warn_once(
+                self.log, (cls, "hooks"),
+                "%s overrides %s (batchspawner 1.3): they decide the job state from job_status; "
+                "a failed query they do not recognise counts as unknown, not ended.", cls, ", ".join(hooks),
+            )  # fmt: skip
 
     # ---------------------------------------------------------------- helpers
     def _identity_vars(self):
@@ -481,7 +542,12 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
     def get_req_subvars(self):
         """Template variables from every ``req_*`` trait (batchspawner 1.3 name)."""
-        return {n[4:]: getattr(self, n) for n in self.trait_names() if n.startswith("req_")}
+        subvars = {n[4:]: getattr(self, n) for n in self.trait_names() if n.startswith("req_") and n != "req_keepvars"}
+        # not cached as the trait's value: read early (a poll after a hub restart formats commands
+        # with these), it would miss what get_env() holds only once a spawn starts
+        configured = "req_keepvars" in self._trait_values
+        subvars["keepvars"] = self.req_keepvars if configured else self._req_keepvars_default()
+        return subvars
 
     def cmd_formatted_for_batch(self):
         """The command the job runs: wrapper + cmd + args, each word shell-quoted."""
@@ -534,10 +600,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             self.log.warning("%s: could not remove token file %s: %s", self._log_name, path, e.reason or e)
 
     def command_env(self):
-        """Environment for queries and cancels: no tokens."""
-        env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME", "USER")}
-        env.setdefault("PATH", os.defpath)
-        return env
+        """Environment for queries and cancels: the scheduler variables, no tokens (runners.py)."""
+        return self.runner_policy.command_env()
 
     def command_vars(self, job_id=""):
         """Variables for formatting command words: request values, job_id, identity."""
@@ -591,7 +655,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
     async def submit_batch_script(self, user_values=None):
         script = self.render_script(user_values)
         argv = split_command(self.batch_submit_cmd, **(self.command_vars() | (user_values or {})))
-        env = self.get_env()
+        env = self.runner_policy.submit_env()
         self.log.info("%s: submitting job: %s", self._log_name, shlex.join(self.runner.build_argv(argv)))
         try:
             result = await self.runner.run(argv, env=env, stdin=script, cwd=await self._submit_cwd())
@@ -643,24 +707,25 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             return home
         return None
 
-    async def query_job_status(self) -> JobStatus:
-        """Ask the scheduler about this spawner's job (one command)."""
-        if not self.job_id:
+    async def query_job_status(self, job_id=None) -> JobStatus:
+        """Ask the scheduler about one job (default: this spawner's), with one command."""
+        job_id = self.job_id if job_id is None else job_id
+        if not job_id:
             return JobStatus(JobState.FINISHED, native="no job")
-        argv = split_command(self.batch_query_cmd, **self.command_vars(self.job_id))
+        argv = split_command(self.batch_query_cmd, **self.command_vars(job_id))
         try:
-            result = await self.query_runner.run(argv, env=self.command_env(), check=False)
+            result = await self.query_runner.run(argv, env=self.runner_policy.env_for(self.query_runner), check=False)
         except CommandError as e:  # timeout or could not start
             status = JobStatus(JobState.UNKNOWN, reason=e.reason or str(e))
         else:
-            status = self.parse_query_output(result.returncode, result.stdout, result.stderr)
+            status = self.read_query_result(result.returncode, result.stdout, result.stderr)
         if status.native == GONE_CLAIM:
-            status = await self._confirm_gone(status)
+            status = await self._confirm_gone(status, job_id)
         return self._record_status(status)
 
     _warned_silent = False  # empty_query_means_finished explained once per process
 
-    async def _confirm_gone(self, claim: JobStatus) -> JobStatus:
+    async def _confirm_gone(self, claim: JobStatus, job_id: str) -> JobStatus:
         """Ask the second source (batch_confirm_cmd) about a job the per-job query did not find."""
         silent = claim.extra.get("silent")
         if silent and not BatchSpawnerBase._warned_silent:
@@ -676,9 +741,9 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             if silent:
                 return JobStatus(JobState.UNKNOWN, reason="the per-job query printed nothing")
             return JobStatus(JobState.FINISHED, native="gone", reason=claim.reason)
-        argv = split_command(self.batch_confirm_cmd, **self.command_vars(self.job_id))
+        argv = split_command(self.batch_confirm_cmd, **self.command_vars(job_id))
         try:
-            result = await self.query_runner.run(argv, env=self.command_env(), check=False)
+            result = await self.query_runner.run(argv, env=self.runner_policy.env_for(self.query_runner), check=False)
         except CommandError as e:
             return JobStatus(JobState.UNKNOWN, reason=f"{claim.reason}; the confirming query failed: {e.reason or e}")
         status = self.parse_confirm_output(result.returncode, result.stdout, result.stderr)
@@ -690,12 +755,55 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             self.log.warning(
                 "%s: the per-job query did not find job %s (%s), but %s shows it %s: kept",
                 self._log_name,
-                self.job_id,
+                job_id,
                 claim.reason,
                 argv[0],
                 status.describe(),
             )
         return status
+
+    def read_query_result(self, returncode, stdout, stderr) -> JobStatus:
+        """One query's output as a JobStatus: 1.3 predicates if a subclass overrides them, else
+        parse_query_output. A parser that raises is a bug, logged as one (never a scheduler outage)."""
+        try:
+            if compat.legacy_hooks(self):
+                return compat.legacy_status(self, returncode, stdout, stderr)
+            return self.parse_query_output(returncode, stdout, stderr)
+        except Exception as e:
+            self.log.exception(
+                "%s: reading the answer of %s raised %s: a bug in the query parser, not a scheduler "
+                "outage (the job state is unknown; the server is kept). Output: %r",
+                self._log_name, type(self).__name__, type(e).__name__, (stdout or stderr)[:300],
+            )  # fmt: skip
+            return JobStatus(JobState.UNKNOWN, reason=f"query parser error ({type(e).__name__})")
+
+    # ---------------------------------------------------------------- batchspawner 1.3 API
+    def state_ispending(self):
+        """1.3 API: does ``job_status`` (the last query's output) match state_pending_re?"""
+        return bool(self.job_status and self.state_pending_re and re.search(self.state_pending_re, self.job_status, re.M))
+
+    def state_isrunning(self):
+        """1.3 API: does ``job_status`` match state_running_re?"""
+        return bool(self.job_status and self.state_running_re and re.search(self.state_running_re, self.job_status, re.M))
+
+    def state_isunknown(self):
+        """1.3 API: does ``job_status`` match state_unknown_re?"""
+        return bool(self.job_status and self.state_unknown_re and re.search(self.state_unknown_re, self.job_status, re.M))
+
+    def overrides_run_command(self) -> bool:
+        return type(self).run_command is not BatchSpawnerBase.run_command
+
+    async def run_command(self, cmd, input=None, env=None):
+        """1.3 API: run ``cmd`` (one shell string, the caller's own text) and return its stdout.
+
+        Raises RuntimeError with stderr when it fails. This package never calls it unless a
+        subclass overrides it (then every scheduler command goes through the override)."""
+        result = await CommandRunner(timeout=self.command_timeout, log=self.log).run(
+            ["/bin/sh", "-c", cmd], env=env, stdin=input, check=False
+        )
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr.strip())
+        return result.stdout.strip()
 
     def _record_status(self, status: JobStatus) -> JobStatus:
         self._last_status = status
@@ -741,18 +849,14 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         return self.job_watch.poller()
 
     def status_endpoint(self):
-        """(runner, env, poller key) of the shared status query: the one place that decides them.
+        """(runner, env, poller key) of the shared status query.
 
-        Spawners whose key is equal share one poller (one query per round for all their jobs)."""
-        runner = self.status_runner
-        key = (
-            type(self).__name__,
-            self.batch_status_cmd,
-            self.command_vars().get("cluster_opt", ""),
-            tuple(getattr(runner, "prefix", ()) or ()),
-            tuple(getattr(runner, "hosts", ()) or ()),
-        )
-        return runner, self.command_env(), key
+        Decided in one place, the runner policy (batchspawner/runners.py): the key includes
+        the runner's identity, so spawners share one poller only when they would run the same
+        query as the same identity. Spawners whose key is equal share one poller (one query per
+        round for all their jobs)."""
+        key, runner, env = self.runner_policy.status_endpoint()
+        return runner, env, key
 
     def _forget_job(self):
         self.job_watch.forget(self.job_id)
@@ -763,13 +867,14 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self._unknown_since = None
         self._grace_reported = False
 
-    async def cancel_batch_job(self):
-        argv = split_command(self.batch_cancel_cmd, **self.command_vars(self.job_id))
-        self.log.info("%s: cancelling job %s", self._log_name, self.job_id)
+    async def cancel_batch_job(self, job_id=None):
+        job_id = self.job_id if job_id is None else job_id
+        argv = split_command(self.batch_cancel_cmd, **self.command_vars(job_id))
+        self.log.info("%s: cancelling job %s", self._log_name, job_id)
         await self.runner.run(argv, env=self.command_env())
 
-    async def read_log_tail(self):
-        path = self.format_log_path(self.job_id)
+    async def read_log_tail(self, job_id=None):
+        path = self.format_log_path(self.job_id if job_id is None else job_id)
         if not path:
             return ""
         try:
@@ -1092,20 +1197,47 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             await asyncio.sleep(0.5)
 
 
-def save_spawner_state(spawner):
-    """Write ``spawner.get_state()`` to its database row now (outside the hub's own saves)."""
+def save_spawner_state(spawner) -> bool:
+    """Write ``spawner.get_state()`` to its database row now (outside the hub's own saves).
+
+    True when saved. A failure never fails the spawn (the hub saves the state again when the
+    spawn ends), but it is logged as an error naming the job and what it risks, and the
+    session is rolled back so the hub's own next commit is not refused too.
+    """
+    name = getattr(spawner, "_log_name", spawner)
     orm = getattr(spawner, "orm_spawner", None)
     if orm is None:
-        return
+        return False  # not a hub's spawner (a test, or a wrapper's temporary child)
+    session = None
     try:
         from sqlalchemy import inspect
 
         session = inspect(orm).session
         if session is None:
-            return
+            spawner.log.warning(
+                "%s: the server's database row is detached; job %s is saved only with the hub's next "
+                "state save", name, getattr(spawner, "job_id", ""),
+            )  # fmt: skip
+            return False
         orm.state = spawner.get_state()
         # synchronous, on the event loop, as JupyterHub itself commits its database
         # (User.spawn/stop call db.commit() inline); the session is not thread-safe
         session.commit()
-    except Exception:  # never fail a spawn over this
-        spawner.log.exception("could not save the state of %s", getattr(spawner, "_log_name", spawner))
+        return True
+    except Exception as e:  # never fail a spawn over this
+        if session is not None:
+            try:
+                session.rollback()
+            except Exception:  # noqa: S110 - the original error is the one to report
+                pass
+        spawner.log.error(
+            "%s: could not save the server's state (job %s) to the hub database: %s: %s. The spawn goes "
+            "on and the hub saves the state again when it ends; if the hub restarts before that, it may "
+            "not know job %s: check the database, and cancel the job by hand if it is left running.",
+            name, getattr(spawner, "job_id", ""), type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "",
+            getattr(spawner, "job_id", ""),
+        )  # fmt: skip
+        return False
+
+
+from . import compat  # noqa: E402  (compat's BatchSpawnerRegexStates subclasses BatchSpawnerBase)

@@ -10,8 +10,11 @@ client (never a shell on the hub):
   reused connection per user and host (``ControlMaster=auto`` with the socket
   in a private mode-0700 directory and ``ControlPersist``);
 - a *connection* failure (ssh exit 255 with an ssh message about connecting,
-  resolving, authenticating or the host key) moves on to the next host and
-  puts the failed one in a cool-down; the last good host is tried first. A
+  resolving or the host key) moves on to the next host and puts the failed
+  one in a cool-down; the last good host is tried first. A refused *login*
+  (``Permission denied``, ``Too many authentication failures``) is the user's
+  failure, not the host's: the next host is tried, but the host is not put in
+  the process-wide cool-down, so one user's broken key benches it for nobody. A
   *command* failure (the remote command's own exit status) is returned as it
   is and never retried elsewhere, and neither is a command timeout or a
   connection lost *while* the command ran: a submit must not run twice.
@@ -47,7 +50,6 @@ are not sent (``env_skip``): the remote login provides its own.
 from __future__ import annotations
 
 import atexit
-import fnmatch
 import math
 import os
 import re
@@ -60,18 +62,22 @@ from typing import Mapping, Sequence
 
 from traitlets import Enum, Float, HasTraits, Integer, List, TraitError, Unicode, validate
 
-from .runner import CommandError, CommandResult, CommandRunner, first_line, split_command
+from .runner import (
+    DEFAULT_ENV_SKIP,
+    ENV_NAME_RE,  # noqa: F401  (kept importable from here)
+    REMOTE_ENV_SH,
+    CommandError,
+    CommandResult,
+    CommandRunner,
+    env_to_send,
+    first_line,
+    split_command,
+)
 from .sshhosts import HEALTH, HostHealth, SubmitHost, classify_ssh_failure
 
 __all__ = ["SshRunner", "SubmitHostsMixin", "SubmitHost", "HostHealth", "classify_ssh_failure", "private_control_dir"]
 
-DEFAULT_ENV_SKIP = (
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "PWD", "OLDPWD", "SHLVL", "TERM", "MAIL",
-    "TMPDIR", "_", "SSH_*", "XDG_*", "SUDO_*", "LD_*", "DISPLAY",
-)  # fmt: skip
 MAX_CONTROL_DIR = 107 - 58
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-REMOTE_ENV_SH = 'while IFS= read -r kv && [ -n "$kv" ]; do export "$kv"; done; exec "$@"'
 
 _control_dir = None
 _control_lock = threading.Lock()
@@ -180,17 +186,7 @@ class SshRunner:
 
     # ------------------------------------------------------------ env
     def env_to_send(self, env: Mapping[str, str] | None) -> dict[str, str]:
-        send = {}
-        for name, value in (env or {}).items():
-            if any(fnmatch.fnmatchcase(name, pat) for pat in self.env_skip):
-                continue
-            if not ENV_NAME_RE.match(name):
-                raise CommandError([], reason=f"environment variable name {name!r} cannot be sent over ssh")
-            value = str(value)
-            if "\n" in value or "\r" in value or "\0" in value:
-                raise CommandError([], reason=f"environment variable {name} has a line break; cannot be sent over ssh")
-            send[name] = value
-        return send
+        return env_to_send(env, self.env_skip)
 
     def _local_env(self, send: Mapping[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "SSH_AUTH_SOCK", "LANG", "LC_ALL")}
@@ -218,12 +214,20 @@ class SshRunner:
             data = header + (stdin or "")
         local_env = self._local_env(send)
         failures = []
+        refused = []
         full = []
         for host in self.health.order(self.hosts):
             full = self.argv_for(host, argv, list(send))
             # CommandTimeout and "could not start" propagate: the command may have run, or no host can work
             result = await self._local.run(full, env=local_env, stdin=data, timeout=timeout, check=False)
             kind = classify_ssh_failure(result.returncode, result.stderr)
+            if kind == "auth":
+                # this user's login was refused (key, account): the host is fine for everyone else,
+                # so it is not benched in the process-wide table; another host may take the key
+                reason = _first_line(result.stderr)
+                refused.append(f"{host} ({reason})")
+                self._warn("submit host %s refused the ssh login of %s (%s)", host, self.user, reason)
+                continue
             if kind == "connect":
                 self.health.failed(host, self.cooldown)
                 reason = _first_line(result.stderr)
@@ -241,6 +245,13 @@ class SshRunner:
             if check and result.returncode != 0:
                 raise CommandError(full, result.returncode, result.stdout, result.stderr)
             return result
+        if refused:
+            raise CommandError(
+                full, 255, "", "\n".join(refused + failures),
+                reason=f"ssh authentication as {self.user} failed on every submit host: "
+                + "; ".join(refused + failures)
+                + f". Check {self.user}'s key (ssh_identity_file) and account on the submit hosts",
+            )  # fmt: skip
         raise CommandError(
             full, 255, "", "\n".join(failures),
             reason="no submit host reachable over ssh: " + "; ".join(failures)
@@ -262,8 +273,9 @@ class SubmitHostsMixin(HasTraits):
         Entries are ``host``, ``host:port``, ``user@host`` or ``[ipv6]:port``. When set, submit,
         query and cancel commands (and the token file writer) run there instead of through
         ``exec_prefix``, which is then ignored. A host that cannot be reached (ssh exit 255 with a
-        connection or authentication error) is skipped for ``ssh_failover_cooldown`` seconds and
-        the next one is tried; a command that fails on a reachable host is not retried elsewhere.""",
+        connection error) is skipped for ``ssh_failover_cooldown`` seconds and the next one is
+        tried; a refused login (one user's key or account) is that user's failure: the next host is
+        tried but the host is not skipped for anyone; a command that fails on a reachable host is not retried elsewhere.""",
     ).tag(config=True)
 
     ssh_command = Unicode(

@@ -17,10 +17,17 @@ __all__ = ["SubmitHost", "HostHealth", "HEALTH", "classify_ssh_failure"]
 # ssh's own messages (exit 255) when it never got to run the command: safe to try another host.
 CONNECT_FAILED_RE = re.compile(
     r"ssh: connect to host|Could not resolve hostname|Connection refused|Connection timed out"
-    r"|Operation timed out|No route to host|Network is unreachable|Permission denied \("
+    r"|Operation timed out|No route to host|Network is unreachable"
     r"|Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|kex_exchange_identification"
-    r"|banner exchange|Connection (?:closed|reset) by \S+ port \d+|Too many authentication failures"
+    r"|banner exchange|Connection (?:closed|reset) by \S+ port \d+"
     r"|mux_client_request_session|Session open refused",
+    re.I,
+)
+# ssh's messages when the host answered but refused *this user's* login (their key, their
+# account): the command never ran, but the host is fine for everyone else.
+AUTH_FAILED_RE = re.compile(
+    r"Permission denied \(|Too many authentication failures|Authentication failed"
+    r"|no more authentication methods|Account expired|account has expired",
     re.I,
 )
 # ssh's messages when the connection broke after the command may have started: not retried.
@@ -69,7 +76,8 @@ class HostHealth:
     """Which submit hosts failed to connect recently, and which one last worked.
 
     One instance is shared by every runner of the hub process (``HEALTH``), so
-    when a login node goes down all users' spawners skip it for the cool-down.
+    when a login node goes down all users' spawners skip it for the cool-down. Only
+    failures of the host count: one user's refused login (``"auth"``) never benches it.
     """
 
     def __init__(self, clock=time.monotonic):
@@ -112,9 +120,13 @@ HEALTH = HostHealth()
 
 
 def classify_ssh_failure(returncode: int, stderr: str) -> str:
-    """``"connect"`` (never ran: try elsewhere), ``"lost"`` (may have run) or ``""`` (the command's own exit)."""
+    """``"auth"`` (this user's login was refused: never ran, the host is fine), ``"connect"``
+    (never ran, the host is unreachable: try elsewhere, cool it down), ``"lost"`` (may have run)
+    or ``""`` (the command's own exit)."""
     if returncode != 255:
         return ""
+    if AUTH_FAILED_RE.search(stderr or ""):
+        return "auth"
     if CONNECT_FAILED_RE.search(stderr or ""):
         return "connect"
     if CONNECTION_LOST_RE.search(stderr or ""):

@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 from traitlets import TraitError, Unicode, default, validate
 
 from .hosts import torque_first_host
-from .native import check_batch_answer, failed_query, garbled, mapped_host, short_id, status_from_native, to_int
+from .native import regex_parse, check_batch_answer, failed_query, garbled, mapped_host, short_id, status_from_native, to_int
 from .spawner import BatchSpawnerBase, _req
 from .states import JobState, JobStatus, missing, silent_claim
 from .templating import load_template
@@ -130,8 +130,12 @@ class TorqueSpawner(BatchSpawnerBase):
         return proposal["value"]
 
     native_states = TORQUE_STATES
+    native_query_parser = True  # compat.shared_status_fits: configured regexes need per-job queries
 
     def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
+        configured = regex_parse(self, returncode, stdout, stderr)
+        if configured is not None:
+            return configured
         failed = failed_query(self, returncode, stdout, stderr)
         if failed is not None:
             return failed

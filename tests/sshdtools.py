@@ -42,7 +42,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM yes
 PermitRootLogin no
-AllowUsers alice
+AllowUsers {login_user}
 AcceptEnv {accept_env}
 ForceCommand {dir}/logcmd.sh
 LogLevel VERBOSE
@@ -86,7 +86,7 @@ class ClientKey:
 
 
 class Sshd:
-    def __init__(self, key: ClientKey, accept_env: str = "LANG LC_*"):
+    def __init__(self, key: ClientKey, accept_env: str = "LANG LC_*", login_user: str = "alice"):
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="jhpc-sshd-"))
         self.dir.chmod(0o755)  # alice's session reads authorized_keys and runs logcmd.sh
@@ -94,13 +94,15 @@ class Sshd:
         (self.dir / "authorized_keys").chmod(0o644)
         self.commands_log = self.dir / "commands.log"
         self.commands_log.touch()
-        alice = pwd.getpwnam("alice")
-        os.chown(self.commands_log, alice.pw_uid, alice.pw_gid)
+        account = pwd.getpwnam(login_user)  # the only account let in; its sessions append to the log
+        os.chown(self.commands_log, account.pw_uid, account.pw_gid)
         logger = self.dir / "logcmd.sh"
         logger.write_text(LOGGER.format(log=self.commands_log))
         logger.chmod(0o755)
         self.config = self.dir / "sshd_config"
-        self.config.write_text(CONFIG.format(port=self.port, host_key=HOST_KEY, dir=self.dir, accept_env=accept_env))
+        self.config.write_text(
+            CONFIG.format(port=self.port, host_key=HOST_KEY, dir=self.dir, accept_env=accept_env, login_user=login_user)
+        )
         self.log = self.dir / "sshd.log"
         self.pid = None
         key.trust(self.port)

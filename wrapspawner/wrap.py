@@ -273,7 +273,39 @@ class WrapSpawner(Spawner):
             )
             raise error
         child_class, child_config, values = await self.select_child()
-        return self.build_child(child_class, child_config, values)
+        self.child_spawner = None  # a fresh child for this start (as build_child always made)
+        return self._construct(child_class, child_config, values)
+
+    def _construct(self, child_class, child_config, values, state=None):
+        """Build the child through :meth:`construct_child` (the hook subclasses override)."""
+        self._pending_child = (child_class, child_config, values, state, self.child_class, self.child_config)
+        try:
+            return self.construct_child()
+        finally:
+            self._pending_child = None
+
+    def construct_child(self):
+        """wrapspawner 1.0's hook: make ``child_spawner`` if there is none, and return it.
+
+        A subclass may override it to pick or adjust the child, as 1.0 documented: set
+        ``self.child_class``/``self.child_config`` and call ``super().construct_child()``,
+        and/or change the returned child. It runs before every start (after the choice
+        :meth:`select_child` made, e.g. a profile) and when :meth:`load_state` rebuilds
+        the child after a hub restart; a class or config the override set wins over that
+        choice. Unlike 1.0 no traits are linked between wrapper and child (see the module
+        docstring for what passes)."""
+        if self.child_spawner is None:
+            pending = getattr(self, "_pending_child", None)
+            if pending is None:
+                pending = (self.child_class, self.child_config, self.child_values, self.child_state or None,
+                           self.child_class, self.child_config)  # fmt: skip
+            child_class, child_config, values, state, seen_class, seen_config = pending
+            if self.child_class is not seen_class:
+                child_class = self.child_class  # the override chose the class
+            if self.child_config is not seen_config:
+                child_config = self.child_config
+            self.build_child(child_class, child_config, values, state=state)
+        return self.child_spawner
 
     # ------------------------------------------------------------ hub-pending flags
     @property
@@ -420,13 +452,21 @@ class WrapSpawner(Spawner):
             child_class, child_config = self.unresolved_child(str(e))
         if child_class is None:
             return  # logged; child_state is kept so get_state() and clear_state() do not lose the job
-        self.build_child(child_class, child_config, self.child_values, state=child_state)
+        self._construct(child_class, child_config, self.child_values, state=child_state)
+
+    def load_child_class(self, state):
+        """wrapspawner 1.0's hook: a subclass that chooses ``child_class`` sets it here from the
+        saved state (called by load_state before the child is rebuilt). Not needed otherwise:
+        the state names the child's class (see restored_child)."""
 
     def restored_child(self, state):
         """(class, config) of the child that wrote ``state`` (ProfilesSpawner: its profile).
 
         Raises LookupError/ImportError/ValueError saying why when it cannot be found.
         """
+        if type(self).load_child_class is not WrapSpawner.load_child_class:
+            self.load_child_class(state)  # a 1.0 subclass decides
+            return self.child_class, self.child_config
         name = state.get("child_class")
         if name and name != qualname(self.child_class):
             cls = import_item(name)

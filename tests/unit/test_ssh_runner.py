@@ -43,6 +43,9 @@ mode=$(cat "$dir/mode-$port" 2>/dev/null || echo ok)
 case "$mode" in
   down) echo "ssh: connect to host 127.0.0.1 port $port: Connection refused" >&2; exit 255;;
   lost) echo "Connection to 127.0.0.1 closed by remote host." >&2; exit 255;;
+  auth) echo "alice@127.0.0.1: Permission denied (publickey)." >&2; exit 255;;
+  toomany) echo "Received disconnect from 127.0.0.1 port $port:2: Too many authentication failures" >&2
+           echo "Disconnected from 127.0.0.1 port $port" >&2; exit 255;;
   hang) sleep 5; exit 0;;
 esac
 exec /bin/sh -c "$2"
@@ -231,7 +234,7 @@ def test_host_parsing_and_classification():
         with pytest.raises(ValueError):
             SubmitHost.parse(bad)
     assert classify_ssh_failure(255, "ssh: Could not resolve hostname login9: Name or service not known") == "connect"
-    assert classify_ssh_failure(255, "alice@h: Permission denied (publickey).") == "connect"
+    assert classify_ssh_failure(255, "alice@h: Permission denied (publickey).") == "auth"  # the user's, not the host's
     assert classify_ssh_failure(255, "client_loop: send disconnect: Broken pipe") == "lost"
     assert classify_ssh_failure(255, "") == ""
     assert classify_ssh_failure(1, "Connection refused") == ""
@@ -276,3 +279,33 @@ def test_bad_config_names_the_trait():
         make_spawner(SlurmSpawner, ssh_options=["-oProxyCommand=evil"])
     with pytest.raises(TraitError, match=r"SlurmSpawner\.ssh_control_dir"):
         make_spawner(SlurmSpawner, ssh_control_dir="/tmp/" + "x" * 60)
+
+
+@pytest.mark.parametrize("mode", ["auth", "toomany"])
+async def test_one_users_auth_failure_does_not_bench_the_host_for_everyone(fake, mode):
+    """Issue 11 item 7: an ssh authentication failure is the user's (their key), not the host's.
+    It must not put the host in the process-wide cool-down, so other users keep using it."""
+    health = HostHealth(clock=fake.clock)
+    fake.mode(2201, mode)
+    fake.mode(2202, mode)
+    alice = fake.runner(health=health)
+    with pytest.raises(CommandError) as info:
+        await alice.run(["squeue"], check=False)
+    message = str(info.value)
+    assert "authenticat" in message.lower() and "alice" in message
+    assert "no submit host reachable" not in message
+    assert health.bad_until == {}  # nobody else's host order changed
+    fake.mode(2201, "ok")
+    fake.mode(2202, "ok")
+    bob = SshRunner(hosts=["127.0.0.1:2201", "127.0.0.1:2202"], user="bob", ssh_command=[fake.ssh], timeout=10,
+                    health=health, control_dir=alice.control_dir)  # fmt: skip
+    before = len(fake.calls())
+    await bob.run(["true"])
+    assert fake.calls()[before:] == [2201]  # bob's first host is still the first host
+
+
+def test_classify_auth_failures_apart_from_connect_failures():
+    assert classify_ssh_failure(255, "alice@login1: Permission denied (publickey,password).") == "auth"
+    assert classify_ssh_failure(255, "Received disconnect from 10.0.0.1 port 22:2: Too many authentication failures") == "auth"
+    assert classify_ssh_failure(255, "ssh: connect to host login1 port 22: Connection refused") == "connect"
+    assert classify_ssh_failure(255, "Host key verification failed.") == "connect"
