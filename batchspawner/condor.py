@@ -123,7 +123,7 @@ class CondorSpawner(UserEnvMixin, BatchSpawnerBase):
 
     @default("log_path")
     def _log_path_default(self):
-        return "{homedir}/jupyterhub_condor_{job_id}.log"
+        return "{logdir}/jupyter-{date}-{server}-job{job_id}.log"
 
     job_id_placeholder = "$(Cluster)"
 

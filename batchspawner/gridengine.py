@@ -118,7 +118,7 @@ class GridengineSpawner(BatchSpawnerBase):
 
     @default("log_path")
     def _log_path_default(self):
-        return "{homedir}/jupyterhub_gridengine_{job_id}.log"
+        return "{logdir}/jupyter-{date}-{server}-job{job_id}.log"
 
     job_id_placeholder = "$JOB_ID"  # a qsub -o pseudo variable
 

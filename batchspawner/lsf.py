@@ -138,7 +138,7 @@ class LsfSpawner(BatchSpawnerBase):
 
     @default("log_path")
     def _log_path_default(self):
-        return "{homedir}/jupyterhub_lsf_{job_id}.log"
+        return "{logdir}/jupyter-{date}-{server}-job{job_id}.log"
 
     job_id_placeholder = "%J"
 

@@ -67,6 +67,12 @@ REASONS = {
 }
 
 
+# squeue -O fields of the session card (batchspawner/sessions.py), '|'-separated
+DETAILS_COLUMNS = ["JobID", "State", "Partition", "NumCPUs", "MinMemory", "tres-per-node", "TimeLimit",
+                   "StartTime", "SubmitTime", "NodeList", "Reason", "exit_code"]
+DETAILS_FIELDS = ",".join(c + ":|" for c in DETAILS_COLUMNS)
+
+
 def _alternatives(words):
     return r"^(?:%s)\b" % "|".join(words)
 
@@ -125,6 +131,15 @@ class SlurmSpawner(UserEnvMixin, BatchSpawnerBase):
         help=BatchSpawnerBase.batch_status_cmd.help,
     ).tag(config=True)
 
+    batch_details_cmd = Unicode(
+        "squeue -h -t all -j {job_ids} -O " + DETAILS_FIELDS + " {cluster_opt}",
+        help=BatchSpawnerBase.batch_details_cmd.help,
+    ).tag(config=True)
+    batch_queue_cmd = Unicode(
+        "squeue -h -t PENDING -o '%i|%P' --sort=-p,i {cluster_opt}",
+        help=BatchSpawnerBase.batch_queue_cmd.help,
+    ).tag(config=True)
+
     state_pending_re = Unicode(_alternatives(PENDING_STATES), help=BatchSpawnerBase.state_pending_re.help).tag(
         config=True
     )
@@ -152,7 +167,7 @@ class SlurmSpawner(UserEnvMixin, BatchSpawnerBase):
 
     @default("log_path")
     def _log_path_default(self):
-        return "{homedir}/jupyterhub_slurmspawner_{job_id}.log"
+        return "{logdir}/jupyter-{date}-{server}-job{job_id}.log"
 
     job_id_placeholder = "%j"
 
@@ -281,6 +296,52 @@ class SlurmSpawner(UserEnvMixin, BatchSpawnerBase):
             return JobStatus(JobState.UNKNOWN, reason=f"no JobState in scontrol output: {stdout.strip()[:120]!r}")
         status = self.parse_query_output(0, f"{word} {fields.get('NodeList', '') or 'n/a'} {fields.get('Reason', 'None')}", "")
         return status
+
+    def parse_job_details(self, returncode, stdout, stderr):
+        """``squeue -O JobID:|,State:|,...`` (DETAILS_COLUMNS) -> {job_id: facts for the session card}."""
+        from .sessions import parse_duration, parse_timestamp
+
+        if returncode != 0:
+            if self.state_gone_re and re.search(self.state_gone_re, f"{stdout}\n{stderr}"):
+                return {}
+            raise RuntimeError(f"squeue exited with {returncode}: {(stderr or stdout).strip()[:200]}")
+        out = {}
+        for line in stdout.splitlines():
+            if not line.strip() or line.startswith("CLUSTER:"):
+                continue
+            cols = [c.strip() for c in line.split("|")]
+            if len(cols) < len(DETAILS_COLUMNS) or not re.fullmatch(r"\d+(?:_\d+)?(?:\+\d+)?", cols[0]):
+                raise RuntimeError(f"unexpected squeue line: {line[:120]!r}")
+            (job_id, native, partition, cpus, mem, tres, limit, start, submit, nodes, reason,
+             exit_code) = cols[: len(DETAILS_COLUMNS)]
+            gpus = ""
+            m = re.search(r"gpu(?::[^:,=]+)?[:=](\d+)", tres)
+            if m:
+                gpus = m.group(1)
+            out[job_id] = {
+                "native": native,
+                "partition": partition,
+                "cores": cpus,
+                "memory": "" if mem in ("0", "N/A") else mem,
+                "gpus": gpus,
+                "time_limit": parse_duration(limit),
+                "start": parse_timestamp(start),
+                "submit": parse_timestamp(submit),
+                "node": first_host(nodes) if native != "PENDING" else "",
+                "reason": "" if reason in ("None", "(null)") else reason,
+                "exit_code": exit_code if exit_code.isdigit() else "",
+            }
+        return out
+
+    def parse_queue_order(self, stdout):
+        """``squeue -h -t PENDING -o '%i|%P' --sort=-p,i`` -> [(job_id, partition)] by priority."""
+        order = []
+        for line in stdout.splitlines():
+            if not line.strip() or line.startswith("CLUSTER:"):
+                continue
+            job_id, _, partition = line.strip().partition("|")
+            order.append((job_id, partition))
+        return order
 
     def pending_reason(self, output):
         fields = output.strip().split(None, 2)

@@ -45,7 +45,7 @@ from traitlets import (
     validate,
 )
 
-from . import metrics
+from . import joblogs, metrics, report, sessions
 from .hosts import usable_host
 from .leftovers import Leftovers, LeftoverTraits
 from .options import (
@@ -72,9 +72,11 @@ USERNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$")
 class SpawnFailed(Exception):
     """A spawn failed for a reason the user should read on the spawn page."""
 
-    def __init__(self, message):
+    def __init__(self, message, html_message=None):
         super().__init__(message)
         self.jupyterhub_message = message
+        if html_message:
+            self.jupyterhub_html_message = html_message
 
 
 class SubmitRefused(web.HTTPError):
@@ -382,6 +384,142 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             )
         return value
 
+    # ---------------------------------------------------------------- what users see (issue 14)
+    # session card (batchspawner/sessions.py), job logs (joblogs.py), usage log (report.py)
+    log_dir = Unicode(
+        "{homedir}/.jupyterhub-hpc/logs",
+        help="""The user's private folder for job logs, as the job sees it ({homedir}, {username}).
+
+        ``log_path``'s default puts every job's output here as
+        ``jupyter-<date>-<server>-job<id>.log``. Before each submit the hub, as the user,
+        creates it with mode 0700, makes the logs in it 0600 and prunes them
+        (``log_keep_days``, ``log_keep_count``). Used only when ``log_path`` contains {logdir}.""",
+    ).tag(config=True)
+
+    log_keep_days = Integer(
+        30, help="Job logs in log_dir older than this many days are deleted before the next submit (0: keep)."
+    ).tag(config=True)
+
+    log_keep_count = Integer(
+        20, help="At most this many job logs are kept in log_dir, newest first (0: no limit)."
+    ).tag(config=True)
+
+    usage_log = Unicode(
+        "",
+        help="""File (on the hub) the hub appends one JSON line to per spawn, start, failure and stop.
+
+        Read it with ``jupyterhub-hpc-report``. Empty (default): no usage log. Created 0600.""",
+    ).tag(config=True)
+
+    batch_details_cmd = Unicode(
+        "",
+        help="""Command that prints the session-card details (partition, cores, memory, GPUs,
+        time limit, submit/start times, node, reason) of many jobs at once; {job_ids} as in
+        batch_status_cmd. Run by the shared details poller once per ``session_interval`` for all
+        jobs, as status_exec_prefix. Empty: cards show only what the spawner knows.""",
+    ).tag(config=True)
+
+    batch_queue_cmd = Unicode(
+        "",
+        help="""Command that lists every pending job (id and partition) in priority order, for the
+        card's queue position; one per round with batch_details_cmd. Empty: no position shown.""",
+    ).tag(config=True)
+
+    session_interval = Float(
+        15.0,
+        help="""Seconds between rounds of the shared details poller (batch_details_cmd and
+        batch_queue_cmd, one each for all jobs). Pages never query the scheduler.""",
+    ).tag(config=True)
+
+    log_file = Unicode("", help="The current job's log file (kept in state; shown on the card).")
+    submitted_at = Float(0.0, help="Epoch seconds of the current job's submission (kept in state).")
+
+    def details_poller(self, create=True):
+        """The shared :class:`~batchspawner.sessions.DetailsPoller` of this scheduler endpoint, or None."""
+        if not self.batch_details_cmd:
+            return None
+        runner = self.status_runner
+        vars_ = self.command_vars()
+        key = ("details", type(self).__name__, self.batch_details_cmd, vars_.get("cluster_opt", ""),
+               tuple(getattr(runner, "prefix", ()) or ()), tuple(getattr(runner, "hosts", ()) or ()))
+        if not create:
+            return sessions.DetailsPoller._registry.get(key)
+
+        async def details(job_ids):
+            ids = {"job_ids": ",".join(job_ids), "job_id_args": list(job_ids)}
+            argv = split_command(self.batch_details_cmd, **(vars_ | ids))
+            result = await runner.run(argv, env=self.command_env(), check=False)
+            return self.parse_job_details(result.returncode, result.stdout, result.stderr)
+
+        queue = None
+        if self.batch_queue_cmd:
+
+            async def queue():
+                argv = split_command(self.batch_queue_cmd, **vars_)
+                result = await runner.run(argv, env=self.command_env())
+                return self.parse_queue_order(result.stdout)
+
+        return sessions.DetailsPoller.get(key, details, queue, interval=self.session_interval,
+                                          min_interval=self.status_min_interval)
+
+    def parse_job_details(self, returncode, stdout, stderr) -> dict:
+        """{job_id: {partition, cores, memory, gpus, time_limit, start, submit, node, reason, native,
+        exit_code}} from batch_details_cmd; raise when the answer cannot be trusted."""
+        raise NotImplementedError(f"{type(self).__name__} has no details parser")
+
+    def parse_queue_order(self, stdout) -> list:
+        """[(job_id, partition)] of pending jobs in priority order, from batch_queue_cmd."""
+        raise NotImplementedError(f"{type(self).__name__} has no queue-order parser")
+
+    def _track_session(self):
+        poller = self.details_poller()
+        if poller is not None and self.job_id:
+            poller.watch(self.job_id)
+
+    def _untrack_session(self, job_id):
+        poller = self.details_poller(create=False)
+        if poller is not None and job_id:
+            poller.unwatch(job_id)
+
+    def _session_submitted(self):
+        self.log_file = self.format_log_path(self.job_id)
+        self.submitted_at = time.time()
+        self._running_at = None
+        self._track_session()
+        report.record(self, "spawn", outcome="submitted")
+
+    def _session_running(self):
+        self._running_at = time.time()
+        asyncio.ensure_future(joblogs.make_private(self, self.log_file))
+
+    def _queue_wait(self):
+        running = getattr(self, "_running_at", None)
+        if not self.submitted_at:
+            return None
+        return (running or time.time()) - self.submitted_at
+
+    def _session_started(self):
+        self._served_at = time.time()
+        report.record(self, "start", outcome="started", queue_wait=self._queue_wait())
+
+    def _session_failed(self, error):
+        if not self.job_id:
+            return
+        cancelled = isinstance(error, asyncio.CancelledError)
+        reason = "cancelled by the user" if cancelled else str(getattr(error, "jupyterhub_message", "") or error)
+        report.record(self, "fail", outcome="cancelled" if cancelled else "failed", reason=reason,
+                      queue_wait=self._queue_wait() if getattr(self, "_running_at", None) else None)
+
+    def _session_stopped(self):
+        served = getattr(self, "_served_at", None)
+        if self.job_id and served:
+            report.record(self, "stop", outcome="stopped", run_time=time.time() - served)
+        self._served_at = None
+
+    def session_facts(self):
+        """The session card's facts (cached only, no scheduler command); see batchspawner.sessions."""
+        return sessions.session_facts(self)
+
     # ---------------------------------------------------------------- job-state checks
     startup_poll_interval = Float(
         0.5, help="Seconds between job-state checks while the server starts."
@@ -623,7 +761,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
     def format_log_path(self, job_id):
         if not self.log_path:
             return ""
-        return self.log_path.format(homedir=self.req_homedir, username=self.user.name, job_id=job_id)
+        return self.log_path.format(**joblogs.log_format_vars(self, job_id))
 
     def render_script(self, user_values=None):
         subvars = self.template_vars(user_values)
@@ -874,16 +1012,12 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         await self.runner.run(argv, env=self.command_env())
 
     async def read_log_tail(self, job_id=None):
-        path = self.format_log_path(self.job_id if job_id is None else job_id)
-        if not path:
-            return ""
-        try:
-            result = await self.runner.run(
-                ["tail", "-n", str(self.log_tail_lines), "--", path], env=self.command_env(), timeout=10
-            )
-        except CommandError as e:
-            return f"(could not read {path}: {_first_line(e.stderr) or e.reason})"
-        return result.stdout.strip()
+        """The job log's last lines, read as the user; "" when there is no log (never a tool's error)."""
+        if job_id is None or job_id == self.job_id:
+            path = self.log_file or self.format_log_path(self.job_id)
+        else:
+            path = self.format_log_path(job_id)
+        return await joblogs.read_tail(self, path, self.log_tail_lines)
 
     # ---------------------------------------------------------------- state
     def load_state(self, state):
@@ -892,6 +1026,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self.job_status = state.get("job_status", "")
         if self.tunnel is not None:
             self.tunnel.load_state(state.get("tunnel") or {})
+        self.log_file = state.get("log_file", "") if self.job_id else ""
+        self.submitted_at = float(state.get("submitted_at") or 0) if self.job_id else 0.0
         if "uncancelled_jobs" in state:
             self.uncancelled_jobs = [
                 dict(e) for e in state["uncancelled_jobs"] or [] if isinstance(e, dict) and e.get("job_id")
@@ -904,6 +1040,11 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             state["job_status"] = self.job_status
             if self.tunnel is not None and self.tunnel.get_state():
                 state["tunnel"] = self.tunnel.get_state()
+            state["log_file"] = self.log_file
+            state["submitted_at"] = self.submitted_at
+            facts = self.session_facts()  # the REST API's server model shows the session card's facts
+            if facts:
+                state["session"] = facts
         if self.uncancelled_jobs:
             state["uncancelled_jobs"] = [dict(e) for e in self.uncancelled_jobs]
         return state
@@ -917,8 +1058,11 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             self.leftovers.keep()
         super().clear_state()
         self._forget_job()
+        self._untrack_session(self.job_id)
         self.job_id = ""
         self.job_status = ""
+        self.log_file = ""
+        self.submitted_at = 0.0
 
     state_saver = Any(
         None,
@@ -957,10 +1101,13 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             self._token_file = None
             if self.token_via_file:
                 await self._write_token_file()
+            await joblogs.prepare_log_dir(self)  # issue 14: private log folder, pruned
             self.job_id = await self.submit_batch_script(user_values)
+            self._session_submitted()  # issue 14: log file, card, usage log
             self._save_state_now()
             self._event(10, f"Job {self.job_id} submitted to the batch system.")
             host = await self._wait_until_running()
+            self._session_running()  # issue 14
             self._event(60, f"Job {self.job_id} is running on {host}; waiting for the server to start.")
             port = await self._wait_for_port()
             ip = self.resolve_host(host)
@@ -968,13 +1115,15 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
                 ip, port = await self._open_tunnel(ip, port)
             await self._wait_for_listen(ip, port)
             self._event(90, f"Server is listening on {ip}:{port}.")
-        except BaseException:
+        except BaseException as e:
             await self._remove_token_file()
             if self.tunnel is not None:
                 await self.tunnel.close()
+            self._session_failed(e)  # issue 14: usage log
             raise
         finally:
             self._port_future = None
+        self._session_started()  # issue 14: usage log
         self.port = port
         return (ip, port)
 
@@ -1007,13 +1156,41 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
     async def _job_ended(self, status):
         tail = await self.read_log_tail()
-        msg = f"The batch job {self.job_id} ended ({status.describe()}) before the server started."
-        if tail:
-            msg += "\nLast lines of the job's output:\n" + tail
-        else:
-            msg += " The job left no output we could read."
+        what = f"The batch job {self.job_id} ended before your server started"
+        raise self._spawn_failure(what, status, tail)
+
+    def _spawn_failure(self, what, status, tail, todo=""):
+        """SpawnFailed saying what happened, the scheduler's words, the log's tail and what to do (issue 14)."""
+        facts = []
+        if status is not None:
+            facts.append(f"job state {status.native or status.state.value}")
+            if status.exit_code is not None:
+                facts.append(f"exit code {status.exit_code}")
+            if status.reason and status.reason not in ("None",):
+                facts.append(f"scheduler's reason: {self.explain_reason(status.reason)}")
+        poller = self.details_poller(create=False)
+        det = poller.details.get(self.job_id, {}) if poller else {}
+        if det.get("exit_code") not in (None, "") and status is not None and status.exit_code is None:
+            facts.append(f"exit code {det['exit_code']}")
+        todo = todo or (
+            "Check the job's log below (it is kept in " + (self.log_file or "your home directory") + "), "
+            "change the resources or profile if they caused it, then start again. "
+            "If it keeps failing, send the job id to your site's support."
+        )
+        msg = f"{what} ({'; '.join(facts) or 'no details from the scheduler'})."
+        msg += "\nLast lines of the job's log:\n" + tail if tail else " The job left no log to show."
+        msg += "\nWhat to do: " + todo
         self.log.error("%s: %s", self._log_name, msg)
-        raise SpawnFailed(msg)
+        from html import escape
+
+        html_msg = (
+            f'<div class="hpc-failure"><p class="hpc-what"><strong>{escape(what)}.</strong></p>'
+            f'<p class="hpc-facts">{escape("; ".join(facts) or "No details from the scheduler.")}</p>'
+            + (f'<p>Last lines of the job\'s log:</p><pre class="hpc-log-tail">{escape(tail)}</pre>' if tail
+               else "<p>The job left no log to show.</p>")
+            + f'<p class="hpc-todo">What to do: {escape(todo)}</p></div>'
+        )
+        return SpawnFailed(msg, html_msg)
 
     async def _fail_if_cannot_start(self, status):
         """While starting: fail the spawn when the job ended, or waits on something only a person can fix."""
@@ -1021,12 +1198,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             await self._job_ended(status)
         blocker = self.start_blocker(status) if status.state is JobState.PENDING else ""
         if blocker:
-            msg = f"The batch job {self.job_id} cannot start: {blocker}."
             tail = await self.read_log_tail()
-            if tail:
-                msg += "\nLast lines of the job's output:\n" + tail
-            self.log.error("%s: %s", self._log_name, msg)
-            raise SpawnFailed(msg)
+            raise self._spawn_failure(f"The batch job {self.job_id} cannot start: {blocker}", status, tail)
 
     async def _wait_until_running(self):
         """Wait until the job runs on a host the scheduler named; returns that host."""
@@ -1045,6 +1218,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
                 continue
             await self._fail_if_cannot_start(status)
             desc = status.describe()
+            if status.state is JobState.PENDING:  # issue 14: position and estimated start
+                desc += await sessions.queue_note(self)
             if desc != last:
                 last = desc
                 if status.state is JobState.PENDING:
@@ -1119,8 +1294,13 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             return 0
         if self.leftovers.may_forget(self.job_id):
             return 1  # already seen ended and cancelled
+        self._track_session()  # issue 14: session card facts (idempotent)
         status = await self.job_status_now()
         if status.state is JobState.FINISHED:
+            if getattr(self, "_served_at", None):  # issue 14: usage log (walltime, scancel)
+                report.record(self, "stop", outcome="ended", reason=status.describe(),
+                              run_time=time.time() - self._served_at)
+                self._served_at = None
             # the hub forgets the job after this (clear_state): cancel it first, as its user
             await self.leftovers.cancel_before_forget(self.job_id, f"has ended ({status.describe()})")
             self._forget_job()
@@ -1148,6 +1328,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             self._forget_job()  # poll() saw it end and cancelled it already
             return
         await self._resolve_homedir()
+        self._session_stopped()  # issue 14: usage log
         error = await self.leftovers.cancel_with_retries(self.job_id, retry=not now)
         if error is None:
             deadline = time.monotonic() + (0 if now else self.cancel_wait_timeout)

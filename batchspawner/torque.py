@@ -117,8 +117,8 @@ class TorqueSpawner(BatchSpawnerBase):
 
     @default("log_path")
     def _log_path_default(self):
-        # #PBS -o takes a plain path (no job-id placeholder): one log per user, overwritten
-        return "{homedir}/jupyterhub_torque.log"
+        # #PBS -o takes a plain path (no job-id placeholder): one log per start, named by its time
+        return "{logdir}/jupyter-{date}-{server}.log"
 
     @validate("log_path")
     def _check_log_path(self, proposal):

@@ -226,7 +226,7 @@ SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:,@%+=/-]*$")
 def _baseline_lines():
     runner = FakeRunner(responder=_respond)
     asyncio.run(_spawn_script(runner, {"profile": "hpc"}))
-    return len(runner.calls[0].stdin.splitlines())
+    return len(next(c for c in runner.calls if c.argv[0] == "sbatch").stdin.splitlines())
 
 
 def _respond(argv, stdin):
@@ -400,7 +400,7 @@ async def test_wrapspawner_101_config_runs_unchanged(tmp_path):
     assert (child.req_nprocs, child.req_runtime, child.req_memory) == ("1", "4:00:00", "4gb")
     with pytest.raises(SpawnFailed):
         await wrapper.start()
-    script = runner.calls[0].stdin
+    script = next(c for c in runner.calls if c.argv[0] == "sbatch").stdin
     assert "#SBATCH --cpus-per-task=1\n" in script and "#SBATCH --time=4:00:00\n" in script
     assert "#SBATCH --partition=debug\n" in script
     # 1.0.1 form traits still work

@@ -127,7 +127,7 @@ async def test_job_that_ends_before_reporting_fails_at_once_with_log_tail():
     with pytest.raises(SpawnFailed) as info:
         await asyncio.wait_for(spawner.start(), 5)
     message = str(info.value)
-    assert "ended (FAILED" in message
+    assert "ended before your server started (job state FAILED" in message
     assert "no module named jupyterhub" in message
     tail = [c.argv for c in runner.calls if c.argv[0] == "tail"][0]
     assert tail[-1] == "/home/alice/jupyterhub_slurmspawner_123.log"

@@ -1,0 +1,110 @@
+"""Job logs: one private directory per user, files a user can find, pruned by age and count.
+
+The default ``log_path`` of every scheduler module is
+``{logdir}/jupyter-{date}-{server}-job{job_id}.log`` with ``log_dir`` defaulting to
+``{homedir}/.jupyterhub-hpc/logs`` (a hidden folder, so JupyterLab's file browser
+is not filled with logs). Before each submit the hub, as the user (``exec_prefix``),
+creates the folder with mode 0700, makes the logs in it 0600, and deletes logs older
+than ``log_keep_days`` and all but the newest ``log_keep_count``. A configured
+``log_path`` without ``{logdir}`` (batchspawner 1.3 configs) is used as it is and no
+folder is touched.
+
+Logs are read as the user too (never as the hub's root): the last lines explain a
+failed spawn, and ``GET /hub/hpc/log/<user>/<server>`` shows the log of a server's
+current job to its owner or an admin.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .runner import CommandError
+
+LOG_GLOB = "jupyter-*.log"
+
+# mkdir 0700, chmod existing logs 0600, prune by age then by count; $1 dir, $2 days, $3 count
+PREPARE_SH = r"""
+set -u
+umask 077
+mkdir -p -- "$1" || exit 1
+chmod 700 -- "$1"
+cd -- "$1" || exit 1
+for f in jupyter-*.log; do [ -f "$f" ] && chmod 600 -- "$f"; done
+if [ "$2" -gt 0 ]; then find . -maxdepth 1 -type f -name 'jupyter-*.log' -mtime +"$2" -delete; fi
+if [ "$3" -gt 0 ]; then
+  ls -1t -- jupyter-*.log 2>/dev/null | tail -n +"$(( $3 + 1 ))" | while IFS= read -r f; do rm -f -- "$f"; done
+fi
+exit 0
+"""
+
+
+def log_format_vars(spawner, job_id: str) -> dict:
+    """Variables for ``log_path``: homedir, username, job_id, logdir, date, server."""
+    base = {"homedir": spawner.req_homedir, "username": spawner.user.name}
+    stamp = getattr(spawner, "_log_stamp", "") or time.strftime("%Y%m%d-%H%M%S")
+    return base | {
+        "job_id": job_id,
+        "logdir": spawner.log_dir.format(**base),
+        "date": stamp,
+        "server": spawner.name or "default",
+    }
+
+
+def uses_log_dir(spawner) -> bool:
+    return "{logdir}" in (spawner.log_path or "")
+
+
+async def prepare_log_dir(spawner):
+    """Create/prune the user's log folder as the user; a failure is logged, never fatal."""
+    spawner._log_stamp = time.strftime("%Y%m%d-%H%M%S")
+    if not uses_log_dir(spawner) or spawner.runner.remote_shell and not spawner.log_dir:
+        return
+    directory = log_format_vars(spawner, "")["logdir"]
+    argv = ["sh", "-c", PREPARE_SH, "jupyterhub-hpc-logs", directory, str(int(spawner.log_keep_days)),
+            str(int(spawner.log_keep_count))]
+    try:
+        await spawner.runner.run(argv, env=spawner.command_env(), timeout=20)
+    except CommandError as e:
+        spawner.log.warning("%s: could not prepare the log folder %s: %s", spawner._log_name, directory, e.brief)
+
+
+async def make_private(spawner, path):
+    """chmod 600 the job's log once it exists (the scheduler creates it with the user's umask)."""
+    if not path or not uses_log_dir(spawner):
+        return
+    try:
+        await spawner.runner.run(["chmod", "600", "--", path], env=spawner.command_env(), timeout=10)
+    except CommandError:
+        pass  # not there yet; the folder is 0700 anyway, and the next start fixes it
+
+
+async def read_tail(spawner, path, lines: int) -> str:
+    """The last ``lines`` lines of ``path`` read as the user; "" when there is none to read.
+
+    Never returns a tool's own error text (``tail: cannot open ...``): a missing or
+    unreadable log is simply no log."""
+    if not path:
+        return ""
+    argv = ["tail", "-n", str(int(lines)), "--", path]
+    try:
+        result = await spawner.runner.run(argv, env=spawner.command_env(), timeout=10)
+    except CommandError:
+        return ""
+    return result.stdout.strip()
+
+
+async def read_log(spawner, path, max_bytes=256 * 1024) -> str | None:
+    """The end of the log (at most ``max_bytes``) read as the user; None when there is none."""
+    if not path:
+        return None
+    argv = ["tail", "-c", str(int(max_bytes)), "--", path]
+    try:
+        result = await spawner.runner.run(argv, env=spawner.command_env(), timeout=20)
+    except CommandError:
+        return None
+    return result.stdout
+
+
+def log_name(path: str) -> str:
+    return os.path.basename(path or "")

@@ -1,0 +1,332 @@
+"""What users and admins see about a batch session: the facts behind the session card.
+
+The hub's pages (home, spawn-pending, every page's walltime warning, the admin's
+sessions page) and the REST API's server model (``state["session"]``) all read
+:func:`session_facts`, which only reads caches: the shared status poller's last
+answer, and this module's :class:`DetailsPoller`. A page view never runs a
+scheduler command.
+
+The DetailsPoller runs, for every job the hub owns on one scheduler endpoint,
+*one* details query per round (Slurm: ``squeue -j ID,ID,... -o ...`` giving
+partition, cores, memory, GPUs, time limit, submit/start times, node and
+pending reason, the start time being Slurm's estimate while the job pends, as
+``squeue --start`` shows it) and *one* queue-order query (every pending job of
+the cluster, by priority) from which each job's position among the pending
+jobs of its partition is computed. Rounds run in the background every
+``session_interval`` seconds while jobs exist; a starting spawn may ask for a
+fresher one (coalesced, never more than one per ``status_min_interval``).
+
+A scheduler without ``batch_details_cmd`` shows what the spawner itself knows
+(job id, state and node from the status poller, the requested resources).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import logging
+import time
+
+log = logging.getLogger("batchspawner.sessions")
+
+WARN_SECONDS = 15 * 60  # the walltime warning shows in the last 15 minutes
+
+
+def batch_child(spawner):
+    """The batch spawner behind ``spawner`` (wrappers followed), or None."""
+    for _ in range(5):
+        if spawner is None or hasattr(spawner, "details_poller"):
+            return spawner
+        spawner = getattr(spawner, "child_spawner", None)
+    return None
+
+
+def parse_duration(text: str) -> int | None:
+    """Seconds from a scheduler duration: ``D-HH:MM:SS``, ``HH:MM:SS``, ``MM:SS``; None if unlimited/unknown."""
+    text = (text or "").strip()
+    if not text or text.upper() in ("UNLIMITED", "INFINITE", "N/A", "NOT_SET", "INVALID"):
+        return None
+    days = 0
+    if "-" in text:
+        d, _, text = text.partition("-")
+        if not d.isdigit():
+            return None
+        days = int(d)
+    parts = text.split(":")
+    if not all(p.isdigit() for p in parts) or not 1 <= len(parts) <= 3:
+        return None
+    nums = [int(p) for p in parts]
+    if len(nums) == 1:  # Slurm: a bare number is minutes
+        nums = [0, nums[0], 0]
+    elif len(nums) == 2:
+        nums = [0] + nums
+    h, m, s = nums
+    return days * 86400 + h * 3600 + m * 60 + s
+
+
+def parse_timestamp(text: str) -> float | None:
+    """Epoch seconds from an ISO local timestamp (Slurm's ``2026-12-02T05:36:51``); None for N/A."""
+    text = (text or "").strip()
+    if not text or text in ("N/A", "Unknown", "None", "(null)"):
+        return None
+    try:
+        return _dt.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def human_seconds(seconds) -> str:
+    """``3 h 05 min``, ``12 min``, ``40 s``: durations as a person reads them."""
+    if seconds is None:
+        return ""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def clock(epoch) -> str:
+    """An epoch as ``HH:MM`` UTC today, or ``YYYY-MM-DD HH:MM UTC`` another day."""
+    if epoch is None:
+        return ""
+    t = _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc)
+    today = _dt.datetime.now(_dt.timezone.utc).date()
+    return t.strftime("%H:%M UTC") if t.date() == today else t.strftime("%Y-%m-%d %H:%M UTC")
+
+
+class DetailsPoller:
+    """Cache of job details and queue positions for one scheduler endpoint."""
+
+    _registry: dict = {}
+
+    def __init__(self, key, details, queue, interval=15.0, min_interval=0.5):
+        self.key = key
+        self.details_query = details  # async (job_ids) -> {job_id: dict}
+        self.queue_query = queue  # async () -> [(job_id, partition)] in priority order, or None
+        self.interval = interval
+        self.min_interval = min_interval
+        self.jobs: set[str] = set()
+        self.details: dict[str, dict] = {}
+        self.positions: dict[str, tuple[int, int]] = {}
+        self.rounds = 0
+        self.updated_at = 0.0  # monotonic end of the last successful round
+        self._inflight = None
+        self._task = None
+
+    @classmethod
+    def get(cls, key, details, queue, **settings):
+        poller = cls._registry.get(key)
+        if poller is None:
+            poller = cls._registry[key] = cls(key, details, queue, **settings)
+        else:
+            poller.details_query, poller.queue_query = details, queue
+            for name, value in settings.items():
+                setattr(poller, name, value)
+        return poller
+
+    @classmethod
+    async def stop_all(cls):
+        for poller in list(cls._registry.values()):
+            if poller._task is not None:
+                poller._task.cancel()
+        cls._registry.clear()
+
+    def watch(self, job_id):
+        if job_id and job_id not in self.jobs:
+            self.jobs.add(job_id)
+            self._ensure_task()
+
+    def unwatch(self, job_id):
+        self.jobs.discard(job_id)
+        self.details.pop(job_id, None)
+        self.positions.pop(job_id, None)
+
+    async def refresh(self, max_age: float):
+        """Make sure the cache is no older than ``max_age`` seconds (one shared round)."""
+        if time.monotonic() - self.updated_at <= max_age:
+            return
+        if self._inflight is None or self._inflight.done():
+            wait = self.min_interval - (time.monotonic() - self.updated_at)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if self._inflight is None or self._inflight.done():
+                self._inflight = asyncio.ensure_future(self._round())
+        await asyncio.shield(self._inflight)
+
+    async def _round(self):
+        job_ids = sorted(self.jobs)
+        if not job_ids:
+            return
+        self.rounds += 1
+        try:
+            details = await self.details_query(job_ids)
+            order = await self.queue_query() if self.queue_query else None
+        except Exception as e:  # keep the old facts; the cards say how old they are
+            log.warning("session details query for %d jobs failed: %s", len(job_ids), str(e)[:200])
+            return
+        for job_id in job_ids:
+            if job_id in details:
+                self.details[job_id] = details[job_id]
+        if order is not None:
+            by_partition: dict[str, list[str]] = {}
+            for job_id, partition in order:
+                by_partition.setdefault(partition, []).append(job_id)
+            self.positions = {}
+            for job_id in job_ids:
+                part = (self.details.get(job_id) or {}).get("partition", "")
+                queue = by_partition.get(part, [])
+                if job_id in queue:
+                    self.positions[job_id] = (queue.index(job_id) + 1, len(queue))
+        self.updated_at = time.monotonic()
+
+    def _ensure_task(self):
+        if self._task is None or self._task.done():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._task = loop.create_task(self._run())
+
+    async def _run(self):
+        while self.jobs:
+            try:
+                await self.refresh(max_age=0)
+            except Exception:  # never let the loop die
+                log.exception("session details round failed")
+            await asyncio.sleep(self.interval)
+
+
+# ---------------------------------------------------------------- facts for pages and the API
+def _reason_words(batch, reason):
+    if not reason:
+        return ""
+    explain = getattr(batch, "explain_reason", None)
+    return explain(reason) if explain else reason
+
+
+def session_facts(spawner, now: float | None = None) -> dict | None:
+    """The card of one server, from caches only (no scheduler command); None if it has no job."""
+    batch = batch_child(spawner)
+    if batch is None or not getattr(batch, "job_id", ""):
+        return None
+    now = time.time() if now is None else now
+    job_id = batch.job_id
+    poller = batch.details_poller(create=False)
+    det = dict(poller.details.get(job_id, {})) if poller else {}
+    pos = poller.positions.get(job_id) if poller else None
+    status = getattr(batch, "_last_status", None)
+    native = (status.native if status else "") or det.get("native", "")
+    state_word = status.state.value if status else "unknown"
+    if getattr(spawner, "ready", False):
+        state = "running"
+    elif state_word == "pending" or det.get("native") == "PENDING":
+        state = "queued"
+    elif state_word == "running":
+        state = "starting"
+    elif getattr(spawner, "pending", None) == "spawn":
+        state = "submitting" if not status else "starting"
+    else:
+        state = state_word
+    reason = (status.reason if status and status.state.value == "pending" else "") or (
+        det.get("reason", "") if state == "queued" else ""
+    )
+    node = (status.host if status and status.host else "") or (det.get("node", "") if state != "queued" else "")
+    started = det.get("start") if state in ("running", "starting") else None
+    limit = det.get("time_limit")
+    if limit is None:
+        limit = parse_duration(getattr(batch, "req_runtime", ""))
+    time_left = None
+    if started and limit:
+        time_left = max(0, int(started + limit - now))
+    submitted = det.get("submit") or getattr(batch, "submitted_at", None)
+    queue_wait = None
+    if submitted:
+        queue_wait = int((started or now) - submitted) if (started or state == "queued") else None
+    estimated = det.get("start") if state == "queued" else None
+    if estimated is not None and estimated < now - 60:
+        estimated = None  # Slurm's placeholder for "no estimate yet"
+    facts = {
+        "job_id": job_id,
+        "server": spawner.name or "",
+        "profile": getattr(spawner, "child_profile", "") or "",
+        "scheduler": type(batch).__name__.replace("Spawner", ""),
+        "state": state,
+        "native_state": native,
+        "node": node,
+        "partition": det.get("partition") or getattr(batch, "req_partition", "") or getattr(batch, "req_queue", ""),
+        "cores": det.get("cores") or getattr(batch, "req_nprocs", "") or "",
+        "memory": det.get("memory") or getattr(batch, "req_memory", "") or "",
+        "gpus": det.get("gpus") or getattr(batch, "req_ngpus", "") or "",
+        "reason": reason,
+        "reason_text": _reason_words(batch, reason),
+        "position": pos[0] if pos else None,
+        "pending_in_partition": pos[1] if pos else None,
+        "estimated_start": estimated,
+        "estimated_start_text": clock(estimated),
+        "queue_wait": queue_wait,
+        "queue_wait_text": human_seconds(queue_wait),
+        "walltime": limit,
+        "walltime_text": human_seconds(limit),
+        "time_left": time_left,
+        "time_left_text": human_seconds(time_left),
+        "ends_soon": time_left is not None and time_left <= WARN_SECONDS,
+        "log_path": getattr(batch, "log_file", "") or "",
+        "facts_age": int(time.monotonic() - poller.updated_at) if poller and poller.updated_at else None,
+    }
+    return facts
+
+
+def user_sessions(user) -> list[dict]:
+    """Cards of every server of a hub user (for ``JupyterHub.template_vars``); [] for no user."""
+    if user is None or not hasattr(user, "spawners"):
+        return []
+    cards = []
+    for name, spawner in sorted(user.spawners.items()):
+        try:
+            facts = session_facts(spawner)
+        except Exception:  # a page must render even if one card cannot
+            log.exception("session card of %s:%s", getattr(user, "name", "?"), name)
+            continue
+        if facts:
+            facts["user"] = user.name
+            cards.append(facts)
+    return cards
+
+
+def template_vars() -> dict:
+    """``c.JupyterHub.template_vars.update(batchspawner.sessions.template_vars())``."""
+    return {"hpc_sessions": user_sessions}
+
+
+async def queue_note(batch) -> str:
+    """``; position 2 of 3 pending in partition x; estimated start 06:12 UTC`` for the progress stream.
+
+    Reads the shared details poller, asking it for a round no older than ``session_interval``
+    (one query for all jobs, shared with every other starting spawn)."""
+    poller = batch.details_poller()
+    if poller is None:
+        return ""
+    poller.watch(batch.job_id)
+    try:
+        await poller.refresh(max_age=batch.session_interval)
+    except Exception:
+        return ""
+    det = poller.details.get(batch.job_id, {})
+    pos = poller.positions.get(batch.job_id)
+    words = []
+    if pos:
+        part = det.get("partition", "")
+        words.append(f"position {pos[0]} of {pos[1]} pending" + (f" in partition {part}" if part else ""))
+    start = det.get("start")
+    if start and start > time.time() - 60:
+        words.append(f"estimated start {clock(start)}")
+    elif det:
+        words.append("no start estimate from the scheduler yet")
+    return ("; " + "; ".join(words)) if words else ""
