@@ -7,6 +7,7 @@ The names batchspawner 1.3 exported stay importable from here and from
 """
 
 from . import api  # noqa: F401  (registers POST /hub/api/batchspawner)
+from . import web  # noqa: F401  (registers /hub/hpc/log and /hub/hpc/sessions)
 from .compat import BatchSpawnerRegexStates, JobReport, JobStatus, UserEnvMixin, format_template
 from .condor import CondorSpawner
 from .gridengine import GridengineSpawner

@@ -255,7 +255,7 @@ def session_facts(spawner, now: float | None = None) -> dict | None:
     facts = {
         "job_id": job_id,
         "server": spawner.name or "",
-        "profile": getattr(spawner, "child_profile", "") or "",
+        "profile": _profile_name(spawner),
         "scheduler": type(batch).__name__.replace("Spawner", ""),
         "state": state,
         "native_state": native,
@@ -281,6 +281,16 @@ def session_facts(spawner, now: float | None = None) -> dict | None:
         "facts_age": int(time.monotonic() - poller.updated_at) if poller and poller.updated_at else None,
     }
     return facts
+
+
+def _profile_name(spawner) -> str:
+    key = getattr(spawner, "child_profile", "") or getattr(batch_child(spawner), "_wrapper_profile", "") or ""
+    find = getattr(spawner, "profile", None)
+    if key and callable(find):
+        profile = find(key)
+        if profile is not None:
+            return profile.display
+    return key
 
 
 def user_sessions(user) -> list[dict]:

@@ -309,6 +309,11 @@ class ProfilesSpawner(WrapSpawner):
     def child_user_options(self):
         return {}  # validated values are on the child's traits instead
 
+    def build_child(self, *args, **kwargs):
+        child = super().build_child(*args, **kwargs)
+        child._wrapper_profile = self.child_profile  # the usage log and session card name the profile
+        return child
+
     async def stopped_child_spec(self):
         """The profile of a stopped server: from state if kept, else its saved ``user_options``.
 

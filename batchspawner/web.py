@@ -1,0 +1,95 @@
+"""Hub pages for batch sessions: templates this package ships, the job-log page, the admin's sessions page.
+
+Enable them in ``jupyterhub_config.py``::
+
+    import batchspawner.web
+    c.JupyterHub.template_paths = [batchspawner.web.TEMPLATES]
+    c.JupyterHub.template_vars = batchspawner.web.template_vars()
+
+The templates override ``home.html`` (a session card per server), ``spawn_pending.html``
+(Cancel; a cancelled or failed start says so and offers Start again) and ``page.html``
+(the wall-time warning on every hub page), each extending JupyterHub's own.
+
+Importing this module (``import batchspawner`` does) adds two hub routes:
+
+- ``GET /hub/hpc/log/<user>/<server>``: the current job's log of that server, read as its
+  user (``exec_prefix``), for the owner or an admin only (404 for anyone else);
+- ``GET /hub/hpc/sessions``: every live batch session across users, for admins (403 otherwise).
+
+Neither runs a scheduler query: the facts come from the shared pollers' caches.
+"""
+
+from __future__ import annotations
+
+import os
+
+from jupyterhub import handlers as hub_handlers
+from jupyterhub.handlers import BaseHandler
+from tornado import web
+
+from . import joblogs, sessions
+
+TEMPLATES = os.path.join(os.path.dirname(__file__), "hubtemplates")
+
+
+def template_vars() -> dict:
+    """Variables the templates read (``hpc_sessions``: the current user's session cards)."""
+    return sessions.template_vars()
+
+
+class JobLogHandler(BaseHandler):
+    """The log of a server's current job, for its owner or an admin."""
+
+    @web.authenticated
+    async def get(self, user_name, server_name=""):
+        me = self.current_user
+        if me is None or (me.name != user_name and not getattr(me, "admin", False)):
+            raise web.HTTPError(404)  # not yours: do not even say whether it exists
+        user = self.find_user(user_name)
+        if user is None or (server_name or "") not in user.spawners:
+            raise web.HTTPError(404, "No such server.")
+        batch = sessions.batch_child(user.spawners[server_name or ""])
+        if batch is None or not getattr(batch, "job_id", ""):
+            raise web.HTTPError(404, "This server has no batch job now.")
+        path = batch.log_file or batch.format_log_path(batch.job_id)
+        text = await joblogs.read_log(batch, path)
+        html = await self.render_template(
+            "hpc_log.html",
+            job_id=batch.job_id,
+            log_path=path,
+            text=text,
+            missing="The job has not written its log yet (it is created when the job starts), or it was removed.",
+        )
+        self.finish(html)
+
+
+class SessionsHandler(BaseHandler):
+    """Every live batch session across users (admins only), like Open OnDemand's Active Jobs."""
+
+    @web.authenticated
+    async def get(self):
+        me = self.current_user
+        if me is None or not getattr(me, "admin", False):
+            raise web.HTTPError(403, "Only admins may list every user's sessions.")
+        cards = []
+        for user in list(self.users.values()):
+            cards.extend(sessions.user_sessions(user))
+        cards.sort(key=lambda s: (s["user"], s["server"]))
+        self.finish(await self.render_template("hpc_sessions.html", sessions=cards))
+
+
+ROUTES = [
+    (r"/hpc/log/([^/]+)/?([^/]*)", JobLogHandler),
+    (r"/hpc/sessions", SessionsHandler),
+]
+
+
+def register():
+    """Add the routes to the hub's page handlers (idempotent)."""
+    known = {route for route, *_ in hub_handlers.default_handlers}
+    for route, handler in ROUTES:
+        if route not in known:
+            hub_handlers.default_handlers.append((route, handler))
+
+
+register()
