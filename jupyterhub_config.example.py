@@ -21,22 +21,97 @@ c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:" + os.environ.get("JHPC_PRO
 # Batch jobs outlive the hub: never stop them when the hub restarts.
 c.JupyterHub.cleanup_servers = False
 
-# --- spawning through Slurm ------------------------------------------------------------
-# "slurm" is an entry point: no `import batchspawner` is needed for the port callback route.
-c.JupyterHub.spawner_class = "slurm"
-c.SlurmSpawner.req_partition = os.environ.get("JHPC_PARTITION", "debug")
-c.SlurmSpawner.req_runtime = "08:00:00"
-c.SlurmSpawner.req_nprocs = "1"
-c.SlurmSpawner.req_memory = "2G"
+# --- spawning through Slurm: users pick a profile first -----------------------------------
+# ProfilesSpawner shows a form; nothing is submitted until the user picks a profile and its
+# resources (no job at login). Every profile is a SlurmSpawner with typed, server-checked fields.
+import sys  # noqa: E402
+
+import batchspawner.web  # noqa: E402  (hub pages: session cards, spawn page, job logs)
+
+c.JupyterHub.spawner_class = "profiles"
+c.JupyterHub.allow_named_servers = True
+partitions = os.environ.get("JHPC_PARTITIONS", os.environ.get("JHPC_PARTITION", "debug")).split()
+partition_field = {
+    "type": "choice",
+    "label": "Partition",
+    "choices": {p: p for p in partitions},
+    "default": partitions[0],
+    "help": "The group of nodes the job runs on; each has its own limits and queue.",
+}
+c.ProfilesSpawner.profiles = [
+    {
+        "key": "small",
+        "display": "Small: 1 core, 1 GB, up to 4 hours",
+        "description": "For notebooks, plotting and light analysis. Usually starts at once.",
+        "class": "batchspawner.SlurmSpawner",
+        "config": {"req_nprocs": "1", "req_memory": "1G"},
+        "fields": {
+            "partition": partition_field,
+            "runtime": {"type": "walltime", "label": "Wall time", "max": "04:00:00", "default": "01:00:00",
+                        "help": "How long the job may run (hours:minutes:seconds); it ends then."},
+        },
+        "default": True,
+    },
+    {
+        "key": "custom",
+        "display": "Custom: choose cores, memory and wall time",
+        "description": "More resources may wait longer in the queue.",
+        "class": "batchspawner.SlurmSpawner",
+        "fields": {
+            "partition": partition_field,
+            "nprocs": {"type": "int", "label": "CPU cores", "min": 1, "max": 8, "default": 2,
+                       "help": "Cores for your kernels, 1 to 8."},
+            "memory": {"type": "memory", "label": "Memory", "min": "512M", "max": "8G", "default": "2G",
+                       "help": "Memory for the whole job, e.g. 2G or 512M (at most 8G)."},
+            "runtime": {"type": "walltime", "label": "Wall time", "max": "08:00:00", "default": "02:00:00",
+                        "help": "How long the job may run (hours:minutes:seconds), at most 8 hours."},
+        },
+    },
+]
 # Submit and cancel as the user (the hub runs as root, or with a sudoers rule for sbatch/scancel).
 c.SlurmSpawner.exec_prefix = "sudo -E -u {username}"
-# Users may not pick request variables (partition, QOS, cluster...) through the REST API's
-# user_options; list names here to allow some, or use ProfilesSpawner's typed fields instead.
+# Users may not pick request variables through the REST API's raw user_options: the profile
+# fields above are the only choices (ProfilesSpawner passes none to the child anyway).
 c.SlurmSpawner.allowed_user_options = []
 # Queue wait + server start-up must fit in start_timeout; http_timeout only covers the final check.
-c.Spawner.start_timeout = 600
-c.Spawner.http_timeout = 120
+c.SlurmSpawner.start_timeout = 900
+c.SlurmSpawner.http_timeout = 120
 c.Spawner.default_url = "/lab"
+
+# --- what users and admins see ---------------------------------------------------------------
+# Session cards on the home page (job, node, resources, queue position, time left, log), the spawn
+# page with Cancel and clear failure pages, a wall-time warning on every page, /hub/hpc/sessions
+# for admins. Job logs go to ~/.jupyterhub-hpc/logs (0700), pruned (SlurmSpawner.log_keep_*).
+c.JupyterHub.template_paths = [batchspawner.web.TEMPLATES]
+c.JupyterHub.template_vars = batchspawner.web.template_vars()
+# a start cancelled while pending must not report "Server ready" (and loop into a 424 page)
+c.Spawner.progress_ready_hook = batchspawner.web.ready_or_cancelled
+# one JSON line per spawn/start/failure/stop; read it with `jupyterhub-hpc-report`
+c.SlurmSpawner.usage_log = os.environ.get(
+    "JHPC_USAGE_LOG", os.path.join(os.environ.get("JHPC_STATE_DIR", "/var/lib/jupyterhub-hpc"), "usage.jsonl")
+)
+
+# --- idle servers end: their batch jobs hold allocations ---------------------------------------
+# A closed browser tab would otherwise keep its job (and its cores) until the wall time ends.
+# jupyterhub-idle-culler stops servers without activity for JHPC_CULL_TIMEOUT seconds (1 h);
+# stopping a server cancels its job. Logging out does not stop servers (work may continue in
+# the background); the culler ends the ones nobody uses.
+cull_timeout = int(os.environ.get("JHPC_CULL_TIMEOUT", "3600"))
+cull_every = int(os.environ.get("JHPC_CULL_EVERY", str(max(10, min(300, cull_timeout // 4)))))
+c.JupyterHub.services = [
+    {
+        "name": "idle-culler",
+        "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={cull_timeout}",
+                    f"--cull-every={cull_every}"],
+    }
+]
+c.JupyterHub.load_roles = [
+    {
+        "name": "idle-culler",
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        "services": ["idle-culler"],
+    }
+]
 
 # --- who may log in --------------------------------------------------------------------
 # The demo uses JupyterHub's shared-password authenticator for local users that exist on the

@@ -329,7 +329,9 @@ class SlurmSpawner(UserEnvMixin, BatchSpawnerBase):
                 "submit": parse_timestamp(submit),
                 "node": first_host(nodes) if native != "PENDING" else "",
                 "reason": "" if reason in ("None", "(null)") else reason,
-                "exit_code": exit_code if exit_code.isdigit() else "",
+                # squeue prints the raw wait status: exit code << 8, or the signal number
+                "exit_code": (int(exit_code) >> 8) if exit_code.isdigit() and int(exit_code) & 0x7F == 0 else "",
+                "signal": (int(exit_code) & 0x7F) if exit_code.isdigit() and int(exit_code) & 0x7F else "",
             }
         return out
 

@@ -490,7 +490,6 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
     def _session_running(self):
         self._running_at = time.time()
-        asyncio.ensure_future(joblogs.make_private(self, self.log_file))
 
     def _queue_wait(self):
         running = getattr(self, "_running_at", None)
@@ -500,6 +499,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
     def _session_started(self):
         self._served_at = time.time()
+        # the scheduler created the log with the user's umask when the job started: make it 0600
+        asyncio.ensure_future(joblogs.make_private(self, self.log_file))
         report.record(self, "start", outcome="started", queue_wait=self._queue_wait())
 
     def _session_failed(self, error):
@@ -1172,6 +1173,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         det = poller.details.get(self.job_id, {}) if poller else {}
         if det.get("exit_code") not in (None, "") and status is not None and status.exit_code is None:
             facts.append(f"exit code {det['exit_code']}")
+        if det.get("signal"):
+            facts.append(f"ended by signal {det['signal']}")
         todo = todo or (
             "Check the job's log below (it is kept in " + (self.log_file or "your home directory") + "), "
             "change the resources or profile if they caused it, then start again. "

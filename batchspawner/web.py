@@ -5,6 +5,7 @@ Enable them in ``jupyterhub_config.py``::
     import batchspawner.web
     c.JupyterHub.template_paths = [batchspawner.web.TEMPLATES]
     c.JupyterHub.template_vars = batchspawner.web.template_vars()
+    c.Spawner.progress_ready_hook = batchspawner.web.ready_or_cancelled
 
 The templates override ``home.html`` (a session card per server), ``spawn_pending.html``
 (Cancel; a cancelled or failed start says so and offers Start again) and ``page.html``
@@ -35,6 +36,22 @@ TEMPLATES = os.path.join(os.path.dirname(__file__), "hubtemplates")
 def template_vars() -> dict:
     """Variables the templates read (``hpc_sessions``: the current user's session cards)."""
     return sessions.template_vars()
+
+
+def ready_or_cancelled(spawner, ready_event):
+    """``Spawner.progress_ready_hook``: no "Server ready" for a start that was cancelled.
+
+    When a pending start is stopped, JupyterHub cancels the spawn and, for about a second before
+    the stop runs, the server looks ready (its spawn is no longer pending, its server record not yet
+    gone). The hub's progress stream then sends "Server ready at ...", the spawn page reloads into
+    the server's URL and ends on a 424 "Server not running" page. This hook turns that event into
+    a "Start cancelled" failure event, which the spawn page shows with a Start again button.
+    """
+    future = getattr(spawner, "_spawn_future", None)
+    cancelled = future is not None and future.cancelled()
+    if cancelled or getattr(spawner, "pending", None) == "stop" or getattr(spawner, "server", None) is None:
+        return {"progress": 100, "failed": True, "cancelled": True, "message": "Start cancelled"}
+    return ready_event
 
 
 class JobLogHandler(BaseHandler):
