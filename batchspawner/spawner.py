@@ -1176,7 +1176,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         if det.get("signal"):
             facts.append(f"ended by signal {det['signal']}")
         todo = todo or (
-            "Check the job's log below (it is kept in " + (self.log_file or "your home directory") + "), "
+            "Check the job's log (its last lines are shown; the whole log is in " + (self.log_file or "your home directory") + "), "
             "change the resources or profile if they caused it, then start again. "
             "If it keeps failing, send the job id to your site's support."
         )

@@ -16,14 +16,17 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _fresh_status_pollers():
     """Each test starts with no shared status pollers (they are process-wide)."""
+    from batchspawner.sessions import DetailsPoller
     from batchspawner.status import StatusPoller
 
     StatusPoller._registry.clear()
+    DetailsPoller._registry.clear()
     yield
-    for poller in StatusPoller._registry.values():
+    for poller in [*StatusPoller._registry.values(), *DetailsPoller._registry.values()]:
         if poller._task is not None:
             poller._task.cancel()
     StatusPoller._registry.clear()
+    DetailsPoller._registry.clear()
 
 
 def pytest_terminal_summary(terminalreporter):

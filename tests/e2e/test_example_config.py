@@ -50,6 +50,12 @@ def test_example_config_login_spawn_through_form(slurm, tmp_path):
         t0 = time.monotonic()
         r = s.post(base + "/hub/login", data={"username": "alice", "password": password, "_xsrf": s.cookies["_xsrf"]})
         assert r.status_code == 200
+        # the profile form, and nothing submitted before the user picks
+        assert "/hub/spawn" in r.url and 'name="profile"' in r.text, r.url
+        xsrf = re.search(r'_xsrf=([^"&]+)', r.text).group(1)
+        r = s.post(r.url, data={"profile": "small", "small.partition": "debug", "small.runtime": "00:20:00",
+                                "_xsrf": xsrf})
+        assert r.status_code == 200, r.text[:500]
         for _ in range(240):
             r = s.get(base + "/user/alice/lab", timeout=30)
             if r.status_code == 200 and "JupyterLab" in r.text:
