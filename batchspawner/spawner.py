@@ -1156,25 +1156,31 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         )
 
     async def _job_ended(self, status):
+        poller = self.details_poller(create=False)
+        if poller is not None and self.job_id in poller.jobs:
+            await poller.refresh(max_age=0)  # the job's exit status, for the failure page (one query)
         tail = await self.read_log_tail()
         what = f"The batch job {self.job_id} ended before your server started"
         raise self._spawn_failure(what, status, tail)
 
     def _spawn_failure(self, what, status, tail, todo=""):
         """SpawnFailed saying what happened, the scheduler's words, the log's tail and what to do (issue 14)."""
+        poller = self.details_poller(create=False)
+        det = poller.details.get(self.job_id, {}) if poller else {}
+        if det.get("native") in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
+            det = {}  # from before the job ended: its exit status is not known there
         facts = []
         if status is not None:
             facts.append(f"job state {status.native or status.state.value}")
-            if status.exit_code is not None:
-                facts.append(f"exit code {status.exit_code}")
-            if status.reason and status.reason not in ("None",):
-                facts.append(f"scheduler's reason: {self.explain_reason(status.reason)}")
-        poller = self.details_poller(create=False)
-        det = poller.details.get(self.job_id, {}) if poller else {}
-        if det.get("exit_code") not in (None, "") and status is not None and status.exit_code is None:
-            facts.append(f"exit code {det['exit_code']}")
+        # the details query reads the job's own exit status; the state query's (if any, not 0) is a fallback
+        exit_code = det.get("exit_code") if det.get("exit_code") not in (None, "") else (
+            status.exit_code if status is not None and status.exit_code else None)
         if det.get("signal"):
             facts.append(f"ended by signal {det['signal']}")
+        elif exit_code is not None:
+            facts.append(f"exit code {exit_code}")
+        if status is not None and status.reason and status.reason != "None":
+            facts.append(f"scheduler's reason: {self.explain_reason(status.reason)}")
         todo = todo or (
             "Check the job's log (its last lines are shown; the whole log is in " + (self.log_file or "your home directory") + "), "
             "change the resources or profile if they caused it, then start again. "

@@ -87,9 +87,9 @@ def test_job_that_exits_before_reporting_fails_fast_with_log_tail(gridengine, sg
     model = hub.server_model("alice")
     assert model is None or not model.get("ready")
     shown = r.text if r.status_code == 500 else hub.log_text()
-    match = re.search(r"The batch job (\d+) ended \(gone\) before the server started", shown)
+    match = re.search(r"The batch job (\d+) ended before your server started \(job state gone", shown)
     assert match, shown[-2000:]
-    assert "Last lines of the job's output" in shown
+    assert "Last lines of the job's log" in shown
     assert "/nonexistent/batchspawner-singleuser: No such file or directory" in shown, shown[-2000:]
     assert seconds < 30, f"failure took {seconds:.1f} s"
     assert sgetools.job_state(match.group(1)) == ""

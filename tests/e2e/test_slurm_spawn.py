@@ -74,7 +74,7 @@ c.SlurmSpawner.startup_poll_interval = 0.25
     assert r.status_code == 500, r.text
     message = r.json()["message"]
     assert "boom-marker-4711" in message
-    assert "ended (FAILED" in message
+    assert "ended before your server started (job state FAILED" in message and "exit code 3" in message
     assert seconds < 15, seconds
     assert hub.server_model("alice") is None
 
