@@ -21,7 +21,18 @@ def _fresh_status_pollers():
 
     StatusPoller._registry.clear()
     DetailsPoller._registry.clear()
+    # ProfilesSpawner's cluster facts: never real scontrol/sinfo in the fast tier (empty answers
+    # = nothing known, nothing refused); tests/unit/test_cluster_info.py injects real captures
+    from batchspawner.cluster import ClusterInfo
+    from fakes import FakeRunner
+
+    ClusterInfo._registry.clear()
+    ClusterInfo._registry["slurm"] = ClusterInfo(runner=FakeRunner())
     yield
+    for info in ClusterInfo._registry.values():
+        if info._task is not None:
+            info._task.cancel()
+    ClusterInfo._registry.clear()
     for poller in [*StatusPoller._registry.values(), *DetailsPoller._registry.values()]:
         if poller._task is not None:
             poller._task.cancel()

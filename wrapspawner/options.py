@@ -7,7 +7,8 @@ An admin declares fields per profile (see ``ProfilesSpawner.profiles``)::
         "nprocs":    {"type": "int", "min": 1, "max": 8, "default": 1, "label": "CPU cores"},
         "memory":    {"type": "memory", "min": "1G", "max": "16G", "default": "2G"},
         "runtime":   {"type": "walltime", "max": "1-00:00:00", "default": "01:00:00"},
-        "job_name":  {"type": "text", "regex": r"[a-z][a-z0-9-]{0,30}", "help": "Name shown in the queue"},
+        "job_name":  {"type": "text", "regex": r"[a-z][a-z0-9-]{0,30}",
+                      "rule": "a lower-case letter, then up to 30 letters, digits or '-'", "help": "Name shown in the queue"},
     }
 
 Each field sets one trait of the child spawner: ``req_<name>`` unless the field
@@ -100,7 +101,8 @@ class Field:
         self.label = str(spec.get("label") or name.replace("_", " ").capitalize())
         self.help = str(spec.get("help", ""))
         self.trait = str(spec.get("trait") or f"req_{name}")
-        known = {"type", "label", "help", "trait", "default", "min", "max", "choices", "regex", "unit", "max_length"}
+        known = {"type", "label", "help", "trait", "default", "min", "max", "choices", "regex", "unit", "max_length",
+                 "rule"}
         unknown = set(spec) - known
         if unknown:
             raise ValueError(f"field {name!r}: unknown keys {sorted(unknown)}")
@@ -290,10 +292,14 @@ class TextField(Field):
         except (re.error, ValueError) as e:  # ValueError: e.g. (?u), which contradicts re.ASCII
             raise ValueError(f"field {name!r}: regex {regex!r} does not compile (with re.ASCII): {e}") from None
         self.max_length = int(spec.get("max_length", 64))
-        self.rule = (
-            f"must match {regex!r}, be at most {self.max_length} characters, and contain no spaces, "
-            "quotes, shell characters or leading '-' (ASCII letters, digits and _ . : , @ % + = / - only)"
-        )
+        words = str(spec.get("rule") or "").strip()
+        if words:  # the admin's words for the regex, e.g. "a project code like proj042"
+            self.rule = f"must be {words}, at most {self.max_length} characters, without spaces"
+        else:
+            self.rule = (
+                f"must match {regex!r}, be at most {self.max_length} characters, and contain no spaces, "
+                "quotes, shell characters or leading '-' (ASCII letters, digits and _ . : , @ % + = / - only)"
+            )
         super().__init__(name, spec)
 
     def _parse(self, text):

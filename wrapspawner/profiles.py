@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 import jinja2
 from jupyterhub.spawner import Spawner
 from jupyterhub.utils import maybe_future
-from traitlets import Any, List, TraitError, Unicode, import_item, validate
+from traitlets import Any, Bool, List, TraitError, Unicode, import_item, validate
 
+from batchspawner.cluster import ClusterInfo
 from batchspawner.options import OptionError
 
 from .containers import ContainerChoice, wants_gpus
@@ -187,6 +188,16 @@ class ProfilesSpawner(WrapSpawner):
         help="Deprecated (wrapspawner 1.0.1), used with form_template.",
     ).tag(config=True)
 
+    cluster_limits = Bool(
+        True,
+        help="""Know the Slurm cluster on the form: show each partition's free cores and limits next to
+        a ``partition`` field, and refuse (HTTP 400 naming the field) cores, memory or wall time above
+        the chosen partition's maximum before anything is submitted. The facts come from
+        ``batchspawner.cluster.ClusterInfo``, refreshed in the background (``scontrol``/``sinfo`` as
+        the hub's user), never queried while a form renders; until the first answer nothing is refused.
+        Applies to profiles whose class is a SlurmSpawner.""",
+    ).tag(config=True)
+
     child_profile = Unicode(help="Key of the running child's profile (kept in state).")
     _parsed = Any()
 
@@ -239,7 +250,9 @@ class ProfilesSpawner(WrapSpawner):
         if not isinstance(key, str) or key not in {p.key for p in visible}:
             raise OptionError("profile", "is not a profile available to you")
         profile = self.profile(key)
-        return profile, profile.parse_values(options, await self._images(profile))
+        values = profile.parse_values(options, await self._images(profile))
+        self._check_cluster_limits(profile, values)
+        return profile, values
 
     async def _images(self, profile) -> dict:
         """The usable images of a container profile (cached; only the first listing waits)."""
@@ -247,6 +260,38 @@ class ProfilesSpawner(WrapSpawner):
             return {}
         await profile.container.catalog(self.log).ready()
         return profile.container.usable(self.log)
+
+    def _is_slurm(self, profile) -> bool:
+        from batchspawner.slurm import SlurmSpawner
+
+        return self.cluster_limits and issubclass(profile.spawner_class, SlurmSpawner)
+
+    def _check_cluster_limits(self, profile, values):
+        """OptionError when a value is above the chosen partition's maximum (cached facts only)."""
+        if not self._is_slurm(profile):
+            return
+        info = ClusterInfo.get()
+        info.kick()
+        by_trait = {fld.trait: (name, values.get(name)) for name, fld in profile.fields.items()}
+
+        def value(trait):
+            if trait in by_trait and by_trait[trait][1] not in (None, ""):
+                return by_trait[trait][1]
+            return profile.config.get(trait)
+
+        from .options import parse_memory, parse_walltime
+
+        nprocs, memory, runtime = value("req_nprocs"), value("req_memory"), value("req_runtime")
+        problem = info.check(
+            str(value("req_partition") or ""),
+            nprocs=int(nprocs) if str(nprocs or "").isdigit() else None,
+            memory_kib=parse_memory(str(memory)) if memory else None,
+            runtime_s=parse_walltime(str(runtime)) if runtime else None,
+        )
+        if problem:
+            trait = "req_" + problem[0]
+            field_name = by_trait.get(trait, (problem[0],))[0]
+            raise OptionError(field_name, problem[1])
 
     async def options_from_form(self, formdata):
         """Form -> ``{"profile": key, field: canonical value}`` (inputs are named ``key.field``)."""
@@ -380,8 +425,14 @@ class ProfilesSpawner(WrapSpawner):
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
+        cluster = {}
+        if any(self._is_slurm(p) for p in visible):
+            info = ClusterInfo.get()
+            info.kick()  # background refresh; this render uses what is cached
+            cluster = {name: part.describe() for name, part in info.partitions.items()}
         return env.get_template(self.form_template_name).render(
-            profiles=visible, selected=selected, values=values, user=self.user.name, containers=containers
+            profiles=visible, selected=selected, values=values, user=self.user.name, containers=containers,
+            cluster=cluster,
         )
 
     def _legacy_form(self, visible, selected):

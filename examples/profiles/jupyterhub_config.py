@@ -28,6 +28,7 @@ c.ProfilesSpawner.profiles = [
             "memory": {"type": "memory", "min": "512M", "max": "16G", "default": "4G"},
             "runtime": {"type": "walltime", "label": "Wall time", "max": "1-00:00:00", "default": "02:00:00"},
             "job_name": {"type": "text", "regex": r"[a-z][a-z0-9-]{0,30}", "label": "Job name",
+                         "rule": "a lower-case letter, then up to 30 letters, digits or '-'",
                          "default": "notebook", "help": "Shown in the queue (squeue)."},
         },
         # Accounts, QoS, reservations, clusters and gres are admin only (they say who pays or which

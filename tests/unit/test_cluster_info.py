@@ -1,0 +1,98 @@
+"""Fields that know the cluster: partitions, limits and free cores from captured scontrol/sinfo output,
+checked on the server; accounts from sacctmgr, absent gracefully; never a query per form render."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from fakes import FakeRunner, Reply, fixture
+from wraphelpers import make_wrapper
+
+from batchspawner.cluster import ClusterInfo, parse_scontrol_partitions, parse_sinfo_cpus
+from batchspawner.options import OptionError
+from wrapspawner import ProfilesSpawner
+
+SCONTROL = fixture("slurm/scontrol_partitions.txt")
+SINFO = fixture("slurm/sinfo_cpus.txt")
+NO_DB = fixture("slurm/sacctmgr_no_db.stderr")
+
+
+def respond(argv, stdin):
+    if argv[:2] == ["scontrol", "show"]:
+        return Reply(stdout=SCONTROL)
+    if argv[0] == "sinfo":
+        return Reply(stdout=SINFO)
+    if argv[0] == "sacctmgr":
+        return Reply(returncode=1, stderr=NO_DB)
+    raise AssertionError(argv)
+
+
+PROFILES = [{
+    "key": "custom", "display": "Custom", "class": "batchspawner.SlurmSpawner",
+    "fields": {
+        "partition": {"type": "choice", "choices": {"debug": "debug", "jhpc-small": "jhpc-small"}, "default": "debug"},
+        "nprocs": {"type": "int", "min": 1, "max": 8, "default": 1},
+        "runtime": {"type": "walltime", "max": "08:00:00", "default": "01:00:00"},
+    },
+}]
+
+
+def test_partitions_parsed_from_captured_output_and_described_in_words():
+    parts = parse_scontrol_partitions(SCONTROL)
+    small, debug = parts["jhpc-small"], parts["debug"]
+    assert (small.max_cpus_per_node, small.max_time, small.nodes) == (2, 4 * 3600, 1)
+    assert debug.max_cpus_per_node is None and debug.max_time is None
+    for name, (idle, total) in parse_sinfo_cpus(SINFO).items():
+        parts[name].cpus_idle, parts[name].cpus_total = idle, total
+    assert small.describe() == "jhpc-small: 2 of 2 cores free now; at most 2 cores per node, 4 h 00 min per job"
+    assert debug.describe() == "debug: 160 of 160 cores free now; no time limit"
+
+
+async def test_form_never_waits_for_the_cluster_and_limits_are_checked_on_the_server():
+    runner = FakeRunner(respond)
+    info = ClusterInfo._registry["slurm"] = ClusterInfo(runner=runner)
+    wrapper = make_wrapper(ProfilesSpawner, profiles=PROFILES)
+    form = await wrapper.get_options_form()  # first render: nothing cached, no command awaited
+    assert "hpc-partition" not in form and runner.calls == []
+    await asyncio.sleep(0.05)  # the background refresh the render kicked off
+    assert [c.argv[0] for c in runner.calls] == ["scontrol", "sinfo"]
+    form = await wrapper.get_options_form()
+    assert "jhpc-small: 2 of 2 cores free now" in form
+    calls = len(runner.calls)
+    for _ in range(20):
+        await wrapper.get_options_form()
+    assert len(runner.calls) == calls  # renders read the cache
+    # above the chosen partition's maximum: 400 naming the field, in words
+    with pytest.raises(OptionError) as err:
+        await wrapper.validate_options({"profile": "custom", "partition": "jhpc-small", "nprocs": "4"})
+    assert err.value.field == "nprocs" and "at most 2 cores per node" in str(err.value)
+    with pytest.raises(OptionError) as err:
+        await wrapper.validate_options({"profile": "custom", "partition": "jhpc-small", "runtime": "05:00:00"})
+    assert err.value.field == "runtime" and "at most 4 h" in str(err.value)
+    profile, values = await wrapper.validate_options({"profile": "custom", "partition": "debug", "nprocs": "8"})
+    assert values["nprocs"] == "8"
+    assert info.rounds == 1
+
+
+async def test_accounts_without_an_accounting_database_are_unknown_not_an_error(caplog):
+    caplog.set_level(logging.INFO, "batchspawner.cluster")
+    runner = FakeRunner(respond)
+    info = ClusterInfo(runner=runner)
+    assert await info.user_accounts("carol") is None
+    assert await info.user_accounts("carol") is None
+    assert [c.argv[0] for c in runner.calls] == ["sacctmgr"]  # cached
+    assert sum("no Slurm accounts" in r.message for r in caplog.records) == 1
+    runner.responder = lambda argv, stdin: Reply(stdout="proj001\nproj042\n")
+    assert await ClusterInfo(runner=runner).user_accounts("dave") == ["proj001", "proj042"]
+
+
+def test_text_field_rule_in_words():
+    from wrapspawner.options import make_field
+
+    words = make_field("account", {"type": "text", "regex": r"proj[0-9]{3}", "rule": "a project code like proj042"})
+    assert words.rule.startswith("must be a project code like proj042") and "[0-9]" not in words.rule
+    with pytest.raises(OptionError) as err:
+        words.parse("x")
+    assert "project code like proj042" in str(err.value)
