@@ -144,10 +144,10 @@ def gateway(tmp_path_factory, request):
     slurmtools.cancel([j for j in ours if j in live])
 
 
-def _shot(page, name):
+def _shot(page, name, full_page=True):
     SHOTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "screenshots").mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / name), full_page=True)
+    page.screenshot(path=str(SHOTS / name), full_page=full_page)
     shutil.copy(SHOTS / name, ARTIFACTS / "screenshots" / name)
 
 
@@ -187,8 +187,17 @@ def test_gateway_in_a_browser(gateway):
             assert "/hub/spawn" in page.url, page.url
             time.sleep(2)  # a job submitted at login would show by now
             assert squeue_user() == {}, "logging in submitted a job"
+            # more cores than jhpc-small allows: refused on the server, naming the field, nothing submitted
+            _fill_form(page, "custom", partition=PARTITION, nprocs="4", memory="1G", runtime="00:30:00")
+            page.click("form button[type=submit]")
+            expect(page.locator("body")).to_contain_text("'nprocs': is more than partition jhpc-small allows")
+            assert squeue_user() == {}
+            # the form knows the cluster: partitions with free cores and limits, in words
+            expect(page.locator(".hpc-partition[data-partition='jhpc-small']").first).to_contain_text(
+                "cores free now; at most 2 cores per node, 4 h 00 min per job")
+            page.goto(base + "/hub/spawn")
             _fill_form(page, "custom", partition=PARTITION, nprocs="2", memory="1G", runtime="00:30:00")
-            _shot(page, "profiles-form.png")
+            _shot(page, "profiles-form.png", full_page=False)
 
             # --- fill the partition: one running filler, one pending ahead of us
             f1 = sbatch_filler()
@@ -307,6 +316,8 @@ def test_gateway_in_a_browser(gateway):
             wait_for(lambda: job not in squeue_user(), CULL_TIMEOUT + 120, "the culler to stop the idle server",
                      interval=2)
             timings["culler: idle server's job gone after"] = time.monotonic() - t_cull
+            hub_log = (gateway["tmp"] / "hub.log").read_text(errors="replace")
+            assert re.search(rf"DELETE /hub/api/users/{USER}/server \(idle-culler@", hub_log), "not the culler"
             home.goto(base + "/hub/home")
             expect(home.locator("#hpc-card-default")).to_have_count(0)
         finally:
