@@ -23,6 +23,7 @@ import asyncio
 import logging
 import os
 import pwd
+from html import escape
 import re
 import secrets
 import shlex
@@ -1043,7 +1044,11 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
                 state["tunnel"] = self.tunnel.get_state()
             state["log_file"] = self.log_file
             state["submitted_at"] = self.submitted_at
-            facts = self.session_facts()  # the REST API's server model shows the session card's facts
+            try:  # the REST API's server model shows the session card's facts (caches only)
+                facts = self.session_facts()
+            except Exception:  # never fail a state save over display facts
+                self.log.exception("%s: session facts", self._log_name)
+                facts = None
             if facts:
                 state["session"] = facts
         if self.uncancelled_jobs:
@@ -1190,8 +1195,6 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         msg += "\nLast lines of the job's log:\n" + tail if tail else " The job left no log to show."
         msg += "\nWhat to do: " + todo
         self.log.error("%s: %s", self._log_name, msg)
-        from html import escape
-
         html_msg = (
             f'<div class="hpc-failure"><p class="hpc-what"><strong>{escape(what)}.</strong></p>'
             f'<p class="hpc-facts">{escape("; ".join(facts) or "No details from the scheduler.")}</p>'

@@ -19,8 +19,8 @@ import pytest
 from fakes import FakeRunner, Reply, fixture
 from helpers import make_spawner
 
-from batchspawner import SlurmSpawner, SpawnFailed, joblogs, report, sessions
-from batchspawner.sessions import DetailsPoller, parse_duration, session_facts
+from batchspawner import SlurmSpawner, SpawnFailed, joblogs, report
+from batchspawner.sessions import parse_duration, session_facts
 from batchspawner.web import TEMPLATES, ready_or_cancelled
 
 DETAILS = fixture("slurm/details.txt")
