@@ -4,7 +4,13 @@
 # does not know it. Never rewrites slurm.conf or restarts a daemon (setup-slurm.sh owns those);
 # a slurmctld restart drops the partition, and the next run of this script adds it again.
 set -euo pipefail
-command -v scontrol >/dev/null 2>&1 || { echo "slurm partitions: scontrol missing (run setup-slurm.sh)"; exit 0; }
+here=$(cd "$(dirname "$0")" && pwd)
+# scripts/test runs setup-*.sh in name order, so this one comes before setup-slurm.sh: make sure
+# Slurm is installed and running first (idempotent; it restarts nothing whose config is unchanged)
+if ! scontrol ping >/dev/null 2>&1; then
+  bash "$here/setup-slurm.sh" >/dev/null
+  for _ in $(seq 1 30); do scontrol ping >/dev/null 2>&1 && break; sleep 1; done
+fi
 if ! scontrol show partition jhpc-small >/dev/null 2>&1; then
   scontrol create PartitionName=jhpc-small Nodes=localhost MaxCPUsPerNode=2 MaxTime=04:00:00 \
     DefaultTime=01:00:00 State=UP Default=NO
