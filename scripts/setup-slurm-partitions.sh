@@ -2,7 +2,7 @@
 # Adds the small partition the browser tests fill to make a job queue (jhpc-small: 2 CPUs of
 # localhost), live and idempotently: `scontrol create PartitionName=...` when `scontrol show partition`
 # does not know it. Never rewrites slurm.conf or restarts a daemon (setup-slurm.sh owns those);
-# a slurmctld restart drops the partition, and the next run of this script adds it again.
+# a slurmctld reconfigure may drop the partition; the next run of this script adds it again.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # scripts/test runs setup-*.sh in name order, so this one comes before setup-slurm.sh: make sure
