@@ -98,7 +98,7 @@ async def test_one_details_and_one_queue_query_per_round_for_all_jobs_and_none_p
             sp._last_status = None
             facts = session_facts(sp)
     assert len(runner.calls) == before
-    queued = session_facts(sps[2])
+    queued = session_facts(sps[2], now=poller.details["128"]["submit"] + 10)  # as at capture time
     assert queued["position"] == 2 and queued["pending_in_partition"] == 2 and queued["partition"] == "jhpc-small"
     assert queued["state"] == "queued" and queued["reason"] == "Priority"
     assert queued["reason_text"] == "Priority: other jobs are ahead in the queue"
