@@ -272,7 +272,7 @@ def test_container_profile_form_refusals_and_command_line(apps_hub):
         str(image)]
     assert words[words.index(str(image)) + 1] == "jupyterhub-singleuser"
     # the server really started from the image's files, with exactly those arguments
-    log = Path(f"/home/alice/jupyterhub_slurmspawner_{job_id}.log").read_text()
+    log = Path(state["child_state"]["log_file"]).read_text()  # ~/.jupyterhub-hpc/logs/... (issue 14)
     assert "IN-IMAGE analysis threads=8 dataset=unset verbose=true tolerance=unset" in log, log[-2000:]
     assert hub.user_request("alice", "api", server="box1").status_code == 200
     assert hub.stop_server("alice", "box1")
