@@ -218,6 +218,8 @@ def test_gateway_in_a_browser(gateway):
             job = _job_of(page.locator("#progress-log").text_content())
             assert job and squeue_user().get(job) == "PENDING", (job, squeue_user())
             expect(page.locator("#hpc-cancel")).to_be_visible()
+            # the card on this page follows the stream
+            expect(page.locator("#hpc-pending-card .hpc-estimate")).to_contain_text(re.compile(r"\d\d:\d\d UTC"))
             _shot(page, "spawn-pending.png")
 
             home = context.new_page()
