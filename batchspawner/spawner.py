@@ -121,6 +121,25 @@ def clean_scheduler_message(text, limit=300) -> str:
     return ""
 
 
+class JobDidNotStart(SpawnFailed, web.HTTPError):
+    """The job ended (or cannot start) before its server came up: what happened, the log's tail, what to do.
+
+    Also an HTTP 500 error carrying that message: JupyterHub shows a non-HTTP exception raised
+    within the first second of a spawn from the form only as "Unhandled error starting server";
+    an HTTPError's ``jupyterhub_message``/``jupyterhub_html_message`` reach the page (and the REST API).
+    """
+
+    def __init__(self, message, html_message=None):
+        web.HTTPError.__init__(self, 500, reason="Server did not start")
+        self.args = (message,)
+        self.jupyterhub_message = message
+        if html_message:
+            self.jupyterhub_html_message = html_message
+
+    def __str__(self):
+        return self.jupyterhub_message
+
+
 def _req(help_text, default_value="", admin_only=False, **kw):
     """A request trait (``req_*``): a template variable; ``admin_only`` ones users can never set."""
     trait = Unicode(default_value, help=help_text, **kw).tag(config=True)
@@ -1202,7 +1221,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
                else "<p>The job left no log to show.</p>")
             + f'<p class="hpc-todo">What to do: {escape(todo)}</p></div>'
         )
-        return SpawnFailed(msg, html_msg)
+        return JobDidNotStart(msg, html_msg)
 
     async def _fail_if_cannot_start(self, status):
         """While starting: fail the spawn when the job ended, or waits on something only a person can fix."""

@@ -207,6 +207,11 @@ async def test_failed_spawn_shows_scheduler_facts_and_log_tail_never_a_tools_err
     assert "ended before your server started (job state FAILED" in text and "What to do" in text
     assert "tail:" not in text and "cannot open" not in text and "left no log" in text
     assert "hpc-failure" in err.value.jupyterhub_html_message
+    # an HTTPError too: a job dying within the hub's first second still shows this text, not
+    # JupyterHub's "Unhandled error starting server"
+    from tornado.web import HTTPError
+
+    assert isinstance(err.value, HTTPError) and err.value.status_code == 500 and str(err.value) == text
 
 
 # ---------------------------------------------------------------- usage log and report
