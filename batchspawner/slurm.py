@@ -132,7 +132,7 @@ class SlurmSpawner(UserEnvMixin, BatchSpawnerBase):
     ).tag(config=True)
 
     batch_details_cmd = Unicode(
-        "squeue -h -t all -j {job_ids} -O " + DETAILS_FIELDS + " {cluster_opt}",
+        "squeue -h -t all -j {job_ids} -O '" + DETAILS_FIELDS + "' {cluster_opt}",
         help=BatchSpawnerBase.batch_details_cmd.help,
     ).tag(config=True)
     batch_queue_cmd = Unicode(
