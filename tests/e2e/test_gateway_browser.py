@@ -304,9 +304,9 @@ def test_gateway_in_a_browser(gateway):
             page.click("form button[type=submit]")
             # the spawn page's failure box, or (when the job dies within the hub's first second) the
             # form page's error box: the same facts either way, and the form to start again
-            page.wait_for_selector("#hpc-failed:visible, .hpc-failure", timeout=60_000)
+            page.wait_for_selector("#hpc-failed:visible, .spawn-error-msg", timeout=60_000)
             on_form = page.locator("#hpc-failed:visible").count() == 0
-            text = page.locator(".hpc-failure").first.inner_text() if on_form else page.locator(
+            text = page.locator(".spawn-error-msg").first.inner_text() if on_form else page.locator(
                 "#hpc-failed").inner_text()
             assert "ended before your server started" in text and "FAILED" in text and "exit code 7" in text, text
             assert "module load python/3.99: no such module" in text, text
@@ -324,8 +324,10 @@ def test_gateway_in_a_browser(gateway):
             wait_for(lambda: job not in squeue_user(), CULL_TIMEOUT + 120, "the culler to stop the idle server",
                      interval=2)
             timings["culler: idle server's job gone after"] = time.monotonic() - t_cull
-            hub_log = (gateway["tmp"] / "hub.log").read_text(errors="replace")
-            assert re.search(rf"DELETE /hub/api/users/{USER}/server \(idle-culler@", hub_log), "not the culler"
+            # the culler's DELETE is logged when the stop returns (after the job is gone)
+            wait_for(lambda: re.search(rf"DELETE /hub/api/users/{USER}/server \(idle-culler@",
+                                       (gateway["tmp"] / "hub.log").read_text(errors="replace")), 30,
+                     "the culler's DELETE in the hub log (it was the culler that stopped the server)")
             home.goto(base + "/hub/home")
             expect(home.locator("#hpc-card-default")).to_have_count(0)
         finally:
