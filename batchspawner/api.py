@@ -1,13 +1,15 @@
 """The hub side of the port callback: ``POST /hub/api/batchspawner``.
 
-The job's wrapper reports the port its server will listen on, authenticated
-with the server's own API token. The handler accepts exactly ``{"port": N}``
+The job's wrapper (``batchspawner-singleuser``) reports the port its own server
+already listens on (it checks /proc for the server's listening socket first), so
+the report also says "ready to connect": the spawner then connects once instead
+of probing. Authenticated with the server's own API token. The handler accepts exactly ``{"port": N}``
 with 1 <= N <= 65535, only from the token of a server that is starting and
 waiting for a port, and only once. It never sets any other attribute on the
 spawner (jupyterhub/batchspawner 1.3 set *any* key it was sent, which let a
 user's server token rewrite ``exec_prefix``).
 
-Importing this module (which ``import batchspawner`` does, and so does naming
+Importing this module (which ``batchspawner.spawner`` does, and so does naming
 a spawner through its entry point) adds the route to the hub.
 """
 

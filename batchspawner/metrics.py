@@ -72,3 +72,15 @@ def record_job_states(key, statuses):
     """Gauge from one list of statuses (kept for callers outside the poller)."""
     label = str(key[0]) if isinstance(key, tuple) and key else str(key)
     set_job_counts(label, Counter(s.state.value for s in statuses))
+
+
+SPAWN_PHASES = ("submit", "running", "port", "listening", "ready")
+SPAWN_PHASE_SECONDS = Histogram(
+    "batchspawner_spawn_phase_seconds",
+    "Duration of each phase of a spawn, from the end of the previous one: submit (start() until "
+    "the scheduler took the job), running (until the job was seen running or reported), port "
+    "(until the job reported the port its server listens on), listening (until the hub connected "
+    "to it), ready (until JupyterHub's HTTP check passed)",
+    ["phase"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 120, 300, 600),
+)

@@ -2,42 +2,221 @@
 
 Usage: ``batchspawner-singleuser COMMAND [ARGS...]``
 
-1. picks a free TCP port on this node;
-2. reports it to the hub (``POST $JUPYTERHUB_API_URL/batchspawner`` with the
-   server's own token), retrying with backoff while the hub is unreachable;
-3. replaces itself with COMMAND, telling it the port through
-   ``JUPYTERHUB_SERVICE_URL`` (and ``{port}`` in ARGS, for other web apps).
+1. picks a free TCP port on this node and starts COMMAND **as its child** at once, telling it
+   the port through ``JUPYTERHUB_SERVICE_URL`` (and ``{port}`` in ARGS, for other web apps);
+2. waits until that child (or a process it started) holds a *listening* socket: the LISTEN
+   rows of ``/proc/<child>/net/tcp`` and ``tcp6`` give the socket inodes listening on each
+   port, and only an inode that is one of the child's own descriptors (``/proc/<pid>/fd``)
+   counts. A port someone else listens on is never reported;
+3. only then reports that port to the hub (``POST $JUPYTERHUB_API_URL/batchspawner`` with the
+   server's own token), retrying with backoff while the hub is unreachable. The report means
+   "my server listens on this port now": the hub connects once and the spawn is done;
+4. stays the server's parent: forwards SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 to it and
+   exits with its exit code.
 
-The token is read from the environment and never printed.
+The job's output file names neither the port nor the token. The wrapper prints neither, and it
+passes the server's own output through, line by line, with the port number replaced by
+``<port>``: Jupyter Server prints its URL *before* it binds the port, and another user who can
+read the output file (a shared home) could take the port in that gap. It prints its own phase
+timings (seconds since it started: server started, server
+listening, reported) there, so a slow start can be named.
+
+Why not report first and start the server after (as batchspawner 1.3 does)? Between the
+report and the server's bind, anyone on a shared node could listen on the reported port and
+receive the user's requests with her token. Starting the server first also overlaps its
+start-up (imports) with the wrapper's own: this module imports only the standard library, and
+the HTTP/TLS modules only after the server is started.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import random
-import shutil
+import signal
 import socket
-import ssl
+import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from urllib.parse import urlparse, urlunparse
+
+_T0 = time.monotonic()
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+TCP_LISTEN = "0A"  # st column of /proc/net/tcp for a listening socket
 
 
 class ReportError(RuntimeError):
     pass
 
 
+def _say(msg):
+    print(f"batchspawner-singleuser: {msg}", file=sys.stderr, flush=True)
+
+
+def _phase(name):
+    """One timing line: wall clock (to line up with the hub's log) and seconds since start."""
+    now = time.time()
+    stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
+    _say(f"[{stamp} +{time.monotonic() - _T0:.3f} s] {name}")
+
+
+# ------------------------------------------------------------------ /proc: who listens where
+def parse_listeners(text: str, family: str) -> dict[int, tuple[int, str]]:
+    """{inode: (port, address)} of the LISTEN rows of a /proc/<pid>/net/tcp or tcp6 table."""
+    out = {}
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10 or fields[3] != TCP_LISTEN:
+            continue
+        addr_hex, _, port_hex = fields[1].rpartition(":")
+        try:
+            port, inode = int(port_hex, 16), int(fields[9])
+        except ValueError:
+            continue
+        if inode:
+            out[inode] = (port, _address(addr_hex, family))
+    return out
+
+
+def _address(addr_hex: str, family: str) -> str:
+    raw = bytes.fromhex(addr_hex)
+    if family == "tcp":
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    # tcp6: four 32-bit words, each in host (little-endian) order
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+    return socket.inet_ntop(socket.AF_INET6, words)
+
+
+def listeners(pid: int, proc: str = "/proc") -> dict[int, tuple[int, str]]:
+    """LISTEN sockets of the network namespace of ``pid``: {inode: (port, address)}."""
+    out = {}
+    for family in ("tcp", "tcp6"):
+        try:
+            with open(f"{proc}/{pid}/net/{family}") as f:
+                out.update(parse_listeners(f.read(), family))
+        except OSError:
+            pass
+    return out
+
+
+def socket_inodes(pid: int, proc: str = "/proc") -> set[int]:
+    """Inodes of the sockets process ``pid`` holds open (its /proc/<pid>/fd links ``socket:[N]``)."""
+    inodes = set()
+    try:
+        fds = os.listdir(f"{proc}/{pid}/fd")
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            target = os.readlink(f"{proc}/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target.endswith("]"):
+            try:
+                inodes.add(int(target[8:-1]))
+            except ValueError:
+                pass
+    return inodes
+
+
+def descendants(pid: int, proc: str = "/proc") -> set[int]:
+    """``pid`` and every process below it (from the ppid field of each /proc/<n>/stat)."""
+    parent_of = {}
+    try:
+        names = os.listdir(proc)
+    except OSError:
+        return {pid}
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{name}/stat") as f:
+                text = f.read()
+            parent_of[int(name)] = int(text[text.rindex(")") + 2 :].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    tree, grew = {pid}, True
+    while grew:
+        grew = False
+        for child, parent in parent_of.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    return tree
+
+
+def own_listening_ports(pid: int, proc: str = "/proc", whole_tree: bool = False, inodes=None) -> dict[int, set[str]]:
+    """{port: {addresses}} that process ``pid`` itself (or with ``whole_tree``, any process
+    below it) listens on. A LISTEN socket of any other process never counts. ``inodes``: the
+    socket inodes of those processes when the caller has them already."""
+    if inodes is None:
+        inodes = set()
+        for p in descendants(pid, proc) if whole_tree else {pid}:
+            inodes |= socket_inodes(p, proc)
+    if not inodes:
+        return {}
+    ports: dict[int, set[str]] = {}
+    for inode, (port, addr) in listeners(pid, proc).items():
+        if inode in inodes:
+            ports.setdefault(port, set()).add(addr)
+    return ports
+
+
+def choose_port(own: dict[int, set[str]], preferred: int) -> int | None:
+    """The port to report: the one we asked for, or the only one the server took instead
+    (jupyter_server moves on to another port when its port is taken); None while unclear."""
+    if preferred in own:
+        return preferred
+    if len(own) == 1:
+        return next(iter(own))
+    return None
+
+
+def wait_until_listening(child: subprocess.Popen, preferred: int, timeout: float, proc: str = "/proc") -> int:
+    """Block until ``child`` (or a descendant) listens on a TCP port; return that port.
+
+    Every 20 ms (0.1 s after 30 s) it lists the child's socket descriptors, which is cheap. The
+    LISTEN tables (/proc/<pid>/net/tcp{,6}) cost more: the kernel writes a line per socket of
+    the node, about 20 ms for 2,500 sockets. They are read only when the child's sockets changed
+    (and for the next 0.1 s, as listen() follows socket() and bind()), and otherwise twice a
+    second. Processes below the child are looked for once a second (a walk of all of /proc)."""
+    start = time.monotonic()
+    checks = 0
+    seen: set[int] = set()
+    fresh_until = 0.0
+    last_read = 0.0
+    while True:
+        if child.poll() is not None:
+            raise ReportError(f"the server exited (code {child.returncode}) before it listened on a port")
+        checks += 1
+        now = time.monotonic()
+        inodes = socket_inodes(child.pid, proc)
+        if inodes - seen:
+            seen |= inodes
+            fresh_until = now + 0.1
+        own = {}
+        if inodes and (now <= fresh_until or now - last_read >= 0.5):
+            last_read = now
+            own = own_listening_ports(child.pid, proc, inodes=inodes)
+        if not own and checks % 50 == 0:  # the listener may be a process the command started
+            last_read = now
+            own = own_listening_ports(child.pid, proc, whole_tree=True)
+        port = choose_port(own, preferred)
+        if port is not None:
+            return port
+        elapsed = now - start
+        if elapsed > timeout:
+            raise ReportError(f"the server did not listen on a port within {timeout:g} s")
+        time.sleep(0.02 if elapsed < 30 else 0.1)
+
+
+# ------------------------------------------------------------------ the report
 def pick_port(ip: str = "") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((ip, 0))
         return s.getsockname()[1]
 
 
 def _ssl_context():
+    import ssl
+
     ca = os.environ.get("JUPYTERHUB_SSL_CLIENT_CA")
     if not ca:
         return None
@@ -49,11 +228,18 @@ def _ssl_context():
 
 
 def report_port(port: int, api_url: str, token: str, timeout: float = 120.0, log=print) -> None:
-    """POST the port to the hub; retry connection errors and 5xx until ``timeout``."""
+    """POST the port to the hub; retry connection errors and 5xx until ``timeout``.
+
+    Messages (``log``) never name the port or the token."""
+    import json
+    import random
+    import urllib.error
+    import urllib.request
+
     url = api_url.rstrip("/") + "/batchspawner"
     body = json.dumps({"port": port}).encode()
     deadline = time.monotonic() + timeout
-    delay = 0.5
+    delay = 0.25
     ctx = _ssl_context()
     attempt = 0
     while True:
@@ -77,7 +263,7 @@ def report_port(port: int, api_url: str, token: str, timeout: float = 120.0, log
             problem = str(getattr(e, "reason", e))
         if time.monotonic() + delay > deadline:
             raise ReportError(
-                f"could not report port {port} to the hub at {url} after {attempt} attempts "
+                f"could not report the server's port to the hub at {url} after {attempt} attempts "
                 f"({timeout:g} s): {problem}. Can this node reach the hub?"
             )
         log(f"batchspawner-singleuser: hub not reachable yet ({problem}); retrying in {delay:.1f} s")
@@ -86,6 +272,8 @@ def report_port(port: int, api_url: str, token: str, timeout: float = 120.0, log
 
 
 def resolve_command(name: str) -> str:
+    import shutil
+
     if os.sep in name:
         return name
     here = os.path.join(os.path.dirname(sys.executable), name)
@@ -98,6 +286,8 @@ def resolve_command(name: str) -> str:
 
 
 def with_port(service_url: str, port: int) -> str:
+    from urllib.parse import urlparse, urlunparse
+
     parts = urlparse(service_url)
     host = parts.hostname or "0.0.0.0"
     if ":" in host:
@@ -105,7 +295,47 @@ def with_port(service_url: str, port: int) -> str:
     return urlunparse(parts._replace(netloc=f"{host}:{port}"))
 
 
+def redactor(ports):
+    """A function that replaces each of ``ports`` (a set, may grow) where it appears as a port."""
+    import re
+
+    def redact(line: bytes) -> bytes:
+        for port in list(ports):
+            line = re.sub(rb"(?<![0-9])" + str(port).encode() + rb"(?![0-9])", b"<port>", line)
+        return line
+
+    return redact
+
+
+def pump(src, dst_fd: int, redact):
+    """Copy lines from the server's pipe to our own output, redacted, until it closes."""
+    import threading
+
+    def run():
+        with src:
+            for line in iter(src.readline, b""):
+                try:
+                    os.write(dst_fd, redact(line))
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _stop(child: subprocess.Popen, grace: float = 10.0):
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(grace)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
 def main(argv=None) -> int:
+    _phase("start")
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         print("usage: batchspawner-singleuser COMMAND [ARGS...]", file=sys.stderr)
@@ -117,31 +347,60 @@ def main(argv=None) -> int:
                 os.environ["JUPYTERHUB_API_TOKEN"] = f.read().strip()
             os.unlink(token_file)
         except OSError as e:
-            print(f"batchspawner-singleuser: cannot read the token file {token_file}: {e.strerror}", file=sys.stderr)
+            _say(f"cannot read the token file {token_file}: {e.strerror}")
             return 2
     try:
         api_url = os.environ["JUPYTERHUB_API_URL"]
         token = os.environ.get("JUPYTERHUB_API_TOKEN") or os.environ["JPY_API_TOKEN"]
     except KeyError as e:
-        print(f"batchspawner-singleuser: {e.args[0]} is not set; was this started by the hub?", file=sys.stderr)
+        _say(f"{e.args[0]} is not set; was this started by the hub?")
         return 2
     service_url = os.environ.get("JUPYTERHUB_SERVICE_URL", "http://0.0.0.0:0/")
-    bind_ip = urlparse(service_url).hostname or ""
-    timeout = float(os.environ.get("BATCHSPAWNER_REPORT_TIMEOUT", "300"))
+    host = service_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+    report_timeout = float(os.environ.get("BATCHSPAWNER_REPORT_TIMEOUT", "300"))
+    listen_timeout = float(os.environ.get("BATCHSPAWNER_LISTEN_TIMEOUT", "600"))
     try:
         command = resolve_command(argv[0])
-        port = pick_port("" if bind_ip in ("0.0.0.0", "") else bind_ip)
-        report_port(port, api_url, token, timeout=timeout, log=lambda m: print(m, file=sys.stderr, flush=True))
-    except ReportError as e:
-        print(f"batchspawner-singleuser: {e}", file=sys.stderr, flush=True)
+        port = pick_port("" if host in ("0.0.0.0", "", "::") else host)
+    except (ReportError, OSError) as e:
+        _say(str(e))
         return 1
-    os.environ["JUPYTERHUB_SERVICE_URL"] = with_port(service_url, port)
-    os.environ["BATCHSPAWNER_PORT"] = str(port)
+    env = dict(os.environ)
+    env["JUPYTERHUB_SERVICE_URL"] = with_port(service_url, port)
+    env["BATCHSPAWNER_PORT"] = str(port)
     args = [a.replace("{port}", str(port)) for a in argv[1:]]
-    print(f"batchspawner-singleuser: reported port {port}; starting {command}", file=sys.stderr, flush=True)
     sys.stdout.flush()
-    os.execv(command, [command] + args)
-    return 0  # not reached
+    ports = {port}
+    try:
+        child = subprocess.Popen([command] + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as e:
+        _say(f"cannot start {command}: {e.strerror}")
+        return 1
+    pumps = [pump(child.stdout, 1, redactor(ports)), pump(child.stderr, 2, redactor(ports))]
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, lambda signum, frame: child.poll() is None and child.send_signal(signum))
+    _phase(f"server started ({os.path.basename(command)})")
+    try:
+        listening = wait_until_listening(child, port, listen_timeout)
+        ports.add(listening)
+        _phase("server listening")
+        report_port(listening, api_url, token, timeout=report_timeout, log=lambda m: print(m, file=sys.stderr, flush=True))
+        _phase("reported to the hub")
+    except ReportError as e:
+        _stop(child)
+        for thread in pumps:
+            thread.join(5)
+        _say(str(e))
+        return 1
+    while True:
+        try:
+            code = child.wait()
+            break
+        except KeyboardInterrupt:  # SIGINT is forwarded; keep waiting for the server to end
+            continue
+    for thread in pumps:
+        thread.join(5)
+    return code
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ipaddress
 import os
 import pwd
 from html import escape
@@ -28,6 +29,7 @@ import re
 import secrets
 import shlex
 import shutil
+import socket
 import sys
 import time
 
@@ -46,6 +48,8 @@ from traitlets import (
     validate,
 )
 
+from . import api  # noqa: F401  (registers POST /hub/api/batchspawner)
+from . import web as _hub_pages  # noqa: F401  (registers /hub/hpc/log and /hub/hpc/sessions)
 from . import joblogs, metrics, report, sessions
 from .hosts import usable_host
 from .leftovers import Leftovers, LeftoverTraits
@@ -543,7 +547,10 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
     # ---------------------------------------------------------------- job-state checks
     startup_poll_interval = Float(
-        0.5, help="Seconds between job-state checks while the server starts."
+        0.5,
+        help="""Seconds between job-state checks while the job waits to run.
+
+        The job's port report ends this wait at once, whatever the interval.""",
     ).tag(config=True)
 
     running_check_interval = Float(
@@ -552,7 +559,9 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
         Until the job reports its port and the port accepts connections, the spawner checks
         that the job still runs this often (from the shared status cache), so a job that
-        dies fails the spawn within about this long. The port itself is probed every 0.1 s.""",
+        dies fails the spawn within about this long. The job's wrapper reports the port only once
+        its server listens, so the hub then connects once; a wrapper that reports earlier gets
+        a backoff probe (0.05 s doubling to 1 s).""",
     ).tag(config=True)
 
     host_wait_timeout = Float(
@@ -645,6 +654,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         super().__init__(**kwargs)
         self._port_future = None
         self._events = []
+        self._events_changed = asyncio.Event()
+        self._phases = {}
         self._unknown_since = None
         self._grace_reported = False
         self._last_status = None
@@ -796,6 +807,12 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
     def _event(self, progress, message):
         self._events.append({"progress": progress, "message": message})
         self.log.info("%s: %s", self._log_name, message)
+        self._wake_progress()
+
+    def _wake_progress(self):
+        """Wake every progress() stream waiting for a new event."""
+        changed, self._events_changed = self._events_changed, asyncio.Event()
+        changed.set()
 
     @property
     def _log_name(self):
@@ -1104,6 +1121,24 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
     # ---------------------------------------------------------------- Spawner API
     async def start(self):
+        """Submit the job and wait until its server listens; return ``(ip, port)``.
+
+        The phases, each stamped (monotonic clock) in the log and in the
+        ``batchspawner_spawn_phase_seconds`` histogram by :meth:`_phase`:
+
+        1. **submit**: the batch script is submitted; the job id is saved at once.
+        2. **running**: the scheduler shows the job running, or the job's port report arrives
+           first (a job that reports runs: one forced status round, or a per-job query when
+           rounds fail, then gives its host).
+        3. **port**: the job reports the port its *own* server already listens on
+           (``batchspawner-singleuser`` reports only once /proc shows that its child holds the
+           listening socket; a job that ends or cannot start fails the spawn meanwhile).
+        4. **listening**: the hub connects to that port at the host's address in the address
+           family the server binds (``ip``), never a name a resolver may turn into the other
+           family, where a co-tenant could listen on the same port. One connect normally; a
+           bounded backoff probe serves wrappers that report before their server listens.
+        5. **ready** (after this returns): JupyterHub's own HTTP check passed.
+        """
         refused = refused_in_this_request(self)
         if refused is not None:  # the hub's same-request retry of refused options
             raise refused
@@ -1115,6 +1150,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         await self._resolve_homedir()
         self._events = []
         self._started_at = time.monotonic()
+        self._phases = {"start": self._started_at}
         self._unknown_since = None
         self._grace_reported = False
         if self.job_id or self.uncancelled_jobs:
@@ -1130,15 +1166,21 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             self.job_id = await self.submit_batch_script(user_values)
             self._session_submitted()  # issue 14: log file, card, usage log
             self._save_state_now()
+            self._phase("submit")
             self._event(10, f"Job {self.job_id} submitted to the batch system.")
             host = await self._wait_until_running()
+            self._phase("running")
             self._session_running()  # issue 14
             self._event(60, f"Job {self.job_id} is running on {host}; waiting for the server to start.")
             port = await self._wait_for_port()
+            self._phase("port")
             ip = self.resolve_host(host)
             if self.tunnel is not None:  # i15: the hub reaches the node only via a login node
                 ip, port = await self._open_tunnel(ip, port)
+            else:  # the server's own address family only (see connect_address)
+                ip = await self.connect_address(ip)
             await self._wait_for_listen(ip, port)
+            self._phase("listening")
             self._event(90, f"Server is listening on {ip}:{port}.")
         except BaseException as e:
             await self._remove_token_file()
@@ -1150,6 +1192,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             self._port_future = None
         self._session_started()  # issue 14: usage log
         self.port = port
+        self._stamp_ready_later()
         return (ip, port)
 
     async def _open_tunnel(self, node, port):
@@ -1163,6 +1206,31 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self._save_state_now()  # a hub restart from here reopens the tunnel on the same port
         self._event(80, f"Connected to {node}:{port} through {self.tunnel_login_host}.")
         return local
+
+    def _phase(self, name):
+        """Stamp the end of a start phase: log it and observe its duration in the histogram."""
+        phases = getattr(self, "_phases", None)
+        if not phases:
+            return
+        now = time.monotonic()
+        previous = max(phases.values())
+        phases[name] = now
+        metrics.SPAWN_PHASE_SECONDS.labels(phase=name).observe(now - previous)
+        self.log.info(
+            "%s: spawn phase %s done at +%.3f s (took %.3f s)", self._log_name, name, now - phases["start"], now - previous
+        )
+
+    def _stamp_ready_later(self):
+        """Stamp "ready" when JupyterHub's spawn (its HTTP check included) has succeeded."""
+        spawn = getattr(self, "_spawn_future", None)
+        if spawn is None or spawn.done():
+            return
+
+        def done(fut):
+            if not fut.cancelled() and fut.exception() is None:
+                self._phase("ready")
+
+        spawn.add_done_callback(done)
 
     def resolve_host(self, host):
         """The address the hub connects to; ``state_exechost_exp`` already mapped names.
@@ -1178,6 +1246,34 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             f"The batch system did not say on which host job {self.job_id} runs, so the hub cannot "
             "connect to it. Please try again; if it keeps happening, tell your site's support."
         )
+
+    async def connect_address(self, host):
+        """``host`` as a literal address in the family the server binds (``ip``).
+
+        The server binds one family (IPv4 for the default ``0.0.0.0``). A host name may
+        resolve to the other one first (``localhost`` -> ``::1``), where another user on the
+        node can listen on the same port number: the hub then connects, and the proxy routes,
+        only to the address of the server's own family.
+        """
+        family = socket.AF_INET6 if ":" in (self.ip or "") else socket.AF_INET
+        try:
+            if ipaddress.ip_address(host).version == (6 if family == socket.AF_INET6 else 4):
+                return host
+        except ValueError:
+            pass
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None, family=family, type=socket.SOCK_STREAM)
+        except OSError as e:
+            infos, reason = [], getattr(e, "strerror", None) or str(e)
+        else:
+            reason = "no address"
+        if not infos:
+            name = "IPv6" if family == socket.AF_INET6 else "IPv4"
+            raise SpawnFailed(
+                f"The job {self.job_id} runs on {host}, but the hub cannot find an {name} address for "
+                f"that host ({reason}). Ask your site's support to check the node's name resolution."
+            )
+        return infos[0][4][0]
 
     async def _job_ended(self, status):
         poller = self.details_poller(create=False)
@@ -1232,13 +1328,47 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             tail = await self.read_log_tail()
             raise self._spawn_failure(f"The batch job {self.job_id} cannot start: {blocker}", status, tail)
 
+    async def _until_reported(self, timeout):
+        """Sleep ``timeout`` seconds, or less if the job reports its port meanwhile."""
+        fut = self._port_future
+        if fut is None or fut.done():
+            await asyncio.sleep(timeout)
+        else:
+            await asyncio.wait({fut}, timeout=timeout)
+
+    async def _status_or_report(self, max_age):
+        """The job's state (no older than ``max_age``), or None as soon as the job reports its port."""
+        fut = self._port_future
+        query = asyncio.ensure_future(self.job_status_now(max_age=max_age))
+        if fut is None:
+            return await query
+        done, _ = await asyncio.wait({query, fut}, return_when=asyncio.FIRST_COMPLETED)
+        if query in done:
+            return query.result()
+        query.cancel()
+        return None
+
+    async def _status_after_report(self):
+        """The job reported, so it runs: one forced status round for its host, or one per-job
+        query when the shared rounds fail."""
+        status = await self.job_status_now(max_age=0)
+        if status.state is JobState.UNKNOWN and self.uses_shared_status():
+            status = await self.query_job_status()
+        return status
+
     async def _wait_until_running(self):
-        """Wait until the job runs on a host the scheduler named; returns that host."""
+        """Wait until the job runs on a host the scheduler named (or its port report ends the
+        wait early); returns that host."""
         last = None
         submitted = time.monotonic()
         no_host_since = None
         while True:
-            status = await self.job_status_now(max_age=self.startup_poll_interval)
+            if self._port_future is not None and self._port_future.done():
+                status = await self._status_after_report()
+            else:
+                status = await self._status_or_report(self.startup_poll_interval)
+                if status is None:
+                    continue
             if status.state is JobState.RUNNING:
                 host = usable_host(status.host)
                 if host or self.local_executor:
@@ -1259,7 +1389,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
                     self._event(20, f"Job {self.job_id} is waiting in the queue: {desc}.")
                 else:
                     self._event(20, f"Job {self.job_id} state not known yet: {status.reason}.")
-            await asyncio.sleep(self.startup_poll_interval)
+            await self._until_reported(self.startup_poll_interval)
 
     async def _wait_for_host(self, status, since):
         """A RUNNING job without a host is not placed yet: say so, fail after host_wait_timeout."""
@@ -1285,6 +1415,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         return since
 
     async def _wait_for_port(self):
+        """Until the job reports; check that it still runs every ``running_check_interval``."""
         while True:
             try:
                 return await asyncio.wait_for(asyncio.shield(self._port_future), self.running_check_interval)
@@ -1294,8 +1425,13 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             await self._fail_if_cannot_start(status)
 
     async def _wait_for_listen(self, ip, port):
-        """Probe the port often (cheap); check the job now and then (a scheduler query)."""
+        """Connect once: the job reported a port its server already listens on.
+
+        A wrapper that reports before its server listens (batchspawner 1.3's, a custom one)
+        gets a bounded backoff probe (0.05 s doubling to 1 s), and a job check every
+        ``running_check_interval``."""
         last_check = time.monotonic()
+        delay = 0.05
         while True:
             try:
                 _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 2)
@@ -1307,7 +1443,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
                 last_check = time.monotonic()
                 status = await self.job_status_now(max_age=self.running_check_interval)
                 await self._fail_if_cannot_start(status)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     def report_port(self, port: int):
         """Called by the hub's API handler when the job reports its port."""
@@ -1398,15 +1535,22 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self._forget_job()
 
     async def progress(self):
-        """Spawn progress: submission, queue state and reason, host, listening."""
+        """Spawn progress: submission, queue state and reason, host, listening.
+
+        Wakes when :meth:`_event` adds a message (no timer per open page); a long safety
+        timeout notices a spawn that ended without a last event."""
         sent = 0
         while True:
+            changed = self._events_changed
             while sent < len(self._events):
                 yield self._events[sent]
                 sent += 1
             if not getattr(self, "_spawn_pending", False):
                 break
-            await asyncio.sleep(0.5)
+            try:
+                await asyncio.wait_for(changed.wait(), 5)
+            except asyncio.TimeoutError:
+                pass
 
 
 def save_spawner_state(spawner) -> bool:

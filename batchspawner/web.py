@@ -11,7 +11,7 @@ The templates override ``home.html`` (a session card per server), ``spawn_pendin
 (Cancel; a cancelled or failed start says so and offers Start again) and ``page.html``
 (the wall-time warning on every hub page), each extending JupyterHub's own.
 
-Importing this module (``import batchspawner`` does) adds two hub routes:
+Importing this module (``batchspawner.spawner`` does, so every spawner class and wrapspawner do) adds two hub routes:
 
 - ``GET /hub/hpc/log/<user>/<server>``: the current job's log of that server, read as its
   user (``exec_prefix``), for the owner or an admin only (404 for anyone else);

@@ -92,3 +92,65 @@ def render_table(rows, headers) -> str:
     out = [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(row) for row in rows]
     return "\n".join(out)
+
+
+# ------------------------------------------------------------------ spawn phases (both packages alike)
+PHASES = ("submit", "job start", "server listening", "port reported", "ready after both")
+
+_LOG_TIME = re.compile(r"^\[\w (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(\d{3})")
+
+
+def log_time(line: str) -> float | None:
+    """Epoch seconds of a JupyterHub / Jupyter Server log line (``[I 2026-12-02 05:42:05.380 ...``)."""
+    import time as _time
+
+    m = _LOG_TIME.match(line)
+    if not m:
+        return None
+    return _time.mktime(_time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
+
+
+def first_after(lines, needle: str, after: float) -> float | None:
+    """Time of the first log line containing ``needle`` stamped at or after ``after``."""
+    for line in lines:
+        if needle in line:
+            t = log_time(line)
+            if t is not None and t >= after - 0.002:
+                return t
+    return None
+
+
+def spawn_phases(t_post, t_sbatch, t_job, t_listen, t_report, t_ready) -> dict[str, float]:
+    """Seconds of each phase of one spawn, from wall-clock stamps taken the same way for both
+    packages: POST, sbatch returned (shim), job command started (stamp shim in the job), server
+    listening (its own log line), port report answered (hub access log), ready (API).
+    ``ready after both`` runs from the later of listening and report to ready: 1.3.0 reports
+    before its server starts, jupyterhub-hpc after its server listens."""
+    out = {}
+    if t_sbatch is not None:
+        out["submit"] = t_sbatch - t_post
+    if t_sbatch is not None and t_job is not None:
+        out["job start"] = t_job - t_sbatch
+    if t_job is not None and t_listen is not None:
+        out["server listening"] = t_listen - t_job
+    if t_job is not None and t_report is not None:
+        out["port reported"] = t_report - t_job
+    if t_listen is not None and t_report is not None and t_ready is not None:
+        out["ready after both"] = t_ready - max(t_listen, t_report)
+    return out
+
+
+def fmt_phases(samples: list[dict]) -> str:
+    """Median of each phase over the spawns that have it: ``submit 0.06, job start 1.02, ...``."""
+    parts = []
+    for phase in PHASES:
+        values = [s[phase] for s in samples if phase in s]
+        if values:
+            parts.append(f"{phase} {median(values):.2f}")
+    return ", ".join(parts) if parts else "not measured"
+
+
+def nth_ready(ready_times, n: int) -> float | None:
+    """Seconds until the n-th server was ready (1-based), or None when fewer became ready."""
+    data = sorted(ready_times)
+    return data[n - 1] if 0 < n <= len(data) else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -37,7 +38,7 @@ exec {real} "$@"
 # sbatch's shim also logs the job id it printed, so the benchmark can cancel every job it caused
 SBATCH_SHIM = """#!/bin/sh
 out=$({real} "$@"); rc=$?
-echo "sbatch $out" >> {log}
+echo "sbatch $out $(date +%s.%N)" >> {log}
 [ -n "$out" ] && printf '%s\\n' "$out"
 exit $rc
 """
@@ -55,6 +56,13 @@ for name, trait in klass.class_traits(config=True).items():
     elif isinstance(dv, (list, tuple)) and dv and isinstance(dv[0], str) and dv[0] in tools:
         out[name] = list(dv)
 print(json.dumps({'traits': out, 'file': importlib.import_module(mod).__file__}))
+"""
+
+
+# put in front of the job's wrapper (both packages): stamps when the job's command starts
+STAMP_SHIM = """#!/bin/sh
+echo "$SLURM_JOB_ID $(date +%s.%N)" >> {log}
+exec "$@"
 """
 
 
@@ -80,6 +88,13 @@ class Package:
             data = json.loads(r.stdout.strip().splitlines()[-1])
             self._command_traits, self.module_file = data["traits"], data["file"]
         return self._command_traits
+
+    def stack(self):
+        """{package: version} of the single-user stack in this venv (bench/stack.py)."""
+        r = subprocess.run([str(self.venv_bin / "python"), "-m", "bench.stack"], capture_output=True, text=True,
+                           timeout=60, check=True, cwd=str(HERE.parent))
+        words = r.stdout.split()
+        return dict(zip(words[::2], words[1::2]))
 
     def source(self):
         """Where the package was imported from, and its git commit when that is a checkout."""
@@ -126,6 +141,8 @@ class RunDir:
         self.fake_bin = self.root / "fake"
         self.fake_log = self.fake_bin / "count.log"
         self.fakeserver = self.root / "fakeserver.py"
+        self.stamp = self.root / "stamp"
+        self.stamp_log = self.root / "stamps.log"
         self._install()
 
     def _install(self):
@@ -136,6 +153,9 @@ class RunDir:
             path.write_text(text.format(tool=tool, log=self.count_log, real=real))
             path.chmod(0o755)
         _world_writable(self.count_log)
+        self.stamp.write_text(STAMP_SHIM.format(log=self.stamp_log))
+        self.stamp.chmod(0o755)
+        _world_writable(self.stamp_log)
         shutil.copy(HERE / "fakes" / "fakeserver.py", self.fakeserver)
         self.fakeserver.chmod(0o755)
         state = self.fake_bin / "state"
@@ -161,6 +181,27 @@ class RunDir:
     def log_lines(self, fake=False):
         path = self.fake_log if fake else self.count_log
         return path.read_text().splitlines()
+
+    def sbatch_times(self) -> dict[str, float]:
+        """{job id: epoch seconds when sbatch returned} from the sbatch shim's log."""
+        out = {}
+        for line in self.log_lines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "sbatch":
+                try:
+                    out[parts[1].split(";")[0]] = float(parts[2])
+                except ValueError:
+                    pass
+        return out
+
+    def job_start_times(self) -> dict[str, float]:
+        """{job id: epoch seconds when the job's command started} from the stamp shim's log."""
+        out = {}
+        for line in self.stamp_log.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                out.setdefault(parts[0], float(parts[1]))
+        return out
 
     def all_job_ids(self):
         return job_ids_from_log(self.log_lines())
@@ -202,7 +243,7 @@ class VenvHub(Hub):
         raise RuntimeError(f"hub did not answer within {timeout} s:\n{self.log_tail()}")
 
 
-def hub_config(pkg: Package, bindir, poll_interval, fake_server=None):
+def hub_config(pkg: Package, bindir, poll_interval, fake_server=None, stamp=None):
     """Config for one package: its spawner, named servers, shimmed commands, maybe the fake server."""
     cfg = f"""
 c.JupyterHub.spawner_class = {pkg.spawner_class!r}
@@ -217,7 +258,19 @@ c.Spawner.poll_interval = {poll_interval!r}
             cfg += f"c.Spawner.cmd = ['{pkg.venv_bin}/jupyterhub-singleuser']\n"
     else:
         cfg += pkg.real_server_config
+        if stamp:  # the same stamp shim in front of each package's own wrapper
+            wrapper = pkg.venv_bin / "batchspawner-singleuser"
+            cfg += f"c.SlurmSpawner.batchspawner_singleuser_cmd = {f'{stamp} {wrapper}'!r}\n"
+            if pkg.key == "ours":
+                cfg += f"c.SlurmSpawner.hub_bin_dir = {str(pkg.venv_bin)!r}\n"
     return cfg
+
+
+def job_stdout(job_id) -> str:
+    """The job's output file, as Slurm knows it (wherever the package put it)."""
+    r = subprocess.run(["scontrol", "show", "job", str(job_id)], capture_output=True, text=True, timeout=30)
+    m = re.search(r"\bStdOut=(\S+)", r.stdout)
+    return m.group(1) if m else ""
 
 
 def live_job_ids(users=("alice", "bob")) -> set[str]:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .benchlib import fmt_calls, median, render_table
+from .benchlib import fmt_calls, fmt_phases, median, nth_ready, render_table
 from .hubs import RunDir, packages
 from .scenarios import Bench, log, mem_total, slurm_version
 
@@ -28,12 +28,19 @@ def ints(text):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
+    p.add_argument("--smoke", action="store_true",
+                   help="one real spawn per package, nothing else; exit 1 if one fails (CI)")
     p.add_argument("--bs13-venv", default="/opt/jhpc-bench-bs13/venv")
     p.add_argument("--ns", type=ints, default=[10, 50, 100], help="running servers for the per-round counts")
     p.add_argument("--restart-n", type=int, default=20)
-    p.add_argument("--latency-n", type=int, default=10)
+    p.add_argument("--restarts", type=int, default=5, help="hub restarts per package")
+    p.add_argument("--latency-n", type=int, default=20)
     p.add_argument("--storms", type=ints, default=[30, 50])
-    p.add_argument("--fake-ns", type=ints, default=[100, 1000])
+    p.add_argument("--tiny-storms", type=ints, default=[100], help="storms of the tiny fake server (real Slurm)")
+    p.add_argument("--fake-ns", type=ints, default=[1000, 10000])
+    p.add_argument("--fake-seed-above", type=int, default=100,
+                   help="fake sizes above this are seeded into the hub database (bench/seed.py), not spawned")
+    p.add_argument("--fake-max-bs13", type=int, default=1000, help="largest fake size run for 1.3.0")
     p.add_argument("--poll-interval", type=float, default=10, help="hub poll_interval for the real-Slurm rounds")
     p.add_argument("--fake-poll-interval", type=float, default=20, help="hub poll_interval on the fake scheduler")
     p.add_argument("--rounds", type=int, default=2, help="poll rounds per measuring window")
@@ -41,13 +48,16 @@ def parse_args(argv=None):
     p.add_argument("--fake-batch", type=int, default=50, help="concurrent spawns while filling up (fake)")
     p.add_argument("--spawn-timeout", type=float, default=180)
     p.add_argument("--storm-timeout", type=float, default=300)
-    p.add_argument("--only", default="sched,latency,storm,fake", help="comma list of scenarios")
+    p.add_argument("--only", default="sched,latency,storm,tiny,fake", help="comma list of scenarios")
     p.add_argument("--packages", default="bs13,ours")
     p.add_argument("--workdir", default="")
     opts = p.parse_args(argv)
     if opts.quick:
         opts.ns, opts.restart_n, opts.latency_n, opts.storms = [3, 6], 4, 3, [6]
         opts.fake_ns, opts.poll_interval, opts.fake_poll_interval = [50], 5, 10
+        opts.tiny_storms, opts.restarts = [20], 2
+    if opts.smoke:
+        opts.only, opts.latency_n = "latency", 1
     return opts
 
 
@@ -72,16 +82,23 @@ def build_rows(results, keys, opts):
     def cpu(n, fake=False):
         def cell(r):
             w = r["fake"][n] if fake else r["sched"][("n", n)]
-            return w if isinstance(w, str) else f"{w['own'] + w['kids']:.2f} ({w['own']:.2f} + {w['kids']:.2f})"
+            if isinstance(w, str):
+                return w
+            total = w["own"] + w["kids"]
+            return f"{total:.2f} ({w['own']:.2f} + {w['kids']:.2f}); {total / n * 1000:.2f} ms per server"
         return cell
 
-    for n in opts.ns:
+    def ran(kind):
+        return any(kind in results[k] for k in keys)
+
+    for n in opts.ns if ran("sched") else ():
         row(f"scheduler calls per poll round, N={n} running (real Slurm)", sched(n))
-    for n in opts.ns:
+    for n in opts.ns if ran("sched") else ():
         row(f"hub CPU s per poll round, N={n} (own + children)", cpu(n))
-    for n in opts.fake_ns:
+    for n in opts.fake_ns if ran("fake") else ():
         row(f"scheduler calls per poll round, N={n} (FAKE squeue)",
-            lambda r, n=n: fmt_calls(r["fake"][n]["counts"], r["fake"][n]["rounds"]))
+            lambda r, n=n: r["fake"][n] if isinstance(r["fake"][n], str)
+            else fmt_calls(r["fake"][n]["counts"], r["fake"][n]["rounds"]))
         row(f"hub CPU s per poll round, N={n} (FAKE squeue)", cpu(n, fake=True))
 
     def lat(r):
@@ -89,17 +106,41 @@ def build_rows(results, keys, opts):
         s = f"{median(t):.2f} s (min {min(t):.2f}, max {max(t):.2f}, n={len(t)})"
         return s + (f", {r['latency']['failures']} failed" if r["latency"]["failures"] else "")
 
-    row(f"spawn latency POST->ready, median of {opts.latency_n} (real server)", lat)
-    for size in opts.storms:
-        row(f"{size} concurrent spawns: ready", lambda r, s=size: f"{r['storm'][s]['ready']}/{s}")
-        row(f"{size} concurrent spawns: total time",
-            lambda r, s=size: f"{r['storm'][s]['secs']:.1f} s" + (" (timed out)" if r['storm'][s]['timed_out'] else ""))
-        row(f"{size} concurrent spawns: hub API p99",
-            lambda r, s=size: f"{r['storm'][s]['p99'] * 1000:.0f} ms ({r['storm'][s]['samples']} GETs)")
-        row(f"{size} concurrent spawns: scheduler calls until settled",
-            lambda r, s=size: fmt_calls(r["storm"][s]["calls"], 1))
-    row(f"hub restart with {opts.restart_n} servers: kept", lambda r: f"{r['sched']['restart']['kept']}/{r['sched']['restart']['of']}")
-    row(f"hub restart with {opts.restart_n} servers: until API answers", lambda r: f"{r['sched']['restart']['api_s']:.1f} s")
+    if ran("latency"):
+        row(f"spawn latency POST->ready, median of {opts.latency_n} (real server, equal stacks)", lat)
+        row("  phases, median s (submit; job start; server listening, port reported: from job start; "
+        "ready after both)", lambda r: fmt_phases(r["latency"]["phases"]))
+
+    def storm_rows(kind, sizes, label):
+        if not any(kind in results[k] for k in keys):
+            return
+        for size in sizes:
+            def both_reached(s=size):
+                counts = [results[k].get(kind, {}).get(s, {}).get("ready", 0) for k in keys]
+                return min(counts) if counts else 0
+
+            row(f"{size} concurrent spawns{label}: ready", lambda r, s=size: f"{r[kind][s]['ready']}/{s}")
+            k = both_reached()
+            row(f"{size} concurrent spawns{label}: time to the {k}th ready (reached by both)",
+                lambda r, s=size, k=k: f"{nth_ready(r[kind][s]['ready_times'], k):.1f} s")
+            row(f"{size} concurrent spawns{label}: time to half ready ({k // 2}th)",
+                lambda r, s=size, k=k: f"{nth_ready(r[kind][s]['ready_times'], max(1, k // 2)):.1f} s")
+            row(f"{size} concurrent spawns{label}: total time",
+                lambda r, s=size: f"{r[kind][s]['secs']:.1f} s" + (" (timed out)" if r[kind][s]['timed_out'] else ""))
+            row(f"{size} concurrent spawns{label}: hub API p99",
+                lambda r, s=size: f"{r[kind][s]['p99'] * 1000:.0f} ms ({r[kind][s]['samples']} GETs)")
+            row(f"{size} concurrent spawns{label}: scheduler calls until settled",
+                lambda r, s=size: fmt_calls(r[kind][s]["calls"], 1))
+
+    storm_rows("storm", opts.storms, "")
+    storm_rows("tiny", opts.tiny_storms, " (tiny server)")
+    if not ran("sched"):
+        return rows
+    row(f"hub restart with {opts.restart_n} servers: kept (worst of {opts.restarts})",
+        lambda r: f"{r['sched']['restart']['kept']}/{r['sched']['restart']['of']}")
+    row(f"hub restart with {opts.restart_n} servers: until API answers, median of {opts.restarts}",
+        lambda r: "{:.2f} s ({})".format(median(r["sched"]["restart"]["api_s"]),
+                                         ", ".join(f"{x:.2f}" for x in r["sched"]["restart"]["api_s"])))
     return rows
 
 
@@ -118,35 +159,77 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, on_signal)
     where, commit = pkgs["ours"].source() if "ours" in pkgs else ("", "")
+    if not commit:  # a non-editable install: name the checkout the bench runs from (install it first)
+        r = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        commit = (r.stdout.strip() + ("+dirty" if dirty else "") + " checkout") if r.returncode == 0 else ""
+    stacks = {k: pkgs[k].stack() for k in keys}
+    if len({tuple(sorted(v.items())) for v in stacks.values()}) > 1:
+        log(f"the single-user stacks differ, so the comparison would not be fair: {stacks}")
+        return 2
     t_start = time.monotonic()
+    interrupted = False
     log(f"workdir {root}; jupyterhub-hpc from {where} at {commit or '(not a checkout)'}; options {vars(opts)}")
     try:
         for key in keys:
             log(f"{pkgs[key].label}: scheduler commands {pkgs[key].command_traits()}")
-        # interleave the packages per scenario so both see the same machine state
-        if "sched" in only:
-            for key in keys:
-                results[key]["sched"] = bench.scheduler_side(pkgs[key])
+        # interleave the packages per scenario so both see the same machine state; a scenario
+        # that fails is reported in its rows ("not measured") and in the log, and the run goes on
+        def attempt(what, fn):
+            try:
+                return fn()
+            except Exception as e:  # noqa: BLE001
+                log(f"{what} FAILED: {type(e).__name__}: {str(e)[:2000]}")
+                return None
+
+        def put(key, kind, value, size=None):
+            if value is None:
+                return
+            if size is None:
+                results[key][kind] = value
+            else:
+                results[key].setdefault(kind, {})[size] = value
+
+        # most telling first, so an interrupted run (SIGTERM, Ctrl-C) still prints what it has
+        steps = []
         if "latency" in only:
-            for key in keys:
-                results[key]["latency"] = bench.latency(pkgs[key])
+            steps += [(k, "latency", None, lambda k=k: bench.latency(pkgs[k])) for k in keys]
+        if "tiny" in only:
+            steps += [(k, "tiny", n, lambda k=k, n=n: bench.storm(pkgs[k], n, tiny=True))
+                      for n in opts.tiny_storms for k in keys]
         if "storm" in only:
-            for size in opts.storms:
-                for key in keys:
-                    results[key].setdefault("storm", {})[size] = bench.storm(pkgs[key], size)
+            steps += [(k, "storm", n, lambda k=k, n=n: bench.storm(pkgs[k], n)) for n in opts.storms for k in keys]
+        if "sched" in only:
+            steps += [(k, "sched", None, lambda k=k: bench.scheduler_side(pkgs[k])) for k in keys]
         if "fake" in only:
-            for key in keys:
-                results[key]["fake"] = bench.fake_scale(pkgs[key])
+            steps += [(k, "fake", None, lambda k=k: bench.fake_scale(pkgs[k])) for k in keys]
+        try:
+            for key, kind, size, fn in steps:
+                put(key, kind, attempt(f"{key} {kind} {size or ''}".strip(), fn), size)
+        except KeyboardInterrupt:
+            interrupted = True
+            log("interrupted: the table shows what was measured so far")
     finally:
         bench.cleanup_all()
     elapsed = time.monotonic() - t_start
     headers = ["measure"] + [pkgs[k].label + (f" ({commit})" if k == "ours" else "") for k in keys]
     print()
+    if interrupted:
+        print("INTERRUPTED RUN: rows marked 'not measured' were not reached")
     print(f"date {time.strftime('%Y-%m-%d %H:%M %Z')}; nproc {os.cpu_count()}; memory {mem_total()}; "
           f"{slurm_version()}; run took {elapsed / 60:.1f} min")
     print(f"poll_interval {opts.poll_interval:g} s (real Slurm), {opts.fake_poll_interval:g} s (fake); "
           f"window {opts.rounds} rounds")
+    print("single-user stack in both venvs (equal): "
+          + ", ".join(f"{k} {v}" for k, v in next(iter(stacks.values())).items()))
     print(render_table(build_rows(results, keys, opts), headers))
+    if opts.smoke:
+        bad = [k for k in keys if not results[k].get("latency", {}).get("times")]
+        if bad:
+            log(f"smoke: no spawn became ready for {bad}")
+            return 1
+        log("smoke: one spawn per package became ready")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 import subprocess
 import threading
 import time
@@ -13,8 +14,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
-from .benchlib import count_calls, cpu_seconds, median, parse_node_cpus, parse_proc_stat, percentile
-from .hubs import VenvHub, cancel_jobs, hub_config, remove_job_logs
+from .benchlib import (
+    count_calls,
+    cpu_seconds,
+    first_after,
+    median,
+    parse_node_cpus,
+    parse_proc_stat,
+    percentile,
+    spawn_phases,
+)
+from .hubs import VenvHub, cancel_jobs, hub_config, job_stdout, remove_job_logs
 
 USERS = ("alice", "bob")
 
@@ -31,9 +41,10 @@ class Bench:
         self._n = 0
 
     # ------------------------------------------------------------ hubs and cleanup
-    def hub(self, pkg, poll_interval, fake_server=None, bindir=None):
+    def hub(self, pkg, poll_interval, fake_server=None, bindir=None, stamp=False):
         self._n += 1
-        cfg = hub_config(pkg, bindir or self.run.shim_bin, poll_interval, fake_server)
+        cfg = hub_config(pkg, bindir or self.run.shim_bin, poll_interval, fake_server,
+                         stamp=self.run.stamp if stamp else None)
         hub = VenvHub(self.run.root / f"hub{self._n:02d}-{pkg.key}", cfg, pkg.venv_bin, self.run.shim_bin)
         self.hubs.append(hub)
         t0 = time.monotonic()
@@ -73,6 +84,7 @@ class Bench:
 
         t0 = time.monotonic()
         ready, failed = set(), set()
+        self.last_ready_times = ready_times = []
         with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
             futures = {t: pool.submit(post, t) for t in targets}
             while time.monotonic() - t0 < timeout and len(ready) + len(failed) < len(targets):
@@ -84,6 +96,7 @@ class Bench:
                     model = models.get(t)
                     if model and model.get("ready"):
                         ready.add(t)
+                        ready_times.append(time.monotonic() - t0)
                     elif fut.done() and (fut.result() not in (201, 202) or model is None):
                         failed.add(t)
             settled = time.monotonic() - t0
@@ -130,8 +143,10 @@ class Bench:
                     out[("n", target)] = self.window(hub, o.rounds, o.poll_interval)
                     log(f"{pkg.label}: N={target}: {out[('n', target)]}")
                 if target == o.restart_n:
-                    out["restart"] = self.restart(hub, have)
-                    log(f"{pkg.label}: restart: {out['restart']}")
+                    runs = [self.restart(hub, have) for _ in range(o.restarts)]
+                    out["restart"] = {"kept": min(r["kept"] for r in runs), "of": have,
+                                      "api_s": [r["api_s"] for r in runs]}
+                    log(f"{pkg.label}: restart x{o.restarts}: {out['restart']}")
         finally:
             self.finish(hub)
         return out
@@ -150,26 +165,58 @@ class Bench:
         return {"kept": kept, "of": n, "api_s": api_s}
 
     def latency(self, pkg):
-        """POST -> ready with the real jupyterhub-singleuser, one at a time."""
-        hub = self.hub(pkg, 30)
-        times, failures = [], 0
+        """POST -> ready with the real jupyterhub-singleuser, one at a time, with the phases
+        of each spawn stamped the same way for both packages (see benchlib.spawn_phases)."""
+        hub = self.hub(pkg, 30, stamp=True)
+        times, failures, phases = [], 0, []
         try:
             for i in range(self.opts.latency_n):
-                r, secs = hub.spawn("alice", server=f"lat{i:02d}", timeout=self.opts.spawn_timeout)
-                model = hub.server_model("alice", f"lat{i:02d}")
-                if model and model.get("ready"):
-                    times.append(secs)
-                else:
+                name = f"lat{i:02d}"
+                t_post = time.time()
+                r = hub.api("POST", f"/users/alice/servers/{name}", json={}, timeout=self.opts.spawn_timeout)
+                t_ready = None
+                deadline = time.monotonic() + self.opts.spawn_timeout
+                while r.status_code in (201, 202) and time.monotonic() < deadline:
+                    model = hub.server_model("alice", name)
+                    if model and model.get("ready"):
+                        t_ready = time.time()
+                        break
+                    if model is None or not model.get("pending"):
+                        break
+                    time.sleep(0.05)
+                if t_ready is None:
                     failures += 1
-                hub.stop_server("alice", f"lat{i:02d}")
+                else:
+                    times.append(t_ready - t_post)
+                    phases.append(self._phases(hub, t_post, t_ready))
+                hub.stop_server("alice", name)
         finally:
             self.finish(hub)
         log(f"{pkg.label}: latency {['%.2f' % t for t in times]} failures {failures}")
-        return {"times": times, "failures": failures}
+        log(f"{pkg.label}: phases {phases}")
+        return {"times": times, "failures": failures, "phases": phases}
 
-    def storm(self, pkg, size):
-        """`size` concurrent spawns of the real single-user server, each package's default settings."""
-        hub = self.hub(pkg, 30)
+    def _phases(self, hub, t_post, t_ready):
+        sbatch = {j: t for j, t in self.run.sbatch_times().items() if t >= t_post}
+        if not sbatch:
+            return {}
+        job_id = min(sbatch, key=sbatch.get)
+        t_job = self.run.job_start_times().get(job_id)
+        hub_lines = hub.log_text().splitlines()
+        t_report = first_after(hub_lines, "POST /hub/api/batchspawner", t_post)
+        t_listen = None
+        out_path = job_stdout(job_id)
+        try:
+            job_lines = open(out_path, errors="replace").read().splitlines() if out_path else []
+        except OSError:
+            job_lines = []
+        t_listen = first_after(job_lines, "is running at", t_post)
+        return spawn_phases(t_post, sbatch[job_id], t_job, t_listen, t_report, t_ready)
+
+    def storm(self, pkg, size, tiny=False):
+        """`size` concurrent spawns, each package's default settings: of the real single-user
+        server, or (``tiny``) of bench/fakes/fakeserver.py, so the hub's own cost is measured."""
+        hub = self.hub(pkg, 30, fake_server=self.run.fakeserver if tiny else None)
         samples, stop = [], threading.Event()
 
         def probe():
@@ -188,13 +235,15 @@ class Bench:
             targets = [(USERS[i % 2], f"s{i:03d}") for i in range(size)]
             before = len(self.run.log_lines())
             ready, failed, secs = self.spawn_many(hub, targets, self.opts.storm_timeout)
+            ready_times = list(self.last_ready_times)
             calls = count_calls(self.run.log_lines()[before:])
         finally:
             stop.set()
             thread.join(70)
             self.finish(hub)
         res = {"ready": len(ready), "of": size, "secs": secs, "p99": percentile(samples, 99) if samples else None,
-               "samples": len(samples), "timed_out": len(ready) + len(failed) < size, "calls": calls}
+               "samples": len(samples), "timed_out": len(ready) + len(failed) < size, "calls": calls,
+               "ready_times": ready_times}
         log(f"{pkg.label}: storm {size}: {res}")
         return res
 
@@ -209,20 +258,51 @@ class Bench:
         try:
             have = 0
             for target in sorted(o.fake_ns):
-                names = [(USERS[i % 2], f"x{i:04d}") for i in range(have, target)]
-                for k in range(0, len(names), o.fake_batch):
-                    ready, failed, secs = self.spawn_many(hub, names[k:k + o.fake_batch], o.spawn_timeout)
-                    if failed:
-                        raise RuntimeError(f"{pkg.label}: {len(failed)} fake-scheduler spawns failed:\n"
-                                           + hub.log_tail(30))
+                if pkg.key == "bs13" and target > o.fake_max_bs13:
+                    out[target] = (f"not run: at {o.fake_max_bs13} servers 1.3.0 already makes one squeue "
+                                   "per server per round")
+                    continue
+                if target > o.fake_seed_above:
+                    # too many to spawn through the API on 2 cores: seed the database, restart
+                    hub.stop()
+                    t0 = time.monotonic()
+                    self.seed(pkg, hub, target - have, server.server_address[1], have)
+                    try:
+                        hub.start(timeout=900)
+                    except RuntimeError as e:
+                        out[target] = f"failed: the hub did not come back with {target} servers"
+                        log(f"{pkg.label}: {out[target]}: {str(e)[-1500:]}")
+                        break
+                    log(f"{pkg.label}: {target} servers seeded; hub up after {time.monotonic() - t0:.0f} s")
+                else:
+                    names = [(USERS[i % 2], f"x{i:05d}") for i in range(have, target)]
+                    for k in range(0, len(names), o.fake_batch):
+                        ready, failed, secs = self.spawn_many(hub, names[k:k + o.fake_batch], o.spawn_timeout)
+                        if failed:
+                            raise RuntimeError(f"{pkg.label}: {len(failed)} fake-scheduler spawns failed:\n"
+                                               + hub.log_tail(30))
                 have = target
                 log(f"{pkg.label}: {have} servers on the fake scheduler")
+                time.sleep(o.fake_poll_interval)  # let the restored servers' first rounds pass
                 out[target] = self.window(hub, o.rounds, o.fake_poll_interval, fake=True)
                 log(f"{pkg.label}: fake N={target}: {out[target]}")
         finally:
             hub.stop()
             server.shutdown()
         return out
+
+
+def _seed(self, pkg, hub, n, port, have):
+    state = self.run.fake_bin / "state"
+    start_id = 5_000_000 + have
+    subprocess.run(
+        [str(pkg.venv_bin / "python"), "-m", "bench.seed", f"sqlite:///{hub.workdir}/hub.sqlite", str(n),
+         str(port), ",".join(USERS), str(start_id), str(state / "jobs.table"), "s"],
+        check=True, timeout=600, cwd=str(Path(__file__).resolve().parent.parent),
+    )
+
+
+Bench.seed = _seed
 
 
 class _OK(BaseHTTPRequestHandler):

@@ -94,3 +94,43 @@ def test_render_table_aligns_columns():
     assert out[0] == "| measure | x  |"
     assert out[1] == "|---------|----|"
     assert out[3] == "| longer  | 22 |"
+
+
+def test_log_time_reads_hub_and_server_log_stamps():
+    import time as _t
+
+    from bench.benchlib import log_time
+
+    t = log_time("[I 2026-12-02 05:42:05.380 ServerApp] Jupyter Server 2.21.1 is running at:")
+    assert t == _t.mktime(_t.strptime("2026-12-02 05:42:05", "%Y-%m-%d %H:%M:%S")) + 0.38
+    assert log_time("batchspawner-singleuser: [05:42:05.380 +2.5 s] start") is None
+
+
+def test_first_after_skips_lines_before_the_spawn():
+    from bench.benchlib import first_after, log_time
+
+    lines = [
+        "[I 2026-12-02 05:42:01.000 JupyterHub log:192] 201 POST /hub/api/batchspawner (alice@127.0.0.1)",
+        "[I 2026-12-02 05:42:04.250 JupyterHub log:192] 201 POST /hub/api/batchspawner (alice@127.0.0.1)",
+    ]
+    after = log_time(lines[0]) + 1
+    assert first_after(lines, "POST /hub/api/batchspawner", after) == log_time(lines[1])
+    assert first_after(lines, "never", after) is None
+
+
+def test_spawn_phases_and_their_medians():
+    from bench.benchlib import fmt_phases, nth_ready, spawn_phases
+
+    # 1.3.0's order: report (t=3.0) before listening (t=5.0); ready at 5.6
+    p = spawn_phases(t_post=0.0, t_sbatch=0.1, t_job=1.1, t_listen=5.0, t_report=3.0, t_ready=5.6)
+    assert {k: round(v, 3) for k, v in p.items()} == {
+        "submit": 0.1, "job start": 1.0, "server listening": 3.9, "port reported": 1.9, "ready after both": 0.6,
+    }
+    # a spawn whose job log could not be read has no listening phase and no "ready after both"
+    q = spawn_phases(0.0, 0.2, 1.2, None, 4.0, 4.1)
+    assert set(q) == {"submit", "job start", "port reported"}
+    assert fmt_phases([p, q]) == (
+        "submit 0.15, job start 1.00, server listening 3.90, port reported 2.35, ready after both 0.60"
+    )
+    assert fmt_phases([]) == "not measured"
+    assert nth_ready([3.0, 1.0, 2.0], 2) == 2.0 and nth_ready([1.0], 2) is None

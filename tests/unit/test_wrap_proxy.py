@@ -89,7 +89,8 @@ async def test_whole_api_through_profiles_spawner():
     while child._port_future is None or not runner.calls:
         await asyncio.sleep(0.01)
     _port_target(wrapper).report_port(port)  # the port API follows child_spawner
-    assert await asyncio.wait_for(task, 10) == ("localhost", port)
+    # the job runs on "localhost": the hub connects to its IPv4 address (the server binds 0.0.0.0)
+    assert await asyncio.wait_for(task, 10) == ("127.0.0.1", port)
     server.close()
     assert wrapper.port == port
     sbatch = [c for c in runner.calls if c.argv[0] == "sbatch"][0]
