@@ -462,26 +462,30 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         """The shared :class:`~batchspawner.sessions.DetailsPoller` of this scheduler endpoint, or None."""
         if not self.batch_details_cmd:
             return None
-        runner = self.status_runner
+        # the same runner, environment and identity as the shared status query (one rule, in
+        # batchspawner/runners.py): the key holds the identity, so no poller runs as "whichever
+        # user asked last"; the closures hold the spawner's settings, not the spawner
+        runner, env, status_key = self.status_endpoint()
         vars_ = self.command_vars()
-        key = ("details", type(self).__name__, self.batch_details_cmd, vars_.get("cluster_opt", ""),
-               tuple(getattr(runner, "prefix", ()) or ()), tuple(getattr(runner, "hosts", ()) or ()))
+        details_cmd, queue_cmd = self.batch_details_cmd, self.batch_queue_cmd
+        parse_details, parse_order = self.parse_job_details, self.parse_queue_order
+        key = ("details", details_cmd, queue_cmd) + tuple(status_key)
         if not create:
             return sessions.DetailsPoller._registry.get(key)
 
         async def details(job_ids):
             ids = {"job_ids": ",".join(job_ids), "job_id_args": list(job_ids)}
-            argv = split_command(self.batch_details_cmd, **(vars_ | ids))
-            result = await runner.run(argv, env=self.command_env(), check=False)
-            return self.parse_job_details(result.returncode, result.stdout, result.stderr)
+            argv = split_command(details_cmd, **(vars_ | ids))
+            result = await runner.run(argv, env=env, check=False)
+            return parse_details(result.returncode, result.stdout, result.stderr)
 
         queue = None
-        if self.batch_queue_cmd:
+        if queue_cmd:
 
             async def queue():
-                argv = split_command(self.batch_queue_cmd, **vars_)
-                result = await runner.run(argv, env=self.command_env())
-                return self.parse_queue_order(result.stdout)
+                argv = split_command(queue_cmd, **vars_)
+                result = await runner.run(argv, env=env)
+                return parse_order(result.stdout)
 
         return sessions.DetailsPoller.get(key, details, queue, interval=self.session_interval,
                                           min_interval=self.status_min_interval)

@@ -264,3 +264,24 @@ async def test_ready_hook_turns_a_cancelled_start_into_a_cancelled_event():
     Sp._spawn_future = None
     Sp.server = None
     assert ready_or_cancelled(Sp, ready)["failed"]
+
+
+async def test_details_queries_run_as_the_status_identity_with_the_scheduler_environment(monkeypatch):
+    """The card's queries follow the one runner/environment rule of the shared status query
+    (batchspawner/runners.py): SLURM_CONF reaches them, hub secrets never do, and the poller
+    key holds the query identity."""
+    monkeypatch.setenv("SLURM_CONF", "/etc/site/slurm.conf")
+    monkeypatch.setenv("CONFIGPROXY_AUTH_TOKEN", "do-not-pass")
+    squeue = Squeue()
+    runner = FakeRunner(squeue)
+    sp = spawner(runner, "126")
+    sp._track_session()
+    poller = sp.details_poller()
+    await poller.refresh(max_age=0)
+    calls = [c for c in runner.calls if "-O" in c.argv or "PD" in " ".join(c.argv)]
+    assert calls, runner.calls
+    for call in calls:
+        assert call.env["SLURM_CONF"] == "/etc/site/slurm.conf"
+        assert not any("TOKEN" in k for k in call.env)
+    status_key = sp.status_endpoint()[2]
+    assert poller.key[-len(status_key):] == tuple(status_key)
