@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import logging
+import re
 import time
 
 log = logging.getLogger("batchspawner.sessions")
@@ -312,7 +313,7 @@ def user_sessions(user) -> list[dict]:
 
 def template_vars() -> dict:
     """``c.JupyterHub.template_vars.update(batchspawner.sessions.template_vars())``."""
-    return {"hpc_sessions": user_sessions}
+    return {"hpc_sessions": user_sessions, "hpc_ended": user_ended}
 
 
 async def queue_note(batch) -> str:
@@ -340,3 +341,81 @@ async def queue_note(batch) -> str:
     elif det:
         words.append("no start estimate from the scheduler yet")
     return ("; " + "; ".join(words)) if words else ""
+
+
+# ---------------------------------------------------------------- a job that ended under a running server
+# What the user reads when the job behind a running server ended (scancel, wall time, node failure):
+# the scheduler's final state word in plain words. Other words show as "ended (WORD)"; anything
+# that is not a plain state word (a tool's message) is never shown.
+ENDED_WORDS = {
+    "CANCELLED": "was cancelled (by you, an administrator or the scheduler)",
+    "TIMEOUT": "reached its wall time",
+    "DEADLINE": "reached its deadline",
+    "NODE_FAIL": "lost its node (node failure)",
+    "BOOT_FAIL": "could not boot its node",
+    "PREEMPTED": "was preempted by the scheduler",
+    "OUT_OF_MEMORY": "ran out of memory",
+    "FAILED": "failed",
+    "COMPLETED": "finished (its server exited)",
+}
+ENDED_ADVICE = {
+    "TIMEOUT": "Start again, with a longer wall time if you need one.",
+    "DEADLINE": "Start again, with a longer wall time if you need one.",
+    "OUT_OF_MEMORY": "Start again with more memory.",
+}
+_STATE_WORD = re.compile(r"^[A-Za-z_]{1,24}$")
+
+
+def ended_record(job_id: str, native: str, exit_code=None, at: float | None = None) -> dict:
+    """What a spawner keeps (in its state) when poll() sees its job end under the server."""
+    word = (native or "").split(" ")[0].rstrip("+").upper()  # sacct: "CANCELLED by 1006"
+    return {
+        "job_id": str(job_id),
+        "state": word if _STATE_WORD.match(word) else "",
+        "exit_code": exit_code if isinstance(exit_code, int) else None,
+        "at": float(time.time() if at is None else at),
+    }
+
+
+def ended_facts(spawner) -> dict | None:
+    """How the last job of a stopped server ended, for its pages; None if unknown or running again."""
+    record = getattr(spawner, "last_ended", None)
+    if not record:
+        batch = batch_child(spawner)
+        record = getattr(batch, "last_ended", None) if batch is not None and batch is not spawner else None
+    if not record or not isinstance(record, dict) or not record.get("job_id"):
+        return None
+    if getattr(spawner, "active", False):
+        return None  # a new start is under way or running: the old ending is history
+    state = record.get("state") or ""
+    what = ENDED_WORDS.get(state) or (f"ended ({state})" if state else "ended")
+    code = record.get("exit_code")
+    if state == "FAILED" and code:
+        what = f"failed (exit code {code})"
+    at = record.get("at")
+    return {
+        "server": getattr(spawner, "name", "") or "",
+        "job_id": record["job_id"],
+        "state": state,
+        "what": what,
+        "at": at,
+        "at_text": clock(at),
+        "advice": ENDED_ADVICE.get(state, "Start again to get a new server."),
+    }
+
+
+def user_ended(user) -> dict:
+    """``{server name: ended_facts}`` for a hub user's stopped servers (``JupyterHub.template_vars``)."""
+    if user is None or not hasattr(user, "spawners"):
+        return {}
+    out = {}
+    for name, spawner in list(user.spawners.items()):
+        try:
+            facts = ended_facts(spawner)
+        except Exception:  # a page must render even if one note cannot
+            log.exception("ended facts of %s:%s", getattr(user, "name", "?"), name)
+            continue
+        if facts:
+            facts["user"] = user.name
+            out[name or ""] = facts
+    return out

@@ -664,6 +664,9 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self._grace_reported = False
         self._last_status = None
         self._started_at = None
+        # how the last job ended under a running server (poll() saw it end): kept through
+        # clear_state and in the state, for the "your job ended" page; reset by the next start
+        self.last_ended = None
         self.job_watch = JobWatch(self)
         self.leftovers = Leftovers(self)
         self._startup_notes()
@@ -1070,6 +1073,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             self.tunnel.load_state(state.get("tunnel") or {})
         self.log_file = state.get("log_file", "") if self.job_id else ""
         self.submitted_at = float(state.get("submitted_at") or 0) if self.job_id else 0.0
+        ended = state.get("last_ended")
+        self.last_ended = dict(ended) if isinstance(ended, dict) and ended.get("job_id") else None
         if "uncancelled_jobs" in state:
             self.uncancelled_jobs = [
                 dict(e) for e in state["uncancelled_jobs"] or [] if isinstance(e, dict) and e.get("job_id")
@@ -1093,6 +1098,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
                 state["session"] = facts
         if self.uncancelled_jobs:
             state["uncancelled_jobs"] = [dict(e) for e in self.uncancelled_jobs]
+        if self.last_ended:
+            state["last_ended"] = dict(self.last_ended)
         return state
 
     def clear_state(self):
@@ -1152,6 +1159,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             forget_user_options(self, e)  # refused options must not come back at the next plain Start
             raise
         await self._resolve_homedir()
+        self.last_ended = None
         self._events = []
         self._started_at = time.monotonic()
         self._phases = {"start": self._started_at}
@@ -1469,6 +1477,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self._track_session()  # issue 14: session card facts (idempotent)
         status = await self.job_status_now()
         if status.state is JobState.FINISHED:
+            # issue 14: the pages say how and when the job ended (scancel, wall time, node failure)
+            self.last_ended = sessions.ended_record(self.job_id, status.native, status.exit_code)
             if getattr(self, "_served_at", None):  # issue 14: usage log (walltime, scancel)
                 report.record(self, "stop", outcome="ended", reason=status.describe(),
                               run_time=time.time() - self._served_at)

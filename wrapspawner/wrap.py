@@ -126,6 +126,7 @@ class WrapSpawner(Spawner):
         self._explicit = set()
         self._mirroring = False
         self._wrap_spawn_pending = False
+        self.last_ended = None  # how the last child's job ended under its server (batchspawner.sessions)
         super().__init__(**kwargs)
         self._explicit |= self._configured_on_wrapper()
         self._watching = True
@@ -332,6 +333,7 @@ class WrapSpawner(Spawner):
             raise
 
     async def start(self):
+        self.last_ended = None
         if self.child_spawner is None:
             await self.prepare_child()
         child = self.child_spawner
@@ -435,11 +437,15 @@ class WrapSpawner(Spawner):
                 state["child_values"] = dict(self.child_values)
         if self.child_leftover:
             state["child_leftover"] = dict(self.child_leftover)
+        if getattr(self, "last_ended", None):
+            state["last_ended"] = dict(self.last_ended)
         return state
 
     def load_state(self, state):
         super().load_state(state)
         self.child_leftover = dict(state.get("child_leftover") or {})
+        ended = state.get("last_ended")
+        self.last_ended = dict(ended) if isinstance(ended, dict) and ended.get("job_id") else None
         child_state = state.get("child_state") or {}
         if not child_state:
             return
@@ -502,6 +508,10 @@ class WrapSpawner(Spawner):
             self.child_spawner.clear_state()
             # what a child keeps through clear_state (a batch child's uncancelled_jobs) stays ours
             leftover = self.child_spawner.get_state()
+            # how the child's job ended (for the "your job ended" page) is ours to keep, not a leftover
+            ended = leftover.pop("last_ended", None)
+            if ended:
+                self.last_ended = dict(ended)
             if leftover:
                 self.child_leftover = {"child_class": qualname(type(self.child_spawner)), "child_state": leftover}
         self.child_state = {}
