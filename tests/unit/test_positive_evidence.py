@@ -257,7 +257,10 @@ async def test_poll_that_sees_the_end_cancels_before_forgetting():
     assert await sp.poll() == 1
     assert slurm.cancels(runner) == [sp.job_id]
     sp.clear_state()
-    assert sp.get_state() == {}  # cancelled, then forgotten
+    state = sp.get_state()
+    # cancelled, then forgotten: no job left in the state, only how it ended (for the pages, issue 14)
+    assert state == {"last_ended": {"job_id": "2000", "state": "COMPLETED", "exit_code": None,
+                                    "at": sp.last_ended["at"]}}
 
 
 async def test_poll_end_whose_cancel_fails_keeps_the_job():
