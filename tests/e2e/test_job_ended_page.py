@@ -166,6 +166,8 @@ def test_scancel_under_running_lab_explains_and_restarts(hub):
     start_url = m.group(1).replace("&amp;", "&")
     assert f"/hub/spawn/{USER}" in start_url, start_url
     assert not slurmtools.live_jobs((USER,)), "the cancelled job must be gone"
+    home = re.sub(r"\s+", " ", s.get(base + "/hub/home", timeout=30).text)  # the same note on the home page
+    assert f'data-job-id="{job_id}" data-state="CANCELLED"' in home and f"Your batch job {job_id} was cancelled" in home
 
     # --- Start again works: the link leads to the form, and a new job serves JupyterLab
     t2 = time.monotonic()
@@ -176,7 +178,7 @@ def test_scancel_under_running_lab_explains_and_restarts(hub):
     timings["Start again -> JupyterLab"] = time.monotonic() - t2
     # the home page no longer shows the old ending once a new job runs
     home = s.get(base + "/hub/home", timeout=30).text
-    assert f"job {job_id} ended" not in home
+    assert f"Your batch job {job_id}" not in home
     r = s.delete(base + f"/hub/api/users/{USER}/server", timeout=60,
                  headers={"X-XSRFToken": _xsrf(s, base), "Referer": base + "/hub/home"})
     assert r.status_code in (202, 204), (r.status_code, r.text)
