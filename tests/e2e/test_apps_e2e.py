@@ -27,7 +27,9 @@ from hubharness import VENV_BIN, Hub
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "docs" / "screenshots"
-FAKE_APPTAINER = REPO / "tests" / "fakeapptainer" / "apptainer"
+# the fake apptainer the tests ship; copied into a folder job users can reach before use (the
+# checkout may be private to root: CI clones into a 0700 temporary folder)
+FAKE_APPTAINER_SOURCE = REPO / "tests" / "fakeapptainer" / "apptainer"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -76,6 +78,10 @@ def apps_hub(tmp_path_factory):
     images = shared / "images"
     images.mkdir()
     image = _make_image(images)
+    (shared / "bin").mkdir(mode=0o755)
+    apptainer = shared / "bin" / "apptainer"
+    shutil.copy(FAKE_APPTAINER_SOURCE, apptainer)
+    apptainer.chmod(0o755)
     webdir = shared / "web"
     webdir.mkdir(mode=0o755)
     (webdir / "index.html").write_text("<h1>jhpc web app works</h1>")
@@ -87,14 +93,14 @@ c.SlurmSpawner.startup_poll_interval = 0.25
 c.ProfilesSpawner.profiles = c.ProfilesSpawner.profiles + [
     {{'key': 'box', 'display': 'Container', 'class': 'batchspawner.SlurmSpawner',
       'config': {{'req_partition': 'debug'}},
-      'container': {{'dir': {str(images)!r}, 'apptainer': {str(FAKE_APPTAINER)!r}, 'binds': [{str(VENV_BIN.parent)!r}]}},
+      'container': {{'dir': {str(images)!r}, 'apptainer': {str(apptainer)!r}, 'binds': [{str(VENV_BIN.parent)!r}]}},
       'fields': {{'memory': {{'type': 'memory', 'min': '128M', 'max': '1G', 'default': '256M'}}}}}},
 ]
 """
     hub = Hub(tmp_path_factory.mktemp("apps") / "hub", config,
               env={"JHPC_WEBAPP_DIR": str(webdir), "JHPC_PARTITION": "debug"})
     hub.start()
-    yield hub, image
+    yield hub, image, apptainer
     try:
         hub.stop()
     finally:
@@ -163,7 +169,7 @@ def test_vscode_profile_for_its_owner_only(apps_hub):
     import shutil
 
     require(bool(shutil.which("code-server")), "code-server not installed (scripts/setup-apps.sh)")
-    hub, _ = apps_hub
+    hub = apps_hub[0]
     seconds = _spawn(hub, "alice", "", {"profile": "vscode", "memory": "1G"})
     print(f"vscode profile: submit -> ready {seconds:.1f} s")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -191,7 +197,7 @@ def test_desktop_profile_for_its_owner_only(apps_hub):
 
     require(bool(shutil.which("Xvnc")) and os.path.isdir("/usr/share/novnc"),
             "TigerVNC/noVNC not installed (scripts/setup-apps.sh)")
-    hub, _ = apps_hub
+    hub = apps_hub[0]
     seconds = _spawn(hub, "alice", "desk", {"profile": "desktop", "memory": "1G"})
     print(f"desktop profile: submit -> ready {seconds:.1f} s")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -216,7 +222,7 @@ def test_desktop_profile_for_its_owner_only(apps_hub):
 
 
 def test_generic_webapp_profile(apps_hub):
-    hub, _ = apps_hub
+    hub = apps_hub[0]
     _spawn(hub, "bob", "web", {"profile": "webapp", "memory": "512M"})
     owner = _login(hub, "bob").get(hub.url + "/user/bob/web/", timeout=60)
     assert owner.status_code == 200 and "jhpc web app works" in owner.text, (owner.url, owner.text[:300])
@@ -229,7 +235,7 @@ def test_generic_webapp_profile(apps_hub):
 
 
 def test_container_profile_form_refusals_and_command_line(apps_hub):
-    hub, image = apps_hub
+    hub, image, apptainer = apps_hub
     hub.ensure_user("alice")
     session = _login(hub, "alice")
     form = session.get(hub.url + "/hub/spawn/alice/box1", timeout=30)
@@ -264,11 +270,11 @@ def test_container_profile_form_refusals_and_command_line(apps_hub):
     job_id = state["child_state"]["job_id"]
     script = subprocess.run(["scontrol", "write", "batch_script", job_id, "-"], capture_output=True, text=True,
                             timeout=30).stdout
-    line = next(line for line in script.splitlines() if str(FAKE_APPTAINER) in line)
+    line = next(line for line in script.splitlines() if str(apptainer) in line)
     words = shlex.split(line)
-    i = words.index(str(FAKE_APPTAINER))
+    i = words.index(str(apptainer))
     assert words[i:words.index(str(image)) + 1] == [
-        str(FAKE_APPTAINER), "exec", "--bind", str(VENV_BIN.parent), "--env", "threads=8", "--env", "verbose=true",
+        str(apptainer), "exec", "--bind", str(VENV_BIN.parent), "--env", "threads=8", "--env", "verbose=true",
         str(image)]
     assert words[words.index(str(image)) + 1] == "jupyterhub-singleuser"
     # the server really started from the image's files, with exactly those arguments
