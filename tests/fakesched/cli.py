@@ -195,7 +195,7 @@ def bjobs(args):
 
 def bhist(args):
     """FAKE ``bhist -l ID``: the events of any job the fake cluster ever ran (lsb.events)."""
-    job_id = job_arg(args)
+    job_id = job_arg([a for a in args if a != "-l"])  # bhist's -l takes no value
     job = core.load(num_of(job_id)) if num_of(job_id) is not None else None
     if job is None:
         return out(err="No matching job found\n", code=255)
