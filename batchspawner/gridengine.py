@@ -20,6 +20,7 @@ import xml.etree.ElementTree as ET
 
 from traitlets import Unicode, default
 
+from .native import history_ended, history_unknown
 from .spawner import BatchSpawnerBase, _req
 from .states import JobState, JobStatus, missing, gone_claim
 from .templating import load_template
@@ -66,6 +67,32 @@ def find_job(xml_text: str, job_id: str):
     return None
 
 
+def parse_qacct(returncode, stdout, stderr) -> JobStatus:
+    """The verdict of ``qacct -j ID`` (the accounting file) on one job.
+
+    qacct prints one record per ended run, each after a line of ``=``, as ``key value``
+    lines (``jobnumber 8``, ``failed 0``, ``exit_status 3``...); qmaster writes a record
+    when the job ends, flushed to the file after ``accounting_flush_time`` (about 15 s on a
+    default install). Ended: a record with ``exit_status`` (the last record counts). Before
+    the flush qacct exits 1 with "error: job id N not found": no end record, UNKNOWN (kept),
+    as are errors and other output. Accounting has no record of a live job, so qacct never
+    shows one alive."""
+    if returncode != 0:
+        return history_unknown("qacct", returncode, stdout, stderr)
+    records = [r for r in re.split(r"^=+\s*$", stdout, flags=re.M) if r.strip()]
+    if not records:
+        return history_unknown("qacct", returncode, stdout, stderr)
+    fields = dict(
+        (m.group(1), m.group(2).strip()) for m in re.finditer(r"^(\w+)[ \t]+(.*)$", records[-1], re.M)
+    )
+    exit_status = fields.get("exit_status", "").split()
+    if not exit_status or not exit_status[0].lstrip("-").isdigit():
+        return history_unknown("qacct", returncode, stdout, stderr, why="qacct printed no exit_status")
+    failed = fields.get("failed", "0").strip()
+    detail = "" if failed.split()[:1] == ["0"] else f"failed {failed}"
+    return history_ended("qacct", int(exit_status[0]), detail=detail)
+
+
 class GridengineSpawner(BatchSpawnerBase):
     """Runs the single-user server as a Grid Engine job (``qsub``/``qstat -xml``/``qdel``)."""
 
@@ -99,6 +126,17 @@ class GridengineSpawner(BatchSpawnerBase):
     batch_cancel_cmd = Unicode("qdel {job_id}", help=BatchSpawnerBase.batch_cancel_cmd.help).tag(
         config=True
     )
+
+    batch_confirm_cmd = Unicode(
+        "qacct -j {job_id}",
+        help=BatchSpawnerBase.batch_confirm_cmd.help
+        + """ Grid Engine: ``qacct -j`` reads the accounting file, not qmaster's job list: a
+        record with exit_status ends the server. qmaster flushes that file every
+        accounting_flush_time (about 15 s by default), so a job that just left qstat is kept
+        *unknown* until its record is written. With accounting off (reporting_params
+        accounting=false) no record ever comes: set this to "" there, and a job qstat no
+        longer lists ends its server on that answer alone.""",
+    ).tag(config=True)
 
     state_gone_re = Unicode(
         r"Following jobs do not exist|job \"?\d+\"? does not exist",
@@ -189,6 +227,10 @@ class GridengineSpawner(BatchSpawnerBase):
         if job is None:
             return gone_claim("qstat does not list the job")
         return self.job_status_from_xml(job)
+
+    def parse_confirm_output(self, returncode, stdout, stderr) -> JobStatus:
+        """``qacct -j ID`` about a job ``qstat`` no longer lists (see :func:`parse_qacct`)."""
+        return parse_qacct(returncode, stdout, stderr)
 
     def parse_batch_status(self, returncode, stdout, stderr, job_ids):
         """Every job's state from one ``qstat -xml -u '*'``.

@@ -18,7 +18,17 @@ import re
 from traitlets import Unicode, default
 
 from .hosts import lsf_first_host
-from .native import regex_parse, check_batch_answer, failed_query, garbled, mapped_host, status_from_native, to_int
+from .native import (
+    check_batch_answer,
+    failed_query,
+    garbled,
+    history_ended,
+    history_unknown,
+    mapped_host,
+    regex_parse,
+    status_from_native,
+    to_int,
+)
 from .spawner import BatchSpawnerBase, SpawnFailed, _req
 from .states import JobState, JobStatus, missing, gone_claim
 from .templating import load_template
@@ -101,6 +111,32 @@ def lsf_walltime(runtime: str) -> str:
     return f"{total // 60}:{total % 60:02d}"
 
 
+def parse_bhist_long(returncode, stdout, stderr) -> JobStatus:
+    """The verdict of ``bhist -l ID`` (LSF's event log, lsb.events) on one job.
+
+    bhist -l prints one paragraph of dated events per job, wrapped at 80 columns with
+    continuation lines indented: "Submitted from host", "Dispatched to", "Starting (Pid",
+    and at the end "Done successfully." (exit 0), "Exited with exit code N.", "Exited; job
+    has been forced to exit with exit code N." or "Completed <done|exit>". Ended: one of
+    those. Alive: dispatched/started (running) or only submitted (pending). "No matching
+    job found", errors or other output: UNKNOWN (kept)."""
+    text = re.sub(r"\n {10,}", "", stdout.replace("\r", ""))  # undo the 80-column wrapping
+    if returncode != 0 or not re.search(r"^Job <\d+(?:\[\d+\])?>", text, re.M):
+        return history_unknown("bhist", returncode, stdout, stderr)
+    code = re.search(r"[Ee]xit(?:ed)? with exit code (\d+)|forced to exit with exit code (\d+)", text)
+    if code:
+        return history_ended("bhist", int(code.group(1) or code.group(2)))
+    if re.search(r"Done successfully", text):
+        return history_ended("bhist", 0)
+    if re.search(r"Completed <(?:done|exit)>|Exited by (?:LSF )?signal|\bExited\b", text):
+        return history_ended("bhist", detail="exited")
+    if re.search(r"Dispatched to|Starting \(Pid|Running with execution home", text):
+        return JobStatus(JobState.RUNNING, native="RUN", reason="bhist shows it running")
+    if re.search(r"Submitted from host", text):
+        return JobStatus(JobState.PENDING, native="PEND", reason="bhist shows it pending")
+    return history_unknown("bhist", returncode, stdout, stderr, why="bhist shows neither a start nor an end")
+
+
 class LsfSpawner(BatchSpawnerBase):
     """Runs the single-user server as an LSF job (``bsub``, ``bjobs``, ``bkill``)."""
 
@@ -112,6 +148,14 @@ class LsfSpawner(BatchSpawnerBase):
         + " JSON or -noheader text with fields jobid stat exec_host exit_code pend_reason, in that order.",
     ).tag(config=True)
     batch_cancel_cmd = Unicode("bkill {job_id}", help=BatchSpawnerBase.batch_cancel_cmd.help).tag(config=True)
+    batch_confirm_cmd = Unicode(
+        "bhist -l {job_id}",
+        help=BatchSpawnerBase.batch_confirm_cmd.help
+        + """ LSF: ``bhist -l`` reads the event log (lsb.events), not mbatchd's job list
+        that bjobs prints: "Done successfully" or "Exited with exit code N" ends the server,
+        a job it shows pending or running is kept, "No matching job found" (e.g. the event
+        log switched: add ``-n 0`` to search every file) keeps the job *unknown*.""",
+    ).tag(config=True)
     batch_status_cmd = Unicode(
         "bjobs -u all -o 'jobid stat exec_host exit_code pend_reason' -json {job_id_args}",
         help=BatchSpawnerBase.batch_status_cmd.help
@@ -171,6 +215,10 @@ class LsfSpawner(BatchSpawnerBase):
                 return gone_claim(rec["ERROR"])
             return JobStatus(JobState.UNKNOWN, reason=rec["ERROR"][:200])
         return self.status_from_record(rec, stdout)
+
+    def parse_confirm_output(self, returncode, stdout, stderr) -> JobStatus:
+        """``bhist -l`` about a job ``bjobs`` no longer knows (see :func:`parse_bhist_long`)."""
+        return parse_bhist_long(returncode, stdout, stderr)
 
     def parse_batch_status(self, returncode, stdout, stderr, job_ids):
         """Every job's state from one ``bjobs ... -json ID ID ...``; unlisted jobs are missing.

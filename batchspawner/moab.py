@@ -20,7 +20,17 @@ import xml.etree.ElementTree as ET
 from traitlets import Unicode
 
 from .hosts import moab_first_host
-from .native import regex_parse, check_batch_answer, failed_query, garbled, mapped_host, status_from_native, to_int
+from .native import (
+    check_batch_answer,
+    failed_query,
+    garbled,
+    history_ended,
+    history_unknown,
+    mapped_host,
+    regex_parse,
+    status_from_native,
+    to_int,
+)
 from .spawner import BatchSpawnerBase, SpawnFailed
 from .states import JobState, JobStatus, missing, gone_claim
 from .torque import TorqueSpawner
@@ -81,6 +91,16 @@ class MoabSpawner(TorqueSpawner):
         "mjobctl -c {job_id}",
         help=BatchSpawnerBase.batch_cancel_cmd.help + " Older Moab: 'canceljob {job_id}'.",
     ).tag(config=True)
+    batch_confirm_cmd = Unicode(
+        "checkjob --xml {job_id}",
+        help=BatchSpawnerBase.batch_confirm_cmd.help
+        + """ Moab: ``checkjob --xml`` reads Moab's own job record (completed jobs until
+        JOBCPURGETIME), a second look that does not go through mdiag's listing: a
+        Completed/Removed/Vacated job ends the server with its CompletionCode, an active one
+        is kept, "invalid job specified" keeps the job *unknown* (it is not an end record).
+        Both commands ask the same Moab server; where Moab runs on Torque, "tracejob -n 2
+        {job_id}" on the Torque server is a more independent choice.""",
+    ).tag(config=True)
     batch_status_cmd = Unicode(
         "mdiag -j --xml",
         help=BatchSpawnerBase.batch_status_cmd.help
@@ -127,6 +147,26 @@ class MoabSpawner(TorqueSpawner):
         if not job:
             return gone_claim("mdiag lists no such job")
         return self.status_from_attrs(job, req, stdout)
+
+    def parse_confirm_output(self, returncode, stdout, stderr) -> JobStatus:
+        """``checkjob --xml ID``: the job's Moab state, FINISHED only for a terminal one.
+
+        ``<Data><job JobID=.. State="Completed" CompletionCode="0" .../></Data>``, the same job
+        element mdiag prints. No job, an error or other output: UNKNOWN (kept)."""
+        if returncode != 0 or not stdout.lstrip().startswith("<"):
+            return history_unknown("checkjob", returncode, stdout, stderr)
+        try:
+            job, req = parse_mdiag_xml(stdout, self.job_id)
+        except ValueError:
+            return history_unknown("checkjob", returncode, stdout, stderr, why="checkjob printed no valid XML")
+        if not job:
+            return history_unknown("checkjob", returncode, stdout, stderr, why="checkjob lists no such job")
+        status = self.status_from_attrs(job, req, stdout)
+        if status.state is JobState.FINISHED:
+            return history_ended("checkjob", status.exit_code, detail=f"state {status.native}")
+        if status.state is JobState.UNKNOWN:
+            return history_unknown("checkjob", returncode, stdout, stderr, why=f"checkjob: {status.reason}")
+        return status
 
     def parse_batch_status(self, returncode, stdout, stderr, job_ids):
         """Every job's state from one ``mdiag -j --xml``; jobs it does not list are missing."""

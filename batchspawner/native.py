@@ -96,3 +96,20 @@ def check_batch_answer(spawner, returncode, stdout, stderr, tool):
 def short_id(job_id):
     """``123.server.example.org`` -> ``123`` (PBS-family ids as qstat and qsub print them)."""
     return str(job_id).split(".")[0]
+
+
+# ---------------------------------------------------------------- second sources (history commands)
+def history_ended(tool, exit_code=None, detail=""):
+    """A history command's positive record that the job ended (the per-job query no longer knew it)."""
+    said = f"{tool} shows it ended" + (f" with exit status {exit_code}" if exit_code is not None else "")
+    return JobStatus(
+        JobState.FINISHED, native="gone", exit_code=exit_code, reason=f"{said}{': ' + detail if detail else ''}"
+    )
+
+
+def history_unknown(tool, returncode, stdout, stderr, why=""):
+    """A history command that could not show the job ended (error, no record, garbage): keep the job."""
+    said = (stderr or stdout).strip().splitlines()
+    first = said[0][:160] if said else "no output"
+    why = why or (f"{tool} exited with {returncode}: {first}" if returncode else f"{tool} has no end record: {first!r}")
+    return JobStatus(JobState.UNKNOWN, reason=why)

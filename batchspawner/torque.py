@@ -19,7 +19,18 @@ import xml.etree.ElementTree as ET
 from traitlets import TraitError, Unicode, default, validate
 
 from .hosts import torque_first_host
-from .native import regex_parse, check_batch_answer, failed_query, garbled, mapped_host, short_id, status_from_native, to_int
+from .native import (
+    check_batch_answer,
+    failed_query,
+    garbled,
+    history_ended,
+    history_unknown,
+    mapped_host,
+    regex_parse,
+    short_id,
+    status_from_native,
+    to_int,
+)
 from .spawner import BatchSpawnerBase, _req
 from .states import JobState, JobStatus, missing, silent_claim
 from .templating import load_template
@@ -76,6 +87,38 @@ def parse_qstat_xml(text, job_id=""):
     return jobs[0] if jobs else {}
 
 
+TRACEJOB_LINE = re.compile(r"^\d\d/\d\d/\d{4} \d\d:\d\d:\d\d(?:\.\d+)?\s+([SAMLCJ])\s+(.*)$", re.M)
+
+
+def parse_tracejob(returncode, stdout, stderr, tool="tracejob") -> JobStatus:
+    """The verdict of ``tracejob -n DAYS ID`` (Torque and PBS Professional) on one job.
+
+    tracejob prints the job's lines from the server, MOM and accounting logs, one per event:
+    ``MM/DD/YYYY HH:MM:SS  S    Exit_status=0 resources_used...`` (S server, A accounting,
+    M MOM, L scheduler). Ended: an ``Exit_status=N`` line (the job's exit status; 271 after a
+    qdel of a running job) or "Job deleted at request of" for a job that never ran. Alive:
+    "Job Run" without an exit (running, or deleted and still exiting) or "Job Queued"
+    (pending). Anything else, including no
+    log line at all (logs rotated or unreadable to this user), cannot tell: UNKNOWN."""
+    events = TRACEJOB_LINE.findall(stdout)
+    if not events:
+        return history_unknown(tool, returncode, stdout, stderr)
+    text = "\n".join(message for _, message in events)
+    exits = re.findall(r"\bExit_status=(-?\d+)", text)
+    if exits:
+        return history_ended(tool, int(exits[-1]))
+    ran = re.search(r"\bJob Run\b", text)
+    if re.search(r"\bJob deleted at request of\b", text):
+        if not ran:
+            return history_ended(tool, detail="deleted before it ran")
+        return JobStatus(JobState.RUNNING, native="E", reason=f"{tool} shows it deleted but not yet exited")
+    if ran:
+        return JobStatus(JobState.RUNNING, native="R", reason=f"{tool} shows it running")
+    if re.search(r"\bJob Queued\b|enqueuing into", text):
+        return JobStatus(JobState.PENDING, native="Q", reason=f"{tool} shows it queued")
+    return history_unknown(tool, returncode, stdout, stderr, why=f"{tool} shows neither a start nor an end")
+
+
 class TorqueSpawner(BatchSpawnerBase):
     """Runs the single-user server as a Torque job (``qsub``, ``qstat -x``, ``qdel``)."""
 
@@ -86,6 +129,15 @@ class TorqueSpawner(BatchSpawnerBase):
         help=BatchSpawnerBase.batch_query_cmd.help + " Parsed as Torque XML (state, exec_host, exit_status).",
     ).tag(config=True)
     batch_cancel_cmd = Unicode("qdel {job_id}", help=BatchSpawnerBase.batch_cancel_cmd.help).tag(config=True)
+    batch_confirm_cmd = Unicode(
+        "tracejob -n 2 {job_id}",
+        help=BatchSpawnerBase.batch_confirm_cmd.help
+        + """ Torque/PBS: ``tracejob`` reads the server's and the accounting logs (not the
+        job table ``qstat`` asks), two days back: an ``Exit_status=`` line ends the server,
+        a job it shows queued or running is kept, no record keeps the job *unknown*. It must
+        run where those logs are readable (the server host, or via exec_prefix/ssh); set ""
+        to let a per-job "Unknown Job Id" end a server on its own.""",
+    ).tag(config=True)
     batch_status_cmd = Unicode(
         "qstat -x {job_id_args}",
         help=BatchSpawnerBase.batch_status_cmd.help
@@ -146,6 +198,10 @@ class TorqueSpawner(BatchSpawnerBase):
         if not job:
             return silent_claim("qstat exited 0 but listed no such job")
         return self.status_from_fields(job, stdout)
+
+    def parse_confirm_output(self, returncode, stdout, stderr) -> JobStatus:
+        """``tracejob`` about a job ``qstat`` no longer knows (see :func:`parse_tracejob`)."""
+        return parse_tracejob(returncode, stdout, stderr)
 
     def parse_batch_status(self, returncode, stdout, stderr, job_ids):
         """Every job's state from one ``qstat -x ID ID ...``; jobs it does not list are missing."""

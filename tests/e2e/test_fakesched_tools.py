@@ -3,7 +3,9 @@
 No hub here: each spawner submits a real background job to a fake cluster,
 reads its pending/running state through its own parser, cancels it, and still
 finds it finished once the fake scheduler has forgotten it (Torque/PBS
-"Unknown Job Id", LSF "is not found", Moab empty XML, HTCondor history).
+"Unknown Job Id", LSF "is not found", HTCondor gone from condor_q) because the
+second source, the fake's history command (tracejob, bhist, condor_history), still
+has its end record; Moab's checkjob forgets with mdiag, so there the job stays unknown.
 The daemons these tools imitate cannot be installed here.
 """
 
@@ -72,7 +74,39 @@ async def test_fake_tools_lifecycle(cluster_dir, monkeypatch, flavour, cls):
     assert not fakesched.pid_alive(job["pid"])
     await asyncio.sleep(1.2)  # the fake scheduler forgets the job (keep_seconds=1)
     gone = await spawner.query_job_status()
-    assert gone.state is JobState.FINISHED, gone
+    if flavour == "moab":
+        # checkjob asks the same Moab server as mdiag: once purged, neither has an end record,
+        # so the job is kept *unknown* (never ended without evidence)
+        assert gone.state is JobState.UNKNOWN and "could not confirm" in gone.reason, gone
+    else:  # the history command (tracejob, bhist, condor_history) still has the end record
+        assert gone.state is JobState.FINISHED, gone
+
+
+HISTORY = [("torque", TorqueSpawner, "tracejob"), ("pbs", PBSSpawner, "tracejob"), ("lsf", LsfSpawner, "bhist")]
+
+
+@pytest.mark.parametrize("flavour,cls,tool", HISTORY, ids=[f[0] for f in HISTORY])
+async def test_fake_history_confirms_the_exit_status_after_the_queue_forgot(cluster_dir, monkeypatch, flavour, cls, tool):
+    """A job that ended and left the queue: the fake history tool's end record gives the exit
+    status the fake scheduler recorded (the job script's own exit status)."""
+    bindir = fakesched.install(cluster_dir, flavour, pending_seconds=0.2, keep_seconds=0.5)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    spawner = make_spawner(
+        cls, exec_prefix="", batchspawner_singleuser_cmd="/usr/bin/env", cmd=["false"],
+        log_path=os.path.join(cluster_dir, "job.log"), req_homedir=cluster_dir,
+    )
+    spawner.job_id = await spawner.submit_batch_script()
+    for _ in range(100):
+        job = next(iter(fakesched.jobs(cluster_dir).values()))
+        if job["end_time"]:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.8)  # past keep_seconds: qstat/bjobs no longer know the job
+    status = await spawner.query_job_status()
+    assert status.state is JobState.FINISHED, status
+    job = next(iter(fakesched.jobs(cluster_dir).values()))
+    assert job["exit"] is not None
+    assert tool in status.reason and status.exit_code == job["exit"], status
 
 
 @pytest.mark.parametrize("flavour,cls", FLAVOURS, ids=[f[0] for f in FLAVOURS])
@@ -106,7 +140,11 @@ async def test_fake_tools_shared_status_one_query_for_all_jobs(cluster_dir, monk
 
         ghost = make_spawner(cls, exec_prefix="", status_min_interval=0.05)
         ghost.job_id = "999999" if flavour not in ("torque", "pbs") else "999999.fakeserver"
-        assert (await ghost.job_status_now(max_age=0)).state is JobState.FINISHED  # missing, then confirmed
+        ghost_status = await ghost.job_status_now(max_age=0)
+        if flavour == "condor":  # condor_q and condor_history both lack it: gone
+            assert ghost_status.state is JobState.FINISHED, ghost_status
+        else:  # missing, per-job "no such job", and the history has no end record: kept unknown
+            assert ghost_status.state is JobState.UNKNOWN and "could not confirm" in ghost_status.reason, ghost_status
     finally:
         for spawner in spawners:
             spawner.startup_poll_interval = 0.1

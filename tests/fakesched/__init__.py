@@ -1,7 +1,10 @@
 """FAKE Torque / PBS Pro / Moab / LSF / HTCondor command-line tools, for tests only.
 
 The real daemons cannot be installed on the test machines, so these stand in:
-see core.py. :func:`install` puts one flavour's tools into a fresh directory.
+see core.py. :func:`install` puts one flavour's tools into a fresh directory. Besides submit,
+query and cancel, each fake answers its scheduler's history command (Torque/PBS ``tracejob``,
+Moab ``checkjob --xml``, LSF ``bhist -l``, HTCondor ``condor_history``) for jobs it ended or
+cancelled, printing the documented format (formats.py): fakes, not real schedulers.
 """
 
 from __future__ import annotations

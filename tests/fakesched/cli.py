@@ -131,6 +131,15 @@ def qdel(args):
     return out()
 
 
+def tracejob(args):
+    """FAKE ``tracejob [-n DAYS] ID``: the log lines of any job the fake cluster ever ran (history)."""
+    job_id = job_arg(args)
+    job = core.load(num_of(job_id)) if num_of(job_id) is not None else None
+    if job is None:
+        return out(f"Job: {job_id}\n\n", f"tracejob: no matching job records located for {job_id}\n", 1)
+    return out(formats.tracejob(job, pbs=FLAVOUR == "pbs"))
+
+
 def mdiag(args):
     """``mdiag -j ID --xml`` one job; ``mdiag -j --xml`` every job Moab still holds."""
     after = args[args.index("-j") + 1] if "-j" in args and args.index("-j") + 1 < len(args) else "-"
@@ -138,6 +147,15 @@ def mdiag(args):
         return out(formats.moab_xml([job for job in core.all_jobs() if core.visible(job)]))
     job = load_visible(after)
     return out(formats.moab_xml([job] if job else []))
+
+
+def checkjob(args):
+    """FAKE ``checkjob --xml ID``: the job element Moab keeps (the same window as mdiag)."""
+    job_id = job_arg([a for a in args if a != "--xml"])
+    job = load_visible(job_id)
+    if job is None:
+        return out(err=f"ERROR:  invalid job specified ({job_id})\n", code=1)
+    return out(formats.moab_xml([job]))
 
 
 def mjobctl(args):
@@ -173,6 +191,15 @@ def bjobs(args):
     found = any(isinstance(e, dict) for e in entries)
     header = "" if as_json or "-noheader" in args or not found else " ".join(fields) + "\n"
     return out(header + text, err, 255 if any(isinstance(e, str) for e in entries) else 0)
+
+
+def bhist(args):
+    """FAKE ``bhist -l ID``: the events of any job the fake cluster ever ran (lsb.events)."""
+    job_id = job_arg([a for a in args if a != "-l"])  # bhist's -l takes no value
+    job = core.load(num_of(job_id)) if num_of(job_id) is not None else None
+    if job is None:
+        return out(err="No matching job found\n", code=255)
+    return out(formats.bhist_long(job))
 
 
 def bkill(args):
@@ -276,12 +303,15 @@ COMMANDS = {
     "qsub": pbs_submit,
     "qstat": qstat,
     "qdel": qdel,
+    "tracejob": tracejob,
     "msub": lambda a: pbs_submit(a, moab=True),
     "mdiag": mdiag,
+    "checkjob": checkjob,
     "mjobctl": mjobctl,
     "canceljob": mjobctl,
     "bsub": bsub,
     "bjobs": bjobs,
+    "bhist": bhist,
     "bkill": bkill,
     "condor_submit": condor_submit,
     "condor_q": condor_q,

@@ -2,7 +2,9 @@
 
 Formats follow the documentation pages named in tests/fixtures/<scheduler>/*
 headers (Torque qstat -x XML, PBS qstat -f / -F json, Moab mdiag -j --xml,
-LSF bjobs -o/-json/-noheader, HTCondor -af:t).
+LSF bjobs -o/-json/-noheader, HTCondor -af:t) and the history commands the spawner
+asks as its second source (Torque/PBS ``tracejob``, Moab ``checkjob --xml``, LSF
+``bhist -l``): the fakes print those documented layouts, they are not real schedulers.
 """
 
 from __future__ import annotations
@@ -124,6 +126,59 @@ def moab_xml(jobs):
         r = " ".join(f"{k}={quoteattr(v)}" for k, v in sorted(req.items()))
         parts.append(f"<job {a}><req {r}></req></job>")
     return "<Data>" + "".join(parts) + "</Data>\n"
+
+
+def _stamp(t, pbs=False):
+    return time.strftime("%m/%d/%Y %H:%M:%S", time.localtime(t)) + (".000" if pbs else "")
+
+
+def tracejob(job, pbs=False):
+    """FAKE ``tracejob -n DAYS ID``: the job's server/accounting log lines (Torque, PBS layout)."""
+    lines = [f"Job: {pbs_id(job)}", ""]
+    ev = lambda t, kind, msg: lines.append(f"{_stamp(t, pbs)}  {kind}    {msg}")  # noqa: E731
+    ev(job["submit_time"], "S", "enqueuing into batch, state 1 hop 1")
+    ev(job["submit_time"], "S", f"Job Queued at request of {job['owner']}@{SERVER}, owner = {job['owner']}@{SERVER}, "
+       f"job name = {job['name']}, queue = batch")
+    if job["start_time"]:
+        ev(job["start_time"], "S", f"Job Run at request of root@{SERVER}")
+    if job["state"] == "cancelled":
+        ev(job.get("cancel_time") or job["end_time"], "S", f"Job deleted at request of {job['owner']}@{SERVER}")
+    if job["end_time"] and job["start_time"] and phase(job) != "exiting":
+        ev(job["end_time"], "S", f"Exit_status={_exit(job)} resources_used.walltime=00:00:01")
+        ev(job["end_time"], "A", f"user={job['owner']} jobname={job['name']} queue=batch exec_host={job['host']}/0 "
+           f"Exit_status={_exit(job)}")
+    return "\n".join(lines) + "\n"
+
+
+def bhist_long(job):
+    """FAKE ``bhist -l ID``: the job's events from lsb.events (LSF layout, 80-column wrapping)."""
+    day = lambda t: time.strftime("%a %b %e %H:%M:%S", time.localtime(t))  # noqa: E731
+    events = [f"Job <{job['id']}>, Job Name <{job['name']}>, User <{job['owner']}>, Project <default>, Command <#!/bin/bash>"]
+    events.append(f"{day(job['submit_time'])}: Submitted from host <{SERVER}>, to Queue <normal>, CWD <{job['cwd']}>;")
+    if job["start_time"]:
+        events.append(f"{day(job['start_time'])}: Dispatched 1 Task(s) on Host(s) <{job['host']}>, Allocated "
+                      f"{job['ncpus']} Slot(s) on Host(s) <{job['host']}>;")
+        events.append(f"{day(job['start_time'])}: Starting (Pid {job.get('pid') or 0});")
+    if job["state"] == "cancelled":
+        events.append(f"{day(job.get('cancel_time') or time.time())}: Signal <KILL> requested by user or "
+                      f"administrator <{job['owner']}>;")
+    if job["end_time"] and phase(job) != "exiting":
+        end = day(job["end_time"])
+        if job["state"] == "done":
+            events.append(f"{end}: Done successfully. The CPU time used is 0.1 seconds;")
+        elif job["state"] == "exited":
+            events.append(f"{end}: Exited with exit code {_exit(job)}. The CPU time used is 0.1 seconds;")
+        else:
+            events.append(f"{end}: Exited; job has been forced to exit with exit code 130. The CPU time used is 0.1 seconds;")
+        events.append(f"{end}: Completed <{'done' if job['state'] == 'done' else 'exit'}>;")
+    out = []
+    for event in events:  # bhist wraps at 80 columns, continuation lines indented by 21 spaces
+        out.append(event[:80])
+        rest = event[80:]
+        while rest:
+            out.append(" " * 21 + rest[:59])
+            rest = rest[59:]
+    return "\n" + "\n".join(out) + "\n\nSummary of time in seconds spent in various states by  " + day(time.time()) + "\n"
 
 
 def lsf_fields(job):

@@ -4,8 +4,10 @@
 # Torque, PBS Pro, Moab, LSF and HTCondor daemons cannot be installed on the test
 # machines, so tests use these fakes instead (tests/fakesched/*.py). FLAVOUR is
 # torque | pbs | moab | lsf | condor. DIR becomes one fake cluster:
-#   DIR/bin    the flavour's commands (qsub qstat qdel | msub mdiag mjobctl canceljob |
-#              bsub bjobs bkill | condor_submit condor_q condor_history condor_rm)
+#   DIR/bin    the flavour's commands (qsub qstat qdel tracejob | msub mdiag mjobctl canceljob checkjob |
+#              bsub bjobs bkill bhist | condor_submit condor_q condor_history condor_rm); the history
+#              commands (tracejob, checkjob, bhist, condor_history) print the documented formats of
+#              jobs the fake ended or cancelled: fakes, not real schedulers
 #   DIR/lib    copies of the fake's Python files (run by /usr/bin/python3, readable by job users)
 #   DIR/state  the job table, writable by every user (sticky, like /tmp)
 # FAKESCHED_PENDING_SECONDS (queue wait, default 0.5) and FAKESCHED_KEEP_SECONDS (how long
@@ -15,9 +17,9 @@ dir=${1:?usage: install.sh DIR FLAVOUR}
 flavour=${2:?usage: install.sh DIR FLAVOUR}
 here=$(cd "$(dirname "$0")" && pwd)
 case "$flavour" in
-  torque|pbs) cmds="qsub qstat qdel" ;;
-  moab) cmds="msub mdiag mjobctl canceljob" ;;
-  lsf) cmds="bsub bjobs bkill" ;;
+  torque|pbs) cmds="qsub qstat qdel tracejob" ;;
+  moab) cmds="msub mdiag mjobctl canceljob checkjob" ;;
+  lsf) cmds="bsub bjobs bkill bhist" ;;
   condor) cmds="condor_submit condor_q condor_history condor_rm" ;;
   *) echo "install.sh: unknown flavour $flavour (torque, pbs, moab, lsf, condor)" >&2; exit 2 ;;
 esac

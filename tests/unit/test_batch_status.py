@@ -151,6 +151,11 @@ async def test_many_spawners_one_command_then_confirm_missing(case):
             "scontrol": Reply(stderr="slurm_load_jobs error: Invalid job id specified\n", returncode=1),
             "condor_q": Reply(),
             "condor_history": Reply(),
+            # the second sources: each scheduler's history shows the job ended
+            "tracejob": Reply(stdout=fixture("torque/tracejob_ended.txt")),
+            "checkjob": Reply(stdout=fixture("moab/checkjob_completed.xml")),
+            "bhist": Reply(stdout=fixture("lsf/bhist_done.txt")),
+            "qacct": Reply(stdout=fixture("gridengine/qacct_ended_exit3.txt")),
             # poll() cancels an ended job before the hub forgets it
             "scancel": Reply(), "qdel": Reply(), "mjobctl": Reply(), "bkill": Reply(), "condor_rm": Reply(),
         }[os.path.basename(argv[0])]

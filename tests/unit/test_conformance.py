@@ -97,14 +97,17 @@ CASES = [
     Case(
         "torque", TorqueSpawner, "qsub", "qstat", "qdel", "123.torque-server.example.org", "node1",
         "torque/submit.txt", "torque/pending.xml", "torque/running.xml", "torque/finished.xml",
-        gone={"qstat": Reply(stderr=fixture("torque/gone.stderr"), returncode=153)},
+        # qstat forgot the job; tracejob (the second source) still shows its end record
+        gone={"qstat": Reply(stderr=fixture("torque/gone.stderr"), returncode=153),
+              "tracejob": _f("torque/tracejob_ended.txt")},
         directives=("#PBS -l nodes=1:ppn=4:gpus=2", "#PBS -l mem=4gb", "#PBS -l walltime=01:00:00",
                     "#PBS -q short", "#PBS -A proj7"),
     ),
     Case(
         "pbs", PBSSpawner, "qsub", "qstat", "qdel", "4711.pbs-server", "node1",
         "pbs/submit.txt", "pbs/pending.txt", "pbs/running.json", "pbs/finished.json",
-        gone={"qstat": Reply(stderr=fixture("pbs/gone.stderr"), returncode=153)},
+        gone={"qstat": Reply(stderr=fixture("pbs/gone.stderr"), returncode=153),
+              "tracejob": _f("pbs/tracejob_killed.txt")},
         directives=("#PBS -l select=1:ncpus=4:mem=4gb:ngpus=2", "#PBS -l walltime=01:00:00", "#PBS -q short",
                     "#PBS -A proj7", "#PBS -P astro"),
         requests={"req_project": "astro"},
@@ -112,14 +115,14 @@ CASES = [
     Case(
         "moab", MoabSpawner, "msub", "mdiag", "mjobctl", "123", "node1",
         "moab/submit.txt", "moab/pending.xml", "moab/running.xml", "moab/finished.xml",
-        gone={"mdiag": _f("moab/gone.xml")},
+        gone={"mdiag": _f("moab/gone.xml"), "checkjob": _f("moab/checkjob_completed.xml")},
         directives=("#PBS -l nodes=1:ppn=4:gpus=2", "#PBS -l mem=4gb", "#PBS -l walltime=01:00:00",
                     "#PBS -q short", "#PBS -A proj7"),
     ),
     Case(
         "lsf", LsfSpawner, "bsub", "bjobs", "bkill", "1234", "host1",
         "lsf/submit.txt", "lsf/pending.json", "lsf/running.json", "lsf/finished.json",
-        gone={"bjobs": Reply(stdout=fixture("lsf/gone.json"), returncode=255)},
+        gone={"bjobs": Reply(stdout=fixture("lsf/gone.json"), returncode=255), "bhist": _f("lsf/bhist_done.txt")},
         directives=("#BSUB -n 4", "#BSUB -M 4gb", "#BSUB -W 1:00", "#BSUB -q short", "#BSUB -P proj7",
                     '#BSUB -gpu "num=2"'),
     ),
@@ -137,8 +140,9 @@ CASES = [
         "gridengine", GridengineSpawner, "qsub", "qstat", "qdel", "1", "localhost",
         "gridengine/submit_terse.txt", "gridengine/qstat_pending_error.xml", "gridengine/qstat_running_held.xml",
         "gridengine/qstat_empty.xml",
-        # an ended job is simply not listed
-        gone={"qstat": _f("gridengine/qstat_empty.xml")},
+        # an ended job is simply not listed; qacct (the second source) has its accounting record
+        gone={"qstat": _f("gridengine/qstat_empty.xml"), "qacct": _f("gridengine/qacct_ended_exit3.txt")},
+        finished_replies={"qstat": _f("gridengine/qstat_empty.xml"), "qacct": _f("gridengine/qacct_ended_exit3.txt")},
         directives=("#$ -pe smp 4", "#$ -l h_vmem=4gb", "#$ -l h_rt=01:00:00", "#$ -q short", "#$ -A proj7",
                     "#$ -l gpu=2", "#$ -P astro"),
         requests={"req_project": "astro"},

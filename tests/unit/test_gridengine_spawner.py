@@ -78,6 +78,8 @@ def answers(states):
             return Reply(fixture(G + name))
         if argv[0] == "tail":
             return Reply("bash: line 9: /opt/missing/batchspawner-singleuser: No such file or directory\n")
+        if argv[0] == "qacct":  # the second source: the accounting record of the ended job
+            return Reply(fixture(G + "qacct_ended_exit3.txt"))
         return Reply(fixture(G + "qdel_running.txt"))
 
     return answer
@@ -128,14 +130,21 @@ def _with_id(job_id, inner):
 
 
 @pytest.mark.parametrize(
-    "name,alive",
-    [("qstat_pending_error.xml", True), ("qstat_empty.xml", False), ("qstat_qmaster_down.txt", True)],
-    ids=["pending", "vanished", "qmaster-down"],
+    "name,accounting,alive",
+    [
+        ("qstat_pending_error.xml", "qacct_ended_exit3.txt", True),
+        ("qstat_empty.xml", "qacct_ended_exit3.txt", False),
+        # qstat no longer lists it, but qacct has no record yet (before the accounting flush)
+        ("qstat_empty.xml", "qacct_not_found.stderr", True),
+        ("qstat_qmaster_down.txt", "qacct_ended_exit3.txt", True),
+    ],
+    ids=["pending", "vanished-and-accounted", "vanished-not-yet-accounted", "qmaster-down"],
 )
-async def test_poll(name, alive):
+async def test_poll(name, accounting, alive):
     def answer(argv, stdin):
-        text = fixture(G + name)
-        return Reply(text) if text.lstrip().startswith("<") else Reply("", text, 1)
+        path = accounting if argv[0] == "qacct" else name
+        text = fixture(G + path)
+        return Reply("", text, 1) if path.endswith((".stderr", "down.txt")) else Reply(text)
 
     sp = make_spawner(GridengineSpawner, FakeRunner(answer))
     sp.job_id = "4"
