@@ -216,6 +216,22 @@ def test_13_config_on_fake_scheduler_spawns_and_notices_the_end(hubs, fake_clust
     # the job ends by itself (its server process dies): the hub's poll notices it
     t0 = time.monotonic()
     os.killpg(job["pid"], 15)  # the job's whole process group: script and server
-    assert hub.wait_stopped("alice", timeout=30), hub.log_tail()
+    # like a scheduler's KillWait: SIGKILL what has not ended 15 s after SIGTERM (a rare slow or stuck
+    # server shutdown, seen under load, is not what this test is about; it is logged when it happens)
+    deadline = time.monotonic() + 15
+    while fakesched.jobs(fake_cluster)[job["id"]]["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.25)
+    if fakesched.jobs(fake_cluster)[job["id"]]["state"] == "running":
+        print(f"{flavour} 1.3 config: job still running 15 s after SIGTERM; sent SIGKILL")
+        try:
+            os.killpg(job["pid"], 9)
+        except ProcessLookupError:
+            pass
+    ok = hub.wait_stopped("alice", timeout=30)
+    if not ok:  # say what the fake cluster and the tools showed, for the log
+        qstat = subprocess.run(["sudo", "-u", "alice", "env", f"PATH={bindir}:/usr/bin:/bin", "qstat", "-x",
+                                f"{job['id']}.fakeserver"], capture_output=True, text=True, timeout=30)
+        print("fake jobs:", fakesched.jobs(fake_cluster), "\nqstat -x:", qstat.stdout[-1500:], qstat.stderr[-500:])
+    assert ok, hub.log_tail()
     print(f"{flavour} 1.3 config: end noticed in {time.monotonic() - t0:.1f} s")
     assert fakesched.jobs(fake_cluster)[job["id"]]["state"] != "running"

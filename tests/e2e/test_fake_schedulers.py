@@ -107,12 +107,14 @@ c.BatchSpawnerBase.status_interval = 2
     assert len(job_ids) == 3, fakesched.jobs(fake_cluster)
 
     fakesched.start_call_log(fake_cluster)
-    time.sleep(8.5)  # about 25 hub polls of the three servers
+    time.sleep(12.5)  # about 36 hub polls of the three servers
     seen = fakesched.calls(fake_cluster)
     tool = STATUS_TOOL[flavour]
     queries = [c for c in seen if c["argv"][0] in (tool, "condor_history")]
     assert queries, seen
-    assert 3 <= len(queries) <= 6, queries  # one round per 2 s, not one query per server per poll
+    # one round per status_interval (2 s, plus the query's own time on a loaded machine), at most one
+    # more for a fresh answer: never one query per server per poll (that would be ~36)
+    assert 3 <= len(queries) <= 8, queries
     for call in queries:
         assert call["user"] == "root", call  # the shared query runs as the hub's user
         if flavour != "moab":  # mdiag -j --xml lists the whole queue; the others name the jobs
