@@ -150,7 +150,8 @@ async def test_torque_fault_matrix_through_the_shared_code(cluster_dir, monkeypa
             assert victim.job_id in victim.leftovers.cancelled  # cancelled before it is forgotten
             assert fake_state(victim) == "cancelled"
             victim.clear_state()
-            assert victim.get_state() == {}
+            state = victim.get_state()  # only the ended job's facts for the page (issue 14) may stay
+            assert set(state) <= {"last_ended"}, state  # no job id or uncancelled job left to track
             report.append(f"{fault}/{target}: kept 5/5, qdel noticed after {rounds} round(s)")
             spawners[n % 5] = await submit(n % 5)
     finally:
