@@ -23,6 +23,7 @@ import pytest
 import requests
 
 import slurmtools
+from conftest import require
 from hubharness import VENV_BIN, Hub
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,15 +34,6 @@ FAKE_APPTAINER_SOURCE = REPO / "tests" / "fakeapptainer" / "apptainer"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-IN_CI = os.environ.get("CI") == "true"
-
-
-def require(ok, why):
-    """Skip when a real component truly cannot start here; in CI that is a failure."""
-    if not ok:
-        if IN_CI:
-            pytest.fail(f"component missing in CI: {why}")
-        pytest.skip(why)
 
 
 def _make_image(folder: Path) -> Path:
