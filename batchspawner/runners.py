@@ -34,7 +34,9 @@ only provides their defaults, and reads whatever runner is injected for the key.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
+import re
 
 from .runner import SECRET_ENV_MARKERS, CommandRunner, split_command
 
@@ -58,16 +60,18 @@ def _secret(name: str) -> bool:
     return any(marker in upper for marker in SECRET_ENV_MARKERS)
 
 
+@functools.lru_cache(maxsize=32)
+def _name_matcher(extra_names: tuple):
+    """One compiled pattern for every name glob (run per command: one match per variable)."""
+    patterns = tuple(BASE_ENV_NAMES) + tuple(SCHEDULER_ENV_NAMES) + extra_names
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match
+
+
 def scheduler_env(extra_names=(), environ=None) -> dict[str, str]:
     """The environment every scheduler command gets (no secrets): see the module docstring."""
     environ = os.environ if environ is None else environ
-    patterns = tuple(BASE_ENV_NAMES) + tuple(SCHEDULER_ENV_NAMES) + tuple(extra_names or ())
-    env = {}
-    for name, value in environ.items():
-        if _secret(name):
-            continue
-        if any(fnmatch.fnmatchcase(name, pat) for pat in patterns):
-            env[name] = value
+    matches = _name_matcher(tuple(extra_names or ()))
+    env = {name: value for name, value in environ.items() if matches(name) and not _secret(name)}
     env.setdefault("PATH", os.defpath)
     return env
 
@@ -80,8 +84,37 @@ def is_remote_prefix(prefix_argv) -> bool:
 class RunnerPolicy:
     """Builds the spawner's runners and environments (see the module docstring)."""
 
+    # Spawner traits that change while a server lives (each poll, each start) without changing
+    # which command runs, as whom, where or with which environment. A change of any other trait
+    # drops what memo() keeps; unlisted names are safe (they only cost a rebuild).
+    RUNTIME_TRAITS = frozenset({
+        "job_id", "job_status", "log_file", "submitted_at", "uncancelled_jobs", "state_saver",
+        "port", "server", "api_token",
+    })  # fmt: skip
+
     def __init__(self, spawner):
         self.spawner = spawner
+        self._memo = {}
+        spawner.observe(self._settings_changed)
+
+    def _settings_changed(self, change):
+        if change["name"] not in self.RUNTIME_TRAITS:
+            self._memo.clear()
+
+    def memo(self, name, build, valid=None):
+        """``build()``, kept until one of the spawner's settings changes.
+
+        For what the spawner derives from its settings on every poll and every page: the shared
+        status and details pollers and their endpoint. Building them formats every request
+        variable and filters the hub's environment (about 1 ms, once per server per poll round
+        and per REST model); the poll itself reads a cache. ``valid(value)`` False rebuilds it
+        (a poller the shared registry no longer holds)."""
+        if name in self._memo:
+            value = self._memo[name]
+            if valid is None or valid(value):
+                return value
+        value = self._memo[name] = build()
+        return value
 
     # ------------------------------------------------------------ identity
     def prefix_vars(self) -> dict:
@@ -176,6 +209,9 @@ class RunnerPolicy:
     # ------------------------------------------------------------ shared status
     def status_endpoint(self):
         """(key, runner, env) of the shared status query this spawner would use."""
+        return self.memo("status_endpoint", self._status_endpoint)
+
+    def _status_endpoint(self):
         sp = self.spawner
         runner = sp.status_runner
         key = (

@@ -116,6 +116,9 @@ class JobWatch:
         self.spawner = spawner
 
     def shared(self) -> bool:
+        return self.spawner.runner_policy.memo("shared_status", self._shared)
+
+    def _shared(self) -> bool:
         from .compat import shared_status_fits
 
         sp = self.spawner
@@ -125,6 +128,13 @@ class JobWatch:
 
     def poller(self) -> StatusPoller:
         """The poller shared by every spawner that would run the same status query."""
+        # kept until a setting changes, and while the registry still holds it (stop_all empties it)
+        key, poller = self.spawner.runner_policy.memo(
+            "status_poller", self._poller, valid=lambda kp: StatusPoller._registry.get(kp[0]) is kp[1]
+        )
+        return poller
+
+    def _poller(self):
         sp = self.spawner
         # key, runner and env come from one place (the runner policy, batchspawner/runners.py);
         # the key includes the runner's identity, so a poller never runs as "whichever user polled last"
@@ -156,7 +166,7 @@ class JobWatch:
                     status.reason = cause
             return answer
 
-        return StatusPoller.get(
+        return key, StatusPoller.get(
             key,
             query,
             interval=sp.status_interval,

@@ -459,9 +459,22 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
     submitted_at = Float(0.0, help="Epoch seconds of the current job's submission (kept in state).")
 
     def details_poller(self, create=True):
-        """The shared :class:`~batchspawner.sessions.DetailsPoller` of this scheduler endpoint, or None."""
+        """The shared :class:`~batchspawner.sessions.DetailsPoller` of this scheduler endpoint, or None.
+
+        Every poll and every REST model asks for it: kept until a setting changes (runner_policy.memo)."""
         if not self.batch_details_cmd:
             return None
+        if not create:
+            key = self.runner_policy.memo("details_key", lambda: self._details_poller(create=False)[0])
+            return sessions.DetailsPoller._registry.get(key)
+        registry = sessions.DetailsPoller._registry
+        return self.runner_policy.memo(
+            "details_poller", lambda: self._details_poller(create=True),
+            valid=lambda kp: registry.get(kp[0]) is kp[1],
+        )[1]
+
+    def _details_poller(self, create):
+        """(key, poller or None) of the shared details query."""
         # the same runner, environment and identity as the shared status query (one rule, in
         # batchspawner/runners.py): the key holds the identity, so no poller runs as "whichever
         # user asked last"; the closures hold the spawner's settings, not the spawner
@@ -471,7 +484,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         parse_details, parse_order = self.parse_job_details, self.parse_queue_order
         key = ("details", details_cmd, queue_cmd) + tuple(status_key)
         if not create:
-            return sessions.DetailsPoller._registry.get(key)
+            return key, None
 
         async def details(job_ids):
             ids = {"job_ids": ",".join(job_ids), "job_id_args": list(job_ids)}
@@ -487,8 +500,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
                 result = await runner.run(argv, env=env)
                 return parse_order(result.stdout)
 
-        return sessions.DetailsPoller.get(key, details, queue, interval=self.session_interval,
-                                          min_interval=self.status_min_interval)
+        return key, sessions.DetailsPoller.get(key, details, queue, interval=self.session_interval,
+                                               min_interval=self.status_min_interval)
 
     def parse_job_details(self, returncode, stdout, stderr) -> dict:
         """{job_id: {partition, cores, memory, gpus, time_limit, start, submit, node, reason, native,
