@@ -134,3 +134,17 @@ def test_spawn_phases_and_their_medians():
     )
     assert fmt_phases([]) == "not measured"
     assert nth_ready([3.0, 1.0, 2.0], 2) == 2.0 and nth_ready([1.0], 2) is None
+
+
+def test_stack_names_every_enabled_server_extension(tmp_path):
+    """Equal stacks (issue 16) include the server extensions a venv enables, not only JupyterLab's:
+    our venv enables jupyter-server-proxy (apps), which the 1.3.0 venv must then load too."""
+    from bench.stack import enabled_extensions
+
+    folder = tmp_path / "etc" / "jupyter" / "jupyter_server_config.d"
+    folder.mkdir(parents=True)
+    (folder / "a.json").write_text('{"ServerApp": {"jpserver_extensions": {"jupyter_server_proxy": true}}}')
+    (folder / "b.json").write_text('{"ServerApp": {"jpserver_extensions": {"jupyterlab": true, "off_one": false}}}')
+    (folder / "broken.json").write_text("{not json")
+    assert enabled_extensions(str(tmp_path)) == ["jupyter_server_proxy", "jupyterlab"]
+    assert enabled_extensions(str(tmp_path / "nowhere")) == []
