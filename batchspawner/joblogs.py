@@ -5,7 +5,9 @@ The default ``log_path`` of every scheduler module is
 ``{homedir}/.jupyterhub-hpc/logs`` (a hidden folder, so JupyterLab's file browser
 is not filled with logs). Before each submit the hub, as the user (``exec_prefix``),
 creates the folder with mode 0700, makes the logs in it 0600, and deletes logs older
-than ``log_keep_days`` and all but the newest ``log_keep_count``. A configured
+than ``log_keep_days`` and all but the newest ``log_keep_count`` (once a minute at most
+per user: see ``PREPARED_FOR``). The job's wrapper makes its own log 0600 as it starts
+(``batchspawner-singleuser``; the scheduler creates it with the user's umask). A configured
 ``log_path`` without ``{logdir}`` (batchspawner 1.3 configs) is used as it is and no
 folder is touched.
 
@@ -16,6 +18,7 @@ current job to its owner or an admin.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -55,28 +58,50 @@ def uses_log_dir(spawner) -> bool:
     return "{logdir}" in (spawner.log_path or "")
 
 
+# A folder this hub prepared less than PREPARED_FOR seconds ago is not prepared again: a
+# user's burst of spawns (named servers, a retry) costs one command, not one each (issue 16:
+# each command forks the hub, which blocks its event loop until the command has started).
+# A failed spawn forgets its user's entries (forget_prepared), so a folder the user removed
+# in between is made again by the next try.
+PREPARED_FOR = 60.0
+_prepared: dict = {}  # (user, folder) -> (monotonic time started, task of the command, its loop)
+
+
 async def prepare_log_dir(spawner):
     """Create/prune the user's log folder as the user; a failure is logged, never fatal."""
     spawner._log_stamp = time.strftime("%Y%m%d-%H%M%S")
     if not uses_log_dir(spawner) or spawner.runner.remote_shell and not spawner.log_dir:
         return
     directory = log_format_vars(spawner, "")["logdir"]
+    key = (spawner.user.name, directory)
+    loop = asyncio.get_running_loop()
+    entry = _prepared.get(key)
+    if entry is not None:
+        started, future, entry_loop = entry
+        if entry_loop is loop and time.monotonic() - started < PREPARED_FOR and not future.cancelled():
+            if await asyncio.shield(future):  # done, or under way for another spawn of this user
+                return
+    future = loop.create_task(_prepare(spawner, directory))
+    _prepared[key] = (time.monotonic(), future, loop)
+    if not await asyncio.shield(future):
+        _prepared.pop(key, None)
+
+
+async def _prepare(spawner, directory) -> bool:
     argv = ["sh", "-c", PREPARE_SH, "jupyterhub-hpc-logs", directory, str(int(spawner.log_keep_days)),
             str(int(spawner.log_keep_count))]
     try:
         await spawner.runner.run(argv, env=spawner.command_env(), timeout=20)
     except CommandError as e:
         spawner.log.warning("%s: could not prepare the log folder %s: %s", spawner._log_name, directory, e.brief)
+        return False
+    return True
 
 
-async def make_private(spawner, path):
-    """chmod 600 the job's log once it exists (the scheduler creates it with the user's umask)."""
-    if not path or not uses_log_dir(spawner):
-        return
-    try:
-        await spawner.runner.run(["chmod", "600", "--", path], env=spawner.command_env(), timeout=10)
-    except CommandError:
-        pass  # not there yet; the folder is 0700 anyway, and the next start fixes it
+def forget_prepared(spawner):
+    """After a failed spawn: the next start of this user prepares the folder again."""
+    for key in [k for k in _prepared if k[0] == spawner.user.name]:
+        _prepared.pop(key, None)
 
 
 async def read_tail(spawner, path, lines: int) -> str:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -334,8 +335,24 @@ def _stop(child: subprocess.Popen, grace: float = 10.0):
             child.wait()
 
 
+def private_output(fds=(1, 2)) -> None:
+    """Make the job's log (our stdout/stderr, when a file of ours) readable by its owner only.
+
+    The scheduler creates it with the user's umask (often 0644) before the job starts; the hub's
+    log folder is 0700, and a log path elsewhere (a batchspawner 1.3 config: the home folder)
+    is made private here too, without a command from the hub."""
+    for fd in fds:
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and st.st_mode & 0o077:
+                os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o700)
+        except OSError:
+            pass
+
+
 def main(argv=None) -> int:
     _phase("start")
+    private_output()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         print("usage: batchspawner-singleuser COMMAND [ARGS...]", file=sys.stderr)

@@ -112,6 +112,11 @@ _SITE_TROUBLE = re.compile(
 )
 
 
+# (host, family) -> (address, monotonic expiry) of recent successful lookups (connect_address)
+ADDRESS_TTL = 60.0
+_ADDRESSES: dict = {}
+
+
 def clean_scheduler_message(text, limit=300) -> str:
     """The scheduler's reason for a user to read: its first meaningful line without the tool's
     ``name: error:`` prefix, with paths and long hex strings (tokens, ids of secrets) replaced."""
@@ -540,11 +545,11 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
     def _session_started(self):
         self._served_at = time.time()
-        # the scheduler created the log with the user's umask when the job started: make it 0600
-        asyncio.ensure_future(joblogs.make_private(self, self.log_file))
+        # the log is 0600 already: the job's wrapper made it so (and the folder is 0700)
         report.record(self, "start", outcome="started", queue_wait=self._queue_wait())
 
     def _session_failed(self, error):
+        joblogs.forget_prepared(self)  # the next try makes the log folder again, if it is gone
         if not self.job_id:
             return
         cancelled = isinstance(error, asyncio.CancelledError)
@@ -1286,12 +1291,21 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
                 return host
         except ValueError:
             pass
+        cached = _ADDRESSES.get((host, family))
+        if cached is not None and time.monotonic() < cached[1]:
+            return cached[0]
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, None, family=family, type=socket.SOCK_STREAM)
         except OSError as e:
             infos, reason = [], getattr(e, "strerror", None) or str(e)
         else:
             reason = "no address"
+        if infos:
+            # a storm of spawns on a few nodes resolves each node once a minute (a resolver thread
+            # per spawn otherwise); only successful answers are kept
+            if len(_ADDRESSES) > 10_000:
+                _ADDRESSES.clear()
+            _ADDRESSES[(host, family)] = (infos[0][4][0], time.monotonic() + ADDRESS_TTL)
         if not infos:
             name = "IPv6" if family == socket.AF_INET6 else "IPv4"
             raise SpawnFailed(

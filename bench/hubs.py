@@ -243,6 +243,21 @@ class VenvHub(Hub):
         raise RuntimeError(f"hub did not answer within {timeout} s:\n{self.log_tail()}")
 
 
+SQLITE_WAL = """
+import sqlite3 as _sqlite3
+from sqlalchemy import event as _event
+from sqlalchemy.engine import Engine as _Engine
+
+@_event.listens_for(_Engine, "connect")
+def _wal(conn, record):
+    if isinstance(conn, _sqlite3.Connection):
+        cur = conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+"""
+
+
 def hub_config(pkg: Package, bindir, poll_interval, fake_server=None, stamp=None):
     """Config for one package: its spawner, named servers, shimmed commands, maybe the fake server."""
     cfg = f"""
@@ -252,6 +267,8 @@ c.JupyterHub.named_server_limit_per_user = 0
 c.Spawner.poll_interval = {poll_interval!r}
 {pkg.command_config(bindir)}
 """
+    if os.environ.get("JHPC_BENCH_SQLITE_WAL") == "1":
+        cfg += SQLITE_WAL
     if fake_server:
         cfg += f"c.SlurmSpawner.batchspawner_singleuser_cmd = {('/usr/bin/python3 ' + str(fake_server))!r}\n"
         if pkg.key == "bs13":

@@ -89,7 +89,11 @@ class Bench:
             futures = {t: pool.submit(post, t) for t in targets}
             while time.monotonic() - t0 < timeout and len(ready) + len(failed) < len(targets):
                 time.sleep(0.5)
+                t_get = time.monotonic()
                 models = servers_by_target(hub)
+                if time.monotonic() - t_get > 2:
+                    log(f"  (the hub took {time.monotonic() - t_get:.1f} s to list the servers at "
+                        f"+{t_get - t0:.1f} s; {len(ready)} ready before)")
                 for t, fut in futures.items():
                     if t in ready or t in failed:
                         continue
@@ -219,21 +223,27 @@ class Bench:
         hub = self.hub(pkg, 30, fake_server=self.run.fakeserver if tiny else None)
         samples, stop = [], threading.Event()
 
+        timeline = []  # (seconds since the POSTs, latency) of each probe GET
+
         def probe():
             while not stop.is_set():
                 t0 = time.monotonic()
                 try:
                     requests.get(hub.api_url, timeout=60)
-                    samples.append(time.monotonic() - t0)
                 except requests.RequestException:
-                    samples.append(time.monotonic() - t0)
+                    pass
+                samples.append(time.monotonic() - t0)
+                timeline.append((t0 - t_posts, samples[-1]))
                 time.sleep(0.05)
+
+        t_posts = time.monotonic()
 
         thread = threading.Thread(target=probe, daemon=True)
         try:
             thread.start()
             targets = [(USERS[i % 2], f"s{i:03d}") for i in range(size)]
             before = len(self.run.log_lines())
+            t_posts = time.monotonic()
             ready, failed, secs = self.spawn_many(hub, targets, self.opts.storm_timeout)
             ready_times = list(self.last_ready_times)
             calls = count_calls(self.run.log_lines()[before:])
@@ -244,6 +254,9 @@ class Bench:
         res = {"ready": len(ready), "of": size, "secs": secs, "p99": percentile(samples, 99) if samples else None,
                "samples": len(samples), "timed_out": len(ready) + len(failed) < size, "calls": calls,
                "ready_times": ready_times}
+        slow = sorted(timeline, key=lambda x: -x[1])[:5]
+        log(f"{pkg.label}: storm {size}: slowest API GETs (sent at +s: took s): "
+            + ", ".join(f"+{t:.1f}: {d:.2f}" for t, d in sorted(slow)))
         log(f"{pkg.label}: storm {size}: {res}")
         return res
 

@@ -13,6 +13,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.e2e)
 
 
+def _fake_cluster_info():
+    """ProfilesSpawner's cluster facts: never real scontrol/sinfo in the fast tier (empty answers
+    = nothing known, nothing refused); tests/unit/test_cluster_info.py injects real captures."""
+    from batchspawner.cluster import ClusterInfo
+    from fakes import FakeRunner
+
+    ClusterInfo._registry.clear()
+    ClusterInfo._registry["slurm"] = ClusterInfo(runner=FakeRunner())
+
+
+# also for test modules that spawn at import (hypothesis baselines), before any fixture runs
+_fake_cluster_info()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_status_pollers():
     """Each test starts with no shared status pollers (they are process-wide)."""
@@ -21,13 +35,12 @@ def _fresh_status_pollers():
 
     StatusPoller._registry.clear()
     DetailsPoller._registry.clear()
-    # ProfilesSpawner's cluster facts: never real scontrol/sinfo in the fast tier (empty answers
-    # = nothing known, nothing refused); tests/unit/test_cluster_info.py injects real captures
-    from batchspawner.cluster import ClusterInfo
-    from fakes import FakeRunner
+    from batchspawner import joblogs
 
-    ClusterInfo._registry.clear()
-    ClusterInfo._registry["slurm"] = ClusterInfo(runner=FakeRunner())
+    joblogs._prepared.clear()  # log folders "prepared a moment ago" by an earlier test
+    from batchspawner.cluster import ClusterInfo
+
+    _fake_cluster_info()
     yield
     for info in ClusterInfo._registry.values():
         if info._task is not None:

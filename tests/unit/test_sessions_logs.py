@@ -285,3 +285,36 @@ async def test_details_queries_run_as_the_status_identity_with_the_scheduler_env
         assert not any("TOKEN" in k for k in call.env)
     status_key = sp.status_endpoint()[2]
     assert poller.key[-len(status_key):] == tuple(status_key)
+
+
+async def test_a_burst_of_spawns_by_one_user_prepares_the_log_folder_once():
+    """Issue 16: a user's storm of named servers costs one folder command, not one per spawn
+    (each command forks the hub); another user gets her own; a failed spawn forgets it."""
+    runner = FakeRunner(Squeue())
+    alice = [make_spawner(SlurmSpawner, runner, name="alice", legacy_log=False) for _ in range(5)]
+    bob = make_spawner(SlurmSpawner, runner, name="bob", legacy_log=False)
+    await asyncio.gather(*(joblogs.prepare_log_dir(sp) for sp in alice + [bob]))
+    folders = [c.argv[-3] for c in runner.calls if c.argv[:2] == ["sh", "-c"]]
+    assert sorted(folders) == ["/home/alice/.jupyterhub-hpc/logs", "/home/bob/.jupyterhub-hpc/logs"]
+    await joblogs.prepare_log_dir(alice[0])  # a moment later: still prepared
+    assert len([c for c in runner.calls if c.argv[:2] == ["sh", "-c"]]) == 2
+    joblogs.forget_prepared(alice[1])  # a failed spawn of alice's
+    await joblogs.prepare_log_dir(alice[2])
+    folders = [c.argv[-3] for c in runner.calls if c.argv[:2] == ["sh", "-c"]]
+    assert folders.count("/home/alice/.jupyterhub-hpc/logs") == 2
+
+
+async def test_a_failed_folder_command_is_tried_again_by_the_next_spawn():
+    fail = {"on": True}
+
+    def respond(argv, stdin):
+        if argv[:2] == ["sh", "-c"] and fail["on"]:
+            return Reply(returncode=1, stderr="mkdir: cannot create directory: Disk quota exceeded")
+        return Squeue()(argv, stdin)
+
+    runner = FakeRunner(respond)
+    sp = make_spawner(SlurmSpawner, runner, legacy_log=False)
+    await joblogs.prepare_log_dir(sp)  # logged, never fatal
+    fail["on"] = False
+    await joblogs.prepare_log_dir(sp)
+    assert len([c for c in runner.calls if c.argv[:2] == ["sh", "-c"]]) == 2

@@ -1,6 +1,7 @@
 """batchspawner-singleuser's port report, against a real local HTTP server standing in for the hub."""
 
 import json
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -112,3 +113,22 @@ def test_token_file_is_read_and_deleted(tmp_path, monkeypatch):
 
     assert os.environ["JUPYTERHUB_API_TOKEN"] == "tok-from-file"
     assert not token_file.exists()
+
+
+def test_the_wrapper_makes_its_own_log_private(tmp_path):
+    """The scheduler creates the job's log with the user's umask; the wrapper, as the user, makes
+    it 0600 at once (no command from the hub per spawn, issue 16). Not a pipe or a terminal."""
+    import stat as _stat
+
+    from batchspawner.singleuser import private_output
+
+    log = tmp_path / "job.log"
+    with open(log, "w") as f:
+        os.chmod(log, 0o644)
+        r, w = os.pipe()
+        try:
+            private_output((f.fileno(), w))
+        finally:
+            os.close(r)
+            os.close(w)
+    assert _stat.S_IMODE(log.stat().st_mode) == 0o600
