@@ -127,5 +127,10 @@ c.Authenticator.allowed_users = set(demo_users)
 # --- state -------------------------------------------------------------------------------
 state_dir = os.environ.get("JHPC_STATE_DIR", "/var/lib/jupyterhub-hpc")
 c.JupyterHub.db_url = f"sqlite:///{state_dir}/jupyterhub.sqlite"
+# SQLite in WAL mode, every commit still synced: the hub keeps answering during spawn storms
+# (see batchspawner/hubdb.py; back up the -wal file too, or use sqlite3's .backup)
+from batchspawner.hubdb import sqlite_wal  # noqa: E402
+
+sqlite_wal()
 c.JupyterHub.cookie_secret_file = f"{state_dir}/jupyterhub_cookie_secret"
 c.ConfigurableHTTPProxy.pid_file = f"{state_dir}/proxy.pid"

@@ -243,6 +243,7 @@ class VenvHub(Hub):
         raise RuntimeError(f"hub did not answer within {timeout} s:\n{self.log_tail()}")
 
 
+# what batchspawner.hubdb.sqlite_wal() does, written out: the 1.3.0 venv does not have our package
 SQLITE_WAL = """
 import sqlite3 as _sqlite3
 from sqlalchemy import event as _event
@@ -253,7 +254,7 @@ def _wal(conn, record):
     if isinstance(conn, _sqlite3.Connection):
         cur = conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA synchronous=FULL")
         cur.close()
 """
 

@@ -51,7 +51,12 @@ def parse_args(argv=None):
     p.add_argument("--only", default="sched,latency,storm,tiny,fake", help="comma list of scenarios")
     p.add_argument("--packages", default="bs13,ours")
     p.add_argument("--workdir", default="")
+    p.add_argument("--sqlite-wal", action="store_true",
+                   help="both hubs' SQLite in WAL mode, every commit synced (batchspawner/hubdb.py; the "
+                        "example config's setting); default: JupyterHub's default journal")
     opts = p.parse_args(argv)
+    if opts.sqlite_wal:
+        os.environ["JHPC_BENCH_SQLITE_WAL"] = "1"
     if opts.quick:
         opts.ns, opts.restart_n, opts.latency_n, opts.storms = [3, 6], 4, 3, [6]
         opts.fake_ns, opts.poll_interval, opts.fake_poll_interval = [50], 5, 10
@@ -221,6 +226,8 @@ def main(argv=None):
           f"{slurm_version()}; run took {elapsed / 60:.1f} min")
     print(f"poll_interval {opts.poll_interval:g} s (real Slurm), {opts.fake_poll_interval:g} s (fake); "
           f"window {opts.rounds} rounds")
+    print("hub database (both): " + ("SQLite, WAL mode, synchronous=FULL (--sqlite-wal)" if opts.sqlite_wal
+                                     else "SQLite, JupyterHub's default (rollback journal)"))
     print("single-user stack in both venvs (equal): "
           + ", ".join(f"{k} {v}" for k, v in next(iter(stacks.values())).items()))
     print(render_table(build_rows(results, keys, opts), headers))
