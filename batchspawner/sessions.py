@@ -115,6 +115,7 @@ class DetailsPoller:
         self.min_interval = min_interval
         self.jobs: set[str] = set()
         self.details: dict[str, dict] = {}
+        self.fetched_at: dict[str, float] = {}  # epoch seconds each job's details were read
         self.positions: dict[str, tuple[int, int]] = {}
         self.rounds = 0
         self.updated_at = 0.0  # monotonic end of the last successful round
@@ -147,34 +148,60 @@ class DetailsPoller:
     def unwatch(self, job_id):
         self.jobs.discard(job_id)
         self.details.pop(job_id, None)
+        self.fetched_at.pop(job_id, None)
         self.positions.pop(job_id, None)
 
-    async def refresh(self, max_age: float):
-        """Make sure the cache is no older than ``max_age`` seconds (one shared round)."""
-        if time.monotonic() - self.updated_at <= max_age:
+    # A job that runs on a node keeps its details (partition, size, limit, start, node): it is
+    # asked about again only after this many seconds (an admin may change its time limit), not
+    # every round. Rounds then cost nothing while every job runs (issue 16: the hub's work per
+    # round); pending jobs, new jobs and a job whose end must be explained are asked every round.
+    settled_refresh = 600.0
+
+    def settled(self, job_id, now=None) -> bool:
+        """True for a job last seen started on a node, less than ``settled_refresh`` s ago."""
+        det = self.details.get(job_id)
+        if not det or not det.get("node") or not det.get("start"):
+            return False
+        now = time.time() if now is None else now
+        return det["start"] <= now and now - self.fetched_at.get(job_id, 0.0) < self.settled_refresh
+
+    async def refresh(self, max_age: float, everything: bool = False):
+        """Make sure the cache is no older than ``max_age`` seconds (one shared round).
+
+        ``everything``: ask about settled (running) jobs too, e.g. for the exit status of a job
+        that has just ended."""
+        if time.monotonic() - self.updated_at <= max_age and not everything:
             return
         if self._inflight is None or self._inflight.done():
             wait = self.min_interval - (time.monotonic() - self.updated_at)
             if wait > 0:
                 await asyncio.sleep(wait)
             if self._inflight is None or self._inflight.done():
-                self._inflight = asyncio.ensure_future(self._round())
+                self._inflight = asyncio.ensure_future(self._round(everything))
         await asyncio.shield(self._inflight)
 
-    async def _round(self):
-        job_ids = sorted(self.jobs)
+    async def _round(self, everything=False):
+        now = time.time()
+        job_ids = sorted(j for j in self.jobs if everything or not self.settled(j, now))
         if not job_ids:
+            self.updated_at = time.monotonic()  # every job settled: the cache is as fresh as it needs to be
             return
         self.rounds += 1
         try:
             details = await self.details_query(job_ids)
-            order = await self.queue_query() if self.queue_query else None
+            # positions matter for pending jobs only: no queue query while every asked job runs
+            waiting = any(not (details.get(j) or {}).get("node") for j in job_ids)
+            order = await self.queue_query() if self.queue_query and waiting else None
         except Exception as e:  # keep the old facts; the cards say how old they are
             log.warning("session details query for %d jobs failed: %s", len(job_ids), str(e)[:200])
             return
         for job_id in job_ids:
             if job_id in details:
                 self.details[job_id] = details[job_id]
+                self.fetched_at[job_id] = now
+        if order is None and self.queue_query:
+            for job_id in job_ids:  # none of them waits in a queue any more
+                self.positions.pop(job_id, None)
         if order is not None:
             by_partition: dict[str, list[str]] = {}
             for job_id, partition in order:

@@ -1317,7 +1317,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
     async def _job_ended(self, status):
         poller = self.details_poller(create=False)
         if poller is not None and self.job_id in poller.jobs:
-            await poller.refresh(max_age=0)  # the job's exit status, for the failure page (one query)
+            await poller.refresh(max_age=0, everything=True)  # its exit status, for the failure page (one query)
         tail = await self.read_log_tail()
         what = f"The batch job {self.job_id} ended before your server started"
         raise self._spawn_failure(what, status, tail)

@@ -318,3 +318,41 @@ async def test_a_failed_folder_command_is_tried_again_by_the_next_spawn():
     fail["on"] = False
     await joblogs.prepare_log_dir(sp)
     assert len([c for c in runner.calls if c.argv[:2] == ["sh", "-c"]]) == 2
+
+
+async def test_running_jobs_cost_no_details_query_per_round_pending_ones_do():
+    """Issue 16: a job that runs on a node keeps its card facts; it is asked about again after
+    settled_refresh, or when its end must be explained, not every session_interval."""
+    squeue = Squeue()
+    runner = FakeRunner(squeue)
+    sps = [spawner(runner, j, name=f"u{j}") for j in ("126", "127", "128")]
+    for sp in sps:
+        sp._track_session()
+    poller = sps[0].details_poller()
+    await poller.refresh(max_age=0)
+    assert squeue.calls == {"status": 0, "details": 1, "queue": 1}
+    running = sorted(j for j, d in poller.details.items() if d.get("node"))
+    pending = sorted(j for j, d in poller.details.items() if not d.get("node"))
+    assert running and pending  # the capture holds both kinds
+    # the pending ones are asked about every round, with the queue order; the running ones are not
+    details_argvs = []
+    for _ in range(3):
+        await poller.refresh(max_age=0)
+        details_argvs.append([c.argv for c in runner.calls if "-O" in c.argv][-1])
+    assert squeue.calls["details"] == 4 and squeue.calls["queue"] == 4
+    assert all(argv[argv.index("-j") + 1] == ",".join(pending) for argv in details_argvs)
+    # an ended job's exit status: every job is asked about, once
+    await poller.refresh(max_age=0, everything=True)
+    last = [c.argv for c in runner.calls if "-O" in c.argv][-1]
+    assert last[last.index("-j") + 1] == "126,127,128"
+    # only running jobs left: rounds ask nothing at all
+    for job_id in pending:
+        poller.unwatch(job_id)
+    before = dict(squeue.calls)
+    for _ in range(3):
+        await poller.refresh(max_age=0)
+    assert squeue.calls == before
+    # ...until their facts are settled_refresh old (an admin may have changed a time limit)
+    poller.settled_refresh = 0.0
+    await poller.refresh(max_age=0)
+    assert squeue.calls["details"] == before["details"] + 1 and squeue.calls["queue"] == before["queue"]
