@@ -31,7 +31,8 @@ def parse_args(argv=None):
     p.add_argument("--smoke", action="store_true",
                    help="one real spawn per package, nothing else; exit 1 if one fails (CI)")
     p.add_argument("--bs13-venv", default="/opt/jhpc-bench-bs13/venv")
-    p.add_argument("--ns", type=ints, default=[10, 50, 100], help="running servers for the per-round counts")
+    p.add_argument("--ns", type=ints, default=[0, 10, 50, 100],
+                   help="running servers for the per-round counts (0: the hub's own floor)")
     p.add_argument("--restart-n", type=int, default=20)
     p.add_argument("--restarts", type=int, default=5, help="hub restarts per package")
     p.add_argument("--latency-n", type=int, default=20)
@@ -58,12 +59,19 @@ def parse_args(argv=None):
     if opts.sqlite_wal:
         os.environ["JHPC_BENCH_SQLITE_WAL"] = "1"
     if opts.quick:
-        opts.ns, opts.restart_n, opts.latency_n, opts.storms = [3, 6], 4, 3, [6]
+        opts.ns, opts.restart_n, opts.latency_n, opts.storms = [0, 3, 6], 4, 3, [6]
         opts.fake_ns, opts.poll_interval, opts.fake_poll_interval = [50], 5, 10
         opts.tiny_storms, opts.restarts = [20], 2
     if opts.smoke:
         opts.only, opts.latency_n = "latency", 1
     return opts
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st..."""
+    if 10 <= n % 100 <= 20:
+        return f"{n}th"
+    return f"{n}" + {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
 
 
 def build_rows(results, keys, opts):
@@ -90,7 +98,14 @@ def build_rows(results, keys, opts):
             if isinstance(w, str):
                 return w
             total = w["own"] + w["kids"]
-            return f"{total:.2f} ({w['own']:.2f} + {w['kids']:.2f}); {total / n * 1000:.2f} ms per server"
+            text = f"{total:.2f} ({w['own']:.2f} + {w['kids']:.2f})"
+            if n == 0:
+                return text + ": the hub's own floor (no server)"
+            floor = None if fake else r["sched"].get(("n", 0))
+            if isinstance(floor, dict):
+                extra = total - floor["own"] - floor["kids"]
+                return text + f"; {extra / n * 1000:.2f} ms per server above the N=0 floor"
+            return text + f"; {total / n * 1000:.2f} ms per server"
         return cell
 
     def ran(kind):
@@ -126,14 +141,16 @@ def build_rows(results, keys, opts):
 
             row(f"{size} concurrent spawns{label}: ready", lambda r, s=size: f"{r[kind][s]['ready']}/{s}")
             k = both_reached()
-            row(f"{size} concurrent spawns{label}: time to the {k}th ready (reached by both)",
+            row(f"{size} concurrent spawns{label}: time to the {ordinal(k)} ready (reached by both)",
                 lambda r, s=size, k=k: f"{nth_ready(r[kind][s]['ready_times'], k):.1f} s")
-            row(f"{size} concurrent spawns{label}: time to half ready ({k // 2}th)",
-                lambda r, s=size, k=k: f"{nth_ready(r[kind][s]['ready_times'], max(1, k // 2)):.1f} s")
+            half = max(1, k // 2)
+            row(f"{size} concurrent spawns{label}: time to the {ordinal(half)} ready (half of {k})",
+                lambda r, s=size, h=half: f"{nth_ready(r[kind][s]['ready_times'], h):.1f} s")
             row(f"{size} concurrent spawns{label}: total time",
                 lambda r, s=size: f"{r[kind][s]['secs']:.1f} s" + (" (timed out)" if r[kind][s]['timed_out'] else ""))
-            row(f"{size} concurrent spawns{label}: hub API p99",
-                lambda r, s=size: f"{r[kind][s]['p99'] * 1000:.0f} ms ({r[kind][s]['samples']} GETs)")
+            row(f"{size} concurrent spawns{label}: hub API p99 (slowest)",
+                lambda r, s=size: f"{r[kind][s]['p99'] * 1000:.0f} ms ({r[kind][s]['samples']} GETs; "
+                                  f"slowest {r[kind][s]['max'] * 1000:.0f} ms)")
             row(f"{size} concurrent spawns{label}: scheduler calls until settled",
                 lambda r, s=size: fmt_calls(r[kind][s]["calls"], 1))
 

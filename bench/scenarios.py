@@ -252,6 +252,7 @@ class Bench:
             thread.join(70)
             self.finish(hub)
         res = {"ready": len(ready), "of": size, "secs": secs, "p99": percentile(samples, 99) if samples else None,
+               "max": max(samples) if samples else None,
                "samples": len(samples), "timed_out": len(ready) + len(failed) < size, "calls": calls,
                "ready_times": ready_times}
         slow = sorted(timeline, key=lambda x: -x[1])[:5]

@@ -148,3 +148,10 @@ def test_stack_names_every_enabled_server_extension(tmp_path):
     (folder / "broken.json").write_text("{not json")
     assert enabled_extensions(str(tmp_path)) == ["jupyter_server_proxy", "jupyterlab"]
     assert enabled_extensions(str(tmp_path / "nowhere")) == []
+
+
+def test_ordinals_in_the_table():
+    from bench.run import ordinal
+
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 50, 101, 111)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "50th", "101st", "111th"]
