@@ -339,8 +339,9 @@ def private_output(fds=(1, 2)) -> None:
     """Make the job's log (our stdout/stderr, when a file of ours) readable by its owner only.
 
     The scheduler creates it with the user's umask (often 0644) before the job starts; the hub's
-    log folder is 0700, and a log path elsewhere (a batchspawner 1.3 config: the home folder)
-    is made private here too, without a command from the hub."""
+    log folder is 0700. Under ``srun`` our output is a pipe to the step: the Slurm and Grid Engine
+    script templates make the log private themselves (``chmod go= /proc/self/fd/1``), so the hub
+    runs no command per spawn for it."""
     for fd in fds:
         try:
             st = os.fstat(fd)

@@ -19,7 +19,8 @@
 set -euo pipefail
 
 trap 'echo SIGTERM received' TERM
-{% if hub_bin_dir %}export PATH={{ hub_bin_dir }}:"$PATH"{% endif %}
+{% if log_path %}chmod go= /proc/self/fd/1 2>/dev/null || :  # this log: its user's only
+{% endif %}{% if hub_bin_dir %}export PATH={{ hub_bin_dir }}:"$PATH"{% endif %}
 {{ prologue }}
 {% if srun %}{{ srun }} {% endif %}{{ cmd }}
 echo "jupyterhub-singleuser ended gracefully"

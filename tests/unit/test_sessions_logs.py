@@ -356,3 +356,22 @@ async def test_running_jobs_cost_no_details_query_per_round_pending_ones_do():
     poller.settled_refresh = 0.0
     await poller.refresh(max_age=0)
     assert squeue.calls["details"] == before["details"] + 1 and squeue.calls["queue"] == before["queue"]
+
+
+@pytest.mark.parametrize("cls_name", ["SlurmSpawner", "GridengineSpawner"])
+def test_the_job_script_makes_its_log_private_as_it_starts(tmp_path, cls_name):
+    """The scheduler creates the log with the user's umask; under srun the wrapper's output is a
+    pipe, so the script itself (stdout = the log) makes it 0600: no command from the hub."""
+    import batchspawner
+
+    sp = make_spawner(getattr(batchspawner, cls_name), FakeRunner(Squeue()), legacy_log=False)
+    script = sp.render_script()
+    line = next(ln for ln in script.splitlines() if ln.startswith("chmod go= /proc/self/fd/1"))
+    log = tmp_path / "jupyter-job.log"
+    with open(log, "w") as out:
+        os.chmod(log, 0o644)
+        r = subprocess.run(["bash", "-c", "set -euo pipefail\n" + line + "\necho started"], stdout=out)
+    assert r.returncode == 0 and log.read_text() == "started\n"
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    # the same line is harmless when the output is a pipe
+    assert subprocess.run(["bash", "-c", "set -euo pipefail\n" + line], capture_output=True).returncode == 0
