@@ -209,7 +209,41 @@ def wait_until_listening(child: subprocess.Popen, preferred: int, timeout: float
 
 
 # ------------------------------------------------------------------ the report
-def pick_port(ip: str = "") -> int:
+def ephemeral_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (and for bind to port 0)."""
+    try:
+        with open(path) as f:
+            low, high = (int(x) for x in f.read().split()[:2])
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def port_is_free(port: int, ip: str = "") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(ip: str = "", attempts: int = 64) -> int:
+    """A free TCP port *below* the kernel's ephemeral range.
+
+    Between this choice and the server's bind (seconds, a minute on a busy node) the port is
+    free for anyone: a port from the ephemeral range (what bind to 0 gives) is also what every
+    outgoing connection on the node takes, and one did, in a storm of 30 servers on one node.
+    Below that range only an explicit bind can take it (and a server that loses it anyway is
+    started again on another port, see main)."""
+    import random
+
+    low, _ = ephemeral_range()
+    first, last = max(1024, low - 20000), low - 1
+    for _ in range(attempts if last > first else 0):
+        port = random.randint(first, last)
+        if port_is_free(port, ip):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((ip, 0))
         return s.getsockname()[1]
@@ -351,6 +385,27 @@ def private_output(fds=(1, 2)) -> None:
             pass
 
 
+PORT_ATTEMPTS = 3
+
+
+def start_server(command, args, service_url, port, ports):
+    """Start the server as our child on ``port``; (child, output pumps), or (None, None)."""
+    env = dict(os.environ)
+    env["JUPYTERHUB_SERVICE_URL"] = with_port(service_url, port)
+    env["BATCHSPAWNER_PORT"] = str(port)
+    args = [a.replace("{port}", str(port)) for a in args]
+    sys.stdout.flush()
+    try:
+        child = subprocess.Popen([command] + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as e:
+        _say(f"cannot start {command}: {e.strerror}")
+        return None, None
+    pumps = [pump(child.stdout, 1, redactor(ports)), pump(child.stderr, 2, redactor(ports))]
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, lambda signum, frame: child.poll() is None and child.send_signal(signum))
+    return child, pumps
+
+
 def main(argv=None) -> int:
     _phase("start")
     private_output()
@@ -377,31 +432,41 @@ def main(argv=None) -> int:
     host = service_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
     report_timeout = float(os.environ.get("BATCHSPAWNER_REPORT_TIMEOUT", "300"))
     listen_timeout = float(os.environ.get("BATCHSPAWNER_LISTEN_TIMEOUT", "600"))
+    bind_ip = "" if host in ("0.0.0.0", "", "::") else host
     try:
         command = resolve_command(argv[0])
-        port = pick_port("" if host in ("0.0.0.0", "", "::") else host)
-    except (ReportError, OSError) as e:
+    except ReportError as e:
         _say(str(e))
         return 1
-    env = dict(os.environ)
-    env["JUPYTERHUB_SERVICE_URL"] = with_port(service_url, port)
-    env["BATCHSPAWNER_PORT"] = str(port)
-    args = [a.replace("{port}", str(port)) for a in argv[1:]]
-    sys.stdout.flush()
-    ports = {port}
+    ports: set[int] = set()
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        try:
+            port = pick_port(bind_ip)
+        except OSError as e:
+            _say(f"cannot pick a port: {e.strerror or e}")
+            return 1
+        ports.add(port)
+        child, pumps = start_server(command, argv[1:], service_url, port, ports)
+        if child is None:
+            return 1
+        _phase(f"server started ({os.path.basename(command)})")
+        try:
+            listening = wait_until_listening(child, port, listen_timeout)
+        except ReportError as e:
+            _stop(child)
+            for thread in pumps:
+                thread.join(5)
+            if child.returncode not in (None, 0) and not port_is_free(port, bind_ip) and attempt < PORT_ATTEMPTS:
+                # someone else took the port before the server could bind it: another port, same server
+                _say(f"the server could not bind its port (taken by another process meanwhile); "
+                     f"starting it again on another port (attempt {attempt + 1} of {PORT_ATTEMPTS})")
+                continue
+            _say(str(e))
+            return 1
+        break
+    ports.add(listening)
+    _phase("server listening")
     try:
-        child = subprocess.Popen([command] + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except OSError as e:
-        _say(f"cannot start {command}: {e.strerror}")
-        return 1
-    pumps = [pump(child.stdout, 1, redactor(ports)), pump(child.stderr, 2, redactor(ports))]
-    for sig in FORWARDED_SIGNALS:
-        signal.signal(sig, lambda signum, frame: child.poll() is None and child.send_signal(signum))
-    _phase(f"server started ({os.path.basename(command)})")
-    try:
-        listening = wait_until_listening(child, port, listen_timeout)
-        ports.add(listening)
-        _phase("server listening")
         report_port(listening, api_url, token, timeout=report_timeout, log=lambda m: print(m, file=sys.stderr, flush=True))
         _phase("reported to the hub")
     except ReportError as e:

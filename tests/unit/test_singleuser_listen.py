@@ -217,3 +217,50 @@ def test_the_wrapper_does_not_import_jupyterhub():
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# the first start finds its port taken (a stand-in for any process that bound it after the wrapper
+# chose it: the squatter holds it for 20 s) and exits 1 as Jupyter does; the second start listens
+RACED_APP = (
+    "import os,socket,subprocess,sys,time; from urllib.parse import urlparse;"
+    "port = urlparse(os.environ['JUPYTERHUB_SERVICE_URL']).port;"
+    "flag = sys.argv[1];"
+    "first = not os.path.exists(flag); open(flag, 'a').close();"
+    "squat = 'import socket,time; s=socket.socket(); s.bind((\"0.0.0.0\", %d)); s.listen(); time.sleep(20)' % port;"
+    "first and subprocess.Popen([sys.executable, '-c', squat], start_new_session=True);"
+    "time.sleep(0.5 if first else 0);"
+    "s=socket.socket();"
+    "exec('try:\\n s.bind((\"0.0.0.0\", port))\\nexcept OSError:\\n print(\"port in use\", flush=True); sys.exit(1)');"
+    "s.listen(); print('app up', flush=True); time.sleep(0.5); sys.exit(7)"
+)
+
+
+def test_a_port_taken_before_the_server_binds_it_gets_the_server_started_again(tmp_path):
+    """Between the wrapper's choice of a port and the server's bind, anyone may take the port (a
+    storm of 30 servers on one node lost one spawn so). The wrapper starts the server again on
+    another port, and reports only that one."""
+    hub = Hub()
+    env = dict(os.environ, JUPYTERHUB_API_URL=hub.url, JUPYTERHUB_API_TOKEN="tok",
+               JUPYTERHUB_SERVICE_URL="http://0.0.0.0:0/user/alice/")
+    done = subprocess.run(
+        [sys.executable, "-m", "batchspawner.singleuser", sys.executable, "-c", RACED_APP, str(tmp_path / "flag")],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    hub.server.shutdown()
+    assert done.returncode == 7, done.stderr
+    assert "starting it again on another port (attempt 2 of 3)" in done.stderr
+    [(body, _, listening)] = hub.reports
+    assert listening is True
+    assert done.stdout.count("port in use") == 1 and "app up" in done.stdout
+
+
+def test_ports_are_chosen_below_the_ephemeral_range(tmp_path):
+    """Outgoing connections take their local ports from the ephemeral range: a port chosen below
+    it can be lost only to an explicit bind."""
+    low, high = singleuser.ephemeral_range()
+    ports = {singleuser.pick_port("127.0.0.1") for _ in range(20)}
+    assert all(1024 <= p < low for p in ports), (sorted(ports), low)
+    assert len(ports) > 1  # random, not one fixed port
+    bad = tmp_path / "range"
+    bad.write_text("garbage")
+    assert singleuser.ephemeral_range(str(bad)) == (32768, 60999)
