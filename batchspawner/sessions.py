@@ -118,6 +118,8 @@ class DetailsPoller:
         self.fetched_at: dict[str, float] = {}  # epoch seconds each job's details were read
         self.positions: dict[str, tuple[int, int]] = {}
         self.rounds = 0
+        self.failures = 0  # failed rounds in a row
+        self.max_interval = 600.0
         self.updated_at = 0.0  # monotonic end of the last successful round
         self._inflight = None
         self._task = None
@@ -193,8 +195,14 @@ class DetailsPoller:
             waiting = any(not (details.get(j) or {}).get("node") for j in job_ids)
             order = await self.queue_query() if self.queue_query and waiting else None
         except Exception as e:  # keep the old facts; the cards say how old they are
-            log.warning("session details query for %d jobs failed: %s", len(job_ids), str(e)[:200])
+            self.failures += 1
+            n = self.failures
+            (log.warning if n & (n - 1) == 0 else log.debug)(  # the 1st, 2nd, 4th, 8th... in a row
+                "session details query for %d jobs failed (%d in a row; next in %.0f s): %s",
+                len(job_ids), n, self.next_interval(), str(e)[:200],
+            )  # fmt: skip
             return
+        self.failures = 0
         for job_id in job_ids:
             if job_id in details:
                 self.details[job_id] = details[job_id]
@@ -222,13 +230,19 @@ class DetailsPoller:
                 return
             self._task = loop.create_task(self._run())
 
+    def next_interval(self) -> float:
+        """``interval``, doubling per failed round in a row up to ``max_interval``: a scheduler
+        whose details query fails (an older squeue without these fields) is not asked about
+        every job every 15 s forever; the cards then show what is known from the status query."""
+        return min(self.interval * 2 ** min(self.failures, 10), max(self.interval, self.max_interval))
+
     async def _run(self):
         while self.jobs:
             try:
                 await self.refresh(max_age=0)
             except Exception:  # never let the loop die
                 log.exception("session details round failed")
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.next_interval())
 
 
 # ---------------------------------------------------------------- facts for pages and the API

@@ -375,3 +375,27 @@ def test_the_job_script_makes_its_log_private_as_it_starts(tmp_path, cls_name):
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
     # the same line is harmless when the output is a pipe
     assert subprocess.run(["bash", "-c", "set -euo pipefail\n" + line], capture_output=True).returncode == 0
+
+
+async def test_a_failing_details_query_backs_off_and_recovers():
+    """A squeue without the details fields fails every round: the poller asks less and less often
+    (interval doubling to max_interval), and at the normal interval once it works again."""
+    fail = {"on": True}
+
+    def respond(argv, stdin):
+        if "-O" in argv and fail["on"]:
+            return Reply(returncode=1, stderr="squeue: error: Invalid field requested: \"tres-per-node\"")
+        return Squeue()(argv, stdin)
+
+    runner = FakeRunner(respond)
+    sp = spawner(runner, "126")
+    sp._track_session()
+    poller = sp.details_poller()
+    intervals = []
+    for _ in range(4):
+        await poller.refresh(max_age=0)
+        intervals.append(poller.next_interval())
+    assert intervals == [30.0, 60.0, 120.0, 240.0] and poller.details == {}
+    fail["on"] = False
+    await poller.refresh(max_age=0)
+    assert poller.failures == 0 and poller.next_interval() == poller.interval and "126" in poller.details
