@@ -64,7 +64,7 @@ def uses_log_dir(spawner) -> bool:
 # A failed spawn forgets its user's entries (forget_prepared), so a folder the user removed
 # in between is made again by the next try.
 PREPARED_FOR = 60.0
-_prepared: dict = {}  # (user, folder) -> (monotonic time started, task of the command, its loop)
+_prepared: dict = {}  # (user, folder, runner identity) -> (monotonic time started, task, its loop)
 
 
 async def prepare_log_dir(spawner):
@@ -73,7 +73,11 @@ async def prepare_log_dir(spawner):
     if not uses_log_dir(spawner) or spawner.runner.remote_shell and not spawner.log_dir:
         return
     directory = log_format_vars(spawner, "")["logdir"]
-    key = (spawner.user.name, directory)
+    # where the command runs is part of the key: two clusters (ssh submit hosts, another
+    # exec_prefix) may not share the home file system
+    from .runners import RunnerPolicy
+
+    key = (spawner.user.name, directory, RunnerPolicy.identity_of(spawner.runner))
     loop = asyncio.get_running_loop()
     entry = _prepared.get(key)
     if entry is not None:

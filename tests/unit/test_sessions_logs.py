@@ -399,3 +399,14 @@ async def test_a_failing_details_query_backs_off_and_recovers():
     fail["on"] = False
     await poller.refresh(max_age=0)
     assert poller.failures == 0 and poller.next_interval() == poller.interval and "126" in poller.details
+
+
+async def test_the_log_folder_is_prepared_once_per_place_a_command_runs():
+    """Two clusters (another exec_prefix, ssh submit hosts) may not share the home file system."""
+    here, there = FakeRunner(Squeue()), FakeRunner(Squeue(), prefix=["ssh", "login2"])
+    a = make_spawner(SlurmSpawner, here, legacy_log=False)
+    b = make_spawner(SlurmSpawner, there, legacy_log=False)
+    await joblogs.prepare_log_dir(a)
+    await joblogs.prepare_log_dir(b)
+    await joblogs.prepare_log_dir(a)
+    assert [c.argv[0] for c in here.calls] == ["sh"] and [c.argv[0] for c in there.calls] == ["sh"]
