@@ -162,3 +162,22 @@ def test_proxy_503_on_a_users_server_explains_and_reloads():
     own = env.get_template("error.html").render(status_code=503, status_message="Service Unavailable",
                                                 base_url="/hub/", exception=None, message="Too many users spawning")
     assert "503 : Service Unavailable" in own and "Too many users" in own and "reload()" not in own
+
+
+def test_a_failed_start_shows_the_spawn_pages_failure_box_with_start_again():
+    """A start that failed before the spawn page opened its progress stream (HTTP 400 there) makes
+    the page reload to the hub's "not running" page: it shows the same facts and Start again."""
+    user = type("U", (), {"name": "alice"})()
+    msg = ('<p>The batch job 9 ended before your server started (job state FAILED; exit code 7).</p>'
+           '<pre>module load python/3.99: no such module</pre><p>What to do: check the log.</p>')
+    html = _env().get_template("not_running.html").render(
+        user=user, server_name="f", spawn_url="/hub/spawn/alice/f", failed=True,
+        failed_html_message=msg, failed_message="plain", hpc_ended=_ended())
+    text = _text(html)
+    assert 'id="hpc-failed"' in html and "Your server could not start" in text
+    assert "exit code 7" in text and "no such module" in text and "What to do" in text
+    assert re.search(r'<a id="hpc-start-again"[^>]*href="/hub/spawn/alice/f">Start again</a>', html)
+    assert "job 77" not in text  # an earlier ending is not this failure
+    # the spawn page reloads when its stream is refused, instead of retrying forever
+    pending = open(os.path.join(TEMPLATES, "spawn_pending.html")).read()
+    assert "evtSource.onerror" in pending and "window.location.reload()" in pending
