@@ -181,3 +181,4 @@ def test_a_failed_start_shows_the_spawn_pages_failure_box_with_start_again():
     # the spawn page reloads when its stream is refused, instead of retrying forever
     pending = open(os.path.join(TEMPLATES, "spawn_pending.html")).read()
     assert "evtSource.onerror" in pending and "window.location.reload()" in pending
+    assert "cancelling || evtSource.readyState !== EventSource.CLOSED" in pending  # not after Cancel
