@@ -6,8 +6,9 @@ The default ``log_path`` of every scheduler module is
 is not filled with logs). Before each submit the hub, as the user (``exec_prefix``),
 creates the folder with mode 0700, makes the logs in it 0600, and deletes logs older
 than ``log_keep_days`` and all but the newest ``log_keep_count`` (once a minute at most
-per user: see ``PREPARED_FOR``). The job's wrapper makes its own log 0600 as it starts
-(``batchspawner-singleuser``; the scheduler creates it with the user's umask). A configured
+per user: see ``PREPARED_FOR``). The scheduler creates the job's log with the user's umask;
+the Slurm and Grid Engine scripts make it 0600 as the job starts (``batchspawner-singleuser``
+too, when its own output is the log); other schedulers' logs get 0600 at the next prepare. A configured
 ``log_path`` without ``{logdir}`` (batchspawner 1.3 configs) is used as it is and no
 folder is touched.
 

@@ -174,6 +174,8 @@ class DetailsPoller:
         that has just ended."""
         if time.monotonic() - self.updated_at <= max_age and not everything:
             return
+        if everything and self._inflight is not None and not self._inflight.done():
+            await asyncio.shield(self._inflight)  # that round may leave settled jobs out: then one for all
         if self._inflight is None or self._inflight.done():
             wait = self.min_interval - (time.monotonic() - self.updated_at)
             if wait > 0:

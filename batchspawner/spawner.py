@@ -545,7 +545,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
     def _session_started(self):
         self._served_at = time.time()
-        # the log is 0600 already: the job's wrapper made it so (and the folder is 0700)
+        # no chmod command from the hub: the Slurm and Grid Engine scripts make their log 0600 as the
+        # job starts (the wrapper too, when its output is the log); the folder is 0700 for all
         report.record(self, "start", outcome="started", queue_wait=self._queue_wait())
 
     def _session_failed(self, error):

@@ -410,3 +410,19 @@ async def test_the_log_folder_is_prepared_once_per_place_a_command_runs():
     await joblogs.prepare_log_dir(b)
     await joblogs.prepare_log_dir(a)
     assert [c.argv[0] for c in here.calls] == ["sh"] and [c.argv[0] for c in there.calls] == ["sh"]
+
+
+async def test_an_ended_jobs_exit_status_is_asked_even_while_a_round_without_it_runs():
+    squeue = Squeue()
+    runner = FakeRunner(squeue)
+    sps = [spawner(runner, j, name=f"u{j}") for j in ("126", "127", "128")]
+    for sp in sps:
+        sp._track_session()
+    poller = sps[0].details_poller()
+    await poller.refresh(max_age=0)  # 126 runs on a node: settled
+    ordinary = asyncio.ensure_future(poller.refresh(max_age=0))
+    await asyncio.sleep(0)
+    await poller.refresh(max_age=0, everything=True)
+    await ordinary
+    last = [c.argv for c in runner.calls if "-O" in c.argv][-1]
+    assert last[last.index("-j") + 1] == "126,127,128"
