@@ -227,19 +227,28 @@ class SlurmSpawner(UserEnvMixin, BatchSpawnerBase):
             status.reason = self.pending_reason(stdout)
         return status
 
-    def _host(self, output, found):
+    def _host(self, output, found, rule=None):
         """The host of a running job: the first node of %B with the default regex; else the
         configured state_exechost_re/_exp (batchspawner 1.3's rules). A host regex kept from 1.3
         sees what 1.3's query printed ("STATE HOST", without the reason column added here) first,
-        then the whole line (a regex written for this package's three columns)."""
-        if not self.state_exechost_exp and not configured(self, ("state_exechost_re",)):
+        then the whole line (a regex written for this package's three columns). ``rule``: the
+        answer of _host_rule(), when a caller parsing many lines asked it once."""
+        rule = rule or self._host_rule()
+        if rule == "first-node":
             return first_host(found)
-        if not configured(self, ("batch_query_cmd",)):
+        if rule == "1.3-view":
             view = "\n".join(" ".join(line.split()[:2]) for line in output.splitlines())
             host = self.state_gethost(view)
             if host:
                 return host
         return self.state_gethost(output)
+
+    def _host_rule(self) -> str:
+        """Which of _host()'s rules the settings select (comparing traits with their defaults
+        costs more than parsing a line: asked once per answer, not per job)."""
+        if not self.state_exechost_exp and not configured(self, ("state_exechost_re",)):
+            return "first-node"
+        return "1.3-view" if not configured(self, ("batch_query_cmd",)) else "line"
 
     def parse_batch_status(self, returncode, stdout, stderr, job_ids):
         """Parse ``squeue -h -t all -j ID,ID,... -o '%i %T %B %r'``.
@@ -261,6 +270,7 @@ class SlurmSpawner(UserEnvMixin, BatchSpawnerBase):
             raise RuntimeError(f"squeue exited with {returncode}: {(stderr or stdout).strip()[:200]}")
         wanted = set(job_ids)
         answer = {}
+        host_rule = self._host_rule()
         for line in stdout.splitlines():
             if not line.strip() or line.startswith("CLUSTER:"):
                 continue
@@ -271,7 +281,7 @@ class SlurmSpawner(UserEnvMixin, BatchSpawnerBase):
                 continue
             status = super().parse_query_output(0, rest, "")
             if status.state is JobState.RUNNING:
-                status.host = self._host(rest, status.host)
+                status.host = self._host(rest, status.host, host_rule)
             if status.state is JobState.PENDING:
                 status.reason = self.pending_reason(rest)
             answer[job_id] = status

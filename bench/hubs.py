@@ -32,7 +32,7 @@ from .benchlib import TOOLS, job_ids_from_log  # noqa: E402
 REAL = {"sbatch": "/usr/bin/sbatch", "squeue": "/usr/bin/squeue", "scancel": "/usr/bin/scancel"}
 
 SHIM = """#!/bin/sh
-echo "{tool}" >> {log}
+echo "{tool} $*" >> {log}
 exec {real} "$@"
 """
 # sbatch's shim also logs the job id it printed, so the benchmark can cancel every job it caused
@@ -268,8 +268,7 @@ c.JupyterHub.named_server_limit_per_user = 0
 c.Spawner.poll_interval = {poll_interval!r}
 {pkg.command_config(bindir)}
 """
-    if os.environ.get("JHPC_BENCH_SQLITE_WAL") == "1":
-        cfg += SQLITE_WAL
+    cfg += _shared_settings()
     if fake_server:
         cfg += f"c.SlurmSpawner.batchspawner_singleuser_cmd = {('/usr/bin/python3 ' + str(fake_server))!r}\n"
         if pkg.key == "bs13":
@@ -281,6 +280,52 @@ c.Spawner.poll_interval = {poll_interval!r}
             cfg += f"c.SlurmSpawner.batchspawner_singleuser_cmd = {f'{stamp} {wrapper}'!r}\n"
             if pkg.key == "ours":
                 cfg += f"c.SlurmSpawner.hub_bin_dir = {str(pkg.venv_bin)!r}\n"
+    return cfg
+
+
+# The storm's floor: a spawner that does no work of its own, so a storm through it costs only
+# what JupyterHub itself does per spawn (API request, token, database rows, proxy route, the
+# HTTP check of the server). Its servers are the benchmark's one shared HTTP server.
+NOOP_SPAWNER = """
+from jupyterhub.spawner import Spawner as _Spawner
+
+
+class BenchNoopSpawner(_Spawner):
+    _running = False
+
+    async def start(self):
+        self._running = True
+        return ("127.0.0.1", {port})
+
+    async def poll(self):
+        return None if self._running else 0
+
+    async def stop(self, now=False):
+        self._running = False
+
+
+c.JupyterHub.spawner_class = BenchNoopSpawner
+"""
+
+
+def noop_hub_config(port, poll_interval):
+    """JupyterHub alone: the same hub settings as hub_config(), the no-op spawner."""
+    cfg = f"""
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.named_server_limit_per_user = 0
+c.Spawner.poll_interval = {poll_interval!r}
+""" + NOOP_SPAWNER.format(port=int(port))
+    return cfg + _shared_settings()
+
+
+def _shared_settings():
+    """Hub settings applied to every hub of the run, whatever its spawner."""
+    cfg = ""
+    if os.environ.get("JHPC_BENCH_SQLITE_WAL") == "1":
+        cfg += SQLITE_WAL
+    if os.environ.get("JHPC_BENCH_HUB_EXTRA"):
+        with open(os.environ["JHPC_BENCH_HUB_EXTRA"]) as f:
+            cfg += "\n" + f.read() + "\n"
     return cfg
 
 

@@ -34,7 +34,9 @@ def parse_args(argv=None):
     p.add_argument("--ns", type=ints, default=[0, 10, 50, 100],
                    help="running servers for the per-round counts (0: the hub's own floor)")
     p.add_argument("--restart-n", type=int, default=20)
-    p.add_argument("--restarts", type=int, default=5, help="hub restarts per package")
+    p.add_argument("--restarts", type=int, default=9,
+                   help="hub restarts per package (the median of 9 is steadier than of 5: one restart "
+                        "varies by +-0.4 s here)")
     p.add_argument("--latency-n", type=int, default=20)
     p.add_argument("--storms", type=ints, default=[30, 50])
     p.add_argument("--tiny-storms", type=ints, default=[100], help="storms of the tiny fake server (real Slurm)")
@@ -55,9 +57,14 @@ def parse_args(argv=None):
     p.add_argument("--sqlite-wal", action="store_true",
                    help="both hubs' SQLite in WAL mode, every commit synced (batchspawner/hubdb.py; the "
                         "example config's setting); default: JupyterHub's default journal")
+    p.add_argument("--hub-config-extra", default="", metavar="FILE",
+                   help="a Python file appended to every hub's config, both packages' (to profile the "
+                        "hub, or to compare a hub setting on both sides)")
     opts = p.parse_args(argv)
     if opts.sqlite_wal:
         os.environ["JHPC_BENCH_SQLITE_WAL"] = "1"
+    if opts.hub_config_extra:
+        os.environ["JHPC_BENCH_HUB_EXTRA"] = os.path.abspath(opts.hub_config_extra)
     if opts.quick:
         opts.ns, opts.restart_n, opts.latency_n, opts.storms = [0, 3, 6], 4, 3, [6]
         opts.fake_ns, opts.poll_interval, opts.fake_poll_interval = [50], 5, 10
@@ -65,6 +72,15 @@ def parse_args(argv=None):
     if opts.smoke:
         opts.only, opts.latency_n = "latency", 1
     return opts
+
+
+def jupyterhub_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("jupyterhub")
+    except Exception:  # noqa: BLE001
+        return "?"
 
 
 def ordinal(n: int) -> str:
@@ -175,6 +191,7 @@ def main(argv=None):
     bench = Bench(rundir, opts)
     only = set(opts.only.split(","))
     results = {k: {} for k in keys}
+    results["floor"] = {}  # JupyterHub alone, not a column: printed under the table
 
     def on_signal(signum, frame):
         raise KeyboardInterrupt
@@ -220,6 +237,9 @@ def main(argv=None):
         if "tiny" in only:
             steps += [(k, "tiny", n, lambda k=k, n=n: bench.storm(pkgs[k], n, tiny=True))
                       for n in opts.tiny_storms for k in keys]
+            # the floor: the same storm through JupyterHub alone (a spawner that does nothing)
+            steps += [("floor", "tiny", n, lambda n=n: bench.storm_floor(n, pkgs["ours"].venv_bin))
+                      for n in opts.tiny_storms]
         if "storm" in only:
             steps += [(k, "storm", n, lambda k=k, n=n: bench.storm(pkgs[k], n)) for n in opts.storms for k in keys]
         if "sched" in only:
@@ -245,9 +265,15 @@ def main(argv=None):
           f"window {opts.rounds} rounds")
     print("hub database (both): " + ("SQLite, WAL mode, synchronous=FULL (--sqlite-wal)" if opts.sqlite_wal
                                      else "SQLite, JupyterHub's default (rollback journal)"))
+    if opts.hub_config_extra:
+        print(f"both hubs' config extended with {opts.hub_config_extra}")
     print("single-user stack in both venvs (equal): "
           + ", ".join(f"{k} {v}" for k, v in next(iter(stacks.values())).items()))
     print(render_table(build_rows(results, keys, opts), headers))
+    for size, r in sorted(results["floor"].get("tiny", {}).items()):
+        print(f"floor, JupyterHub {jupyterhub_version()} alone (a spawner that does no work; same hub settings and "
+              f"probe): {size} concurrent spawns: {r['ready']}/{size} ready after {r['secs']:.1f} s; hub API p99 "
+              f"{r['p99'] * 1000:.0f} ms ({r['samples']} GETs; slowest {r['max'] * 1000:.0f} ms)")
     if opts.smoke:
         bad = [k for k in keys if not results[k].get("latency", {}).get("times")]
         if bad:

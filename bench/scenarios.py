@@ -24,7 +24,7 @@ from .benchlib import (
     percentile,
     spawn_phases,
 )
-from .hubs import VenvHub, cancel_jobs, hub_config, job_stdout, remove_job_logs
+from .hubs import VenvHub, cancel_jobs, hub_config, job_stdout, noop_hub_config, remove_job_logs
 
 USERS = ("alice", "bob")
 
@@ -53,6 +53,19 @@ class Bench:
         for user in USERS:
             hub.ensure_user(user)
         return hub
+
+    def wait_restored(self, hub, after_line, timeout):
+        """Wait for JupyterHub's "Initialized N spawners" (its startup check of every restored
+        server, which goes on in the background after the API answers); how long it took."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            lines = hub.log_text().splitlines()[after_line:]
+            for line in lines:
+                m = re.search(r"Initialized (\d+) spawners in ([\d.]+) seconds", line)
+                if m:
+                    return f"in {float(m.group(2)):.0f} s ({m.group(1)} servers)"
+            time.sleep(2)
+        return f"NOT within {timeout:.0f} s (the window below includes that check)"
 
     def finish(self, hub):
         hub.stop()
@@ -144,6 +157,8 @@ class Bench:
                 have = target
                 log(f"{pkg.label}: {have} fake servers running")
                 if target in o.ns:
+                    if target:  # the new servers' first rounds (their first session details) pass first
+                        time.sleep(o.poll_interval)
                     out[("n", target)] = self.window(hub, o.rounds, o.poll_interval)
                     log(f"{pkg.label}: N={target}: {out[('n', target)]}")
                 if target == o.restart_n:
@@ -156,7 +171,9 @@ class Bench:
         return out
 
     def restart(self, hub, n):
+        t_stop = time.monotonic()
         hub.stop()
+        stop_s = time.monotonic() - t_stop
         t0 = time.monotonic()
         hub.start()
         api_s = time.monotonic() - t0
@@ -166,7 +183,8 @@ class Bench:
         for (user, name), model in models.items():
             if model.get("ready") and hub.user_request(user, "api", server=name).status_code == 200:
                 kept += 1
-        return {"kept": kept, "of": n, "api_s": api_s}
+        log(f"  restart: stopped in {stop_s:.2f} s, API answered {api_s:.2f} s after the start")
+        return {"kept": kept, "of": n, "api_s": api_s, "stop_s": stop_s}
 
     def latency(self, pkg):
         """POST -> ready with the real jupyterhub-singleuser, one at a time, with the phases
@@ -221,8 +239,31 @@ class Bench:
         """`size` concurrent spawns, each package's default settings: of the real single-user
         server, or (``tiny``) of bench/fakes/fakeserver.py, so the hub's own cost is measured."""
         hub = self.hub(pkg, 30, fake_server=self.run.fakeserver if tiny else None)
-        samples, stop = [], threading.Event()
+        try:
+            return self._storm(hub, size, pkg.label)
+        finally:
+            self.finish(hub)
 
+    def storm_floor(self, size, venv_bin):
+        """JupyterHub alone: the same storm through a spawner that does no work (no job, no
+        scheduler), so what is left is JupyterHub's own cost per spawn on this machine."""
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _OK)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self._n += 1
+        hub = VenvHub(self.run.root / f"hub{self._n:02d}-noop", noop_hub_config(server.server_address[1], 30),
+                      venv_bin, self.run.shim_bin)
+        self.hubs.append(hub)
+        hub.start()
+        for user in USERS:
+            hub.ensure_user(user)
+        try:
+            return self._storm(hub, size, "JupyterHub alone")
+        finally:
+            hub.stop()
+            server.shutdown()
+
+    def _storm(self, hub, size, label):
+        samples, stop = [], threading.Event()
         timeline = []  # (seconds since the POSTs, latency) of each probe GET
 
         def probe():
@@ -237,7 +278,6 @@ class Bench:
                 time.sleep(0.05)
 
         t_posts = time.monotonic()
-
         thread = threading.Thread(target=probe, daemon=True)
         try:
             thread.start()
@@ -250,15 +290,14 @@ class Bench:
         finally:
             stop.set()
             thread.join(70)
-            self.finish(hub)
         res = {"ready": len(ready), "of": size, "secs": secs, "p99": percentile(samples, 99) if samples else None,
                "max": max(samples) if samples else None,
                "samples": len(samples), "timed_out": len(ready) + len(failed) < size, "calls": calls,
                "ready_times": ready_times}
         slow = sorted(timeline, key=lambda x: -x[1])[:5]
-        log(f"{pkg.label}: storm {size}: slowest API GETs (sent at +s: took s): "
+        log(f"{label}: storm {size}: slowest API GETs (sent at +s: took s): "
             + ", ".join(f"+{t:.1f}: {d:.2f}" for t, d in sorted(slow)))
-        log(f"{pkg.label}: storm {size}: {res}")
+        log(f"{label}: storm {size}: {res}")
         return res
 
     def fake_scale(self, pkg):
@@ -281,6 +320,7 @@ class Bench:
                     hub.stop()
                     t0 = time.monotonic()
                     self.seed(pkg, hub, target - have, server.server_address[1], have)
+                    log_lines = len(hub.log_text().splitlines())
                     try:
                         hub.start(timeout=900)
                     except RuntimeError as e:
@@ -288,6 +328,10 @@ class Bench:
                         log(f"{pkg.label}: {out[target]}: {str(e)[-1500:]}")
                         break
                     log(f"{pkg.label}: {target} servers seeded; hub up after {time.monotonic() - t0:.0f} s")
+                    # JupyterHub answers after init_spawners_timeout (10 s) and goes on checking
+                    # every restored server in the background: measure after that, not during it
+                    restored = self.wait_restored(hub, log_lines, timeout=900)
+                    log(f"{pkg.label}: every restored server checked {restored} after the start")
                 else:
                     names = [(USERS[i % 2], f"x{i:05d}") for i in range(have, target)]
                     for k in range(0, len(names), o.fake_batch):

@@ -155,3 +155,51 @@ def test_ordinals_in_the_table():
 
     assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 50, 101, 111)] == [
         "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "50th", "101st", "111th"]
+
+
+def test_count_calls_reads_shim_lines_with_arguments():
+    # the shims log each call with its arguments, so a run can tell status from details queries
+    lines = ["squeue -h -t all -j 1,2 -o %i %T %B %r", "squeue -h -t all -j 1,2 -O JobID:|", "sbatch 7 1.5"]
+    assert count_calls(lines) == Counter({"squeue": 2, "sbatch": 1})
+
+
+def test_noop_spawner_config_is_jupyterhub_alone(monkeypatch):
+    """The storm's floor: the config defines a spawner whose start() only names the shared
+    server and whose poll() follows start/stop; the run's shared hub settings are added too."""
+    import asyncio
+
+    from traitlets.config import Config
+
+    from bench.hubs import noop_hub_config
+
+    monkeypatch.setenv("JHPC_BENCH_SQLITE_WAL", "1")
+    monkeypatch.delenv("JHPC_BENCH_HUB_EXTRA", raising=False)
+    text = noop_hub_config(43210, 30)
+    assert "PRAGMA journal_mode=WAL" in text
+    c = Config()
+    scope = {"c": c, "__name__": "jupyterhub_config"}
+    exec(compile(text, "noop_config", "exec"), scope)  # noqa: S102 - our own generated config
+    cls = c.JupyterHub.spawner_class
+    assert cls.__name__ == "BenchNoopSpawner"
+    assert c.Spawner.poll_interval == 30 and c.JupyterHub.allow_named_servers is True
+
+    async def cycle():
+        sp = cls.__new__(cls)  # no hub objects needed for the three coroutines
+        assert await sp.poll() == 0
+        assert await sp.start() == ("127.0.0.1", 43210)
+        assert await sp.poll() is None
+        await sp.stop()
+        return await sp.poll()
+
+    assert asyncio.run(cycle()) == 0
+
+
+def test_hub_config_extra_reaches_every_hub(tmp_path, monkeypatch):
+    from bench.hubs import noop_hub_config
+
+    extra = tmp_path / "extra.py"
+    extra.write_text("c.PeriodicMetricsCollector.event_loop_interval_resolution = 0.5\n")
+    monkeypatch.setenv("JHPC_BENCH_HUB_EXTRA", str(extra))
+    monkeypatch.delenv("JHPC_BENCH_SQLITE_WAL", raising=False)
+    text = noop_hub_config(1, 10)
+    assert "event_loop_interval_resolution = 0.5" in text and "PRAGMA" not in text
