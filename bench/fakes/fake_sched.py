@@ -103,8 +103,9 @@ def report_port():
 
 
 def squeue(argv):
-    log("squeue")
+    log(("squeue " + " ".join(argv))[:200])
     ids, fmt, states, i = None, None, None, 0
+    fields = None  # -O/--Format: "Name:|,Name:|" (each value followed by its suffix)
     while i < len(argv):
         a = argv[i]
         val = argv[i + 1] if i + 1 < len(argv) else ""
@@ -116,6 +117,10 @@ def squeue(argv):
             fmt, i = val, i + 1
         elif a.startswith("--format="):
             fmt = a.split("=", 1)[1]
+        elif a in ("-O", "--Format"):
+            fields, i = val.split(","), i + 1
+        elif a.startswith("--Format="):
+            fields = a.split("=", 1)[1].split(",")
         elif a in ("-t", "--states"):
             states, i = val.upper().split(","), i + 1
         elif a in ("-u", "--user", "-n", "--name", "-M", "--clusters", "-p", "--partition"):
@@ -134,7 +139,10 @@ def squeue(argv):
         state, host = table[job_id]
         if not show_all and (state in FINISHED if states is None else state not in states):
             continue
-        out.append(format_row(fmt or "%i %T %B", job_id, state, host))
+        if fields is not None:
+            out.append(format_fields(fields, job_id, state, host))
+        else:
+            out.append(format_row(fmt or "%i %T %B", job_id, state, host))
     if out:
         sys.stdout.write("\n".join(out) + "\n")
     return 0
@@ -144,6 +152,21 @@ def format_row(fmt, job_id, state, host):
     values = {"i": job_id, "A": job_id, "T": state, "t": state[:2] if state != "RUNNING" else "R",
               "B": host, "N": host, "r": "None", "j": "spawner-jupyterhub", "u": "alice"}
     return re.sub(r"%\.?\d*([a-zA-Z])", lambda m: values.get(m.group(1), "n/a"), fmt)
+
+
+# squeue -O field names (lower case) -> value; a field squeue knows but the table does not is N/A
+def format_fields(fields, job_id, state, host):
+    started = state not in ("PENDING",)
+    values = {"jobid": job_id, "state": state, "partition": "debug", "numcpus": "1", "minmemory": "1G",
+              "tres-per-node": "N/A", "timelimit": "UNLIMITED",
+              "starttime": "2026-01-01T00:00:00" if started else "N/A", "submittime": "2026-01-01T00:00:00",
+              "nodelist": host if started else "", "reason": "None", "exit_code": "0"}
+    out = []
+    for spec in fields:
+        name, _, rest = spec.partition(":")
+        suffix = rest.lstrip(".0123456789")
+        out.append(values.get(name.lower(), "N/A") + suffix)
+    return "".join(out)
 
 
 def scancel(argv):

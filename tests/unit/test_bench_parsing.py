@@ -203,3 +203,31 @@ def test_hub_config_extra_reaches_every_hub(tmp_path, monkeypatch):
     monkeypatch.delenv("JHPC_BENCH_SQLITE_WAL", raising=False)
     text = noop_hub_config(1, 10)
     assert "event_loop_interval_resolution = 0.5" in text and "PRAGMA" not in text
+
+
+def test_fake_squeue_answers_the_session_details_query(tmp_path):
+    """The 10,000-server rows run on bench/fakes/fake_sched.py: it must answer the Slurm
+    module's -O details query as squeue does (before, that query failed every round there)."""
+    import shutil
+    import subprocess
+
+    from batchspawner.slurm import SlurmSpawner
+    from helpers import make_spawner
+
+    fake = tmp_path / "squeue"
+    shutil.copy(os.path.join(os.path.dirname(__file__), "..", "..", "bench", "fakes", "fake_sched.py"), fake)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "jobs.table").write_text("5 RUNNING node1\n6 PENDING n/a\n")
+    sp = make_spawner(SlurmSpawner)
+    cmd = SlurmSpawner.class_traits()["batch_details_cmd"].default_value  # what the bench's hub runs
+    argv = cmd.replace("{job_ids}", "5,6").replace("{cluster_opt}", "").split()
+    argv = [a.strip("'") for a in argv]
+    r = subprocess.run([sys.executable, str(fake)] + argv[1:], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    facts = sp.parse_job_details(0, r.stdout, "")
+    assert facts["5"]["node"] == "node1" and facts["5"]["start"] and facts["5"]["native"] == "RUNNING"
+    assert facts["6"]["node"] == "" and facts["6"]["start"] is None
+    assert sp.parse_batch_status(0, subprocess.run(
+        [sys.executable, str(fake), "-h", "-t", "all", "-j", "5,6", "-o", "%i %T %B %r"],
+        capture_output=True, text=True, timeout=30).stdout, "", ["5", "6"])["5"].host == "node1"
+    assert (tmp_path / "count.log").read_text().splitlines()[0].startswith("squeue -h -t all -j 5,6 -O JobID:|")
