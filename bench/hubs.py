@@ -329,6 +329,60 @@ def _shared_settings():
     return cfg
 
 
+class NodeCgroup:
+    """The compute node's processes (slurmd, so every job it starts) in a CPU cgroup of low
+    weight for the run, so the jobs get the CPU the hub leaves: on this test bed they run on the
+    hub's own cores; at a site they run on other machines. Both packages (and the floor) run
+    under the same setting. cgroup v1 (cpu.shares, default 1024) or v2 (cpu.weight, default 100)."""
+
+    NAME = "jhpc-bench-node"
+
+    def __init__(self, shares: int, pid_file="/run/slurmd.pid"):
+        self.shares, self.pid_file, self.path, self.root = shares, pid_file, None, None
+        self.note = "off"
+
+    def __enter__(self):
+        if not self.shares:
+            return self
+        try:
+            pid = int(open(self.pid_file).read().split()[0])
+            for root, knob, scale in (("/sys/fs/cgroup/cpu", "cpu.shares", 1),
+                                      ("/sys/fs/cgroup", "cpu.weight", 100 / 1024)):
+                if os.path.exists(os.path.join(root, knob if root.endswith("cpu") else "cgroup.controllers")):
+                    path = os.path.join(root, self.NAME)
+                    os.makedirs(path, exist_ok=True)
+                    value = max(1, int(self.shares * scale))
+                    with open(os.path.join(path, knob), "w") as f:
+                        f.write(str(value))
+                    with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                        f.write(str(pid))
+                    self.path, self.root = path, root
+                    self.note = (f"slurmd (pid {pid}) and its jobs in cgroup {path}, {knob} {value} "
+                                 f"(the hub's: {1024 if knob == 'cpu.shares' else 100})")
+                    break
+            else:
+                self.note = "not set: no cgroup cpu controller here"
+        except (OSError, ValueError) as e:
+            self.note = f"not set: {e}"
+        return self
+
+    def __exit__(self, *exc):
+        if not self.path:
+            return False
+        try:
+            pids = open(os.path.join(self.path, "cgroup.procs")).read().split()
+            for pid in pids:  # slurmd and any job left: back to the root group
+                try:
+                    with open(os.path.join(self.root, "cgroup.procs"), "w") as f:
+                        f.write(pid)
+                except OSError:
+                    pass
+            os.rmdir(self.path)
+        except OSError:
+            pass
+        return False
+
+
 def job_stdout(job_id) -> str:
     """The job's output file, as Slurm knows it (wherever the package put it)."""
     r = subprocess.run(["scontrol", "show", "job", str(job_id)], capture_output=True, text=True, timeout=30)

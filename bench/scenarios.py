@@ -27,6 +27,9 @@ from .benchlib import (
 from .hubs import VenvHub, cancel_jobs, hub_config, job_stdout, noop_hub_config, remove_job_logs
 
 USERS = ("alice", "bob")
+# storms: the API latency that counts is the one while the spawns are in flight; a storm that
+# drags on (a job that starts late) would otherwise dilute its p99 with idle seconds
+BUSY_WINDOW = 20.0
 
 
 def log(msg):
@@ -283,8 +286,10 @@ class Bench:
             thread.start()
             targets = [(USERS[i % 2], f"s{i:03d}") for i in range(size)]
             before = len(self.run.log_lines())
+            sched0 = main_thread_schedstat(hub.proc.pid)
             t_posts = time.monotonic()
             ready, failed, secs = self.spawn_many(hub, targets, self.opts.storm_timeout)
+            sched1 = main_thread_schedstat(hub.proc.pid)
             ready_times = list(self.last_ready_times)
             calls = count_calls(self.run.log_lines()[before:])
         finally:
@@ -294,6 +299,16 @@ class Bench:
                "max": max(samples) if samples else None,
                "samples": len(samples), "timed_out": len(ready) + len(failed) < size, "calls": calls,
                "ready_times": ready_times}
+        busy = [d for t, d in timeline if t < BUSY_WINDOW]
+        res["busy_p99"] = percentile(busy, 99) if busy else None
+        res["busy_samples"] = len(busy)
+        if sched0 and sched1:
+            # the hub's main thread (its event loop): CPU it used, and time it was runnable but
+            # waited for a CPU (other processes on the node: the scheduler tools, the jobs)
+            res["loop_cpu_s"] = (sched1[0] - sched0[0]) / 1e9
+            res["loop_runq_s"] = (sched1[1] - sched0[1]) / 1e9
+            log(f"{label}: storm {size}: the hub's event-loop thread used {res['loop_cpu_s']:.2f} s of CPU "
+                f"and waited {res['loop_runq_s']:.2f} s for a CPU in {secs:.1f} s")
         slow = sorted(timeline, key=lambda x: -x[1])[:5]
         log(f"{label}: storm {size}: slowest API GETs (sent at +s: took s): "
             + ", ".join(f"+{t:.1f}: {d:.2f}" for t, d in sorted(slow)))
@@ -372,6 +387,16 @@ class _OK(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+def main_thread_schedstat(pid):
+    """(CPU ns, run-queue wait ns) of a process's main thread (/proc/PID/schedstat), or None."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            cpu, wait, _ = f.read().split()
+        return int(cpu), int(wait)
+    except (OSError, ValueError):
+        return None
 
 
 def servers_by_target(hub):
