@@ -160,8 +160,8 @@ class Bench:
                 have = target
                 log(f"{pkg.label}: {have} fake servers running")
                 if target in o.ns:
-                    if target:  # the new servers' first rounds (their first session details) pass first
-                        time.sleep(o.poll_interval)
+                    if target:  # the new servers' first rounds pass first: status, and their
+                        time.sleep(max(o.poll_interval, 20))  # first session details (every 15 s)
                     out[("n", target)] = self.window(hub, o.rounds, o.poll_interval)
                     log(f"{pkg.label}: N={target}: {out[('n', target)]}")
                 if target == o.restart_n:

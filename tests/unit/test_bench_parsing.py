@@ -231,3 +231,26 @@ def test_fake_squeue_answers_the_session_details_query(tmp_path):
         [sys.executable, str(fake), "-h", "-t", "all", "-j", "5,6", "-o", "%i %T %B %r"],
         capture_output=True, text=True, timeout=30).stdout, "", ["5", "6"])["5"].host == "node1"
     assert (tmp_path / "count.log").read_text().splitlines()[0].startswith("squeue -h -t all -j 5,6 -O JobID:|")
+
+
+def test_loop_stalls_extra_names_what_blocked_the_loop(tmp_path, monkeypatch):
+    """bench/extras/loop_stalls.py (a --hub-config-extra file) logs a blocked loop with its stack."""
+    import asyncio
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "extras", "loop_stalls.py")
+    code = compile(open(path).read(), path, "exec")
+
+    def block_here():
+        time.sleep(0.4)
+
+    async def main():
+        exec(code, {"c": None, "__name__": "jupyterhub_config"})  # noqa: S102 - our own file
+        await asyncio.sleep(0.1)
+        block_here()
+        await asyncio.sleep(0.2)
+
+    asyncio.run(main())
+    text = (tmp_path / "loop-stalls.log").read_text()
+    assert "loop blocked" in text and "block_here@test_bench_parsing.py" in text
