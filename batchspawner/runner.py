@@ -202,7 +202,6 @@ class CommandRunner:
     timeout: float = 30.0
     remote_shell: bool = False
     log: object = None
-    nice: int = 0  # how far below the hub's own priority the command runs (see lower_priority)
 
     def build_argv(self, argv: Sequence[str]) -> list[str]:
         argv = [str(a) for a in argv]
@@ -273,8 +272,6 @@ class CommandRunner:
             )
         except OSError as e:
             raise CommandError(full, reason=f"could not start ({e.strerror or e})") from e
-        if self.nice:
-            lower_priority(proc.pid, self.nice)
         data = stdin.encode() if stdin is not None else None
         try:
             out, err = await asyncio.wait_for(proc.communicate(data), timeout)
@@ -291,31 +288,6 @@ class CommandRunner:
             err.decode(errors="replace"),
             time.monotonic() - t0,
         )
-
-
-def lower_priority(pid: int, increment: int) -> int | None:
-    """Run a command we started ``increment`` nice levels below the hub; best effort, Linux.
-
-    The hub answers every request on one event loop. In a storm of spawns it starts a hundred
-    sudo/sbatch processes, and each starts its own session (so that it has no terminal to
-    prompt on and can be killed as a group); with the kernel's autogroups (on by default) every
-    session gets a CPU share equal to the whole hub's, and the hub's API stalls for seconds
-    while they run. So the command's nice value goes up (for when autogroups do not apply) and
-    so does its session's autogroup (for when they do). The commands still get every CPU cycle
-    the hub does not use. Returns the nice value set, or None when the system refused (another
-    OS, a setuid program the hub may not touch): the command then runs as before.
-    """
-    try:
-        target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + int(increment))
-        os.setpriority(os.PRIO_PROCESS, pid, target)
-    except (OSError, AttributeError, ValueError):
-        return None
-    try:
-        with open(f"/proc/{pid}/autogroup", "w") as f:
-            f.write(str(target))
-    except OSError:
-        pass  # no autogroups here, or a setuid program's: its process nice still applies
-    return target
 
 
 async def _kill(proc):

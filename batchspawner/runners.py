@@ -151,8 +151,7 @@ class RunnerPolicy:
     def local_runner(self, prefix):
         sp = self.spawner
         return CommandRunner(
-            prefix=list(prefix), timeout=sp.command_timeout, remote_shell=is_remote_prefix(prefix), log=sp.log,
-            nice=getattr(sp, "command_nice", 0),
+            prefix=list(prefix), timeout=sp.command_timeout, remote_shell=is_remote_prefix(prefix), log=sp.log
         )
 
     def status_runner(self):

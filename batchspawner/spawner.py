@@ -238,27 +238,6 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         state *unknown* (alive), never finished.""",
     ).tag(config=True)
 
-    command_nice = Integer(
-        10,
-        help="""How many nice levels below the hub the scheduler commands run (0-19; 0: the same).
-
-        The hub answers every browser and API request on one event loop. A storm of spawns
-        starts a hundred ``sudo``/``sbatch`` (or ``ssh``) processes at once, and each runs in
-        its own session, which Linux's autogroups give a CPU share equal to the whole hub's:
-        the hub's API then stalls for seconds. With a higher nice value (and the same for the
-        command's autogroup) the commands use every CPU cycle the hub does not need, so a
-        storm costs the hub's answers less while the commands run as fast on an idle host.
-        Best effort: where the system refuses (another OS, a setuid program the hub may not
-        renice), the command runs at the hub's priority.""",
-    ).tag(config=True)
-
-    @validate("command_nice")
-    def _check_command_nice(self, proposal):
-        value = proposal["value"]
-        if not 0 <= value <= 19:
-            raise TraitError(f"{type(self).__name__}.command_nice must be from 0 to 19, not {value}")
-        return value
-
     batchspawner_singleuser_cmd = Unicode(
         help="""Wrapper that runs in the job, reports the port to the hub, then starts the server.
 

@@ -126,7 +126,6 @@ class SshRunner:
     timeout: float = 30.0
     log: object = None
     health: HostHealth = field(default_factory=lambda: HEALTH)
-    nice: int = 0  # the local ssh client's priority below the hub's (runner.lower_priority)
 
     remote_shell = True  # the spawner must not pass a local cwd
 
@@ -136,7 +135,7 @@ class SshRunner:
             raise ValueError("SshRunner needs at least one submit host")
         if self.env_method not in ("stdin", "sendenv"):
             raise ValueError(f"env_method must be 'stdin' or 'sendenv', not {self.env_method!r}")
-        self._local = CommandRunner(prefix=[], timeout=self.timeout, log=self.log, nice=self.nice)
+        self._local = CommandRunner(prefix=[], timeout=self.timeout, log=self.log)
 
     # ------------------------------------------------------------ argv
     def _common_options(self, share: bool = True) -> list[str]:
@@ -395,7 +394,6 @@ class SubmitHostsMixin(HasTraits):
             env_skip=list(self.ssh_env_skip),
             timeout=getattr(self, "command_timeout", 30.0),
             log=getattr(self, "log", None),
-            nice=getattr(self, "command_nice", 0),
         )
 
 

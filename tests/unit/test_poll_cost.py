@@ -102,11 +102,3 @@ def test_scheduler_env_globs_match_whole_names(name, kept):
     assert (name in env) is kept
     assert env["PATH"] == "/bin"
 
-
-
-def test_command_nice_is_validated_by_name():
-    from traitlets import TraitError
-
-    with pytest.raises(TraitError, match=r"SlurmSpawner\.command_nice must be from 0 to 19"):
-        make_spawner(SlurmSpawner, command_nice=20)
-    assert make_spawner(SlurmSpawner).runner_policy.local_runner([]).nice == 10

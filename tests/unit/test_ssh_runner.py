@@ -309,13 +309,3 @@ def test_classify_auth_failures_apart_from_connect_failures():
     assert classify_ssh_failure(255, "Received disconnect from 10.0.0.1 port 22:2: Too many authentication failures") == "auth"
     assert classify_ssh_failure(255, "ssh: connect to host login1 port 22: Connection refused") == "connect"
     assert classify_ssh_failure(255, "Host key verification failed.") == "connect"
-
-
-def test_ssh_client_runs_below_the_hub_as_local_commands_do():
-    from batchspawner.slurm import SlurmSpawner
-    from helpers import make_spawner
-
-    sp = make_spawner(SlurmSpawner, submit_hosts=["login1"], command_nice=12)
-    runner = sp.make_ssh_runner({"username": "alice", "homedir": "/home/alice"})
-    assert runner.nice == 12 and runner._local.nice == 12
-    assert sp.runner_policy.local_runner(["sudo", "-n", "-u", "alice"]).nice == 12
