@@ -320,15 +320,21 @@ async def test_a_failed_folder_command_is_tried_again_by_the_next_spawn():
     assert len([c for c in runner.calls if c.argv[:2] == ["sh", "-c"]]) == 2
 
 
-async def test_running_jobs_cost_no_details_query_per_round_pending_ones_do():
-    """Issue 16: a job that runs on a node keeps its card facts; it is asked about again after
-    settled_refresh, or when its end must be explained, not every session_interval."""
+def _three_tracked_jobs():
+    """Jobs 126 (running on a node), 127 and 128 tracked for session cards: the fake squeue, its
+    runner and their shared details poller."""
     squeue = Squeue()
     runner = FakeRunner(squeue)
     sps = [spawner(runner, j, name=f"u{j}") for j in ("126", "127", "128")]
     for sp in sps:
         sp._track_session()
-    poller = sps[0].details_poller()
+    return squeue, runner, sps[0].details_poller()
+
+
+async def test_running_jobs_cost_no_details_query_per_round_pending_ones_do():
+    """Issue 16: a job that runs on a node keeps its card facts; it is asked about again after
+    settled_refresh, or when its end must be explained, not every session_interval."""
+    squeue, runner, poller = _three_tracked_jobs()
     await poller.refresh(max_age=0)
     assert squeue.calls == {"status": 0, "details": 1, "queue": 1}
     running = sorted(j for j, d in poller.details.items() if d.get("node"))
@@ -413,12 +419,7 @@ async def test_the_log_folder_is_prepared_once_per_place_a_command_runs():
 
 
 async def test_an_ended_jobs_exit_status_is_asked_even_while_a_round_without_it_runs():
-    squeue = Squeue()
-    runner = FakeRunner(squeue)
-    sps = [spawner(runner, j, name=f"u{j}") for j in ("126", "127", "128")]
-    for sp in sps:
-        sp._track_session()
-    poller = sps[0].details_poller()
+    squeue, runner, poller = _three_tracked_jobs()
     await poller.refresh(max_age=0)  # 126 runs on a node: settled
     ordinary = asyncio.ensure_future(poller.refresh(max_age=0))
     await asyncio.sleep(0)
