@@ -109,19 +109,47 @@ def forget_prepared(spawner):
         _prepared.pop(key, None)
 
 
+# A failed spawn shows the end of the job's log in its error (REST body, spawn page, hub log).
+# The log is the user's file (it may be a symlink to anything the user can read, e.g. a huge
+# sparse file without a newline), so what is read and what is shown are bounded in bytes and
+# lines (issue 21): at most TAIL_MAX_BYTES read, TAIL_MAX_LINES lines of TAIL_MAX_LINE_CHARS.
+TAIL_MAX_BYTES = 8 * 1024
+TAIL_MAX_LINES = 50
+TAIL_MAX_LINE_CHARS = 400
+
+
+def bounded_tail(text, lines: int, max_chars: int = TAIL_MAX_BYTES) -> str:
+    """The last ``lines`` lines of ``text`` (at most TAIL_MAX_LINES), each cut to
+    TAIL_MAX_LINE_CHARS, the whole at most ``max_chars``: safe to put in any message."""
+    if not text:
+        return ""
+    text = str(text)[-max_chars:]
+    lines = max(0, min(int(lines), TAIL_MAX_LINES))
+    kept = text.strip().splitlines()[-lines:] if lines else []
+    out = []
+    for line in kept:
+        line = line.rstrip()
+        if len(line) > TAIL_MAX_LINE_CHARS:
+            line = "[...] " + line[-TAIL_MAX_LINE_CHARS:]
+        out.append(line)
+    return "\n".join(out)[-max_chars:]
+
+
 async def read_tail(spawner, path, lines: int) -> str:
     """The last ``lines`` lines of ``path`` read as the user; "" when there is none to read.
 
+    Bounded: ``tail -c`` reads at most TAIL_MAX_BYTES whatever the file is (a line-based
+    ``tail -n`` of a file without newlines returns all of it), then :func:`bounded_tail`.
     Never returns a tool's own error text (``tail: cannot open ...``): a missing or
     unreadable log is simply no log."""
     if not path:
         return ""
-    argv = ["tail", "-n", str(int(lines)), "--", path]
+    argv = ["tail", "-c", str(TAIL_MAX_BYTES), "--", path]
     try:
         result = await spawner.runner.run(argv, env=spawner.command_env(), timeout=10)
     except CommandError:
         return ""
-    return result.stdout.strip()
+    return bounded_tail(result.stdout, lines)
 
 
 async def read_log(spawner, path, max_bytes=256 * 1024) -> str | None:

@@ -42,6 +42,7 @@ from traitlets import (
     Float,
     Integer,
     List,
+    Set,
     TraitError,
     Unicode,
     default,
@@ -50,7 +51,7 @@ from traitlets import (
 
 from . import api  # noqa: F401  (registers POST /hub/api/batchspawner)
 from . import web as _hub_pages  # noqa: F401  (registers /hub/hpc/log and /hub/hpc/sessions)
-from . import joblogs, metrics, report, sessions
+from . import accounts, joblogs, metrics, report, sessions
 from .hosts import usable_host
 from .leftovers import Leftovers, LeftoverTraits
 from .options import (
@@ -70,6 +71,12 @@ from .ssh import SubmitHostsMixin
 from .states import GONE_CLAIM, JobState, JobStatus
 from .templating import format_template, has_control_chars
 from .tunnel import SshTunnel, TunnelError
+from . import proof as _proof
+import weakref
+from traitlets import CaselessStrEnum
+
+# issue 21 (8): every spawner that reported a port, to refuse a report of another server's address
+_REPORTED = weakref.WeakSet()
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$")
 
@@ -94,6 +101,17 @@ class SubmitRefused(web.HTTPError):
 
     def __init__(self, message):
         super().__init__(400, message, reason="Job refused by the batch system")
+        self.jupyterhub_message = message
+
+    def __str__(self):
+        return self.log_message
+
+
+class AccountRefused(web.HTTPError):
+    """The hub user is a system account (or one whose uid cannot be checked): HTTP 403, nothing run."""
+
+    def __init__(self, message):
+        super().__init__(403, message, reason="Account not allowed to run batch jobs")
         self.jupyterhub_message = message
 
     def __str__(self):
@@ -364,6 +382,30 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         stops, reopened on the same local port after a hub restart (see batchspawner/tunnel.py).""",
     ).tag(config=True)
 
+    server_proof = CaselessStrEnum(
+        ["auto", "required", "off"],
+        "auto",
+        help="""Whether the hub makes the server that answers on the reported port prove it is the job's own.
+
+        The proof (batchspawner/proof.py): the hub sends a random nonce and only a process that
+        holds this server's API token can answer HMAC(token, nonce, address, port), bound to the
+        address and port it was reached on (so a squatter that relays the question to the real
+        server is refused too). ``batchspawner-singleuser`` loads the answering extension into
+        jupyter_server and says so in its port report.
+
+        - ``auto`` (default): proof checked when the job's wrapper says its server answers it
+          (this package's wrapper around Jupyter Server always does); reports without it
+          (batchspawner 1.3's wrapper, a non-Jupyter app behind ``{port}``) are accepted with a
+          warning in the log.
+        - ``required``: every report is checked; a server that cannot answer fails the spawn.
+          Recommended when every job runs Jupyter Server under ``batchspawner-singleuser``:
+          then a user's own wrapper cannot have the hub route to someone else's port.
+        - ``off``: never checked (not recommended).
+
+        Independently of this, a reported address and port that another server of this hub
+        already uses is always refused. Not supported with ``internal_ssl``.""",
+    ).tag(config=True)
+
     @property
     def tunnel(self) -> SshTunnel | None:
         """The spawner's ssh tunnel (batchspawner/tunnel.py), or None without tunnel_login_host."""
@@ -372,6 +414,52 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         if getattr(self, "_tunnel", None) is None:
             self._tunnel = SshTunnel(parent=self, login_host=self.tunnel_login_host, log=self.log)
         return self._tunnel
+
+    # ---------------------------------------------------------------- who may run jobs (issue 21)
+    min_uid = Integer(
+        1000,
+        help="""Lowest uid (on the hub host, as NSS resolves the name) of a hub user who may run
+        batch jobs. Every command of a spawn runs as the user (``exec_prefix``), so a hub user
+        named ``root`` or ``slurm`` would otherwise submit jobs as that account. A user below it
+        gets HTTP 403 before any command runs. Set it to your site's first user uid (Debian:
+        1000, older RHEL: 500). See also ``denied_users`` and ``allow_accounts_unknown_here``.""",
+    ).tag(config=True)
+    denied_users = Set(
+        Unicode(),
+        default_value=set(accounts.DEFAULT_DENIED_USERS),
+        help="""Names that never run batch jobs, whatever their uid (HTTP 403 before any command
+        runs): system and service accounts (root, nobody, slurm, munge, ...). Applies even when
+        the hub host does not know the account. Extend it rather than replace it, e.g.
+        ``c.SlurmSpawner.denied_users |= {"svc-backup"}``.""",
+    ).tag(config=True)
+    allow_accounts_unknown_here = Bool(
+        False,
+        help="""Let a hub user whose account the hub host cannot resolve run jobs when commands run
+        on another host (``submit_hosts`` or an ``ssh`` exec_prefix). Default False (fail closed):
+        the uid cannot be checked against ``min_uid`` there, so such a user gets HTTP 403. Set True
+        only when the submit host itself refuses system accounts (e.g. sshd ``DenyUsers``,
+        ``PermitRootLogin no``); ``denied_users`` still applies. Commands that run on this host
+        need no setting: sudo refuses an account it cannot resolve.""",
+    ).tag(config=True)
+
+    @validate("min_uid")
+    def _check_min_uid(self, proposal):
+        if proposal["value"] < 1:
+            raise TraitError(f"{type(self).__name__}.min_uid must be at least 1 (uid 0 is root)")
+        return proposal["value"]
+
+    async def check_account(self):
+        """Refuse (HTTP 403) a hub user that is a system account, before any command runs."""
+        name = self.user.name
+        uid = await asyncio.get_running_loop().run_in_executor(None, accounts.lookup_uid, name)
+        problem = accounts.account_problem(
+            name, uid, min_uid=self.min_uid, denied=self.denied_users,
+            runs_elsewhere=bool(self.submit_hosts) or RunnerPolicy.runs_elsewhere(self.runner),
+            allow_unknown=self.allow_accounts_unknown_here, cls=type(self).__name__,
+        )
+        if problem:
+            self.log.warning("%s: refused before any command ran: %s", self._log_name, problem)
+            raise AccountRefused(f"This account cannot start servers: {problem}")
 
     log_tail_lines = Integer(
         20, help="How many lines of the job's output to show when a spawn fails."
@@ -1090,6 +1178,9 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self.job_status = state.get("job_status", "")
         if self.tunnel is not None:
             self.tunnel.load_state(state.get("tunnel") or {})
+        self._endpoint = None
+        if self.job_id:
+            _REPORTED.add(self)  # issue 21 (8): its address counts as taken
         self.log_file = state.get("log_file", "") if self.job_id else ""
         self.submitted_at = float(state.get("submitted_at") or 0) if self.job_id else 0.0
         ended = state.get("last_ended")
@@ -1169,6 +1260,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
            bounded backoff probe serves wrappers that report before their server listens.
         5. **ready** (after this returns): JupyterHub's own HTTP check passed.
         """
+        await self.check_account()  # issue 21: never as root, slurm, munge, uid < min_uid
         refused = refused_in_this_request(self)
         if refused is not None:  # the hub's same-request retry of refused options
             raise refused
@@ -1205,16 +1297,21 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             self._event(60, f"Job {self.job_id} is running on {host}; waiting for the server to start.")
             port = await self._wait_for_port()
             self._phase("port")
-            ip = self.resolve_host(host)
+            # the server's own address family only, as a literal address (see connect_address),
+            # in both modes: a tunnel forwards to it, never to a name the login node resolves
+            target = await self.connect_address(self.resolve_host(host))
+            self._claim_address(target, port)  # issue 21 (8): not another server's address
             if self.tunnel is not None:  # i15: the hub reaches the node only via a login node
-                ip, port = await self._open_tunnel(ip, port)
-            else:  # the server's own address family only (see connect_address)
-                ip = await self.connect_address(ip)
+                ip, port = await self._open_tunnel(target, port)
+            else:
+                ip = target
             await self._wait_for_listen(ip, port)
+            await self._prove_server(ip, port, (target, self._endpoint[1]))
             self._phase("listening")
             self._event(90, f"Server is listening on {ip}:{port}.")
         except BaseException as e:
             await self._remove_token_file()
+            self._endpoint = None
             if self.tunnel is not None:
                 await self.tunnel.close()
             self._session_failed(e)  # issue 14: usage log
@@ -1225,6 +1322,123 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self.port = port
         self._stamp_ready_later()
         return (ip, port)
+
+    def _job_endpoint(self):
+        """(numeric node address, port) of this spawner's job server, or None."""
+        if not self.job_id:
+            return None
+        endpoint = getattr(self, "_endpoint", None)
+        if endpoint:
+            return endpoint
+        if self.tunnel is not None and self.tunnel.remote_port:
+            return (_proof.normalize(self.tunnel.remote_host), self.tunnel.remote_port)
+        try:
+            server = self.server
+            if server is not None and server.port and self.tunnel is None:
+                return (_proof.normalize(server.ip), int(server.port))
+        except Exception:  # no database row (tests, a half-built spawner)
+            pass
+        return None
+
+    def _claim_address(self, address, port):
+        """Refuse a reported address and port that another running or starting server of this hub uses."""
+        endpoint = (_proof.normalize(address), int(port))
+        for other in list(_REPORTED):
+            if other is self or other._job_endpoint() != endpoint:
+                continue
+            self.log.error(
+                "%s: job %s reported port %d on %s, which is already the address of %s's server (job %s); "
+                "refused: a job may only report its own server's port",
+                self._log_name, self.job_id, port, endpoint[0], getattr(other, "_log_name", "another"), other.job_id,
+            )
+            raise SpawnFailed(
+                f"Your job {self.job_id} reported a port on {endpoint[0]} that another server of this hub "
+                "already uses, so the hub will not connect you there. If you did not change the job's "
+                "start command, please try again and tell your site's support."
+            )
+        self._endpoint = endpoint
+        _REPORTED.add(self)
+
+    async def _prove_server(self, ip, port, expect, restored=False):
+        """Issue 21: the server answering on ip:port proves it holds this server's token
+        (batchspawner/proof.py), when ``server_proof`` asks for it."""
+        mode = self.server_proof.lower()
+        claimed = getattr(self, "_proof_claimed", False) or restored
+        if mode == "off" or (mode == "auto" and not claimed):
+            if mode == "auto":
+                self.log.warning(
+                    "%s: job %s's server on %s:%s is not verified: its wrapper does not offer the "
+                    "batchspawner proof (set server_proof = 'required' once every job runs "
+                    "batchspawner-singleuser with Jupyter Server)", self._log_name, self.job_id, expect[0], expect[1])
+            return
+        if getattr(self, "internal_ssl", False):
+            raise SpawnFailed(
+                "The hub cannot check your server (server_proof with internal_ssl is not supported). "
+                "Tell your site's support: set server_proof to 'auto' or 'off' with internal_ssl."
+            )
+        base_url = getattr(self.server, "base_url", None) or self.user.url
+        try:
+            await _proof.probe(ip, port, base_url, self.api_token or "", expect)
+        except _proof.ProofError as e:
+            self.log.error("%s: job %s: the server on %s:%s could not prove it is this job's server: %s",
+                           self._log_name, self.job_id, expect[0], expect[1], e)
+            raise SpawnFailed(
+                f"The hub could not prove that the server answering on the port your job {self.job_id} "
+                f"reported is yours ({e}), so it does not connect you to it. Please try again; if it keeps "
+                "happening, tell your site's support."
+            ) from None
+        if self.tunnel is not None:
+            self.tunnel.proved = True
+        self.log.info("%s: job %s's server proved its token on %s:%s", self._log_name, self.job_id, *expect)
+
+    async def get_url(self):
+        """JupyterHub asks this after a hub restart: a tunnel may have had to move to another
+        local port (its old one taken meanwhile), and the route must follow it."""
+        url = await super().get_url()
+        if self.tunnel is None or not self.tunnel.is_open or not self.tunnel.local_port:
+            return url
+        from urllib.parse import urlparse, urlunparse
+
+        parts = urlparse(url)
+        host = self.tunnel.local_host
+        return urlunparse(parts._replace(netloc=f"{host}:{self.tunnel.local_port}"))
+
+    async def _reopen_tunnel(self):
+        """poll(): keep the forward; after a move, prove again and move the route. False: end the server."""
+        tunnel = self.tunnel
+        was_open = tunnel.is_open
+        if not await tunnel.reopen():
+            return False
+        if was_open:
+            return True
+        restored = tunnel.get_state().get("proved") or getattr(self, "_proof_claimed", False)
+        if not tunnel.proved and (restored or self.server_proof.lower() == "required"):
+            try:
+                await self._prove_server(tunnel.local_host, tunnel.local_port,
+                                         (tunnel.remote_host, tunnel.remote_port), restored=True)
+            except SpawnFailed:
+                return False
+            tunnel.proved = True
+        self._save_state_now()
+        if tunnel.moved:
+            await self._move_route()
+        return True
+
+    async def _move_route(self):
+        """While the hub runs: point the server's address and the proxy route at the new local port.
+        (At a hub start JupyterHub does this itself from get_url() and its route check.)"""
+        try:
+            server = self.server
+            if server is None or server.port == self.tunnel.local_port:
+                return
+            server.ip, server.port = self.tunnel.local_host, self.tunnel.local_port
+            if getattr(self, "db", None) is not None:
+                self.db.commit()
+            proxy = (getattr(self.user, "settings", None) or {}).get("proxy")
+            if proxy is not None and self.ready:
+                await proxy.add_user(self.user, self.name)
+        except Exception:
+            self.log.exception("%s: could not move the route to the tunnel's new port", self._log_name)
 
     async def _open_tunnel(self, node, port):
         try:
@@ -1325,6 +1539,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
     def _spawn_failure(self, what, status, tail, todo=""):
         """SpawnFailed saying what happened, the scheduler's words, the log's tail and what to do (issue 14)."""
+        # the tail is the user's own file and read_log_tail may be a subclass's: bound it here too (issue 21)
+        tail = joblogs.bounded_tail(tail, self.log_tail_lines)
         poller = self.details_poller(create=False)
         det = poller.details.get(self.job_id, {}) if poller else {}
         if det.get("native") in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
@@ -1340,7 +1556,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         elif exit_code is not None:
             facts.append(f"exit code {exit_code}")
         if status is not None and status.reason and status.reason != "None":
-            facts.append(f"scheduler's reason: {self.explain_reason(status.reason)}")
+            facts.append(f"scheduler's reason: {str(self.explain_reason(status.reason))[:400]}")
         todo = todo or (
             "Check the job's log (its last lines are shown; the whole log is in " + (self.log_file or "your home directory") + "), "
             "change the resources or profile if they caused it, then start again. "
@@ -1486,11 +1702,13 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    def report_port(self, port: int):
-        """Called by the hub's API handler when the job reports its port."""
+    def report_port(self, port: int, proof: bool = False):
+        """Called by the hub's API handler when the job reports its port (``proof``: the wrapper
+        says its server answers the hub's proof, see server_proof)."""
         fut = self._port_future
         if fut is None or fut.done():
             raise web.HTTPError(403, "This server is not waiting for a port (already reported, or not starting).")
+        self._proof_claimed = bool(proof)
         fut.set_result(port)
         self.log.info("%s: job %s reported port %d", self._log_name, self.job_id, port)
 
@@ -1518,7 +1736,18 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
                 await self.tunnel.close()
             return 1 if status.exit_code is None else (status.exit_code or 1)
         if self.tunnel is not None and status.state is JobState.RUNNING:
-            await self.tunnel.reopen()  # after a hub restart, or if ssh died
+            # after a hub restart, or if the relay died; a route must never point at a port the
+            # hub does not hold: when no forward can be rebuilt, the server ends (issue 21)
+            if not await self._reopen_tunnel():
+                reason = (f"its ssh tunnel through {self.tunnel_login_host} could not be rebuilt "
+                          "(see the errors above)")
+                self.log.error("%s: ending the server of job %s: %s. The user can start a new one.",
+                               self._log_name, self.job_id, reason)
+                await self.leftovers.cancel_before_forget(self.job_id, reason)
+                await self.tunnel.close()
+                self._endpoint = None
+                self._forget_job()
+                return 1
         return None
 
     async def stop(self, now=False):

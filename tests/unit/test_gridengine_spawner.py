@@ -104,7 +104,7 @@ async def test_job_that_ends_before_reporting_fails_with_log_tail():
     with pytest.raises(SpawnFailed, match="ended") as err:
         await sp.start()
     assert "No such file or directory" in str(err.value)
-    assert ["tail", "-n", "20", "--"] in [c.argv[:4] for c in runner.calls]
+    assert ["tail", "-c", "8192", "--"] in [c.argv[:4] for c in runner.calls]
     assert runner.calls[-1].argv[:3] == ["rm", "-f", "--"]  # the token file is removed
     tail = [c.argv for c in runner.calls if c.argv[0] == "tail"][0]
     assert tail[-1].endswith("jupyterhub_gridengine_1.log")
