@@ -4,7 +4,8 @@ The job's wrapper (``batchspawner-singleuser``) reports the port its own server
 already listens on (it checks /proc for the server's listening socket first), so
 the report also says "ready to connect": the spawner then connects once instead
 of probing. Authenticated with the server's own API token. The handler accepts exactly ``{"port": N}``
-with 1 <= N <= 65535, only from the token of a server that is starting and
+with 1 <= N <= 65535 (plus ``"proof": "hmac-sha256-v1"`` when the wrapper checked that its
+server answers the hub's proof, batchspawner/proof.py), only from the token of a server that is starting and
 waiting for a port, and only once. It never sets any other attribute on the
 spawner (jupyterhub/batchspawner 1.3 set *any* key it was sent, which let a
 user's server token rewrite ``exec_prefix``).
@@ -21,6 +22,8 @@ import json
 from jupyterhub import apihandlers
 from jupyterhub.apihandlers import APIHandler
 from tornado import web
+
+from . import proof
 
 ROUTE = r"/api/batchspawner"
 # {"port": 65535} is 15 bytes; anything much longer is not a port report
@@ -71,17 +74,22 @@ class BatchSpawnerAPIHandler(APIHandler):
             data = json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: nested far too deep, still the sender's fault
             raise web.HTTPError(400, "Body must be JSON: {\"port\": <integer>}.")
-        if not isinstance(data, dict) or set(data) != {"port"}:
-            raise web.HTTPError(400, "Body must be exactly {\"port\": <integer 1-65535>}.")
+        if not isinstance(data, dict) or "port" not in data or not set(data) <= {"port", "proof"}:
+            raise web.HTTPError(400, "Body must be exactly {\"port\": <integer 1-65535>} "
+                                     f"(and optionally \"proof\": \"{proof.SCHEME}\").")
         port = data["port"]
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise web.HTTPError(400, "port must be an integer from 1 to 65535.")
+        if "proof" in data and data["proof"] != proof.SCHEME:
+            raise web.HTTPError(400, f"proof must be \"{proof.SCHEME}\" (the only scheme this hub checks).")
         if not getattr(spawner, "_spawn_pending", False):
             raise web.HTTPError(403, "This server is not starting.")
         target = _port_target(spawner)
         if target is None:
             raise web.HTTPError(404, "This server does not take port reports.")
-        target.report_port(port)  # raises 403 when a port was already reported
+        # raises 403 when a port was already reported; the spawner then checks the address
+        # (no other server of this hub on it) and, when asked to or required, the proof
+        target.report_port(port, proof="proof" in data)
         self.set_status(201)
         self.finish(json.dumps({"message": "port accepted", "port": port}))
 

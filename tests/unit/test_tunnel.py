@@ -3,9 +3,13 @@ client that really forwards TCP (no login). The real OpenSSH client and sshd, ac
 namespaces, are in tests/e2e/test_tunnel_netns.py."""
 
 import asyncio
+import os
+import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from jupyterhub.objects import Server
 
 from batchspawner.spawner import SpawnFailed
 from batchspawner.tunnel import SshTunnel
@@ -39,11 +43,13 @@ def _tunnelled(cluster, **traits):
     return spawner, runner
 
 
-def test_argv_forwards_a_local_port_to_node_port_via_the_login_host():
+def test_argv_forwards_a_private_unix_socket_to_node_port_via_the_login_host():
     tunnel = SshTunnel(login_host="hpc@login1:2222", ssh_options=["IdentityFile=/etc/jh/key"])
-    tunnel.remote_host, tunnel.remote_port, tunnel.local_port = "node7", 41234, 50000
-    assert tunnel.argv() == ["ssh", "-N", "-T", "-o", "ExitOnForwardFailure=yes", "-o", "IdentityFile=/etc/jh/key",
-                             "-p", "2222", "-L", "127.0.0.1:50000:node7:41234", "--", "hpc@login1"]
+    tunnel.remote_host, tunnel.remote_port, tunnel.local_port = "10.1.2.7", 41234, 50000
+    tunnel.dir = "/tmp/jhpc-tunnel-x"
+    assert tunnel.argv() == ["ssh", "-N", "-T", "-o", "ExitOnForwardFailure=yes", "-o", "StreamLocalBindUnlink=yes",
+                             "-o", "IdentityFile=/etc/jh/key", "-p", "2222",
+                             "-L", "/tmp/jhpc-tunnel-x/fwd.sock:10.1.2.7:41234", "--", "hpc@login1"]
     with pytest.raises(Exception, match="Name=value"):
         SshTunnel(ssh_options=["-oProxyCommand evil"])
 
@@ -54,7 +60,10 @@ async def test_start_returns_the_local_end_and_stop_closes_it(echo_server):
     assert ip == "127.0.0.1" and port != echo_server
     assert await _read_through(port) == b"hello from the node\n"
     state = spawner.get_state()
-    assert state["tunnel"] == {"node": "127.0.0.1", "port": echo_server, "local_port": port}
+    assert {k: state["tunnel"][k] for k in ("node", "port", "local_port")} == {
+        "node": "127.0.0.1", "port": echo_server, "local_port": port}
+    assert state["tunnel"]["pid"] == spawner.tunnel._proc.pid and state["tunnel"]["dir"]
+    assert oct(os.stat(state["tunnel"]["dir"]).st_mode & 0o777) == "0o700"
     assert any("through login1:2222" in e["message"] for e in spawner._events)
     proc = spawner.tunnel._proc
     await spawner.stop(now=True)
@@ -110,3 +119,72 @@ async def test_ssh_that_fails_fails_the_spawn_with_a_message(echo_server):
 def test_no_login_host_no_tunnel():
     spawner, _ = spawner_with(Cluster([]))
     assert spawner.tunnel is None and "tunnel" not in spawner.get_state()
+
+
+# ---------------------------------------------------------------- issue 21, items 2 and 3
+def _forward(spawner):
+    argv = spawner.tunnel.argv()
+    return argv[argv.index("-L") + 1]
+
+
+async def test_tunnel_targets_the_numeric_address_of_the_servers_family(echo_server):
+    # the scheduler names the node ("localhost"); the login node would resolve it itself and try
+    # ::1 first, where a co-tenant can listen on the same port: the forward names 127.0.0.1
+    spawner, _ = _tunnelled(Cluster(["RUNNING localhost None"] * 50))
+    await _start_and_report(spawner, echo_server)
+    assert spawner.tunnel.remote_host == "127.0.0.1"
+    assert _forward(spawner).endswith(f":127.0.0.1:{echo_server}")
+    assert "localhost" not in " ".join(spawner.tunnel.argv())
+    await spawner.stop(now=True)
+
+
+def test_ipv6_target_is_bracketed_for_ssh():
+    tunnel = SshTunnel(login_host="login1")
+    tunnel.remote_host, tunnel.remote_port, tunnel.local_port = "::1", 41234, 50000
+    assert _forward(SimpleNamespace(tunnel=tunnel)).endswith(":[::1]:41234")
+
+
+async def test_restart_adopts_the_tunnel_that_outlived_the_hub(echo_server):
+    first, _ = _tunnelled(Cluster(["RUNNING 127.0.0.1 None"] * 50))
+    _, port = await _start_and_report(first, echo_server)
+    state = first.get_state()
+    pid = first.tunnel._proc.pid
+    # the hub ends without stopping the server: the forward keeps holding the local port
+    assert await _read_through(port) == b"hello from the node\n"
+    second, _ = _tunnelled(Cluster(["RUNNING 127.0.0.1 None"] * 50))
+    second.load_state(state)
+    assert await second.poll() is None
+    assert second.tunnel.is_open and second.tunnel.local_port == port and second.tunnel.pid == pid
+    assert await _read_through(port) == b"hello from the node\n"
+    await second.tunnel.close()
+    with pytest.raises(OSError):
+        await _read_through(port)
+
+
+async def test_restart_with_the_local_port_taken_moves_the_route_never_to_the_taker(echo_server):
+    first, _ = _tunnelled(Cluster(["RUNNING 127.0.0.1 None"] * 50))
+    _, port = await _start_and_report(first, echo_server)
+    state = first.get_state()
+    proc = first.tunnel._proc  # the hub host rebooted: the forward is gone
+    proc.kill()
+    await proc.wait()
+    squatter = socket.socket()  # another local user binds the freed port meanwhile
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", port))
+    squatter.listen()
+    squatter.settimeout(0.5)
+    try:
+        second, _ = _tunnelled(Cluster(["RUNNING 127.0.0.1 None"] * 50))
+        second.server = Server(ip="127.0.0.1", port=port, base_url="/user/alice/")  # the saved URL
+        second.load_state(state)
+        assert await second.poll() is None
+        new_port = second.tunnel.local_port
+        assert new_port != port and second.tunnel.is_open
+        assert f":{new_port}" in await second.get_url() and f":{port}" not in await second.get_url()
+        assert second.get_state()["tunnel"]["local_port"] == new_port
+        assert await _read_through(new_port) == b"hello from the node\n"
+        with pytest.raises(socket.timeout):
+            squatter.accept()  # nothing of the hub's came to the taker
+        await second.tunnel.close()
+    finally:
+        squatter.close()
