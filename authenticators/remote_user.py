@@ -26,12 +26,12 @@ from types import SimpleNamespace
 
 from jupyterhub.auth import Authenticator, LocalAuthenticator
 from tornado import web
-from traitlets import Bool, Dict, Integer, List, Set, TraitError, Unicode, default, validate
+from traitlets import Any, Bool, Dict, Integer, List, Set, TraitError, Unicode, default, validate
 
 from .login import RemoteUserLoginHandler
 from .logout import RemoteUserLogoutHandler
 from .mapping import DEBIAN_NAME_REGEX, MappingError, brief, map_username, parse_groups, posix_name_problem
-from .trust import address_in, forwarded_client, parse_networks, secret_matches
+from .trust import address_in, forwarded_client, interface_addresses, parse_networks, secret_matches
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 SECRET_ENV = "REMOTE_USER_PROXY_SECRET"
@@ -39,18 +39,30 @@ MIN_SECRET = 16
 _LOOPBACK = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
 
 
-def _local_networks() -> list:
-    """Loopback and this host's own addresses (as its name resolves): where local users connect from."""
-    nets = list(_LOOPBACK)
+def local_addresses() -> tuple[list, list]:
+    """(every address of this host, what could not be read): where a local user can connect from.
+
+    Loopback, every interface's IPv4 and IPv6 addresses (the kernel's tables, see
+    ``trust.interface_addresses``) and whatever the host name resolves to."""
+    found, missing = interface_addresses()
     try:
         infos = socket.getaddrinfo(socket.gethostname(), None)
     except OSError:
         infos = []
     for info in infos:
         try:
-            addr = ipaddress.ip_address(info[4][0].split("%")[0])
+            found.add(ipaddress.ip_address(info[4][0].split("%")[0]))
         except ValueError:
             continue
+    return sorted(found, key=lambda a: (a.version, a)), missing
+
+
+def _local_networks(addresses) -> list:
+    nets = list(_LOOPBACK)
+    for addr in addresses:
+        addr = ipaddress.ip_address(addr)
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
         nets.append(ipaddress.ip_network(addr))
     return nets
 
@@ -326,26 +338,43 @@ class RemoteUserAuthenticator(Authenticator):
         for warning in self.risky_config_warnings():
             self.log.warning("%s", warning)
 
+    # (addresses, unreadable tables) of this host; a callable so tests can inject a host's addresses
+    local_address_lister = Any(local_addresses, help="Returns (this host's addresses, unreadable tables).")
+
     def local_users_can_send_trusted_address(self) -> str:
         """Why local users of this host could pass the address check ("" when they cannot).
 
-        Local users connect from loopback and from this host's own addresses. They pass it when
+        Local users connect from loopback and from every address of this host's interfaces
+        (IPv4 and IPv6, not only those the host name resolves to). They pass it when
         `trusted_proxy_networks` includes one of those, or when `hub_proxy_networks` does
         (from there the hub believes the last X-Forwarded-For entry, which they write).
+        When the host's addresses cannot be listed, it is assumed they can (fail closed).
         """
-        local = _local_networks()
+        addresses, missing = self.local_address_lister()
+        if missing:
+            return (f"this host's addresses could not be listed ({', '.join(map(str, missing))} unreadable), so "
+                    f"{self._trait_name('trusted_proxy_networks')} may include one of them")
+        local = _local_networks(addresses)
         trusted = parse_networks(self.trusted_proxy_networks)
         hub_proxy = parse_networks(self.hub_proxy_networks)
 
-        def shares(networks):
-            return any(n.version == lo.version and n.overlaps(lo) for n in networks for lo in local)
+        def shared(networks):
+            for n in networks:
+                for lo in local:
+                    if n.version == lo.version and n.overlaps(lo):
+                        return n, lo.network_address
+            return None
 
-        if shares(trusted):
-            return f"{self._trait_name('trusted_proxy_networks')} includes loopback or an address of this host"
-        if shares(hub_proxy):
+        hit = shared(trusted)
+        if hit:
+            return (f"{self._trait_name('trusted_proxy_networks')} entry {hit[0]} includes {hit[1]}, loopback or "
+                    "an address of this host's interfaces (local users connect from it)")
+        hit = shared(hub_proxy)
+        if hit:
             return (
-                f"{self._trait_name('hub_proxy_networks')} includes loopback or an address of this host (a local "
-                "user can connect to the hub port from there and write a trusted address into X-Forwarded-For)"
+                f"{self._trait_name('hub_proxy_networks')} entry {hit[0]} includes {hit[1]}, loopback or an "
+                "address of this host's interfaces (a local user can connect to the hub port from there and "
+                "write a trusted address into X-Forwarded-For)"
             )
         return ""
 

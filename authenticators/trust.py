@@ -28,7 +28,8 @@ from __future__ import annotations
 import hmac
 import ipaddress
 
-__all__ = ["parse_networks", "forwarded_client", "address_in", "secret_matches"]
+__all__ = ["parse_networks", "forwarded_client", "address_in", "secret_matches", "parse_fib_trie_local",
+           "parse_if_inet6", "interface_addresses"]
 
 
 def parse_networks(values) -> list:
@@ -91,3 +92,54 @@ def secret_matches(given: str | None, expected: str) -> bool:
     if not expected or given is None:
         return False
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
+
+
+# ------------------------------------------------------------------ this host's own addresses
+# Every address a local process can connect from (issue 21): every interface's addresses,
+# not only the ones the host name resolves to. Read from the kernel's tables of the hub's own
+# network namespace (no command, no network):
+#   /proc/net/fib_trie   IPv4: the "/32 host LOCAL" leaves of the Local table
+#   /proc/net/if_inet6   IPv6: one address per line (32 hex digits first)
+
+
+def parse_fib_trie_local(text: str) -> set:
+    """IPv4 addresses that /proc/net/fib_trie marks as this host's own ("/32 host LOCAL")."""
+    found, last = set(), None
+    for line in (text or "").splitlines():
+        stripped = line.strip()
+        if stripped.startswith("|--"):
+            last = stripped[3:].strip()
+        elif "/32 host LOCAL" in stripped and last:
+            try:
+                found.add(ipaddress.IPv4Address(last))
+            except ValueError:
+                pass
+    return found
+
+
+def parse_if_inet6(text: str) -> set:
+    """IPv6 addresses listed in /proc/net/if_inet6."""
+    found = set()
+    for line in (text or "").splitlines():
+        words = line.split()
+        if words and len(words[0]) == 32:
+            try:
+                found.add(ipaddress.IPv6Address(int(words[0], 16)))
+            except ValueError:
+                pass
+    return found
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def interface_addresses(fib_trie="/proc/net/fib_trie", if_inet6="/proc/net/if_inet6") -> tuple[set, list]:
+    """(every IPv4 and IPv6 address of this host's interfaces, the tables that could not be read)."""
+    v4, v6 = _read(fib_trie), _read(if_inet6)
+    missing = [p for p, t in ((fib_trie, v4), (if_inet6, v6)) if t is None]
+    return parse_fib_trie_local(v4) | parse_if_inet6(v6), missing

@@ -1,6 +1,7 @@
 """RemoteUserAuthenticator through the hub's own get_authenticated_user (its checks run too)."""
 
 import asyncio
+import ipaddress
 import logging
 import re
 from types import SimpleNamespace
@@ -516,3 +517,84 @@ async def test_local_variant_keeps_unix_allowed_groups_separate():
     model = await a.get_authenticated_user(handler(ok_headers("root", ("X-Groups", "hpc"))), None)
     assert model["name"] == "root"
     assert await a.get_authenticated_user(handler(ok_headers("root", ("X-Groups", "other"))), None) is None
+
+
+# ---------------------------------------------------------------- issue 21 (4): every local address
+FIB_TRIE = """Main:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 0.0.0.0
+        /0 universe UNICAST
+     +-- 10.21.0.0/24 2 0 2
+        |-- 10.21.0.0
+           /24 link UNICAST
+        |-- 10.21.0.5
+           /32 host LOCAL
+Local:
+  +-- 0.0.0.0/0 3 0 5
+     +-- 127.0.0.0/8 2 0 2
+        |-- 127.0.0.1
+           /32 host LOCAL
+     |-- 192.168.77.9
+        /32 host LOCAL
+     |-- 10.21.0.255
+        /32 link BROADCAST
+"""
+IF_INET6 = """00000000000000000000000000000001 01 80 10 80       lo
+fd00002100000000000000000000000a 03 40 00 80   cluster0
+fe8000000000000000000000000000ff 03 40 20 80   cluster0
+"""
+
+
+def test_interface_tables_parsed():
+    from authenticators.trust import parse_fib_trie_local, parse_if_inet6
+
+    assert {str(a) for a in parse_fib_trie_local(FIB_TRIE)} == {"10.21.0.5", "127.0.0.1", "192.168.77.9"}
+    assert {str(a) for a in parse_if_inet6(IF_INET6)} == {"::1", "fd00:21::a", "fe80::ff"}
+
+
+def test_real_host_tables_list_loopback():
+    from authenticators.remote_user import local_addresses
+
+    addresses, missing = local_addresses()
+    assert missing == [] and ipaddress.ip_address("127.0.0.1") in addresses
+
+
+def host(*addresses, missing=()):
+    return lambda: ([ipaddress.ip_address(a) for a in addresses], list(missing))
+
+
+# the issue's configuration: hub, its proxy and the trusted front end on the host's cluster
+# address, which the host name does not resolve to; no secret
+CLUSTER_ADDRESS_CASES = [
+    ("trusted-is-an-interface-address", {"trusted_proxy_networks": ["10.21.0.5/32"], "hub_proxy_networks": ["10.21.0.7/32"]},
+     "trusted_proxy_networks entry 10.21.0.5/32 includes 10.21.0.5"),
+    ("hub-proxy-is-an-interface-address", {"trusted_proxy_networks": ["10.21.0.9/32"], "hub_proxy_networks": ["10.21.0.5/32"]},
+     "hub_proxy_networks entry 10.21.0.5/32 includes 10.21.0.5"),
+    ("subnet-with-an-interface-address", {"trusted_proxy_networks": ["10.21.0.0/24"], "hub_proxy_networks": ["10.22.0.1/32"]},
+     "includes 10.21.0.5"),
+    ("ipv6-interface-address", {"trusted_proxy_networks": ["fd00:21::/64"], "hub_proxy_networks": ["10.22.0.1/32"]},
+     "includes fd00:21::a"),
+    ("tables-unreadable", {"trusted_proxy_networks": ["10.99.0.1/32"], "hub_proxy_networks": ["10.99.0.2/32"]},
+     "could not be listed"),
+]
+
+
+@pytest.mark.parametrize("kw,message", [c[1:] for c in CLUSTER_ADDRESS_CASES], ids=[c[0] for c in CLUSTER_ADDRESS_CASES])
+def test_no_secret_with_an_interface_address_refuses_to_start(kw, message, monkeypatch):
+    monkeypatch.delenv("REMOTE_USER_PROXY_SECRET", raising=False)
+    lister = host("127.0.0.1", "10.21.0.5", "::1", "fd00:21::a",
+                  missing=["/proc/net/fib_trie"] if "99" in kw["trusted_proxy_networks"][0] else [])
+    with pytest.raises(ValueError) as err:
+        RemoteUserAuthenticator(proxy_secret="", local_address_lister=lister, **kw)
+    text = str(err.value)
+    assert message in text and "RemoteUserAuthenticator.proxy_secret" in text and "unsafe_trust_local_users" in text
+
+
+def test_other_hosts_networks_without_secret_still_start(monkeypatch):
+    monkeypatch.delenv("REMOTE_USER_PROXY_SECRET", raising=False)
+    a = RemoteUserAuthenticator(proxy_secret="", trusted_proxy_networks=["10.21.0.9/32"],
+                                hub_proxy_networks=["10.21.0.7/32"], local_address_lister=host("127.0.0.1", "10.21.0.5"))
+    assert a.local_users_can_send_trusted_address() == ""
+    # with the secret the interface address is fine: a local user cannot produce the secret
+    RemoteUserAuthenticator(proxy_secret=SECRET, trusted_proxy_networks=["10.21.0.5/32"],
+                            hub_proxy_networks=["10.21.0.5/32"], local_address_lister=host("10.21.0.5"))
