@@ -81,11 +81,20 @@ def handlers(base_url: str, token: str):
     return [(base_url.rstrip("/") + "/" + PATH, ProofHandler)]
 
 
+LOADED_MARK = "loaded"
+
+
 def _clean_env():
-    """Take the wrapper's private directory off the paths the server's kernels inherit."""
+    """Tell the wrapper the extension is loaded (a mark in its private directory), and take that
+    directory off the paths the server's kernels inherit."""
     private = os.environ.pop("BATCHSPAWNER_PROOF_DIR", "")
     if not private:
         return
+    try:
+        with open(os.path.join(private, LOADED_MARK), "w"):
+            pass
+    except OSError:
+        pass
     for name in ("PYTHONPATH", "JUPYTER_CONFIG_PATH"):
         kept = [p for p in os.environ.get(name, "").split(os.pathsep) if p and not p.startswith(private)]
         if kept:

@@ -11,6 +11,12 @@ Usage: ``batchspawner-singleuser COMMAND [ARGS...]``
 3. only then reports that port to the hub (``POST $JUPYTERHUB_API_URL/batchspawner`` with the
    server's own token), retrying with backoff while the hub is unreachable. The report means
    "my server listens on this port now": the hub connects once and the spawn is done;
+   With the report it says whether its server answers the hub's *proof* (batchspawner/proof.py,
+   issue 21): the wrapper copies that standalone jupyter_server extension into a private 0700
+   directory, enables it for the server (``JUPYTER_CONFIG_PATH``, ``PYTHONPATH``; the extension
+   takes both back off the environment the server's kernels inherit), and before reporting asks
+   its own server once, on the exact address it listens on. Only if the answer is right does
+   the report carry ``"proof"``; the hub then asks again itself (``server_proof``);
 4. stays the server's parent: forwards SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 to it and
    exits with its exit code.
 
@@ -262,7 +268,62 @@ def _ssl_context():
     return ctx
 
 
-def report_port(port: int, api_url: str, token: str, timeout: float = 120.0, log=print) -> None:
+# ------------------------------------------------------------------ the proof (issue 21)
+PROOF_MODULE = "batchspawner_proof"
+
+
+def install_proof(env: dict) -> str:
+    """Put the proof extension where the server's Python finds and enables it; returns the
+    private directory (the caller removes it), or "" if that failed (the report then claims
+    no proof). ``env`` (the server's environment) gets the paths."""
+    import json
+    import tempfile
+
+    try:
+        from . import proof
+
+        with open(proof.__file__, encoding="utf-8") as f:
+            source = f.read()
+        private = tempfile.mkdtemp(prefix="jhpc-proof-")  # 0700: the user's own
+        os.mkdir(os.path.join(private, "py"), 0o700)
+        os.mkdir(os.path.join(private, "jupyter_server_config.d"), 0o700)
+        with open(os.path.join(private, "py", PROOF_MODULE + ".py"), "w", encoding="utf-8") as f:
+            f.write(source)
+        with open(os.path.join(private, "jupyter_server_config.d", PROOF_MODULE + ".json"), "w") as f:
+            json.dump({"ServerApp": {"jpserver_extensions": {PROOF_MODULE: True}}}, f)
+    except (OSError, ImportError) as e:
+        _say(f"cannot set up the hub's proof ({e}); the server is reported without it")
+        return ""
+    for name, entry in (("JUPYTER_CONFIG_PATH", private), ("PYTHONPATH", os.path.join(private, "py"))):
+        env[name] = entry + (os.pathsep + env[name] if env.get(name) else "")
+    env["BATCHSPAWNER_PROOF_DIR"] = private
+    return private
+
+
+def probe_address(addresses) -> str:
+    """Where to ask one's own server: its listening address (loopback for a wildcard)."""
+    addresses = set(addresses)
+    for wildcard, loopback in (("0.0.0.0", "127.0.0.1"), ("::", "::1")):
+        if wildcard in addresses:
+            return loopback
+    return sorted(addresses)[0] if addresses else "127.0.0.1"
+
+
+def self_proof(address: str, port: int, prefix: str, token: str, timeout: float = 5.0) -> bool:
+    """Whether one's own server answers the proof right (as the hub will ask it)."""
+    import asyncio
+
+    from . import proof
+
+    try:
+        asyncio.run(proof.probe(address, port, prefix, token, (address, port), timeout=timeout))
+        return True
+    except proof.ProofError as e:
+        _say(f"the server does not answer the hub's proof ({e}); reporting without it")
+        return False
+
+
+def report_port(port: int, api_url: str, token: str, timeout: float = 120.0, log=print, proof: bool = False) -> None:
     """POST the port to the hub; retry connection errors and 5xx until ``timeout``.
 
     Messages (``log``) never name the port or the token."""
@@ -272,7 +333,7 @@ def report_port(port: int, api_url: str, token: str, timeout: float = 120.0, log
     import urllib.request
 
     url = api_url.rstrip("/") + "/batchspawner"
-    body = json.dumps({"port": port}).encode()
+    body = json.dumps({"port": port, "proof": "hmac-sha256-v1"} if proof else {"port": port}).encode()
     deadline = time.monotonic() + timeout
     delay = 0.25
     ctx = _ssl_context()
@@ -388,9 +449,10 @@ def private_output(fds=(1, 2)) -> None:
 PORT_ATTEMPTS = 3
 
 
-def start_server(command, args, service_url, port, ports):
+def start_server(command, args, service_url, port, ports, extra_env=None):
     """Start the server as our child on ``port``; (child, output pumps), or (None, None)."""
     env = dict(os.environ)
+    env.update(extra_env or {})
     env["JUPYTERHUB_SERVICE_URL"] = with_port(service_url, port)
     env["BATCHSPAWNER_PORT"] = str(port)
     args = [a.replace("{port}", str(port)) for a in args]
@@ -439,6 +501,19 @@ def main(argv=None) -> int:
         _say(str(e))
         return 1
     ports: set[int] = set()
+    proof_env: dict = {k: os.environ[k] for k in ("JUPYTER_CONFIG_PATH", "PYTHONPATH") if k in os.environ}
+    proof_dir = install_proof(proof_env)
+    try:
+        return _run(command, argv, service_url, bind_ip, api_url, token, ports, proof_env if proof_dir else {},
+                    listen_timeout, report_timeout)
+    finally:
+        if proof_dir:
+            import shutil
+
+            shutil.rmtree(proof_dir, ignore_errors=True)
+
+
+def _run(command, argv, service_url, bind_ip, api_url, token, ports, proof_env, listen_timeout, report_timeout):
     for attempt in range(1, PORT_ATTEMPTS + 1):
         try:
             port = pick_port(bind_ip)
@@ -446,7 +521,7 @@ def main(argv=None) -> int:
             _say(f"cannot pick a port: {e.strerror or e}")
             return 1
         ports.add(port)
-        child, pumps = start_server(command, argv[1:], service_url, port, ports)
+        child, pumps = start_server(command, argv[1:], service_url, port, ports, proof_env)
         if child is None:
             return 1
         _phase(f"server started ({os.path.basename(command)})")
@@ -466,8 +541,17 @@ def main(argv=None) -> int:
         break
     ports.add(listening)
     _phase("server listening")
+    proven = False
+    private = proof_env.get("BATCHSPAWNER_PROOF_DIR", "")
+    if private and not os.path.exists(os.path.join(private, "loaded")):
+        _say("the server did not load the hub's proof extension (not Jupyter Server?); reporting without it")
+    elif private:
+        addresses = own_listening_ports(child.pid, whole_tree=True).get(listening, set())
+        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+        proven = self_proof(probe_address(addresses), listening, prefix, token)
     try:
-        report_port(listening, api_url, token, timeout=report_timeout, log=lambda m: print(m, file=sys.stderr, flush=True))
+        report_port(listening, api_url, token, timeout=report_timeout,
+                    log=lambda m: print(m, file=sys.stderr, flush=True), proof=proven)
         _phase("reported to the hub")
     except ReportError as e:
         _stop(child)

@@ -106,9 +106,9 @@ async def test_the_server_that_proves_its_token_is_ready(proof_server):
 
 
 async def test_a_port_of_another_server_of_the_hub_is_refused(proof_server, caplog):
-    bob, _ = spawner_with(Cluster(["RUNNING 127.0.0.1 None"] * 50, job_id="7"), name="bob")
+    bob, _ = spawner_with(Cluster(["RUNNING 127.0.0.1 None"] * 50, job_id="7"), name="bob", shared_status=False)
     await _start_and_report(bob, proof_server)
-    alice, _ = spawner_with(Cluster(["RUNNING 127.0.0.1 None"] * 50, job_id="8"))
+    alice, _ = spawner_with(Cluster(["RUNNING 127.0.0.1 None"] * 50, job_id="8"), shared_status=False)
     with pytest.raises(SpawnFailed, match="another server"):
         await _start_and_report(alice, proof_server)
     assert "already the address of" in caplog.text
