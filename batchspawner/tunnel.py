@@ -214,6 +214,11 @@ class SshTunnel(LoggingConfigurable):
             return False
         async with self._lock:
             if self.is_open:
+                if self._proc is None and not getattr(self, "_adopted", False):
+                    self._adopted = True
+                    self.log.info("ssh tunnel to %s:%s via %s adopted: its relay (pid %s) still holds %s:%s",
+                                  self.remote_host, self.remote_port, self.login_host, self.pid,
+                                  self.local_host, self.local_port)
                 return True
             self.moved = False
             old_port = self.local_port

@@ -5,7 +5,7 @@ Layout (everything here is created by the test and removed after it):
     netns "hub side"  (10.215.N.2)          root namespace = "login node" + the Slurm node
     ---------------------------------      ------------------------------------------------
     jupyterhub + its proxy                  sshd on 10.215.N.1 (the login node)
-    ssh -L 127.0.0.1:LOCAL:localhost:PORT   slurmctld/slurmd; the job's server binds 127.0.0.1
+    relay 127.0.0.1:LOCAL -> ssh -L sock:127.0.0.1:PORT   slurmctld/slurmd; the job's server binds 127.0.0.1
                        \\______ veth ______/                 (reachable from this side only)
 
 The hub submits and queries through the login node (submit_hosts over ssh: slurmctld listens
@@ -13,6 +13,7 @@ on the root namespace's loopback, which the hub side cannot reach either), jobs 
 hub at 10.215.N.2 (hub_connect_url), and the hub reaches the server only through the tunnel.
 """
 
+import contextlib
 import os
 import random
 import re
@@ -87,14 +88,29 @@ class NetnsHub(Hub):
             time.sleep(0.2)
 
 
-def _tunnels(local_port):
-    """PIDs of ssh processes forwarding 127.0.0.1:local_port."""
-    out = _sh("pgrep", "-f", "--", f"-L 127.0.0.1:{local_port}:", check=False).stdout.split()
-    return {int(p) for p in out}
+def _tunnels(local_port, netns=None):
+    """PIDs of the processes listening on the hub side's 127.0.0.1:local_port (the tunnel's relay)."""
+    argv = ["ss", "-Hltnp", f"src 127.0.0.1:{local_port}"]
+    out = (netns.run(*argv, check=False) if netns else _sh(*argv, check=False)).stdout
+    return {int(p) for p in re.findall(r"pid=(\d+)", out)}
 
 
-@pytest.fixture
-def login_node():
+def _netns_pids(netns):
+    return {int(p) for p in _sh("ip", "netns", "pids", netns.name, check=False).stdout.split()}
+
+
+def _kill(pids, sig=signal.SIGTERM):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+@contextlib.contextmanager
+def login_node_for(login_user="alice", hosts_file=None):
+    """netns + sshd (the login node, in the root namespace); with ``hosts_file`` sshd resolves
+    names through that file (a private mount namespace), e.g. a dual-stack ``localhost``."""
     ok, why = slurmtools.available()
     require(ok, why)
     ok, why = sshdtools.available()
@@ -107,28 +123,37 @@ def login_node():
         netns.delete()
         require(False, f"cannot create a network namespace here: {e.stderr.strip()}")
     key = sshdtools.ClientKey()
-    sshd = sshdtools.Sshd(key)
+    sshd = sshdtools.Sshd(key, login_user=login_user)
     sshd.config.write_text(sshd.config.read_text().replace(
         "ListenAddress 127.0.0.1", f"ListenAddress 127.0.0.1\nListenAddress {netns.root_ip}"))
     hostkey = Path(sshdtools.HOST_KEY + ".pub").read_text().split()
     with key.known_hosts.open("a") as f:
         f.write(f"[{netns.root_ip}]:{sshd.port} {hostkey[0]} {hostkey[1]}\n")
-    sshd.start()
+    if hosts_file is None:
+        sshd.start()
+    else:
+        _sh("unshare", "-m", "sh", "-c", 'mount --bind "$1" /etc/hosts && exec "$2" -f "$3" -E "$4"', "sshd",
+            str(hosts_file), sshdtools.SSHD, str(sshd.config), str(sshd.log))
+        deadline = time.monotonic() + 15
+        pidfile = sshd.dir / "sshd.pid"
+        while time.monotonic() < deadline and not (pidfile.exists() and pidfile.read_text().strip()):
+            time.sleep(0.05)
+        sshd.pid = int(pidfile.read_text())
     control = Path(tempfile.mkdtemp(prefix="jhpc-cm15-"))
     try:
         yield netns, key, sshd, control
     finally:
+        _kill(_netns_pids(netns))  # hub, proxy, tunnel relays: all started inside it by the test
         sshd.cleanup()
         key.cleanup()
         shutil.rmtree(control, ignore_errors=True)
         netns.delete()
 
 
-def test_hub_reaches_the_job_only_through_the_login_node(login_node, tmp_path):
-    netns, key, sshd, control = login_node
+def tunnel_hub_config(netns, key, sshd, control, login_user="alice"):
     login = f"{netns.root_ip}:{sshd.port}"
     ssh_opts = key.ssh_options()
-    config = f"""
+    return f"""
 c.JupyterHub.ip = {netns.ns_ip!r}
 c.JupyterHub.hub_ip = '0.0.0.0'
 c.JupyterHub.spawner_class = 'slurm'
@@ -140,9 +165,20 @@ c.SlurmSpawner.submit_hosts = [{login!r}]
 c.SlurmSpawner.ssh_identity_file = {str(key.key)!r}
 c.SlurmSpawner.ssh_options = {ssh_opts!r}
 c.SlurmSpawner.ssh_control_dir = {str(control)!r}
-c.SlurmSpawner.tunnel_login_host = 'alice@{login}'
+c.SlurmSpawner.tunnel_login_host = '{login_user}@{login}'
 c.SshTunnel.ssh_options = ['BatchMode=yes', 'IdentityFile={key.key}'] + {ssh_opts!r}
 """
+
+
+@pytest.fixture
+def login_node():
+    with login_node_for() as node:
+        yield node
+
+
+def test_hub_reaches_the_job_only_through_the_login_node(login_node, tmp_path):
+    netns, key, sshd, control = login_node
+    config = tunnel_hub_config(netns, key, sshd, control)
     hub = NetnsHub(tmp_path / "hub", config, netns)
     hub.extra_config += f"\nc.JupyterHub.hub_connect_url = 'http://{netns.ns_ip}:{hub.hub_port}'\n"
     hub.start()
@@ -164,24 +200,23 @@ c.SshTunnel.ssh_options = ['BatchMode=yes', 'IdentityFile={key.key}'] + {ssh_opt
             pass
         assert not netns.can_connect(netns.root_ip, node_port)
         assert not netns.can_connect("127.0.0.1", node_port) or local == node_port
-        first = _tunnels(local)
+        first = _tunnels(local, netns)
         assert len(first) == 1, first
+        # issue 21: the server proved it holds its own token, through the tunnel, before it was ready
+        assert "server proved its token" in hub.log_text(), hub.log_tail(60)
 
-        # hub restart: its ssh ends with it, the first poll reopens the same local port
+        # hub restart: the tunnel's relay outlives the hub and keeps holding the local port; the
+        # first poll adopts it (no moment in which another local user could bind that port)
         hub.restart()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not _tunnels(local):
-            time.sleep(0.25)
-        second = _tunnels(local)
-        assert second and not (second & first), (first, second)
+        assert _tunnels(local, netns) == first
         assert hub.server_model("alice")["ready"]
         r = hub.user_request("alice", "api")
         assert r.status_code == 200, (r.status_code, hub.log_tail(60))
-        assert "reopened" in hub.log_text()
+        assert "adopted" in hub.log_text()
 
         # stop: the job is cancelled and the tunnel closed
         assert hub.stop_server("alice")
-        assert _tunnels(local) == set()
+        assert _tunnels(local, netns) == set()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and slurmtools.job_state(job_id) not in ("", "CANCELLED", "COMPLETED"):
             time.sleep(0.5)
@@ -192,8 +227,4 @@ c.SshTunnel.ssh_options = ['BatchMode=yes', 'IdentityFile={key.key}'] + {ssh_opt
         ours = set(re.findall(r"Job (\d+) submitted", hub.log_text()))
         live = slurmtools.live_jobs()
         slurmtools.cancel([j for j in ours if j in live])
-        for pid in _tunnels(local) if local else ():  # only if the test failed before the stop
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        _kill(_tunnels(local, netns) if local else ())  # only if the test failed before the stop
