@@ -1306,7 +1306,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             else:
                 ip = target
             await self._wait_for_listen(ip, port)
-            await self._prove_server(ip, port, (target, self._endpoint[1]))
+            await self._prove_server(ip, port, self._job_endpoint())
             self._phase("listening")
             self._event(90, f"Server is listening on {ip}:{port}.")
         except BaseException as e:
@@ -1327,9 +1327,11 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         """(numeric node address, port) of this spawner's job server, or None."""
         if not self.job_id:
             return None
-        endpoint = getattr(self, "_endpoint", None)
-        if endpoint:
-            return endpoint
+        claimed = getattr(self, "_endpoint", None)  # (job id, address, port) set by this hub's start()
+        if claimed:
+            if claimed[0] == self.job_id:
+                return claimed[1:]
+            self._endpoint = None  # an earlier job's
         if self.tunnel is not None and self.tunnel.remote_port:
             return (_proof.normalize(self.tunnel.remote_host), self.tunnel.remote_port)
         try:
@@ -1356,7 +1358,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
                 "already uses, so the hub will not connect you there. If you did not change the job's "
                 "start command, please try again and tell your site's support."
             )
-        self._endpoint = endpoint
+        self._endpoint = (self.job_id, *endpoint)
         _REPORTED.add(self)
 
     async def _prove_server(self, ip, port, expect, restored=False):

@@ -188,3 +188,19 @@ async def test_restart_with_the_local_port_taken_moves_the_route_never_to_the_ta
         await second.tunnel.close()
     finally:
         squatter.close()
+
+
+async def test_a_forward_that_cannot_be_rebuilt_ends_the_server_with_a_message(echo_server, caplog):
+    cluster = Cluster(["RUNNING 127.0.0.1 None"] * 50)
+    first, _ = _tunnelled(cluster)
+    await _start_and_report(first, echo_server)
+    state = first.get_state()
+    proc = first.tunnel._proc  # the forward is gone and the login node refuses the hub now
+    proc.kill()
+    await proc.wait()
+    second, runner = _tunnelled(cluster)
+    second.tunnel.ssh_options = ["FakeFail=1"]
+    second.load_state(state)
+    assert await second.poll() == 1  # not "running" on a route the hub does not hold
+    assert "ending the server of job 123: its ssh tunnel through login1:2222 could not be rebuilt" in caplog.text
+    assert "123" in cluster.cancelled and not second.tunnel.is_open
