@@ -376,10 +376,14 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         help="""Reach the job's server through an ssh tunnel via this login node (empty: connect directly).
 
         For sites where the hub cannot open connections to compute nodes but a login node can.
-        Once the job reports its port, the hub runs ``ssh -N -L 127.0.0.1:LOCAL:NODE:PORT`` to
-        this host (``host``, ``user@host`` or ``host:port``, as the hub's own user; ssh options
-        in ``c.SshTunnel.ssh_options``) and talks to the local end. Closed when the server
-        stops, reopened on the same local port after a hub restart (see batchspawner/tunnel.py).""",
+        Once the job reports its port, the hub resolves the node's name itself to a numeric
+        address of the server's family (see ``ip``), binds ``127.0.0.1:LOCAL`` and hands it to a
+        relay that runs ``ssh -N -L <private unix socket>:ADDRESS:PORT`` to this host (``host``,
+        ``user@host`` or ``host:port``, as the hub's own user; ssh options in
+        ``c.SshTunnel.ssh_options``); the hub talks to the local end. Closed when the server
+        stops; the relay outlives a hub restart and is adopted, or rebuilt on another local port
+        (the route follows) if its port was taken meanwhile (see batchspawner/tunnel.py and
+        docs/admin.md). Combine with ``server_proof``.""",
     ).tag(config=True)
 
     server_proof = CaselessStrEnum(
