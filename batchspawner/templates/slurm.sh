@@ -3,7 +3,7 @@
 {% if log_path %}#SBATCH --output={{ log_path }}
 {% endif %}{% if homedir %}#SBATCH --chdir={{ homedir }}
 {% endif %}{% if keepvars %}#SBATCH --export={{ keepvars }}
-{% endif %}#SBATCH --get-user-env=L
+{% endif %}#SBATCH --get-user-env
 {% if partition %}#SBATCH --partition={{ partition }}
 {% endif %}{% if runtime %}#SBATCH --time={{ runtime }}
 {% endif %}{% if memory %}#SBATCH --mem={{ memory }}

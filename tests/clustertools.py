@@ -1,0 +1,183 @@
+"""Test clusters made of real machines in namespaces (scripts/cluster/), for the e2e tests.
+
+``start(name)`` brings a cluster up (idempotent: scripts/cluster/cluster.sh keeps a healthy
+running one; the roots are built once per machine in JHPC_CLUSTER_CACHE) and returns a
+:class:`Cluster` describing it. ``slurm_targets()`` lists the Slurm versions this machine has
+(the host's, and each cached root's) for option checks that need no controller.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+SCRIPTS = CHECKOUT / "scripts" / "cluster"
+CACHE = Path(os.environ.get("JHPC_CLUSTER_CACHE", "/var/cache/jupyterhub-hpc/clusters"))
+SUITES = {"current": "sid", "lts": "trixie"}
+
+
+def available() -> tuple[bool, str]:
+    """Whether clusters can be built and run here (root, debootstrap, overlayfs, ip netns)."""
+    if os.geteuid() != 0:
+        return False, "clusters need root (network namespaces, mounts)"
+    for tool in ("debootstrap", "ip", "nsenter", "unshare", "chroot"):
+        if not shutil.which(tool):
+            return False, f"{tool} missing (apt-get install debootstrap iproute2 util-linux)"
+    if "overlay" not in Path("/proc/filesystems").read_text():
+        subprocess.run(["modprobe", "overlay"], capture_output=True)
+        if "overlay" not in Path("/proc/filesystems").read_text():
+            return False, "no overlayfs in this kernel"
+    return True, ""
+
+
+def root(suite: str) -> Path:
+    """The suite's root file system, built (once, cached) by scripts/cluster/build-root.sh."""
+    out = subprocess.run(["bash", str(SCRIPTS / "build-root.sh"), suite], capture_output=True, text=True,
+                         timeout=1800)  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"build-root.sh {suite} failed: {out.stderr.strip()[-2000:]}")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class Cluster:
+    name: str
+    hub_ip: str
+    hub_ip6: str
+    hub_key: str
+    nodes: list[str]
+    addr: dict[str, str] = field(default_factory=dict)
+    addr6: dict[str, str] = field(default_factory=dict)
+    holder: dict[str, str] = field(default_factory=dict)
+
+    def run(self, machine: str, argv: list[str], user: str | None = None, timeout: float = 60,
+            check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+        """argv in ``machine`` (its network, hostname and root), as root or as ``user``."""
+        if user:
+            argv = ["runuser", "-u", user, "--", *argv]
+        full = ["bash", str(SCRIPTS / "cluster.sh"), "exec", self.name, machine, *argv]
+        out = subprocess.run(full, capture_output=True, text=True, timeout=timeout, input=stdin)
+        if check and out.returncode != 0:
+            raise RuntimeError(f"{shlex.join(argv)} on {self.name}/{machine} exited {out.returncode}: "
+                               f"{(out.stderr or out.stdout).strip()[-1000:]}")  # fmt: skip
+        return out
+
+    def jobs(self, user: str | None = None) -> list[tuple[str, str, str]]:
+        """(job id, state, node list) of every job the controller still lists (all states)."""
+        argv = ["squeue", "-h", "-t", "all", "-o", "%i %T %N"] + (["-u", user] if user else [])
+        out = self.run("ctl", argv).stdout
+        return [tuple((line.split() + ["", ""])[:3]) for line in out.splitlines() if line.strip()]
+
+    def live_jobs(self, user: str | None = None) -> list[tuple[str, str, str]]:
+        return [j for j in self.jobs(user) if j[1] in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING")]
+
+    def ssh_prefix(self, known_hosts: str) -> str:
+        """exec_prefix for the hub: ssh to the login node as the user, with the cluster's hub key."""
+        return (f"ssh -i {self.hub_key} -o BatchMode=yes -o StrictHostKeyChecking=accept-new "
+                f"-o UserKnownHostsFile={known_hosts} -o ConnectTimeout=5 {{username}}@{self.addr['login']}")  # fmt: skip
+
+
+def start(name: str) -> Cluster:
+    """Bring cluster ``name`` up (building what is missing) and describe it."""
+    out = subprocess.run(["bash", str(SCRIPTS / "cluster.sh"), "start", name], capture_output=True, text=True,
+                         timeout=1800)  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"cluster.sh start {name} failed: {(out.stderr or out.stdout).strip()[-2000:]}")
+    return describe(name)
+
+
+def describe(name: str) -> Cluster:
+    out = subprocess.run(["bash", str(SCRIPTS / "cluster.sh"), "env", name], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"cluster {name} is not up: {out.stderr.strip()}")
+    env = dict(re.findall(r"^(\w+)=(.*)$", out.stdout, re.M))
+    cluster = Cluster(
+        name=name,
+        hub_ip=env["JHPC_CLUSTER_HUB_IP"],
+        hub_ip6=env["JHPC_CLUSTER_HUB_IP6"],
+        hub_key=env["JHPC_CLUSTER_HUB_KEY"],
+        nodes=env["JHPC_CLUSTER_NODES"].strip("'").split(),
+    )
+    for key, value in env.items():
+        for prefix, target in (("JHPC_CLUSTER_ADDR6_", cluster.addr6), ("JHPC_CLUSTER_ADDR_", cluster.addr),
+                               ("JHPC_CLUSTER_HOLDER_", cluster.holder)):  # fmt: skip
+            if key.startswith(prefix):
+                target[key[len(prefix):]] = value
+                break
+    return cluster
+
+
+# ------------------------------------------------------------------ option checks per version
+PARSE_CONF = """\
+# parse-only check: a controller nobody runs, so sbatch/squeue stop right after parsing options
+ClusterName=parsecheck
+SlurmctldHost=parsecheck(127.0.0.1)
+SlurmctldPort=9
+SelectType=select/cons_tres
+GresTypes=gpu
+# give up on the absent controller at once (defaults retry for 18 s per command)
+MessageTimeout=1
+SlurmctldTimeout=1
+TCPTimeout=1
+NodeName=pn1 CPUs=1
+PartitionName=debug Nodes=pn1 Default=YES
+"""
+
+# what a command prints once its options were accepted and it tried to reach the controller
+# (or, for --clusters, the accounting database that names the clusters)
+CONTACT_FAILED = re.compile(
+    r"Unable to contact slurm controller|Problem talking to database",
+    re.I,
+)
+
+
+@dataclass
+class SlurmTarget:
+    label: str
+    argv_prefix: list[str]
+    confdir: Path
+
+    def run(self, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+        full = [*self.argv_prefix, *argv]
+        env = dict(os.environ, SLURM_CONF=str(self.confdir / "slurm.conf"))
+        if self.argv_prefix:
+            env["SLURM_CONF"] = "/etc/slurm/slurm.conf"
+        for key in list(env):
+            if key.startswith(("SLURM_", "SBATCH_", "SQUEUE_")) and key != "SLURM_CONF":
+                env.pop(key)
+        return subprocess.run(full, input=stdin, capture_output=True, text=True, timeout=60, env=env)
+
+
+def slurm_targets(confdir: Path) -> list[SlurmTarget]:
+    """The Slurm clients this machine has: the host's, and the sid/trixie roots' (chroot, with
+    ``confdir`` bind-mounted on their /etc/slurm in a private mount namespace)."""
+    confdir.mkdir(parents=True, exist_ok=True)
+    (confdir / "slurm.conf").write_text(PARSE_CONF)
+    targets = []
+    if shutil.which("sbatch"):
+        targets.append(SlurmTarget("host", [], confdir))
+    for name, suite in (("lts", "trixie"), ("current", "sid")):
+        r = root(suite)
+        # sh -c SCRIPT sh CONFDIR ROOT CMD...: $1 confdir, $2 root, then the command
+        prefix = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                  'mount --bind "$1" "$2/etc/slurm" && r="$2" && shift 2 && exec chroot "$r" "$@"',
+                  "parse-check", str(confdir), str(r)]  # fmt: skip
+        targets.append(SlurmTarget(f"{name} ({suite})", prefix, confdir))
+    return targets
+
+
+def slurm_version(target: SlurmTarget) -> str:
+    out = target.run(["sbatch", "--version"])
+    return out.stdout.strip()
+
+
+def scratch() -> Path:
+    return Path(tempfile.mkdtemp(prefix="jhpc-cluster-"))
