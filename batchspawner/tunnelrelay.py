@@ -43,6 +43,7 @@ def _die_with_parent():
 
 
 async def _pipe(reader, writer):
+    """Copy one direction; at its end pass the half-close on (the other direction goes on)."""
     try:
         while True:
             data = await reader.read(65536)
@@ -50,13 +51,10 @@ async def _pipe(reader, writer):
                 break
             writer.write(data)
             await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
     except (OSError, asyncio.IncompleteReadError):
-        pass
-    finally:
-        try:
-            writer.close()
-        except OSError:
-            pass
+        writer.close()  # a broken side ends both directions
 
 
 class Relay:
@@ -74,7 +72,14 @@ class Relay:
         except OSError:
             writer.close()
             return
-        await asyncio.gather(_pipe(reader, w2), _pipe(r2, writer))
+        try:
+            await asyncio.gather(_pipe(reader, w2), _pipe(r2, writer))
+        finally:
+            for w in (w2, writer):
+                try:
+                    w.close()
+                except OSError:
+                    pass
 
     async def start_ssh(self):
         with open(os.path.join(self.dir, ERR_NAME), "wb") as err:

@@ -172,7 +172,7 @@ async def test_restart_with_the_local_port_taken_moves_the_route_never_to_the_ta
     squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     squatter.bind(("127.0.0.1", port))
     squatter.listen()
-    squatter.settimeout(0.5)
+    squatter.settimeout(0.2)
     try:
         second, _ = _tunnelled(Cluster(["RUNNING 127.0.0.1 None"] * 50))
         second.server = Server(ip="127.0.0.1", port=port, base_url="/user/alice/")  # the saved URL
