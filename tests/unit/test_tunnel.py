@@ -182,6 +182,7 @@ async def test_restart_with_the_local_port_taken_moves_the_route_never_to_the_ta
         assert new_port != port and second.tunnel.is_open
         assert f":{new_port}" in await second.get_url() and f":{port}" not in await second.get_url()
         assert second.get_state()["tunnel"]["local_port"] == new_port
+        assert second.server.port == new_port  # the server's address (and with a hub, its route) moved
         assert await _read_through(new_port) == b"hello from the node\n"
         with pytest.raises(socket.timeout):
             squatter.accept()  # nothing of the hub's came to the taker
