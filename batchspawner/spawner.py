@@ -51,6 +51,7 @@ from traitlets import (
 
 from . import api  # noqa: F401  (registers POST /hub/api/batchspawner)
 from . import web as _hub_pages  # noqa: F401  (registers /hub/hpc/log and /hub/hpc/sessions)
+from . import bodylimit  # noqa: F401  (issue 21: oversized user_options get 413 before JupyterHub stores them)
 from . import accounts, joblogs, metrics, report, sessions
 from .hosts import usable_host
 from .leftovers import Leftovers, LeftoverTraits
