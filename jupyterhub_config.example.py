@@ -30,6 +30,14 @@ import batchspawner.web  # noqa: E402  (hub pages: session cards, spawn page, jo
 
 c.JupyterHub.spawner_class = "profiles"
 c.JupyterHub.allow_named_servers = True
+# Each named server is a row in the hub's database (kept after a refused or failed start) and
+# usually a batch job: bound them per user.
+c.JupyterHub.named_server_limit_per_user = int(os.environ.get("JHPC_NAMED_SERVER_LIMIT", "5"))
+# Server options (REST user_options, the spawn form) larger than this get HTTP 413 before
+# JupyterHub parses, stores or logs them (64 KiB is the default; the profile fields need < 1 KiB).
+import batchspawner.bodylimit  # noqa: E402
+
+batchspawner.bodylimit.limit_spawn_bodies(64 * 1024)
 partitions = os.environ.get("JHPC_PARTITIONS", os.environ.get("JHPC_PARTITION", "debug")).split()
 partition_field = {
     "type": "choice",
@@ -70,6 +78,11 @@ c.ProfilesSpawner.profiles = [
 ]
 # Submit and cancel as the user (the hub runs as root, or with a sudoers rule for sbatch/scancel).
 c.SlurmSpawner.exec_prefix = "sudo -E -u {username}"
+# ...but never as a system account: a hub user named root, slurm, munge (SlurmSpawner.denied_users)
+# or whose uid on this host is below min_uid gets HTTP 403 before any command runs. Use your
+# site's first user uid (older RHEL: 500). An account this host cannot resolve is refused when
+# commands run on another host (submit_hosts, ssh exec_prefix): see allow_accounts_unknown_here.
+c.SlurmSpawner.min_uid = int(os.environ.get("JHPC_MIN_UID", "1000"))
 # Users may not pick request variables through the REST API's raw user_options: the profile
 # fields above are the only choices (ProfilesSpawner passes none to the child anyway).
 c.SlurmSpawner.allowed_user_options = []

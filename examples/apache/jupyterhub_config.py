@@ -21,6 +21,10 @@ c.RemoteUserAuthenticator.header_name = "REMOTE_USER"
 # (RemoteUserAuthenticator.unsafe_trust_local_users = True would start it anyway: never on a
 # host where untrusted users log in).
 c.RemoteUserAuthenticator.trusted_proxy_networks = ["127.0.0.1/32"]
+# Jobs on compute nodes must reach the hub: with c.JupyterHub.hub_ip on the host's cluster
+# address (and hub_proxy_networks / trusted_proxy_networks there), local users can connect from
+# that address as well. The hub lists every address of every interface of this host (IPv4 and
+# IPv6) and, without the secret, refuses to start when either network includes one of them.
 
 # Names. The demo's htpasswd users are bare names (alice). An SSO sending eppn-style names
 # (alice@example.org) would use, to get "alice" and refuse every other realm:
