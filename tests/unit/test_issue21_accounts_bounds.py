@@ -136,3 +136,20 @@ def test_bounded_tail_keeps_the_last_lines_and_cuts_long_ones():
     assert len(lines[-1]) <= joblogs.TAIL_MAX_LINE_CHARS + 6
     assert joblogs.bounded_tail("", 20) == "" and joblogs.bounded_tail("a\nb", 0) == ""
     assert len(joblogs.bounded_tail("q\n" * 10**6, 10**6)) <= joblogs.TAIL_MAX_BYTES
+
+
+async def test_profiles_spawner_child_refuses_root_before_any_command():
+    """The example's ProfilesSpawner: the Slurm child refuses root; the 403 reaches the hub as it is."""
+    from wraphelpers import make_wrapper
+    from wrapspawner import ProfilesSpawner
+
+    runner = FakeRunner(lambda argv, stdin: Reply(stdout="1\n"))
+    plumbing = {"runner": runner, "query_runner": runner, "status_runner": runner}
+    profiles = [{"key": "hpc", "display": "Slurm", "class": "batchspawner.SlurmSpawner", "config": plumbing}]
+    wrapper = make_wrapper(ProfilesSpawner, name="root", profiles=profiles)
+    wrapper.user_options = {"profile": "hpc"}
+    await wrapper.run_pre_spawn_hook()
+    with pytest.raises(HTTPError) as err:
+        await asyncio.wait_for(wrapper.start(), 5)
+    assert err.value.status_code == 403 and "This account cannot start servers" in str(err.value)
+    assert runner.calls == []
