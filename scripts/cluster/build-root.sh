@@ -2,6 +2,7 @@
 # Build (once per machine) the Debian root file system a test cluster's machines share:
 #
 #   bash scripts/cluster/build-root.sh SUITE      SUITE: sid (Slurm 26.05) or trixie (Slurm 24.11)
+#   bash scripts/cluster/build-root.sh SUITE --check   exit 0 when the cached root is up to date
 #
 # The root lands in $JHPC_CLUSTER_CACHE/roots/SUITE (default /var/cache/jupyterhub-hpc/clusters),
 # outside the checkout, stamped with a hash of this script: a changed script rebuilds it, an
@@ -30,6 +31,7 @@ if [ -f "$root/.jhpc-stamp" ] && [ "$(cat "$root/.jhpc-stamp")" = "$stamp" ]; th
   echo "$root"
   exit 0
 fi
+[ "${2:-}" = "--check" ] && exit 1
 if grep -qs " $root/" /proc/mounts || grep -qs " $root " /proc/mounts; then
   echo "build-root.sh: $root is mounted (a cluster runs on it): stop it first (scripts/cluster/cluster.sh stop NAME)" >&2
   exit 1
