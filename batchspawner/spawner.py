@@ -32,12 +32,14 @@ import shutil
 import socket
 import sys
 import time
+import weakref
 
 from jupyterhub.spawner import Spawner
 from tornado import web
 from traitlets import (
     Any,
     Bool,
+    CaselessStrEnum,
     Dict,
     Float,
     Integer,
@@ -53,6 +55,7 @@ from . import api  # noqa: F401  (registers POST /hub/api/batchspawner)
 from . import web as _hub_pages  # noqa: F401  (registers /hub/hpc/log and /hub/hpc/sessions)
 from . import bodylimit  # noqa: F401  (issue 21: oversized user_options get 413 before JupyterHub stores them)
 from . import accounts, joblogs, metrics, report, sessions
+from . import proof as _proof
 from .hosts import usable_host
 from .leftovers import Leftovers, LeftoverTraits
 from .options import (
@@ -72,9 +75,6 @@ from .ssh import SubmitHostsMixin
 from .states import GONE_CLAIM, JobState, JobStatus
 from .templating import format_template, has_control_chars
 from .tunnel import SshTunnel, TunnelError
-from . import proof as _proof
-import weakref
-from traitlets import CaselessStrEnum
 
 # issue 21 (8): every spawner that reported a port, to refuse a report of another server's address
 _REPORTED = weakref.WeakSet()
