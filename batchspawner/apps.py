@@ -43,11 +43,14 @@ import argparse
 import http.server
 import json
 import os
+import re
 import secrets
+import select
 import shutil
 import signal
 import socket
 import socketserver
+import struct
 import subprocess
 import sys
 import tempfile
@@ -187,57 +190,203 @@ def serve_static(sock_path, directory, index=""):
                 pass
 
 
-def _free_display():
-    for n in range(10, 1000):
-        if not os.path.exists(f"/tmp/.X11-unix/X{n}") and not os.path.exists(f"/tmp/.X{n}-lock"):
-            return n
-    raise RuntimeError("no free X display number")
+# ------------------------------------------------------------ the desktop's X server
+XVNC_TRIES = 10  # X displays tried before giving up (another may take a free one first)
+XVNC_START_TIMEOUT = 20.0  # seconds Xvnc may take to say it listens
+FIRST_DISPLAY, LAST_DISPLAY = 10, 1009  # the display numbers the desktop picks from
+_X_SOCKET = re.compile(r"@?/tmp/\.X11-unix/X(\d+)$")
+_X_LOCK = re.compile(r"\.X(\d+)-lock$")
+_FAMILY_WILD = 0xFFFF  # an Xauthority entry for any host
+
+
+def xauthority_entry(cookie: bytes, display: str = "") -> bytes:
+    """One Xauthority entry (libXau's format): MIT-MAGIC-COOKIE-1 ``cookie`` for any host.
+
+    ``display`` empty matches every display number (the file belongs to one desktop only).
+    """
+    def counted(b):
+        return struct.pack(">H", len(b)) + b
+
+    return (struct.pack(">H", _FAMILY_WILD) + counted(b"") + counted(display.encode())
+            + counted(b"MIT-MAGIC-COOKIE-1") + counted(cookie))
+
+
+def write_xauthority(path, cookie: bytes):
+    """The X cookie straight into a new 0600 file: never in a command line or an environment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(xauthority_entry(cookie))
+
+
+def displays_in_use(net_unix="/proc/net/unix", tmp="/tmp"):
+    """X display numbers someone holds: an X socket (abstract or path) or a lock file in ``tmp``."""
+    used = set()
+    try:
+        with open(net_unix) as f:
+            for line in f.read().splitlines()[1:]:
+                m = _X_SOCKET.search(line)
+                if m:
+                    used.add(int(m.group(1)))
+    except OSError:
+        pass
+    for folder, pattern in ((tmp, _X_LOCK), (os.path.join(tmp, ".X11-unix"), re.compile(r"X(\d+)$"))):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            m = pattern.fullmatch(name)
+            if m:
+                used.add(int(m.group(1)))
+    return used
+
+
+def free_displays(used):
+    """Display numbers to try, in order, skipping those in use."""
+    return (n for n in range(FIRST_DISPLAY, LAST_DISPLAY + 1) if n not in used)
+
+
+_prctl = None
+
+
+def _load_prctl():
+    """libc's prctl, loaded in this process (not in a forked child); None where there is none."""
+    global _prctl
+    if _prctl is None:
+        try:
+            import ctypes
+
+            _prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (ImportError, OSError, AttributeError):
+            _prctl = False
+    return _prctl or None
+
+
+def _die_with_parent():
+    """In the child before exec: SIGTERM when the desktop program dies, even by SIGKILL (Linux)."""
+    if _prctl:
+        _prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def start_xvnc(xvnc, display, xauth, sock_path, timeout=XVNC_START_TIMEOUT, log=sys.stderr):
+    """Xvnc on ``:display``, listening on the abstract X socket only; None when it could not.
+
+    ``-nolisten unix``: no socket (nor folder) in ``/tmp/.X11-unix``, which may be missing or
+    another user's; X clients on Linux try the abstract socket first. ``-displayfd``: Xvnc says
+    when it listens; it ends instead when the display is taken (e.g. another user holds
+    ``@/tmp/.X11-unix/X<display>``).
+    """
+    _bind_unix(sock_path)
+    _load_prctl()
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen([
+            xvnc, f":{display}", "-displayfd", str(write_end), "-auth", xauth,
+            "-nolisten", "tcp", "-nolisten", "unix", "-rfbport", "-1", "-rfbunixpath", sock_path,
+            "-rfbunixmode", "0600", "-SecurityTypes", "None", "-geometry", "1280x800", "-depth", "24",
+            "-AlwaysShared", "-desktop", f"{os.environ.get('USER', '')} desktop",
+        ], stdin=subprocess.DEVNULL, pass_fds=(write_end,), preexec_fn=_die_with_parent)
+    finally:
+        os.close(write_end)
+    said, deadline = b"", time.monotonic() + timeout
+    try:
+        while b"\n" not in said:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([read_end], [], [], left)[0]:
+                break
+            chunk = os.read(read_end, 64)
+            if not chunk:
+                break
+            said += chunk
+    except BaseException:  # a signal while waiting: this Xvnc is nobody's yet
+        _end(proc)
+        raise
+    finally:
+        os.close(read_end)
+    if said.strip() == str(display).encode() and proc.poll() is None:
+        return proc
+    _end(proc)
+    log.write(f"desktop: Xvnc could not take display :{display}\n")
+    return None
+
+
+def _end(proc, group=False):
+    """End ``proc`` (with ``group``: its whole process group, even when the leader is gone)."""
+    if proc is None:
+        return
+
+    def send(sig):
+        try:
+            if group:
+                os.killpg(proc.pid, sig)
+            elif proc.poll() is None:
+                proc.send_signal(sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    send(signal.SIGTERM)
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+    send(signal.SIGKILL)
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _stop(signum, frame):
+    raise SystemExit(0)
 
 
 def run_vnc(sock_path):
     """Xvnc (TigerVNC) on a unix socket, no TCP port, with an X cookie; a session inside.
 
     ``-SecurityTypes None`` is safe here only because the socket is in a private folder
-    (mode 0600) and reached through the user's own single-user server.
+    (mode 0600) and reached through the user's own single-user server. The X display takes
+    only clients that hold the cookie, which is written straight into a 0600 file in a 0700
+    folder (no ``xauth`` command line). When Xvnc or the session ends, or this program gets
+    SIGTERM/SIGINT/SIGHUP, everything is ended and the private folder removed.
     """
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _stop)
     xvnc = shutil.which("Xvnc") or "Xvnc"
     private = tempfile.mkdtemp(prefix="jhpc-desktop-")
-    xauth = os.path.join(private, "Xauthority")
-    display = _free_display()
-    cookie = secrets.token_hex(16)
-    subprocess.run(["xauth", "-f", xauth, "add", f":{display}", ".", cookie], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _bind_unix(sock_path)
-    server = subprocess.Popen([
-        xvnc, f":{display}", "-auth", xauth, "-rfbport", "-1", "-rfbunixpath", sock_path,
-        "-rfbunixmode", "0600", "-SecurityTypes", "None", "-geometry", "1280x800", "-depth", "24",
-        "-nolisten", "tcp", "-AlwaysShared", "-desktop", f"{os.environ.get('USER', '')} desktop",
-    ])
-    env = dict(os.environ, DISPLAY=f":{display}", XAUTHORITY=xauth)
-    deadline = time.monotonic() + 20
-    while not os.path.exists(f"/tmp/.X11-unix/X{display}") and time.monotonic() < deadline:
-        if server.poll() is not None:
-            sys.exit(f"Xvnc ended with {server.returncode}")
-        time.sleep(0.1)
-    session_cmd = os.environ.get("JHPC_DESKTOP_SESSION") or "exec xterm -geometry 120x40+20+20"
-    session = subprocess.Popen(["sh", "-c", session_cmd], env=env, start_new_session=True)
-
-    def end(*_):
-        for proc in (session, server):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in (session, server):
+    server = session = None
+    try:
+        xauth = os.path.join(private, "Xauthority")
+        write_xauthority(xauth, secrets.token_bytes(16))
+        tried = []
+        for display in free_displays(displays_in_use()):
+            if len(tried) >= XVNC_TRIES:
+                break
+            tried.append(display)
             try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                server = start_xvnc(xvnc, display, xauth, sock_path)
+            except FileNotFoundError:
+                sys.exit("desktop: TigerVNC's Xvnc is not installed on this node; ask the site's support")
+            if server is not None:
+                break
+        if server is None:
+            sys.exit(f"desktop: the X server did not start on any of the displays :{', :'.join(map(str, tried))} "
+                     "(see the messages above); ask the site's support if this persists")
+        env = dict(os.environ, DISPLAY=f":{display}", XAUTHORITY=xauth)
+        session_cmd = os.environ.get("JHPC_DESKTOP_SESSION") or "exec xterm -geometry 120x40+20+20"
+        session = subprocess.Popen(["sh", "-c", session_cmd], env=env, start_new_session=True,
+                                   stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        while server.poll() is None and session.poll() is None:
+            time.sleep(0.25)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # the cleanup itself is not interrupted
+        _end(session, group=True)
+        _end(server)
         shutil.rmtree(private, ignore_errors=True)
-        sys.exit(0)
-
-    signal.signal(signal.SIGTERM, end)
-    signal.signal(signal.SIGINT, end)
-    server.wait()
-    end()
+        try:
+            os.unlink(sock_path)
+        except OSError:
+            pass
 
 
 def main(argv=None):
