@@ -1,0 +1,163 @@
+"""The hub off the cluster: Slurm 26.05 (Debian sid) on real machines in namespaces.
+
+Cluster ``current`` (scripts/cluster/cluster.sh): a controller, compute nodes n1 and n2 (one CPU
+each, so a second job lands on the other node) and a login node with sshd, each in its own
+network namespace with its own hostname and IPv4+IPv6 address on a host bridge. The hub runs on
+the host with its API on the bridge address and reaches the cluster only through the login node
+(``exec_prefix`` = ssh as the user, as batchspawner 1.3 sites do); the single-user server runs
+from the node's own Python (a venv of sid's python3), not the hub's venv. One hub serves the
+module; each test leaves no server and no job behind.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import time
+
+import clustertools
+import pytest
+import requests
+from hubharness import ARTIFACTS, Hub
+
+from e2e.conftest import require
+
+NODE_CMD = "/opt/jhpc/venv/bin/batchspawner-singleuser"
+
+CONFIG = """
+c.JupyterHub.hub_ip = {hub_ip!r}
+c.JupyterHub.spawner_class = 'batchspawner.MultiSlurmSpawner'
+c.Spawner.poll_interval = 2
+c.SlurmSpawner.exec_prefix = {prefix!r}
+c.SlurmSpawner.batchspawner_singleuser_cmd = {node_cmd!r}
+c.SlurmSpawner.req_runtime = '00:30:00'
+c.SlurmSpawner.startup_poll_interval = 0.25
+c.SlurmSpawner.status_interval = 2
+c.MultiSlurmSpawner.daemon_resolver = {resolver!r}
+c.JupyterHub.allow_named_servers = True
+"""
+
+
+@pytest.fixture(scope="module")
+def current():
+    ok, why = clustertools.available()
+    require(ok, why)
+    require(bool(shutil.which("configurable-http-proxy")), "configurable-http-proxy not installed")
+    return clustertools.start("current")
+
+
+@pytest.fixture(scope="module")
+def hub(current, tmp_path_factory, jupyterhub_version):
+    workdir = tmp_path_factory.mktemp("hub-current")
+    known_hosts = workdir / "known_hosts"
+    resolver = {node: current.addr[node] for node in current.nodes}
+    proxy_token = secrets.token_hex(16)
+    hub = Hub(workdir, CONFIG.format(hub_ip=current.hub_ip, prefix=current.ssh_prefix(str(known_hosts)),
+                                     node_cmd=NODE_CMD, resolver=resolver),
+              env={"CONFIGPROXY_AUTH_TOKEN": proxy_token})  # fmt: skip
+    hub.proxy_token = proxy_token
+    hub.start()
+    yield hub
+    try:
+        hub.stop()
+    finally:
+        ARTIFACTS.joinpath("hub-logs").mkdir(parents=True, exist_ok=True)
+        if hub.log_path.exists():
+            shutil.copy(hub.log_path, ARTIFACTS / "hub-logs" / "cluster-current.log")
+        # jobs of this hub's users still alive: cancelled by the controller (only this cluster's)
+        for job_id, _, _ in current.live_jobs():
+            current.run("ctl", ["scancel", job_id], check=False)
+
+
+def routes(hub):
+    r = requests.get(f"http://127.0.0.1:{hub.proxy_api_port}/api/routes",
+                     headers={"Authorization": f"token {hub.proxy_token}"}, timeout=10)  # fmt: skip
+    r.raise_for_status()
+    return r.json()
+
+
+def route_target(hub, name, server=""):
+    path = f"/user/{name}/{server + '/' if server else ''}"
+    for spec, route in routes(hub).items():
+        if spec.rstrip("/") == path.rstrip("/"):
+            return route["target"]
+    return None
+
+
+def job_of(hub, name, server=""):
+    return hub.api("GET", f"/users/{name}").json()["servers"][server]["state"]["job_id"]
+
+
+def wait_job_gone(cluster, job_id, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if job_id not in [j[0] for j in cluster.live_jobs()]:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def spawn_ready(hub, name, server=""):
+    r, seconds = hub.spawn(name, server=server)
+    assert r.status_code in (201, 202), r.text
+    model = hub.server_model(name, server)
+    assert model and model["ready"], hub.log_tail()
+    return seconds
+
+
+def test_spawn_through_login_node_runs_on_the_nodes_own_python(current, hub):
+    seconds = spawn_ready(hub, "alice")
+    job_id = job_of(hub, "alice")
+    state = {j[0]: j for j in current.jobs("alice")}[job_id]
+    assert state[1] == "RUNNING" and state[2] in current.nodes, state
+    node = state[2]
+    # the proxy routes to the node's own address, never to loopback
+    target = route_target(hub, "alice")
+    assert target and target.startswith(f"http://{current.addr[node]}:"), (target, routes(hub))
+    resp = hub.user_request("alice", "api")
+    assert resp.status_code == 200, resp.text
+    # the server's process on the node runs the node's Python (sid's python3 venv), as alice
+    ps = current.run(node, ["ps", "-o", "user=,args=", "-u", "alice"]).stdout
+    assert "/opt/jhpc/venv/bin/python" in ps and "jupyterhub-singleuser" in ps, ps
+    # every scheduler command went through the login node: the hub's own 22.05 client never ran
+    # against this cluster (it could not talk to 26.05 anyway)
+    log = hub.log_text()
+    assert "ssh -i" in log and f"alice@{current.addr['login']}" in log
+    print(f"current: submit->ready {seconds:.2f} s on {node} (job {job_id})")
+    assert hub.stop_server("alice")
+    assert wait_job_gone(current, job_id), current.jobs("alice")
+
+
+def test_hub_restart_keeps_server_then_outside_scancel_is_noticed(current, hub):
+    spawn_ready(hub, "alice")
+    job_id = job_of(hub, "alice")
+    hub.restart()
+    model = hub.server_model("alice")
+    assert model and model["ready"], hub.log_tail()
+    assert job_of(hub, "alice") == job_id
+    assert hub.user_request("alice", "api").status_code == 200
+    # an administrator cancels the job on the controller: the hub notices and drops the server
+    current.run("ctl", ["scancel", job_id])
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline and hub.server_model("alice") is not None:
+        time.sleep(0.5)
+    assert hub.server_model("alice") is None, hub.log_tail()
+    assert wait_job_gone(current, job_id)
+
+
+def test_two_servers_of_one_user_on_two_nodes(current, hub):
+    spawn_ready(hub, "alice", "one")
+    spawn_ready(hub, "alice", "two")
+    jobs = {j[0]: j for j in current.jobs("alice")}
+    first, second = jobs[job_of(hub, "alice", "one")], jobs[job_of(hub, "alice", "two")]
+    assert first[1] == second[1] == "RUNNING"
+    # one CPU per node: the second job had to land on the other node
+    assert {first[2], second[2]} == set(current.nodes), (first, second)
+    for server, job in (("one", first), ("two", second)):
+        target = route_target(hub, "alice", server)
+        assert target and target.startswith(f"http://{current.addr[job[2]]}:"), (server, target)
+        assert hub.user_request("alice", "api", server=server).status_code == 200
+    for server, job in (("one", first), ("two", second)):
+        assert hub.stop_server("alice", server)
+        assert wait_job_gone(current, job[0])

@@ -1,0 +1,141 @@
+"""Slurm 24.11 (Debian trixie) with the hub off the cluster, and one hub over two Slurm versions.
+
+Cluster ``lts`` (scripts/cluster/cluster.sh): controller, one compute node, a login node; the hub
+on the host reaches it through the login node over ssh, as for ``current``
+(tests/e2e/test_cluster_current.py). Then one hub with two profiles: the host's own Slurm 22.05
+(``sudo`` as the user, the package's default) and cluster ``current`` (Slurm 26.05 over ssh),
+both servers of one user running at once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import time
+
+import clustertools
+import pytest
+import slurmtools
+from hubharness import ARTIFACTS, Hub
+from test_cluster_current import NODE_CMD, job_of, route_target, spawn_ready, wait_job_gone
+
+from e2e.conftest import require
+
+LTS_CONFIG = """
+c.JupyterHub.hub_ip = {hub_ip!r}
+c.JupyterHub.spawner_class = 'batchspawner.MultiSlurmSpawner'
+c.Spawner.poll_interval = 2
+c.SlurmSpawner.exec_prefix = {prefix!r}
+c.SlurmSpawner.batchspawner_singleuser_cmd = {node_cmd!r}
+c.SlurmSpawner.req_runtime = '00:30:00'
+c.SlurmSpawner.startup_poll_interval = 0.25
+c.SlurmSpawner.status_interval = 2
+c.MultiSlurmSpawner.daemon_resolver = {resolver!r}
+"""
+
+MULTI_CONFIG = """
+c.JupyterHub.hub_ip = {hub_ip!r}
+c.JupyterHub.spawner_class = 'profiles'
+c.JupyterHub.allow_named_servers = True
+c.Spawner.poll_interval = 2
+c.SlurmSpawner.startup_poll_interval = 0.25
+c.SlurmSpawner.status_interval = 2
+c.SlurmSpawner.req_runtime = '00:30:00'
+c.ProfilesSpawner.profiles = [
+    {{'key': 'host', 'display': 'This host (Slurm 22.05)', 'class': 'batchspawner.SlurmSpawner', 'config': {{}}}},
+    {{'key': 'current', 'display': 'Cluster current (Slurm 26.05)', 'class': 'batchspawner.MultiSlurmSpawner',
+      'config': {{'exec_prefix': {prefix!r}, 'batchspawner_singleuser_cmd': {node_cmd!r},
+                 'daemon_resolver': {resolver!r}}}}},
+]
+"""
+
+
+def _hub(cluster, config, workdir, **fmt):
+    known_hosts = workdir / "known_hosts"
+    token = secrets.token_hex(16)
+    hub = Hub(workdir, config.format(hub_ip=cluster.hub_ip, prefix=cluster.ssh_prefix(str(known_hosts)),
+                                     node_cmd=NODE_CMD,
+                                     resolver={n: cluster.addr[n] for n in cluster.nodes}, **fmt),
+              env={"CONFIGPROXY_AUTH_TOKEN": token})  # fmt: skip
+    hub.proxy_token = token
+    return hub
+
+
+def _teardown(hub, name, clusters):
+    try:
+        hub.stop()
+    finally:
+        ARTIFACTS.joinpath("hub-logs").mkdir(parents=True, exist_ok=True)
+        if hub.log_path.exists():
+            shutil.copy(hub.log_path, ARTIFACTS / "hub-logs" / f"{name}.log")
+        for cluster in clusters:
+            for job_id, _, _ in cluster.live_jobs():
+                cluster.run("ctl", ["scancel", job_id], check=False)
+
+
+@pytest.fixture(scope="module")
+def lts():
+    ok, why = clustertools.available()
+    require(ok, why)
+    require(bool(shutil.which("configurable-http-proxy")), "configurable-http-proxy not installed")
+    return clustertools.start("lts")
+
+
+def test_lts_spawn_route_stop(lts, tmp_path, jupyterhub_version):
+    hub = _hub(lts, LTS_CONFIG, tmp_path).start()
+    try:
+        seconds = spawn_ready(hub, "alice")
+        job_id = job_of(hub, "alice")
+        state = {j[0]: j for j in lts.jobs("alice")}[job_id]
+        assert state[1] == "RUNNING" and state[2] == "n1", state
+        target = route_target(hub, "alice")
+        assert target and target.startswith(f"http://{lts.addr['n1']}:"), target
+        assert hub.user_request("alice", "api").status_code == 200
+        banner = lts.run("login", ["sbatch", "--version"]).stdout.strip()
+        assert banner.startswith("slurm-wlm 24.11"), banner
+        print(f"lts ({banner}): submit->ready {seconds:.2f} s (job {job_id})")
+        assert hub.stop_server("alice")
+        assert wait_job_gone(lts, job_id)
+    finally:
+        _teardown(hub, "cluster-lts", [lts])
+
+
+def test_one_hub_host_slurm_and_current_at_once(slurm, tmp_path, jupyterhub_version):
+    ok, why = clustertools.available()
+    require(ok, why)
+    current = clustertools.start("current")
+    hub = _hub(current, MULTI_CONFIG, tmp_path).start()
+    here = None
+    try:
+        spawn_ready_with = lambda server, profile: hub.spawn("alice", {"profile": profile}, server=server)  # noqa: E731
+        for server, profile in (("here", "host"), ("there", "current")):
+            r, _ = spawn_ready_with(server, profile)
+            assert r.status_code in (201, 202), r.text
+            assert hub.server_model("alice", server)["ready"], hub.log_tail()
+        here = job_of_child(hub, "alice", "here")
+        there = job_of_child(hub, "alice", "there")
+        # both running at once: one job in the host's 22.05, one in cluster current's 26.05
+        assert here in slurmtools.live_jobs()
+        assert slurmtools.job_state(here) == "RUNNING"
+        states = {j[0]: j for j in current.jobs("alice")}
+        assert states[there][1] == "RUNNING", states
+        assert route_target(hub, "alice", "there").startswith(f"http://{current.addr[states[there][2]]}:")
+        for server in ("here", "there"):
+            assert hub.user_request("alice", "api", server=server).status_code == 200
+        for server in ("here", "there"):
+            assert hub.stop_server("alice", server)
+        assert wait_job_gone(current, there)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and here in slurmtools.live_jobs():
+            time.sleep(0.5)
+        assert here not in slurmtools.live_jobs()
+    finally:
+        _teardown(hub, "cluster-multi", [current])
+        # job ids of the two clusters overlap: cancel on the host only the job this test saw there
+        if here and here in slurmtools.live_jobs():
+            slurmtools.cancel([here])
+
+
+def job_of_child(hub, name, server):
+    state = hub.api("GET", f"/users/{name}").json()["servers"][server]["state"]
+    return state["child_state"]["job_id"]
