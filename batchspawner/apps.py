@@ -192,7 +192,17 @@ def serve_static(sock_path, directory, index=""):
 
 # ------------------------------------------------------------ the desktop's X server
 XVNC_TRIES = 10  # X displays tried before giving up (another may take a free one first)
-XVNC_START_TIMEOUT = 20.0  # seconds Xvnc may take to say it listens
+XVNC_START_TIMEOUT = 20.0  # seconds the X server may take to listen, all tries together
+
+
+def _start_timeout():
+    """``JHPC_DESKTOP_START_TIMEOUT`` (seconds, for slow nodes) or the default; below jupyter-server-proxy's."""
+    try:
+        value = float(os.environ.get("JHPC_DESKTOP_START_TIMEOUT") or XVNC_START_TIMEOUT)
+    except ValueError:
+        value = XVNC_START_TIMEOUT
+    return min(max(value, 0.1), APP_TIMEOUT - 5)
+
 FIRST_DISPLAY, LAST_DISPLAY = 10, 1009  # the display numbers the desktop picks from
 _X_SOCKET = re.compile(r"@?/tmp/\.X11-unix/X(\d+)$")
 _X_LOCK = re.compile(r"\.X(\d+)-lock$")
@@ -357,13 +367,13 @@ def run_vnc(sock_path):
     try:
         xauth = os.path.join(private, "Xauthority")
         write_xauthority(xauth, secrets.token_bytes(16))
-        tried = []
+        tried, deadline = [], time.monotonic() + _start_timeout()
         for display in free_displays(displays_in_use()):
-            if len(tried) >= XVNC_TRIES:
+            if len(tried) >= XVNC_TRIES or time.monotonic() >= deadline:
                 break
             tried.append(display)
             try:
-                server = start_xvnc(xvnc, display, xauth, sock_path)
+                server = start_xvnc(xvnc, display, xauth, sock_path, timeout=deadline - time.monotonic())
             except FileNotFoundError:
                 sys.exit("desktop: TigerVNC's Xvnc is not installed on this node; ask the site's support")
             if server is not None:
