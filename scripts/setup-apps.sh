@@ -6,15 +6,16 @@
 #     engines field accepts Node 20 (Debian 12's nodejs); its postinstall builds native
 #     modules, which needs a compiler, python3 and the X11/xkbfile/secret/krb5 headers.
 #   - TigerVNC + noVNC (Debian packages) for the desktop profile (jupyter-server-proxy is
-#     the websockify: a raw-socket proxy to Xvnc on a unix socket), xauth for its X cookie and
-#     an xterm as the session.
+#     the websockify: a raw-socket proxy to Xvnc on a unix socket), an xterm as the session,
+#     xauth for users' own X tools (the desktop writes its cookie file itself) and x11-utils
+#     (xdpyinfo: tests/e2e/test_desktop_cotenant.py tries the display as another user).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 VENV=${JHPC_VENV:-/opt/jupyterhub-hpc/venv}
 CODE_SERVER_VERSION=${JHPC_CODE_SERVER_VERSION:-4.100.3}
 
 need=()
-for pkg in tigervnc-standalone-server tigervnc-tools novnc xauth xterm xfonts-base ripgrep \
+for pkg in tigervnc-standalone-server tigervnc-tools novnc xauth x11-utils xterm xfonts-base ripgrep \
            build-essential python3 pkg-config libx11-dev libxkbfile-dev libsecret-1-dev libkrb5-dev ; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
