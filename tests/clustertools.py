@@ -181,3 +181,31 @@ def slurm_version(target: SlurmTarget) -> str:
 
 def scratch() -> Path:
     return Path(tempfile.mkdtemp(prefix="jhpc-cluster-"))
+
+
+# ------------------------------------------------------------------ this version's outputs, parsed
+def parsed_views(cluster: Cluster, job_ids: list[str], user: str = "alice") -> dict:
+    """Run the package's own status, session-card and partition queries on the cluster's login node
+    as ``user`` (as the hub does over ssh) and parse the answers with the package's parsers."""
+    from jupyterhub.objects import Hub
+    from types import SimpleNamespace
+
+    from batchspawner.cluster import parse_scontrol_partitions, parse_sinfo_cpus
+    from batchspawner.runner import split_command
+    from batchspawner.slurm import MultiSlurmSpawner
+
+    owner = SimpleNamespace(name=user, escaped_name=user, url=f"/user/{user}/", base_url="/",
+                            public_url=lambda *a, **k: "", spawners={}, server=None, kind="user")  # fmt: skip
+    spawner = MultiSlurmSpawner(user=owner, hub=Hub(ip="127.0.0.1", port=8081, base_url="/hub/"))
+    variables = spawner.command_vars(job_ids[0]) | {"job_ids": ",".join(job_ids)}
+    views = {}
+    status = cluster.run("login", split_command(spawner.batch_status_cmd, **variables), user=user, check=False)
+    views["status"] = spawner.parse_batch_status(status.returncode, status.stdout, status.stderr, job_ids)
+    details = cluster.run("login", split_command(spawner.batch_details_cmd, **variables), user=user, check=False)
+    views["details"] = spawner.parse_job_details(details.returncode, details.stdout, details.stderr)
+    parts = cluster.run("login", ["scontrol", "show", "partition", "-o"], user=user).stdout
+    cpus = cluster.run("login", ["sinfo", "-h", "-o", "%R|%a|%C"], user=user).stdout
+    views["partitions"] = parse_scontrol_partitions(parts)
+    views["cpus"] = parse_sinfo_cpus(cpus)
+    views["raw"] = {"details": details.stdout + details.stderr, "partitions": parts, "cpus": cpus}
+    return views

@@ -98,6 +98,23 @@ def wait_job_gone(cluster, job_id, timeout=30):
     return False
 
 
+def check_views(cluster, jobs, cpus_per_node):
+    """This Slurm version's squeue/scontrol/sinfo answers, parsed by the package's own parsers:
+    the shared status query, the session card's details and the form's partition facts."""
+    views = clustertools.parsed_views(cluster, [j[0] for j in jobs])
+    raw = views["raw"]
+    for job_id, _, node in jobs:
+        status = views["status"][job_id]
+        assert status.state.name == "RUNNING" and status.host == node, (status, raw)
+        card = views["details"][job_id]
+        assert card["native"] == "RUNNING" and card["node"] == node, (card, raw["details"])
+        assert card["partition"] == "debug" and card["cores"] == "1", (card, raw["details"])
+        assert card["time_limit"] == 1800 and card["start"] and card["submit"], (card, raw["details"])
+    debug = views["partitions"]["debug"]
+    assert debug.up and debug.nodes == len(cluster.nodes) and debug.max_time is None, (debug, raw["partitions"])
+    assert views["cpus"]["debug"][1] == cpus_per_node * len(cluster.nodes), raw["cpus"]
+
+
 def spawn_ready(hub, name, server=""):
     r, seconds = hub.spawn(name, server=server)
     assert r.status_code in (201, 202), r.text
@@ -158,6 +175,7 @@ def test_two_servers_of_one_user_on_two_nodes(current, hub):
         target = route_target(hub, "alice", server)
         assert target and target.startswith(f"http://{current.addr[job[2]]}:"), (server, target)
         assert hub.user_request("alice", "api", server=server).status_code == 200
+    check_views(current, [first, second], cpus_per_node=1)
     for server, job in (("one", first), ("two", second)):
         assert hub.stop_server("alice", server)
         assert wait_job_gone(current, job[0])

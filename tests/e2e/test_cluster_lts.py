@@ -17,7 +17,7 @@ import clustertools
 import pytest
 import slurmtools
 from hubharness import ARTIFACTS, Hub
-from test_cluster_current import NODE_CMD, job_of, route_target, spawn_ready, wait_job_gone
+from test_cluster_current import NODE_CMD, check_views, job_of, route_target, spawn_ready, wait_job_gone
 
 from e2e.conftest import require
 
@@ -91,6 +91,7 @@ def test_lts_spawn_route_stop(lts, tmp_path, jupyterhub_version):
         target = route_target(hub, "alice")
         assert target and target.startswith(f"http://{lts.addr['n1']}:"), target
         assert hub.user_request("alice", "api").status_code == 200
+        check_views(lts, [state], cpus_per_node=2)
         banner = lts.run("login", ["sbatch", "--version"]).stdout.strip()
         assert banner.startswith("slurm-wlm 24.11"), banner
         print(f"lts ({banner}): submit->ready {seconds:.2f} s (job {job_id})")
