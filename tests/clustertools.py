@@ -78,10 +78,11 @@ class Cluster:
     def live_jobs(self, user: str | None = None) -> list[tuple[str, str, str]]:
         return [j for j in self.jobs(user) if j[1] in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING")]
 
-    def ssh_prefix(self, known_hosts: str) -> str:
+    def ssh_prefix(self, known_hosts: str, ipv6: bool = False) -> str:
         """exec_prefix for the hub: ssh to the login node as the user, with the cluster's hub key."""
+        login = self.addr6["login"] if ipv6 else self.addr["login"]
         return (f"ssh -i {self.hub_key} -o BatchMode=yes -o StrictHostKeyChecking=accept-new "
-                f"-o UserKnownHostsFile={known_hosts} -o ConnectTimeout=5 {{username}}@{self.addr['login']}")  # fmt: skip
+                f"-o UserKnownHostsFile={known_hosts} -o ConnectTimeout=5 {{username}}@{login}")  # fmt: skip
 
 
 def start(name: str) -> Cluster:

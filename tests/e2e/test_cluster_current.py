@@ -179,3 +179,31 @@ def test_two_servers_of_one_user_on_two_nodes(current, hub):
     for server, job in (("one", first), ("two", second)):
         assert hub.stop_server("alice", server)
         assert wait_job_gone(current, job[0])
+
+
+def test_ipv6_only_hub_login_and_route(current, tmp_path, jupyterhub_version):
+    """The same cluster over IPv6 alone: the hub's API on the bridge's IPv6 address, ssh to the
+    login node's IPv6 address, the server bound to ``::`` and routed at the node's IPv6 address."""
+    known_hosts = tmp_path / "known_hosts"
+    proxy_token = secrets.token_hex(16)
+    config = CONFIG.format(hub_ip=current.hub_ip6, prefix=current.ssh_prefix(str(known_hosts), ipv6=True),
+                           node_cmd=NODE_CMD, resolver={n: current.addr6[n] for n in current.nodes})  # fmt: skip
+    hub = Hub(tmp_path / "hub6", config + "c.Spawner.ip = '::'\n", env={"CONFIGPROXY_AUTH_TOKEN": proxy_token})
+    hub.proxy_token = proxy_token
+    hub.start()
+    try:
+        spawn_ready(hub, "alice")
+        job_id = job_of(hub, "alice")
+        node = {j[0]: j for j in current.jobs("alice")}[job_id][2]
+        target = route_target(hub, "alice")
+        assert target and target.startswith(f"http://[{current.addr6[node]}]:"), (target, routes(hub))
+        assert hub.user_request("alice", "api").status_code == 200
+        assert hub.stop_server("alice")
+        assert wait_job_gone(current, job_id)
+    finally:
+        hub.stop()
+        ARTIFACTS.joinpath("hub-logs").mkdir(parents=True, exist_ok=True)
+        if hub.log_path.exists():
+            shutil.copy(hub.log_path, ARTIFACTS / "hub-logs" / "cluster-current-ipv6.log")
+        for job_id, _, _ in current.live_jobs("alice"):
+            current.run("ctl", ["scancel", job_id], check=False)
