@@ -10,8 +10,9 @@ gets 403.
 
 Every app listens on a **unix socket** in a fresh private (0700) folder, never on
 a TCP port: compute nodes are shared, and a TCP port on 127.0.0.1 is open to every
-other user on the node. The desktop's X server takes an X authority cookie for
-the same reason.
+other user on the node. The desktop's X server takes only clients holding its X
+cookie, which is in no command line, and listens on an abstract socket only (no
+``/tmp/.X11-unix``); see ``run_vnc``.
 
 The apps are registered with jupyter-server-proxy through the
 ``jupyter_serverproxy_servers`` entry points of this package (pyproject.toml), so
@@ -193,6 +194,10 @@ def serve_static(sock_path, directory, index=""):
 # ------------------------------------------------------------ the desktop's X server
 XVNC_TRIES = 10  # X displays tried before giving up (another may take a free one first)
 XVNC_START_TIMEOUT = 20.0  # seconds the X server may take to listen, all tries together
+FIRST_DISPLAY, LAST_DISPLAY = 10, 1009  # the display numbers the desktop picks from
+_X_SOCKET = re.compile(r"@?/tmp/\.X11-unix/X(\d+)$")
+_X_LOCK = re.compile(r"\.X(\d+)-lock$")
+_FAMILY_WILD = 0xFFFF  # an Xauthority entry for any host
 
 
 def _start_timeout():
@@ -202,11 +207,6 @@ def _start_timeout():
     except ValueError:
         value = XVNC_START_TIMEOUT
     return min(max(value, 0.1), APP_TIMEOUT - 5)
-
-FIRST_DISPLAY, LAST_DISPLAY = 10, 1009  # the display numbers the desktop picks from
-_X_SOCKET = re.compile(r"@?/tmp/\.X11-unix/X(\d+)$")
-_X_LOCK = re.compile(r"\.X(\d+)-lock$")
-_FAMILY_WILD = 0xFFFF  # an Xauthority entry for any host
 
 
 def xauthority_entry(cookie: bytes, display: str = "") -> bytes:
