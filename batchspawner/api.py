@@ -82,9 +82,14 @@ class BatchSpawnerAPIHandler(APIHandler):
             raise web.HTTPError(400, "port must be an integer from 1 to 65535.")
         if "proof" in data and data["proof"] != proof.SCHEME:
             raise web.HTTPError(400, f"proof must be \"{proof.SCHEME}\" (the only scheme this hub checks).")
-        if not getattr(spawner, "_spawn_pending", False):
-            raise web.HTTPError(403, "This server is not starting.")
         target = _port_target(spawner)
+        if not getattr(spawner, "_spawn_pending", False):
+            # issue 24: a ready server's job that was requeued and runs again before the hub's poll
+            # saw it pending reports again: the spawner unroutes and follows it (follow_requeue)
+            rerun = getattr(target, "job_rerun_reported", None) if target is not None else None
+            if rerun is None:
+                raise web.HTTPError(403, "This server is not starting.")
+            return self._rerun_reported(rerun, port, "proof" in data)  # tornado awaits it
         if target is None:
             raise web.HTTPError(404, "This server does not take port reports.")
         # raises 403 when a port was already reported; the spawner then checks the address
@@ -92,6 +97,11 @@ class BatchSpawnerAPIHandler(APIHandler):
         target.report_port(port, proof="proof" in data)
         self.set_status(201)
         self.finish(json.dumps({"message": "port accepted", "port": port}))
+
+    async def _rerun_reported(self, rerun, port, proof_claimed):
+        await rerun(port, proof=proof_claimed)
+        self.set_status(201)
+        self.finish(json.dumps({"message": "port accepted (job running again)", "port": port}))
 
 
 def register():

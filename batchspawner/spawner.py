@@ -701,6 +701,26 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         at a port the job chose.""",
     ).tag(config=True)
 
+    follow_requeue = Bool(
+        True,
+        help="""Follow a running server's job when the scheduler puts it back in the queue (issue 24).
+
+        A job can leave RUNNING without ending: ``scontrol requeue``/``requeuehold``, preemption
+        with requeue, or a node failure with Slurm's JobRequeue. Whatever this says, the moment
+        the hub sees such a job pending again it removes the server's route (it never routes
+        to a job that left RUNNING) and the user's pages say in words what happened.
+
+        - True (default): the server stays in the hub as a pending start (spawn page with the
+          queue facts and Cancel); the rerun of the same job reports its port with the same
+          token and the hub routes to it again (possibly another node and port). Slurm jobs
+          append every run's output to the same log (``--open-mode=append``).
+        - False: the Slurm script asks for ``--no-requeue`` (Slurm then ends the job, e.g.
+          NODE_FAIL, instead of requeueing it), and a job seen back in the queue anyway is
+          cancelled and the server ends, with the reason on the user's page.
+
+        A suspended job is not requeued: it keeps its route and its server.""",
+    ).tag(config=True)
+
     unknown_grace = Float(
         600.0,
         help="Seconds of continuous *unknown* state after which the hub logs an error (the server is kept).",
@@ -776,6 +796,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self._grace_reported = False
         self._last_status = None
         self._started_at = None
+        self._rerun_task = None  # issue 24: following a requeued job's rerun
+        self._rerun_failed = ""
         # how the last job ended under a running server (poll() saw it end): kept through
         # clear_state and in the state, for the "your job ended" page; reset by the next start
         self.last_ended = None
@@ -907,6 +929,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         subvars["cmd"] = self.cmd_formatted_for_batch()
         subvars["log_path"] = self.format_log_path(self.job_id_placeholder)
         subvars["hub_bin_dir"] = shlex.quote(self.hub_bin_dir) if self.hub_bin_dir else ""
+        subvars["no_requeue"] = not self.follow_requeue  # issue 24
         return subvars
 
     def format_log_path(self, job_id):
@@ -1276,6 +1299,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             raise
         await self._resolve_homedir()
         self.last_ended = None
+        self._rerun_failed = ""
         self._events = []
         self._started_at = time.monotonic()
         self._phases = {"start": self._started_at}
@@ -1739,9 +1763,18 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             # the hub forgets the job after this (clear_state): cancel it first, as its user
             await self.leftovers.cancel_before_forget(self.job_id, f"has ended ({status.describe()})")
             self._forget_job()
+            if self._rerun_task is not None:  # issue 24: no rerun to follow any more
+                self._rerun_task.cancel()
             if self.tunnel is not None:
                 await self.tunnel.close()
             return 1 if status.exit_code is None else (status.exit_code or 1)
+        if self._rerun_failed:
+            return 1  # issue 24: the requeued job's rerun cannot be followed; stop() cancels it
+        if (status.state is JobState.PENDING and self._rerun_task is None
+                and not getattr(self, "_spawn_pending", False) and not self.job_is_suspended(status)):
+            # issue 24: a ready server's job left RUNNING without ending (requeue, hold, node failure)
+            await self._job_back_in_queue(status)
+            return 1 if self._rerun_failed else None
         if self.tunnel is not None and status.state is JobState.RUNNING:
             # after a hub restart, or if the relay died; a route must never point at a port the
             # hub does not hold: when no forward can be rebuilt, the server ends (issue 21)
@@ -1757,6 +1790,132 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
                 return 1
         return None
 
+    # ---------------------------------------------------------------- issue 24: requeued jobs
+    SUSPENDED_WORDS = frozenset({"SUSPENDED", "S", "T", "USUSP", "SSUSP", "PSUSP"})
+
+    def job_is_suspended(self, status: JobStatus) -> bool:
+        """A suspended job keeps its processes (and its port): it is not back in the queue."""
+        return (status.native or "").split(" ")[0].upper() in self.SUSPENDED_WORDS
+
+    def _requeue_words(self, status: JobStatus) -> str:
+        reason = status.reason or ""
+        if not reason:
+            return "requeued"
+        return self.explain_reason(reason)
+
+    def _hub_spawner(self):
+        """The spawner JupyterHub holds: this one, or the wrapper (ProfilesSpawner) around it."""
+        outer, seen = self, 0
+        while getattr(outer, "wrapper_spawner", None) is not None and seen < 5:
+            outer, seen = outer.wrapper_spawner, seen + 1
+        return outer
+
+    async def _unroute(self):
+        """Remove this server's proxy route (the server stays in the hub)."""
+        outer = self._hub_spawner()
+        proxy = (getattr(outer.user, "settings", None) or {}).get("proxy")
+        if proxy is None:
+            return  # at hub startup: check_routes drops routes of servers that are not ready
+        try:
+            await proxy.delete_user(outer.user, outer.name)
+        except Exception as e:
+            self.log.error("%s: could not remove the route of job %s's server: %s", self._log_name, self.job_id, e)
+
+    async def _job_back_in_queue(self, status: JobStatus):
+        """The job of a ready server is pending again: unroute now; follow the rerun or end cleanly."""
+        why = self._requeue_words(status)
+        if not self.follow_requeue:
+            self._rerun_failed = (
+                f"The scheduler put your job {self.job_id} back in the queue ({why}). This site does not "
+                "follow requeued jobs, so your server has ended and the job is cancelled; unsaved work in "
+                "it is lost. Start a new server."
+            )
+            self.log.warning("%s: job %s left RUNNING and is back in the queue (%s); follow_requeue is off: "
+                             "ending the server", self._log_name, self.job_id, status.describe())
+            self.last_ended = sessions.ended_record(self.job_id, "REQUEUED", None)
+            await self._unroute()
+            await self.leftovers.cancel_before_forget(self.job_id, f"was put back in the queue ({status.describe()})")
+            self._forget_job()
+            if self.tunnel is not None:
+                await self.tunnel.close()
+            return
+        self.log.warning("%s: job %s left RUNNING and is back in the queue (%s): its route is removed and the "
+                         "hub follows its rerun (follow_requeue)", self._log_name, self.job_id, status.describe())
+        outer = self._hub_spawner()
+        outer._spawn_pending = True  # JupyterHub: not ready, not routed, the spawn page shows our progress
+        self._spawn_pending = True
+        self._events = []
+        self.port = 0
+        self._endpoint = None
+        self._proof_claimed = False
+        self._port_future = asyncio.get_running_loop().create_future()
+        self._event(
+            5,
+            f"The scheduler put your job {self.job_id} back in the queue ({why}); your server will be back "
+            "when it runs again; unsaved work in it is lost.",
+        )
+        task = asyncio.ensure_future(self._follow_rerun())
+        self._rerun_task = task
+        outer._spawn_future = task  # the spawn page and its Cancel act on it, as for a first start
+        task.add_done_callback(self._rerun_done)
+        await self._unroute()
+        if self.tunnel is not None:
+            await self.tunnel.close()
+
+    async def job_rerun_reported(self, port: int, proof: bool = False):
+        """A ready server's job reports a port again: it was requeued and runs again between two
+        polls. Unroute and follow, as if poll() had seen it pending; then take the report."""
+        if self._rerun_task is not None or getattr(self, "_spawn_pending", False) or not self.job_id:
+            raise web.HTTPError(403, "This server is not starting.")
+        if not self.follow_requeue:
+            raise web.HTTPError(403, "This server is not starting (requeued jobs are not followed here).")
+        await self._job_back_in_queue(JobStatus(JobState.PENDING, native="REQUEUED"))
+        self.report_port(port, proof=proof)
+
+    async def _follow_rerun(self):
+        """Wait for the requeued job to run again, take its port report, and route to it again."""
+        self._started_at = time.monotonic()
+        self._phases = {"start": self._started_at}
+        host = await self._wait_until_running()
+        self._event(60, f"Job {self.job_id} is running again on {host}; waiting for the server to start.")
+        port = await self._wait_for_port()
+        target = await self.connect_address(self.resolve_host(host))
+        self._claim_address(target, port)
+        if self.tunnel is not None:
+            ip, port = await self._open_tunnel(target, port)
+        else:
+            ip = target
+        await self._wait_for_listen(ip, port)
+        await self._prove_server(ip, port, self._job_endpoint())
+        self.port = port
+        outer = self._hub_spawner()
+        outer.server.ip = ip
+        outer.server.port = port
+        self._save_state_now()  # commits the server row's new address too
+        save_spawner_state(outer)
+        proxy = (getattr(outer.user, "settings", None) or {}).get("proxy")
+        if proxy is not None:
+            await proxy.add_user(outer.user, outer.name)
+        self._event(90, f"Server is listening on {ip}:{port} again.")
+        self.log.warning("%s: job %s runs again; routed to %s:%s", self._log_name, self.job_id, ip, port)
+
+    def _rerun_done(self, fut):
+        outer = self._hub_spawner()
+        outer._spawn_pending = False
+        self._spawn_pending = False
+        self._rerun_task = None
+        self._port_future = None
+        self._wake_progress()
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is None:
+            return
+        self._rerun_failed = str(exc) or type(exc).__name__
+        self.log.error("%s: the rerun of job %s cannot be followed: %s; ending the server",
+                       self._log_name, self.job_id, self._rerun_failed)
+        asyncio.ensure_future(outer.poll_and_notify())  # the hub stops the server now, not at its next poll
+
     async def stop(self, now=False):
         """Cancel the job and wait (bounded) until the scheduler shows it gone.
 
@@ -1766,6 +1925,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         So a job that cannot be cancelled is not raised about but kept in ``uncancelled_jobs``
         (saved with the state, cancelled before the next start) and logged as an error.
         """
+        if self._rerun_task is not None:  # issue 24
+            self._rerun_task.cancel()
         if self.tunnel is not None:
             await self.tunnel.close()
         if not self.job_id:

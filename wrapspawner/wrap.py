@@ -225,6 +225,7 @@ class WrapSpawner(Spawner):
             # BatchSpawnerBase saves the job id at once; save *our* state (profile + child) instead
             child.state_saver = self._save_state_now
         child._spawn_pending = self._wrap_spawn_pending
+        child.wrapper_spawner = self  # issue 24: a requeued child job unroutes and re-routes the hub's spawner
         self.child_spawner = child
         self.child_state = {}
         self._sync_runtime()

@@ -1,6 +1,8 @@
 #!/bin/bash
 #SBATCH --job-name={{ job_name or 'spawner-jupyterhub' }}
 {% if log_path %}#SBATCH --output={{ log_path }}
+#SBATCH --open-mode=append
+{% endif %}{% if no_requeue %}#SBATCH --no-requeue
 {% endif %}{% if homedir %}#SBATCH --chdir={{ homedir }}
 {% endif %}{% if keepvars %}#SBATCH --export={{ keepvars }}
 {% endif %}#SBATCH --get-user-env

@@ -1,0 +1,125 @@
+"""A batch job's life events on the real Slurm 22.05 (issue 24).
+
+An administrator (or a node failure) puts a running server's job back in the queue: the hub must
+stop routing to it at once, say so in words, and route again to the rerun of the same job (same
+job id, same server token, maybe another port). The rerun's log is appended to the first run's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+import requests
+
+import slurmtools
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = """
+c.JupyterHub.spawner_class = 'slurm'
+c.SlurmSpawner.req_runtime = '00:30:00'
+c.SlurmSpawner.startup_poll_interval = 0.25
+c.SlurmSpawner.status_interval = 0.5
+c.Spawner.poll_interval = 1
+"""
+
+
+def scontrol(*args):
+    r = subprocess.run(["scontrol", *args], capture_output=True, text=True, timeout=30)
+    return r
+
+
+def job_of(hub, name="alice"):
+    return hub.server_model(name)["state"]["job_id"]
+
+
+def route_of(hub, name="alice"):
+    """The proxy's route for the user's default server, or None (asked of the proxy itself)."""
+    r = requests.get(f"http://127.0.0.1:{hub.proxy_api_port}/api/routes",
+                     headers={"Authorization": f"token {hub.proxy_token}"}, timeout=10)
+    r.raise_for_status()
+    for spec, route in r.json().items():
+        if spec.rstrip("/").endswith(f"/user/{name}"):
+            return route.get("target")
+    return None
+
+
+def progress_messages(hub, name="alice", timeout=5):
+    """The spawn progress events the user's page shows (read until ``timeout``)."""
+    msgs = []
+    try:
+        with hub.api("GET", f"/users/{name}/server/progress", stream=True, timeout=timeout) as r:
+            if r.status_code != 200:
+                return [f"HTTP {r.status_code} {r.text}"]
+            t0 = time.monotonic()
+            for line in r.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    msgs.append(json.loads(line[5:]).get("message", ""))
+                if time.monotonic() - t0 > timeout or any("back in the queue" in m for m in msgs):
+                    break
+    except requests.RequestException:
+        pass
+    return msgs
+
+
+def wait_for(pred, timeout, step=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    return pred()
+
+
+def test_requeue_unroutes_at_once_and_follows_the_rerun(slurm, hubs):
+    hub = hubs(CONFIG + "c.ConfigurableHTTPProxy.auth_token = 'proxy-test-token-24'\n")
+    hub.proxy_token = "proxy-test-token-24"
+    hub.start()
+    r, _ = hub.spawn("alice")
+    assert r.status_code in (201, 202), r.text
+    assert hub.server_model("alice")["ready"], hub.log_tail()
+    job = job_of(hub)
+    first_route = route_of(hub)
+    assert first_route and hub.user_request("alice", "api").status_code == 200
+
+    # the administrator requeues the running job
+    t0 = time.monotonic()
+    assert scontrol("requeue", job).returncode == 0
+    gone = wait_for(lambda: route_of(hub) is None, 10)
+    unrouted_after = time.monotonic() - t0
+    assert gone, f"route still {route_of(hub)} {unrouted_after:.1f} s after the requeue\n{hub.log_tail()}"
+    print(f"requeue -> route gone {unrouted_after:.2f} s")
+    model = hub.server_model("alice")
+    assert model is not None, "the hub dropped the server: it must follow the requeued job"
+    assert model["pending"] == "spawn" and not model["ready"], model
+    # the user's page goes to the hub (no route), whose spawn progress says what happened, in words
+    page = requests.get(hub.url + "/user/alice/lab", headers={"Authorization": f"token {hub.token}"},
+                        allow_redirects=False, timeout=10)
+    assert page.status_code in (302, 303) and page.headers.get("Location", "").startswith("/hub/user/alice"), (
+        page.status_code, page.headers)
+    msgs = progress_messages(hub)
+    text = " ".join(msgs)
+    assert "back in the queue" in text and "unsaved work" in text and job in text, msgs
+    assert "requeue" in hub.log_text().lower()
+
+    # the rerun of the same job reports with the same credential, the hub routes to it again
+    assert scontrol("update", f"jobid={job}", "StartTime=now").returncode == 0
+    ready = wait_for(lambda: (hub.server_model("alice") or {}).get("ready"), 45, 0.5)
+    assert ready, hub.log_tail()
+    print(f"requeue -> ready again {time.monotonic() - t0:.2f} s")
+    assert job_of(hub) == job
+    assert route_of(hub)
+    assert hub.user_request("alice", "api").status_code == 200
+    assert "This server is not starting" not in hub.log_text()
+    # both runs' output in one log: appended, not overwritten
+    path = scontrol("show", "job", job).stdout.split("StdOut=", 1)[1].split()[0]
+    with open(path, errors="replace") as f:
+        log = f.read()
+    assert "DUE TO JOB REQUEUE" in log, log[-2000:]
+    assert hub.stop_server("alice")
+    wait_for(lambda: job not in slurmtools.live_jobs(), 30)
+    assert job not in slurmtools.live_jobs()

@@ -1,0 +1,66 @@
+"""Issue 24: a running server's job that goes back to the queue (fast tier, injected runner)."""
+
+from helpers import make_spawner
+from test_slurm_spawner import Reply, spawner_with
+
+from batchspawner import SlurmSpawner
+
+
+def _directives(**traits):
+    spawner = make_spawner(SlurmSpawner, batchspawner_singleuser_cmd="/opt/v/bin/batchspawner-singleuser", **traits)
+    return [line for line in spawner.render_script().splitlines() if line.startswith("#SBATCH")]
+
+
+def test_reruns_append_to_the_log_and_no_requeue_follows_the_trait():
+    default = _directives()
+    assert "#SBATCH --open-mode=append" in default
+    assert "#SBATCH --no-requeue" not in default
+    assert "#SBATCH --no-requeue" in _directives(follow_requeue=False)
+
+
+def _replies(*lines):
+    calls = []
+    queue = list(lines)
+
+    def run(argv, stdin):
+        calls.append(argv)
+        if argv[0] == "scancel":
+            return Reply()
+        return Reply(stdout=(queue.pop(0) if len(queue) > 1 else queue[0]) + "\n")
+
+    return run, calls
+
+
+async def test_a_suspended_job_keeps_its_server_and_route():
+    run, calls = _replies("SUSPENDED localhost None")
+    spawner, _ = spawner_with(run, shared_status=False)
+    spawner.job_id = "9"
+    assert await spawner.poll() is None
+    assert not spawner._spawn_pending and spawner._rerun_task is None
+    assert not [c for c in calls if c[0] == "scancel"]
+
+
+async def test_without_follow_requeue_a_requeued_job_ends_the_server_with_its_reason():
+    run, calls = _replies("PENDING  BeginTime", "PENDING  BeginTime", "CANCELLED localhost None")
+    spawner, _ = spawner_with(run, shared_status=False, follow_requeue=False)
+    spawner.job_id = "9"
+    assert await spawner.poll() == 1
+    assert ["scancel", "9"] in calls
+    assert "back in the queue" in spawner._rerun_failed and "does not follow requeued jobs" in spawner._rerun_failed
+    assert spawner.last_ended["job_id"] == "9"
+
+
+async def test_a_requeued_job_is_followed_as_a_pending_start():
+    run, calls = _replies("PENDING  BeginTime")
+    spawner, _ = spawner_with(run, shared_status=False)
+    spawner.job_id = "9"
+    assert await spawner.poll() is None
+    try:
+        assert spawner._spawn_pending and spawner._rerun_task is not None
+        assert spawner._port_future is not None and not spawner._port_future.done()
+        assert "back in the queue" in spawner._events[0]["message"]
+        assert "unsaved work in it is lost" in spawner._events[0]["message"]
+        assert not [c for c in calls if c[0] == "scancel"]
+        assert await spawner.poll() is None  # still pending: still followed, not a second follow
+    finally:
+        spawner._rerun_task.cancel()
