@@ -20,7 +20,7 @@ from pathlib import Path
 CHECKOUT = Path(__file__).resolve().parent.parent
 SCRIPTS = CHECKOUT / "scripts" / "cluster"
 CACHE = Path(os.environ.get("JHPC_CLUSTER_CACHE", "/var/cache/jupyterhub-hpc/clusters"))
-SUITES = {"current": "sid", "lts": "trixie"}
+SUITES = {"current": "sid", "lts": "trixie", "condor": "condor"}
 
 
 def available() -> tuple[bool, str]:

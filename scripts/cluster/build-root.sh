@@ -1,7 +1,8 @@
 #!/bin/bash
 # Build (once per machine) the Debian root file system a test cluster's machines share:
 #
-#   bash scripts/cluster/build-root.sh SUITE      SUITE: sid (Slurm 26.05) or trixie (Slurm 24.11)
+#   bash scripts/cluster/build-root.sh SUITE      SUITE: sid (Slurm 26.05), trixie (Slurm 24.11)
+#                                                  or condor (Debian trixie with HTCondor 23.9)
 #   bash scripts/cluster/build-root.sh SUITE --check   exit 0 when the cached root is up to date
 #
 # The root lands in $JHPC_CLUSTER_CACHE/roots/SUITE (default /var/cache/jupyterhub-hpc/clusters),
@@ -16,10 +17,11 @@
 # The package in the venv is refreshed from the checkout by scripts/cluster/cluster.sh when the
 # checkout changed (a hash of its sources), so a code change does not rebuild the root.
 set -euo pipefail
-suite=${1:?usage: build-root.sh sid|trixie}
+suite=${1:?usage: build-root.sh sid|trixie|condor}
 case $suite in
-  sid|trixie) ;;
-  *) echo "build-root.sh: unknown suite '$suite' (sid or trixie)" >&2; exit 2 ;;
+  sid|trixie) dist=$suite; sched="slurmctld slurmd slurm-client munge" ;;
+  condor) dist=trixie; sched="htcondor" ;;
+  *) echo "build-root.sh: unknown suite '$suite' (sid, trixie or condor)" >&2; exit 2 ;;
 esac
 CACHE=${JHPC_CLUSTER_CACHE:-/var/cache/jupyterhub-hpc/clusters}
 MIRROR=${JHPC_DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -51,7 +53,7 @@ rm -rf "$new"
 trap umount_all EXIT
 t0=$(date +%s)
 echo "build-root.sh: debootstrap $suite -> $new" >&2
-debootstrap --variant=minbase "$suite" "$new" "$MIRROR" >"$CACHE/roots/$suite.debootstrap.log" 2>&1 || {
+debootstrap --variant=minbase "$dist" "$new" "$MIRROR" >"$CACHE/roots/$suite.debootstrap.log" 2>&1 || {
   tail -20 "$CACHE/roots/$suite.debootstrap.log" >&2; exit 1; }
 
 # no daemon starts from a package script (they would run with the host's network)
@@ -64,7 +66,7 @@ mount --bind /dev "$new/dev"
 mount --bind /dev/pts "$new/dev/pts"
 chroot "$new" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
 chroot "$new" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-  slurmctld slurmd slurm-client munge openssh-server openssh-client python3 python3-venv \
+  $sched openssh-server openssh-client python3 python3-venv \
   procps iproute2 ca-certificates >"$CACHE/roots/$suite.apt.log" 2>&1 || {
   tail -20 "$CACHE/roots/$suite.apt.log" >&2; exit 1; }
 chroot "$new" apt-get clean
@@ -82,7 +84,12 @@ chroot "$new" /opt/jhpc/venv/bin/pip install -q --no-cache-dir --disable-pip-ver
   tail -20 "$CACHE/roots/$suite.pip.log" >&2; exit 1; }
 
 # what the clusters' scripts expect in every machine
-mkdir -p "$new/etc/slurm" "$new/var/spool/slurmd" "$new/var/spool/slurmctld" "$new/run/sshd" "$new/hostshare"
+mkdir -p "$new/etc/slurm" "$new/var/spool/slurmd" "$new/var/spool/slurmctld" "$new/run/sshd"
+if [ "$suite" = condor ]; then
+  # what the package scripts would make through systemd-tmpfiles (absent in minbase)
+  chroot "$new" sh -c 'mkdir -p /run/condor /var/lock/condor /var/log/condor /var/lib/condor/spool /var/lib/condor/execute
+                       chown condor:condor /run/condor /var/lock/condor /var/log/condor /var/lib/condor /var/lib/condor/spool /var/lib/condor/execute'
+fi
 chroot "$new" sh -c 'rm -f /etc/ssh/ssh_host_*; ssh-keygen -A' >/dev/null
 
 umount_all

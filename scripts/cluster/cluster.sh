@@ -12,6 +12,8 @@
 # Clusters (NAME):
 #   current  Debian sid, Slurm 26.05: ctl (slurmctld), n1 n2 (slurmd, 1 CPU each), login (sshd)
 #   lts      Debian trixie, Slurm 24.11: ctl, n1 (2 CPUs), login
+#   condor   Debian trixie, HTCondor 23.9: login (central manager: collector, negotiator, and the
+#            schedd; sshd), n1 (startd, 2 CPUs)
 #
 # Every machine: its own network namespace joined to the host bridge jhpc-NAME (IPv4
 # 10.232.K.0/24 and IPv6 fd00:232:K::/64, the host being .1 / ::1; no default route, so nothing
@@ -33,9 +35,10 @@ CACHE=${JHPC_CLUSTER_CACHE:-/var/cache/jupyterhub-hpc/clusters}
 cmd=${1:?usage: cluster.sh start|stop|status|env|exec NAME}
 name=${2:?usage: cluster.sh $cmd NAME}
 case $name in
-  current) suite=sid; K=1; machines="ctl:2 n1:3 n2:4 login:5"; nodes="n1 n2"; node_cpus=1 ;;
-  lts) suite=trixie; K=2; machines="ctl:2 n1:3 login:5"; nodes="n1"; node_cpus=2 ;;
-  *) echo "cluster.sh: unknown cluster '$name' (current or lts)" >&2; exit 2 ;;
+  current) kind=slurm; suite=sid; K=1; machines="ctl:2 n1:3 n2:4 login:5"; nodes="n1 n2"; node_cpus=1 ;;
+  lts) kind=slurm; suite=trixie; K=2; machines="ctl:2 n1:3 login:5"; nodes="n1"; node_cpus=2 ;;
+  condor) kind=condor; suite=condor; K=3; machines="login:2 n1:3"; nodes="n1"; node_cpus=2 ;;
+  *) echo "cluster.sh: unknown cluster '$name' (current, lts or condor)" >&2; exit 2 ;;
 esac
 RUN=$CACHE/run/$name
 root=$CACHE/roots/$suite
@@ -98,6 +101,13 @@ do_stop() {
 }
 
 nodes_up() {  # every node idle, mixed, allocated or completing
+  if [ "$kind" = condor ]; then  # every execute node advertises its slots to the collector
+    local m
+    for m in $nodes; do
+      in_machine login condor_status -af Machine 2>/dev/null | grep -q "^$m" || return 1
+    done
+    return 0
+  fi
   local states
   states=$(in_machine ctl sinfo -h -N -o '%t' 2>/dev/null | sort -u | tr '\n' ' ')
   [ -n "$states" ] || return 1
@@ -113,7 +123,7 @@ healthy() {
     h=$(holder "$m") || return 1
     [ -d "/proc/$h" ] || return 1
   done
-  in_machine ctl scontrol ping 2>/dev/null | grep -q UP || return 1
+  if [ "$kind" = slurm ]; then in_machine ctl scontrol ping 2>/dev/null | grep -q UP || return 1; fi
   in_machine login sh -c 'test -f /run/sshd.pid && kill -0 $(cat /run/sshd.pid)' || return 1
   nodes_up
 }
@@ -160,6 +170,46 @@ refresh_package() {  # this checkout's package in the root's venv (job side), wh
   echo "$h" >"$root/opt/jhpc/pkg-stamp"
 }
 
+condor_config() {  # condor_config MACHINE: that machine's HTCondor settings (test pool only)
+  local m=$1 daemons="MASTER, STARTD"
+  [ "$m" = login ] && daemons="MASTER, COLLECTOR, NEGOTIATOR, SCHEDD"
+  cat <<CONF
+# test pool '$name' (scripts/cluster/cluster.sh); reachable only inside its namespaces
+CONDOR_HOST = login
+DAEMON_LIST = $daemons
+NETWORK_INTERFACE = $net4.$(addr "$m")
+ENABLE_IPV6 = FALSE
+UID_DOMAIN = jhpc-$name
+FILESYSTEM_DOMAIN = jhpc-$name
+TRUST_UID_DOMAIN = True
+SOFT_UID_DOMAIN = True
+# host-based trust inside the test subnet (no tokens to hand around in a throwaway pool)
+SEC_DEFAULT_AUTHENTICATION = OPTIONAL
+SEC_DEFAULT_AUTHENTICATION_METHODS = FS, CLAIMTOBE
+SEC_CLIENT_AUTHENTICATION_METHODS = FS, CLAIMTOBE
+SEC_DEFAULT_ENCRYPTION = OPTIONAL
+SEC_DEFAULT_INTEGRITY = OPTIONAL
+ALLOW_READ = $net4.*, 127.0.0.1
+ALLOW_WRITE = $net4.*, 127.0.0.1
+ALLOW_DAEMON = $net4.*, 127.0.0.1
+ALLOW_NEGOTIATOR = $net4.*, 127.0.0.1
+ALLOW_ADMINISTRATOR = $net4.*, 127.0.0.1
+ALLOW_OWNER = $net4.*, 127.0.0.1
+# no mount namespace per job (jobs were held with "Failed to unshare the mount namespace")
+MOUNT_UNDER_SCRATCH =
+NUM_CPUS = $node_cpus
+START = TRUE
+SUSPEND = FALSE
+PREEMPT = FALSE
+KILL = FALSE
+NEGOTIATOR_INTERVAL = 2
+NEGOTIATOR_MIN_INTERVAL = 1
+SCHEDD_INTERVAL = 2
+UPDATE_INTERVAL = 2
+STARTER_UPDATE_INTERVAL = 2
+CONF
+}
+
 write_config() {
   mkdir -p "$RUN/etc-slurm" "$RUN/etc-munge" "$RUN/etc-jhpc"
   local m a nodeconf=""
@@ -194,12 +244,14 @@ EOF
   echo "CgroupPlugin=disabled" >"$RUN/etc-slurm/cgroup.conf"
   local munge_uid
   munge_uid=$(awk -F: '$1 == "munge" {print $3}' "$root/etc/passwd")
-  if [ ! -s "$RUN/etc-munge/munge.key" ]; then
+  if [ "$kind" = slurm ] && [ ! -s "$RUN/etc-munge/munge.key" ]; then
     dd if=/dev/urandom of="$RUN/etc-munge/munge.key" bs=1024 count=1 status=none
   fi
-  chown -R "$munge_uid" "$RUN/etc-munge"
-  chmod 700 "$RUN/etc-munge"
-  chmod 400 "$RUN/etc-munge/munge.key"
+  if [ "$kind" = slurm ]; then
+    chown -R "$munge_uid" "$RUN/etc-munge"
+    chmod 700 "$RUN/etc-munge"
+    chmod 400 "$RUN/etc-munge/munge.key"
+  fi
   # the hub's key for the login node (root on the host -> any user on login)
   if [ ! -s "$RUN/hub_key" ]; then
     rm -f "$RUN/hub_key" "$RUN/hub_key.pub"
@@ -257,8 +309,12 @@ do_start() {
     mount --bind /dev/pts "$merged/dev/pts"
     mount --bind /home "$merged/home"
     mkdir -p "$merged/etc/jhpc"
-    mount --bind "$RUN/etc-slurm" "$merged/etc/slurm"
-    mount --bind "$RUN/etc-munge" "$merged/etc/munge"
+    if [ "$kind" = slurm ]; then
+      mount --bind "$RUN/etc-slurm" "$merged/etc/slurm"
+      mount --bind "$RUN/etc-munge" "$merged/etc/munge"
+    else
+      condor_config "$m" >"$merged/etc/condor/config.d/99-jhpc.conf"
+    fi
     mount --bind "$RUN/etc-jhpc" "$merged/etc/jhpc"
     mount -o remount,bind,ro "$merged/etc/jhpc" 2>/dev/null || :
     cp "$RUN/etc-jhpc/hosts" "$merged/etc/hosts"
@@ -266,8 +322,11 @@ do_start() {
     rm -f "$merged/run/slurmctld.pid" "$merged/run/slurmd.pid" "$merged/run/sshd.pid"
     mkdir -p "$merged/run/munge" "$merged/run/sshd" "$merged/tmp"
     chmod 1777 "$merged/tmp"
-    chown munge: "$merged/run/munge" 2>/dev/null || chroot "$merged" chown munge: /run/munge
-    chroot "$merged" chown munge: /run/munge /var/lib/munge /var/log/munge
+    if [ "$kind" = slurm ]; then
+      chroot "$merged" chown munge: /run/munge /var/lib/munge /var/log/munge
+    else
+      chroot "$merged" sh -c 'mkdir -p /run/condor /var/lock/condor && chown condor:condor /run/condor /var/lock/condor'
+    fi
     ip netns add "$(ns "$m")"
     ip link add "jh$K$m" type veth peer name eth0 netns "$(ns "$m")"
     ip link set "jh$K$m" master "$bridge" up
@@ -287,23 +346,38 @@ do_start() {
       [ "$(nsenter -t "$(holder "$m")" -u hostname 2>/dev/null)" = "$m" ] && break
       sleep 0.1
     done
-    in_machine "$m" runuser -u munge -- /usr/sbin/munged
+    if [ "$kind" = slurm ]; then
+      in_machine "$m" runuser -u munge -- /usr/sbin/munged
+    else
+      in_machine "$m" /usr/sbin/condor_master
+    fi
   done
-  in_machine ctl /usr/sbin/slurmctld
-  for m in $nodes; do in_machine "$m" /usr/sbin/slurmd; done
+  if [ "$kind" = slurm ]; then
+    in_machine ctl /usr/sbin/slurmctld
+    for m in $nodes; do in_machine "$m" /usr/sbin/slurmd; done
+  fi
   in_machine login /usr/sbin/sshd -f /etc/jhpc/sshd_config -E /var/log/sshd.log
   local t0=$SECONDS
   until nodes_up; do
     if [ $((SECONDS - t0)) -gt 60 ]; then
       echo "cluster.sh: $name: nodes not up after 60 s:" >&2
-      in_machine ctl sinfo -N >&2 || :
-      tail -5 "$RUN/m/ctl/merged/var/log/slurmctld.log" >&2 || :
+      if [ "$kind" = slurm ]; then
+        in_machine ctl sinfo -N >&2 || :
+        tail -5 "$RUN/m/ctl/merged/var/log/slurmctld.log" >&2 || :
+      else
+        in_machine login condor_status >&2 || :
+        tail -5 "$RUN/m/login/merged/var/log/condor/CollectorLog" >&2 || :
+      fi
       exit 1
     fi
     sleep 0.5
   done
   echo "$(cat "$root/.jhpc-stamp"):$(pkg_hash)" >"$RUN/up"
-  echo "cluster.sh: $name is up ($(in_machine ctl sbatch --version))"
+  if [ "$kind" = slurm ]; then
+    echo "cluster.sh: $name is up ($(in_machine ctl sbatch --version))"
+  else
+    echo "cluster.sh: $name is up ($(in_machine login condor_version | head -1))"
+  fi
 }
 
 do_env() {
