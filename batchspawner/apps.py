@@ -171,8 +171,29 @@ def serve_static(sock_path, directory, index=""):
             super().do_GET()
 
         def list_directory(self, path):
-            self.send_error(404, "Not found")
-            return None
+            # a folder without index.html (the web-app example's default folder is one): a page
+            # linking its files, not a raw "Error code: 404" (issue 26); dot files are not listed
+            import html as _html
+            import io
+            from urllib.parse import quote
+
+            try:
+                names = sorted(n for n in os.listdir(path) if not n.startswith("."))
+            except OSError:
+                self.send_error(404, "Not found")
+                return None
+            title = _html.escape(os.environ.get("JHPC_WEBAPP_TITLE", "") or "Files")
+            items = "".join(
+                f'<li><a href="{quote(n)}{"/" if os.path.isdir(os.path.join(path, n)) else ""}">{_html.escape(n)}</a></li>'
+                for n in names
+            ) or "<li>(this folder is empty)</li>"
+            body = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+                    f"<body><h1>{title}</h1><ul>{items}</ul></body></html>").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            return io.BytesIO(body)
 
         def log_message(self, fmt, *args):
             sys.stderr.write("static: " + (fmt % args) + "\n")
@@ -390,8 +411,10 @@ def run_vnc(sock_path):
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)  # the cleanup itself is not interrupted
-        _end(session, group=True)
+        # Xvnc first: its X clients then end on their own (xterm may sit on a SIGTERM until an X event
+        # comes), then whatever is left of the session's process group
         _end(server)
+        _end(session, group=True)
         shutil.rmtree(private, ignore_errors=True)
         try:
             os.unlink(sock_path)

@@ -133,6 +133,10 @@ def _procs():
     return out
 
 
+def _ppid(pid):
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def _abstract_x_sockets():
     names = set()
     for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
@@ -203,7 +207,8 @@ class Desktop:
                 self.xvnc_pid = pid
                 self.display = int(next(a for a in argv if re.fullmatch(r":\d+", a))[1:])
                 self.xauth = argv[argv.index("-auth") + 1]
-            if uid == _uid(VICTIM) and argv[:1] == [PY] and "vnc" in argv and str(self.sock) in argv:
+            if uid == _uid(VICTIM) and argv[:1] == [PY] and "vnc" in argv and str(self.sock) in argv \
+                    and os.stat(f"/proc/{_ppid(pid)}").st_uid == 0:  # runuser's child, not a fork before exec
                 self.apps_pid = pid
         assert self.xvnc_pid and self.apps_pid, _procs()
         return self.display
