@@ -74,9 +74,14 @@ def test_static_server_on_a_private_unix_socket(tmp_path):
         conn = UnixHTTPConnection(sock)
         conn.request("GET", "/vnc.html")
         assert conn.getresponse().read() == b"<title>noVNC</title>"
+        # a folder without index.html: a page linking its files (issue 26), dot files left out
+        (web / "sub" / ".secret").write_text("x")
+        (web / "sub" / "a&b.txt").write_text("x")
         conn = UnixHTTPConnection(sock)
         conn.request("GET", "/sub/")
-        assert conn.getresponse().status == 404  # no directory listings
+        r = conn.getresponse()
+        page = r.read().decode()
+        assert r.status == 200 and 'href="a%26b.txt">a&amp;b.txt<' in page and ".secret" not in page, page
     finally:
         proc.terminate()
         proc.wait(10)
