@@ -36,6 +36,15 @@ def _find_spawner(user, token):
         api_token = getattr(spawner, "api_token", "") or ""
         if api_token and hmac.compare_digest(api_token.encode(), token.encode()):
             return spawner
+    for spawner in user.spawners.values():
+        # issue 24: after a hub restart a server's token is known only by its SHA-256 (saved in
+        # the spawner's state at submission); the job's own report brings the token back
+        target = _port_target(spawner)
+        owns = getattr(target, "owns_server_token", None)
+        if not getattr(spawner, "api_token", "") and owns is not None and owns(token):
+            spawner.api_token = token
+            target.api_token = token
+            return spawner
     return None
 
 

@@ -20,6 +20,8 @@ commands, request variables, templates, state, the Spawner API.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import ipaddress
 import os
@@ -798,6 +800,9 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self._started_at = None
         self._rerun_task = None  # issue 24: following a requeued job's rerun
         self._rerun_failed = ""
+        self._starting = False  # submitted, not yet served (saved: a restart adopts it)
+        self._restored_starting = False
+        self._token_sha256 = ""
         # how the last job ended under a running server (poll() saw it end): kept through
         # clear_state and in the state, for the "your job ended" page; reset by the next start
         self.last_ended = None
@@ -1210,6 +1215,10 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         if self.job_id:
             _REPORTED.add(self)  # issue 21 (8): its address counts as taken
         self.log_file = state.get("log_file", "") if self.job_id else ""
+        # issue 24: a start the hub was still waiting for when it stopped is adopted by poll()
+        self._restored_starting = bool(state.get("starting")) if self.job_id else False
+        digest = state.get("token_sha256") if self.job_id else ""
+        self._token_sha256 = digest if isinstance(digest, str) else ""
         self.submitted_at = float(state.get("submitted_at") or 0) if self.job_id else 0.0
         ended = state.get("last_ended")
         self.last_ended = dict(ended) if isinstance(ended, dict) and ended.get("job_id") else None
@@ -1227,6 +1236,11 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
                 state["tunnel"] = self.tunnel.get_state()
             state["log_file"] = self.log_file
             state["submitted_at"] = self.submitted_at
+            if getattr(self, "_starting", False):
+                state["starting"] = True  # issue 24: adopted after a hub restart
+            digest = self.token_digest()
+            if digest:
+                state["token_sha256"] = digest  # to know the job's own report after a restart
             try:  # the REST API's server model shows the session card's facts (caches only)
                 facts = self.session_facts()
             except Exception:  # never fail a state save over display facts
@@ -1254,6 +1268,9 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self.job_status = ""
         self.log_file = ""
         self.submitted_at = 0.0
+        self._starting = False
+        self._restored_starting = False
+        self._token_sha256 = ""
 
     state_saver = Any(
         None,
@@ -1316,6 +1333,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
                 await self._write_token_file()
             await joblogs.prepare_log_dir(self)  # issue 14: private log folder, pruned
             self.job_id = await self.submit_batch_script(user_values)
+            self._starting = True  # issue 24: saved now; a hub restart adopts the start
             self._session_submitted()  # issue 14: log file, card, usage log
             self._save_state_now()
             self._phase("submit")
@@ -1348,6 +1366,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         finally:
             self._port_future = None
         self._session_started()  # issue 14: usage log
+        self._starting = False
         self.port = port
         self._stamp_ready_later()
         return (ip, port)
@@ -1425,6 +1444,11 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
     async def get_url(self):
         """JupyterHub asks this after a hub restart: a tunnel may have had to move to another
         local port (its old one taken meanwhile), and the route must follow it."""
+        task = self._rerun_task
+        if task is not None and getattr(self, "_adopting", False):
+            # issue 24: JupyterHub asks this while it checks a restored server, then waits
+            # http_timeout for it to answer: let that check wait for the adopted start instead
+            await asyncio.wait({task})
         url = await super().get_url()
         if self.tunnel is None or not self.tunnel.is_open or not self.tunnel.local_port:
             return url
@@ -1770,6 +1794,12 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             return 1 if status.exit_code is None else (status.exit_code or 1)
         if self._rerun_failed:
             return 1  # issue 24: the requeued job's rerun cannot be followed; stop() cancels it
+        if self._restored_starting and self._rerun_task is None and not getattr(self, "_spawn_pending", False):
+            # issue 24: the hub restarted while this start waited: go on waiting, as a pending start
+            self._restored_starting = False
+            self._follow(f"The hub restarted while your server was starting; it goes on following your "
+                         f"job {self.job_id}.", adopt=True)
+            return None
         if (status.state is JobState.PENDING and self._rerun_task is None
                 and not getattr(self, "_spawn_pending", False) and not self.job_is_suspended(status)):
             # issue 24: a ready server's job left RUNNING without ending (requeue, hold, node failure)
@@ -1841,6 +1871,16 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             return
         self.log.warning("%s: job %s left RUNNING and is back in the queue (%s): its route is removed and the "
                          "hub follows its rerun (follow_requeue)", self._log_name, self.job_id, status.describe())
+        self._follow(
+            f"The scheduler put your job {self.job_id} back in the queue ({why}); your server will be back "
+            "when it runs again; unsaved work in it is lost."
+        )
+        await self._unroute()
+        if self.tunnel is not None:
+            await self.tunnel.close()
+
+    def _follow(self, message, adopt=False):
+        """Make this server a pending start again, waiting for its job's (next) port report."""
         outer = self._hub_spawner()
         outer._spawn_pending = True  # JupyterHub: not ready, not routed, the spawn page shows our progress
         self._spawn_pending = True
@@ -1849,18 +1889,25 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self._endpoint = None
         self._proof_claimed = False
         self._port_future = asyncio.get_running_loop().create_future()
-        self._event(
-            5,
-            f"The scheduler put your job {self.job_id} back in the queue ({why}); your server will be back "
-            "when it runs again; unsaved work in it is lost.",
-        )
+        self._starting = True
+        self._adopting = adopt
+        self._event(5, message)
         task = asyncio.ensure_future(self._follow_rerun())
         self._rerun_task = task
         outer._spawn_future = task  # the spawn page and its Cancel act on it, as for a first start
         task.add_done_callback(self._rerun_done)
-        await self._unroute()
-        if self.tunnel is not None:
-            await self.tunnel.close()
+        self._save_state_now()  # "starting": a hub restart from now on adopts it again
+
+    def token_digest(self) -> str:
+        token = getattr(self, "api_token", "") or ""
+        if token:
+            return hashlib.sha256(token.encode()).hexdigest()
+        return getattr(self, "_token_sha256", "") or ""
+
+    def owns_server_token(self, token: str) -> bool:
+        """This server's token (after a hub restart known only by its SHA-256 in the state)."""
+        digest = self.token_digest()
+        return bool(token and digest) and hmac.compare_digest(digest, hashlib.sha256(token.encode()).hexdigest())
 
     async def job_rerun_reported(self, port: int, proof: bool = False):
         """A ready server's job reports a port again: it was requeued and runs again between two
@@ -1877,7 +1924,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self._started_at = time.monotonic()
         self._phases = {"start": self._started_at}
         host = await self._wait_until_running()
-        self._event(60, f"Job {self.job_id} is running again on {host}; waiting for the server to start.")
+        self._event(60, f"Job {self.job_id} is running on {host}; waiting for the server to start.")
         port = await self._wait_for_port()
         target = await self.connect_address(self.resolve_host(host))
         self._claim_address(target, port)
@@ -1896,13 +1943,22 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         proxy = (getattr(outer.user, "settings", None) or {}).get("proxy")
         if proxy is not None:
             await proxy.add_user(outer.user, outer.name)
-        self._event(90, f"Server is listening on {ip}:{port} again.")
+        self._starting = False
+        self._event(90, f"Server is listening on {ip}:{port}.")
         self.log.warning("%s: job %s runs again; routed to %s:%s", self._log_name, self.job_id, ip, port)
 
     def _rerun_done(self, fut):
         outer = self._hub_spawner()
         outer._spawn_pending = False
         self._spawn_pending = False
+        if getattr(self, "_adopting", False) and (fut.cancelled() or fut.exception() is not None):
+            # an adopted start failed (its page says why) or was cancelled while the hub still
+            # checks the restored server: let that check give up at once instead of waiting
+            # http_timeout on an address nothing listens on (restored by stop())
+            if getattr(self, "_saved_http_timeout", None) is None:
+                self._saved_http_timeout = outer.http_timeout
+            outer.http_timeout = 0
+        self._adopting = False
         self._rerun_task = None
         self._port_future = None
         self._wake_progress()
@@ -1927,6 +1983,9 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         """
         if self._rerun_task is not None:  # issue 24
             self._rerun_task.cancel()
+        if getattr(self, "_saved_http_timeout", None) is not None:
+            self._hub_spawner().http_timeout = self._saved_http_timeout
+            self._saved_http_timeout = None
         if self.tunnel is not None:
             await self.tunnel.close()
         if not self.job_id:

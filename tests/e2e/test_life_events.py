@@ -123,3 +123,39 @@ def test_requeue_unroutes_at_once_and_follows_the_rerun(slurm, hubs):
     assert hub.stop_server("alice")
     wait_for(lambda: job not in slurmtools.live_jobs(), 30)
     assert job not in slurmtools.live_jobs()
+
+
+RESTART_CONFIG = CONFIG + """
+c.SlurmSpawner.req_options = '--begin=now+600'
+c.SlurmSpawner.http_timeout = 3
+c.SlurmSpawner.start_timeout = 900
+c.JupyterHub.tornado_settings = {'slow_spawn_timeout': 0}
+"""
+
+
+def test_a_hub_restart_loses_no_pending_spawn(slurm, hubs):
+    """The job still waits in the queue when the hub restarts: after the restart the spawn goes on
+    (pending page, not cancelled after http_timeout), and once the job runs it is routed."""
+    hub = hubs(RESTART_CONFIG).start()
+    hub.ensure_user("bob")
+    r = hub.api("POST", "/users/bob/server", json={})
+    assert r.status_code == 202, r.text
+    job = wait_for(lambda: ((hub.server_model("bob") or {}).get("state") or {}).get("job_id"), 20)
+    assert job and slurmtools.job_state(job) == "PENDING"
+    hub.restart()
+    time.sleep(5)  # longer than http_timeout: the hub used to give up on the spawn here and cancel the job
+    model = hub.server_model("bob")
+    assert model is not None and model["pending"] == "spawn", (model, hub.log_tail())
+    assert slurmtools.job_state(job) == "PENDING"
+    assert "no batch job" not in hub.log_text().lower()
+    msgs = progress_messages(hub, "bob", timeout=3)
+    assert any("restarted" in m and job in m for m in msgs), msgs
+    t0 = time.monotonic()
+    assert scontrol("update", f"jobid={job}", "StartTime=now").returncode == 0
+    ready = wait_for(lambda: (hub.server_model("bob") or {}).get("ready"), 45, 0.5)
+    assert ready, hub.log_tail()
+    print(f"release -> ready after the restart {time.monotonic() - t0:.2f} s")
+    assert hub.server_model("bob")["state"]["job_id"] == job
+    assert hub.user_request("bob", "api").status_code == 200
+    assert "This token does not belong" not in hub.log_text()
+    assert hub.stop_server("bob")

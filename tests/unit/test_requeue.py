@@ -64,3 +64,22 @@ async def test_a_requeued_job_is_followed_as_a_pending_start():
         assert await spawner.poll() is None  # still pending: still followed, not a second follow
     finally:
         spawner._rerun_task.cancel()
+
+
+def test_the_state_keeps_a_pending_start_and_only_the_tokens_digest():
+    import json
+
+    spawner = make_spawner(SlurmSpawner)
+    spawner.api_token = "secret-token-abc"
+    spawner.job_id = "12"
+    spawner._starting = True
+    state = spawner.get_state()
+    assert state["starting"] is True
+    assert "secret-token-abc" not in json.dumps(state)
+    restored = make_spawner(SlurmSpawner)
+    restored.load_state(state)
+    assert restored._restored_starting
+    assert restored.owns_server_token("secret-token-abc")
+    assert not restored.owns_server_token("secret-token-abd") and not restored.owns_server_token("")
+    spawner._starting = False
+    assert "starting" not in spawner.get_state()
