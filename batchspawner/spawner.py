@@ -1906,8 +1906,10 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
     def owns_server_token(self, token: str) -> bool:
         """This server's token (after a hub restart known only by its SHA-256 in the state)."""
-        digest = self.token_digest()
-        return bool(token and digest) and hmac.compare_digest(digest, hashlib.sha256(token.encode()).hexdigest())
+        if not token:
+            return False
+        want = hashlib.sha256(token.encode()).hexdigest()
+        return any(d and hmac.compare_digest(d, want) for d in (self.token_digest(), self._token_sha256))
 
     async def job_rerun_reported(self, port: int, proof: bool = False):
         """A ready server's job reports a port again: it was requeued and runs again between two
