@@ -132,6 +132,7 @@ class ClusterInfo:
         self._accounts: dict[str, tuple[list | None, float]] = {}
         self._accounting_missing_logged = False
         self._task = None
+        self._answered = None  # (loop, asyncio.Event), set after the first round (answer or failure)
 
     @classmethod
     def get(cls, key="slurm", **kw) -> "ClusterInfo":
@@ -142,11 +143,37 @@ class ClusterInfo:
 
     def kick(self):
         """Start the background refresher if it is not running (never waits for it)."""
-        if self._task is None or self._task.done():
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._run())
+
+    def _answered_event(self) -> asyncio.Event:
+        loop = asyncio.get_running_loop()
+        if self._answered is None or self._answered[0] is not loop:  # an Event belongs to one loop
+            self._answered = (loop, asyncio.Event())
+        return self._answered[1]
+
+    async def first_answer(self, timeout: float = 5.0) -> bool:
+        """Start the refresher if needed and wait (at most ``timeout`` s) for its first round.
+
+        Only the first form after a hub start waits (one ``scontrol`` + one ``sinfo``, well under a
+        second on a healthy cluster); every later render uses the cache at once. True when the
+        partitions are known.
+        """
+        if self.updated_at:
+            return True
+        self.kick()
+        event = self._answered_event()
+        if not event.is_set():
             try:
-                self._task = asyncio.get_running_loop().create_task(self._run())
-            except RuntimeError:
-                pass
+                await asyncio.wait_for(event.wait(), timeout)
+            except asyncio.TimeoutError:
+                log.warning("cluster info: no answer from the scheduler within %.0f s; the form shows no "
+                            "partition facts until it answers", timeout)
+        return bool(self.updated_at)
 
     async def _run(self):
         while True:
@@ -154,6 +181,8 @@ class ClusterInfo:
                 await self.refresh()
             except Exception as e:  # keep the old answer; try again next round
                 log.warning("cluster info query failed: %s", str(e)[:200])
+            finally:
+                self._answered_event().set()
             await asyncio.sleep(self.interval)
 
     async def refresh(self):

@@ -23,6 +23,7 @@ Neither runs a scheduler query: the facts come from the shared pollers' caches.
 from __future__ import annotations
 
 import os
+import re
 
 from jupyterhub import handlers as hub_handlers
 from jupyterhub.handlers import BaseHandler
@@ -65,19 +66,45 @@ class JobLogHandler(BaseHandler):
         user = self.find_user(user_name)
         if user is None or (server_name or "") not in user.spawners:
             raise web.HTTPError(404, "No such server.")
-        batch = sessions.batch_child(user.spawners[server_name or ""])
-        if batch is None or not getattr(batch, "job_id", ""):
-            raise web.HTTPError(404, "This server has no batch job now.")
-        path = batch.log_file or batch.format_log_path(batch.job_id)
+        spawner = user.spawners[server_name or ""]
+        batch = sessions.batch_child(spawner)
+        wanted = self.get_argument("path", "")
+        if wanted and batch is None and hasattr(spawner, "child_for_stopped_server"):
+            # a wrapper whose start failed has no child now: a temporary one like it (not started)
+            batch = sessions.batch_child(await spawner.child_for_stopped_server("read a job log"))
+        if wanted and batch is not None:
+            # a job that already ended (the failure page links its log): only a log file in this
+            # server's own log folder, read as its user like the current job's
+            path = self._ended_job_log(batch, wanted)
+            job_id = _LOG_JOB.search(os.path.basename(path)).group(1) if _LOG_JOB.search(os.path.basename(path)) else ""
+        else:
+            if batch is None or not getattr(batch, "job_id", ""):
+                raise web.HTTPError(404, "This server has no batch job now.")
+            path = batch.log_file or batch.format_log_path(batch.job_id)
+            job_id = batch.job_id
         text = await joblogs.read_log(batch, path)
         html = await self.render_template(
             "hpc_log.html",
-            job_id=batch.job_id,
+            job_id=job_id,
             log_path=path,
             text=text,
             missing="The job has not written its log yet (it is created when the job starts), or it was removed.",
         )
         self.finish(html)
+
+
+    @staticmethod
+    def _ended_job_log(batch, wanted: str) -> str:
+        """``wanted`` if it is a ``*.log`` file directly in the server's log folder, else HTTP 404."""
+        folder = os.path.dirname(batch.format_log_path("0") or "")
+        name = os.path.basename(wanted)
+        if not folder or os.path.dirname(wanted) != folder or not _LOG_NAME.fullmatch(name):
+            raise web.HTTPError(404, "No such log of this server.")
+        return os.path.join(folder, name)
+
+
+_LOG_NAME = re.compile(r"[A-Za-z0-9_@+][A-Za-z0-9_.@+-]{0,200}\.log")
+_LOG_JOB = re.compile(r"job(\d+)\.log$")
 
 
 class SessionsHandler(BaseHandler):

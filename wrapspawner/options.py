@@ -36,6 +36,12 @@ CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 # whitespace, quotes and everything a shell (or a #SBATCH line) treats specially
 UNSAFE_TEXT_RE = re.compile(r"[\s;&|`$<>\\\"'(){}\[\]*?!~#^]")
 MAX_LEN = 256
+# The words a user sees for the usual fields when the admin gives no "label": the same in every
+# profile and form ("Wall time", never "Runtime" in one form and "Wall time" in another).
+DEFAULT_LABELS = {
+    "runtime": "Wall time", "walltime": "Wall time", "nprocs": "CPU cores", "memory": "Memory",
+    "partition": "Partition", "ngpus": "GPUs", "account": "Account", "qos": "QOS",
+}
 
 # Besides req_* request traits, the only traits a field may set: resource sizes and how long
 # the hub waits for the start. None of them runs anything, names a command, file, host,
@@ -98,7 +104,7 @@ class Field:
         if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name == "profile":
             raise ValueError(f"field name {name!r} must be a lower-case identifier other than 'profile'")
         self.name = name
-        self.label = str(spec.get("label") or name.replace("_", " ").capitalize())
+        self.label = str(spec.get("label") or DEFAULT_LABELS.get(name) or name.replace("_", " ").capitalize())
         self.help = str(spec.get("help", ""))
         self.trait = str(spec.get("trait") or f"req_{name}")
         known = {"type", "label", "help", "trait", "default", "min", "max", "choices", "regex", "unit", "max_length",

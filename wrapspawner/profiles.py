@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import html
 import os
+import time
 from dataclasses import dataclass, field
 
 import jinja2
 from jupyterhub.spawner import Spawner
 from jupyterhub.utils import maybe_future
-from traitlets import Any, Bool, List, TraitError, Unicode, import_item, validate
+from traitlets import Any, Bool, Float, List, TraitError, Unicode, default, import_item, validate
 
+from batchspawner import hublog
 from batchspawner.cluster import ClusterInfo
 from batchspawner.options import OptionError
 
@@ -40,6 +42,44 @@ from .wrap import WrapSpawner, qualname
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
 PROFILE_KEYS = {"key", "display", "class", "spawner_class", "config", "description", "fields", "groups", "users",
                 "visible", "default", "container"}
+# A refused form is shown again with what the user entered: {user name: RefusedForm}, taken by the
+# next form render for that user within REFUSED_FORM_TTL seconds (JupyterHub renders it at once).
+REFUSED_FORM_TTL = 10.0
+REFUSED_FORMS_MAX = 1000
+
+
+@dataclass
+class RefusedForm:
+    at: float
+    profile: str
+    values: dict  # input name -> the text the user sent
+    input_id: str  # the input to mark ("" when none: e.g. the profile itself)
+    label: str
+    rule: str
+
+
+_refused_forms: dict[str, RefusedForm] = {}
+
+
+def _remember_refused(user: str, refused: RefusedForm):
+    now = time.monotonic()
+    for name in [n for n, r in _refused_forms.items() if now - r.at > REFUSED_FORM_TTL]:
+        del _refused_forms[name]
+    if len(_refused_forms) >= REFUSED_FORMS_MAX:
+        _refused_forms.pop(next(iter(_refused_forms)))
+    _refused_forms[user] = refused
+
+
+def _take_refused(user: str) -> RefusedForm | None:
+    refused = _refused_forms.pop(user, None)
+    if refused is None or time.monotonic() - refused.at > REFUSED_FORM_TTL:
+        return None
+    return refused
+
+
+def _no_user_options_left(spawner, user_options):
+    """ProfilesSpawner's ``apply_user_options``: the options are applied in ``select_child``."""
+    return None
 
 
 @dataclass
@@ -198,8 +238,26 @@ class ProfilesSpawner(WrapSpawner):
         Applies to profiles whose class is a SlurmSpawner.""",
     ).tag(config=True)
 
+    cluster_wait = Float(
+        5.0,
+        help="""Seconds the first spawn form after a hub start (and the first check of a form) waits for
+        the cluster's first answer (``scontrol``/``sinfo``, see ``cluster_limits``), so that form
+        already shows the partitions' facts and limits. Only that first render waits; later ones use
+        the background cache. 0: never wait (the first form then shows no partition facts).""",
+    ).tag(config=True)
+
     child_profile = Unicode(help="Key of the running child's profile (kept in state).")
     _parsed = Any()
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        hublog.install(self.log)  # one line, no traceback, for a refused form (issue 26)
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        # the options are the profile's, checked and applied to the child in select_child; without
+        # this JupyterHub warns "unhandled user_options" on every spawn
+        return _no_user_options_left
 
     @validate("profiles")
     def _check_profiles(self, proposal):
@@ -251,6 +309,8 @@ class ProfilesSpawner(WrapSpawner):
             raise OptionError("profile", "is not a profile available to you")
         profile = self.profile(key)
         values = profile.parse_values(options, await self._images(profile))
+        if self._is_slurm(profile) and self.cluster_wait > 0:
+            await ClusterInfo.get().first_answer(self.cluster_wait)
         self._check_cluster_limits(profile, values)
         return profile, values
 
@@ -294,7 +354,48 @@ class ProfilesSpawner(WrapSpawner):
             raise OptionError(field_name, problem[1])
 
     async def options_from_form(self, formdata):
-        """Form -> ``{"profile": key, field: canonical value}`` (inputs are named ``key.field``)."""
+        """Form -> ``{"profile": key, field: canonical value}`` (inputs are named ``key.field``).
+
+        A refusal names the field by its label (what the user sees), and the next render of the
+        form for this user shows what was entered, with that field marked.
+        """
+        try:
+            return await self._options_from_form(formdata)
+        except OptionError as e:
+            raise await self._refused_form(formdata, e) from None
+
+    async def _refused_form(self, formdata, error: OptionError) -> OptionError:
+        chosen = (formdata.get("profile") or [""])[0] if isinstance(formdata.get("profile"), list) else ""
+        profile = self.profile(chosen)
+        if profile is not None and not await profile.visible_to(self):
+            profile = None  # never describe (or preselect) a profile this user may not see
+        label, input_id = "", ""
+        if profile is not None:
+            fld = profile.fields.get(error.field)
+            if fld is not None:
+                label, input_id = fld.label, f"{profile.key}.{error.field}"
+            elif profile.container is not None:
+                if error.field == profile.container.field:
+                    label, input_id = "Container image", f"{profile.key}.{error.field}"
+                else:
+                    image = (formdata.get(f"{profile.key}.{profile.container.field}") or [""])[0]
+                    images = profile.container.usable(self.log) if image else {}
+                    arg = images[image].args.get(error.field) if image in images else None
+                    if arg is not None:
+                        label, input_id = arg.label, f"{profile.key}.{image}.{error.field}"
+        if not label:
+            label = "Profile" if error.field == "profile" else str(error.field).replace("_", " ").capitalize()
+        values = {
+            name: str(v[0])[:256] for name, v in formdata.items()
+            if name not in ("_xsrf", "profile") and isinstance(v, list) and v and isinstance(v[0], str)
+        }
+        if profile is not None:
+            _remember_refused(self.user.name, RefusedForm(time.monotonic(), chosen, values, input_id, label, error.rule))
+        refused = OptionError(error.field, error.rule)
+        refused.jupyterhub_message = f"{label} {error.rule}. Change it below and start again."
+        return refused
+
+    async def _options_from_form(self, formdata):
         visible = await self.visible_profiles()
         fields_by_input = {f"{p.key}.{name}": (p.key, name, None) for p in visible for name in p.fields}
         for p in visible:  # a container profile: the image, then each image's arguments
@@ -389,6 +490,11 @@ class ProfilesSpawner(WrapSpawner):
         last = self.user_options if isinstance(self.user_options, dict) else {}
         selected = last.get("profile") if last.get("profile") in {p.key for p in visible} else None
         selected = selected or self._default_key(visible)
+        refused = _take_refused(self.user.name)
+        if refused is not None and refused.profile in {p.key for p in visible}:
+            selected = refused.profile
+        else:
+            refused = None
         if self.form_template:
             return self._legacy_form(visible, selected)
         values = {}
@@ -420,6 +526,8 @@ class ProfilesSpawner(WrapSpawner):
                         except OptionError:
                             pass
                     values[f"{p.key}.{image_name}.{arg}"] = value
+        if refused is not None:  # what the user entered, exactly (autoescaped by the template)
+            values.update({k: v for k, v in refused.values.items() if k in values})
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader([*self.template_paths, TEMPLATES]),
             autoescape=True,
@@ -428,11 +536,14 @@ class ProfilesSpawner(WrapSpawner):
         cluster = {}
         if any(self._is_slurm(p) for p in visible):
             info = ClusterInfo.get()
-            info.kick()  # background refresh; this render uses what is cached
+            info.kick()  # background refresh; this render uses what is cached...
+            if self.cluster_wait > 0:
+                await info.first_answer(self.cluster_wait)  # ...except the first after a hub start
             cluster = {name: part.describe() for name, part in info.partitions.items()}
+        invalid = {"input": refused.input_id, "rule": refused.rule} if refused else {"input": "", "rule": ""}
         return env.get_template(self.form_template_name).render(
             profiles=visible, selected=selected, values=values, user=self.user.name, containers=containers,
-            cluster=cluster,
+            cluster=cluster, invalid=invalid,
         )
 
     def _legacy_form(self, visible, selected):

@@ -190,7 +190,7 @@ def test_gateway_in_a_browser(gateway):
             # more cores than jhpc-small allows: refused on the server, naming the field, nothing submitted
             _fill_form(page, "custom", partition=PARTITION, nprocs="4", memory="1G", runtime="00:30:00")
             page.click("form button[type=submit]")
-            expect(page.locator("body")).to_contain_text("'nprocs': is more than partition jhpc-small allows")
+            expect(page.locator("body")).to_contain_text("CPU cores is more than partition jhpc-small allows")
             assert squeue_user() == {}
             # the form knows the cluster: partitions with free cores and limits, in words
             expect(page.locator(".hpc-partition[data-partition='jhpc-small']").first).to_contain_text(

@@ -50,16 +50,14 @@ def test_partitions_parsed_from_captured_output_and_described_in_words():
     assert debug.describe() == "debug: 160 of 160 cores free now; no time limit"
 
 
-async def test_form_never_waits_for_the_cluster_and_limits_are_checked_on_the_server():
+async def test_first_form_waits_once_for_the_cluster_then_renders_read_the_cache():
     runner = FakeRunner(respond)
     info = ClusterInfo._registry["slurm"] = ClusterInfo(runner=runner)
     wrapper = make_wrapper(ProfilesSpawner, profiles=PROFILES)
-    form = await wrapper.get_options_form()  # first render: nothing cached, no command awaited
-    assert "hpc-partition" not in form and runner.calls == []
-    await asyncio.sleep(0.05)  # the background refresh the render kicked off
-    assert [c.argv[0] for c in runner.calls] == ["scontrol", "sinfo"]
+    # the first render after a hub start waits for the first answer (issue 26: it showed no facts)
     form = await wrapper.get_options_form()
     assert "jhpc-small: 2 of 2 cores free now" in form
+    assert [c.argv[0] for c in runner.calls] == ["scontrol", "sinfo"]
     calls = len(runner.calls)
     for _ in range(20):
         await wrapper.get_options_form()
@@ -74,6 +72,23 @@ async def test_form_never_waits_for_the_cluster_and_limits_are_checked_on_the_se
     profile, values = await wrapper.validate_options({"profile": "custom", "partition": "debug", "nprocs": "8"})
     assert values["nprocs"] == "8"
     assert info.rounds == 1
+
+
+async def test_first_form_waits_at_most_cluster_wait_for_a_slow_scheduler():
+    def slow(argv, stdin):
+        return Reply(stdout=SCONTROL if argv[0] == "scontrol" else SINFO, delay=5)
+
+    runner = FakeRunner(slow)
+    ClusterInfo._registry["slurm"] = ClusterInfo(runner=runner)
+    wrapper = make_wrapper(ProfilesSpawner, profiles=PROFILES, cluster_wait=0.2)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    form = await wrapper.get_options_form()
+    assert loop.time() - t0 < 1.5 and "hpc-partition" not in form  # no facts yet, but no long wait
+    t0 = loop.time()
+    await wrapper.get_options_form()  # still no answer: waits again at most cluster_wait
+    assert loop.time() - t0 < 1.5
+    ClusterInfo._registry["slurm"]._task.cancel()
 
 
 async def test_accounts_without_an_accounting_database_are_unknown_not_an_error(caplog):

