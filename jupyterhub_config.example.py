@@ -83,6 +83,11 @@ c.SlurmSpawner.exec_prefix = "sudo -E -u {username}"
 # site's first user uid (older RHEL: 500). An account this host cannot resolve is refused when
 # commands run on another host (submit_hosts, ssh exec_prefix): see allow_accounts_unknown_here.
 c.SlurmSpawner.min_uid = int(os.environ.get("JHPC_MIN_UID", "1000"))
+# Every job here runs Jupyter Server under batchspawner-singleuser, which answers the hub's proof
+# (an HMAC of a nonce with the server's own token, bound to the address reached): with "required"
+# no user's own wrapper can have the hub route her server to another listener on the node.
+# Keep the default "auto" only while some jobs run batchspawner 1.3's wrapper (docs/security.md).
+c.SlurmSpawner.server_proof = "required"
 # Users may not pick request variables through the REST API's raw user_options: the profile
 # fields above are the only choices (ProfilesSpawner passes none to the child anyway).
 c.SlurmSpawner.allowed_user_options = []
