@@ -83,6 +83,17 @@ class BatchSpawnerAPIHandler(APIHandler):
             data = json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: nested far too deep, still the sender's fault
             raise web.HTTPError(400, "Body must be JSON: {\"port\": <integer>}.")
+        if isinstance(data, dict) and "event" in data:
+            # issue 24: the job's wrapper says its server ended; the hub looks at the job now
+            if set(data) != {"event"} or data["event"] != "ended":
+                raise web.HTTPError(400, "An event report must be exactly {\"event\": \"ended\"}.")
+            target = _port_target(spawner)
+            heard = getattr(target, "job_end_reported", None)
+            if heard is None or not heard():
+                raise web.HTTPError(409, "This server has no running job to look at.")
+            self.set_status(202)
+            self.finish(json.dumps({"message": "the hub looks at the job now"}))
+            return None
         if not isinstance(data, dict) or "port" not in data or not set(data) <= {"port", "proof"}:
             raise web.HTTPError(400, "Body must be exactly {\"port\": <integer 1-65535>} "
                                      f"(and optionally \"proof\": \"{proof.SCHEME}\").")

@@ -367,6 +367,30 @@ def report_port(port: int, api_url: str, token: str, timeout: float = 120.0, log
         delay = min(delay * 2, 10)
 
 
+def report_end(api_url: str, token: str, timeout: float = 3.0) -> bool:
+    """Tell the hub that this job's server has ended (issue 24), so it looks at the job now.
+
+    Best effort, bounded (``timeout``), never raises: the hub's polling stays the source of
+    truth (the report alone never ends a server), and a hub that already stopped the server
+    answers 403, which is fine. Authenticated with the server's own token, like the port report."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(
+        api_url.rstrip("/") + "/batchspawner",
+        data=json.dumps({"event": "ended"}).encode(),
+        method="POST",
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=_ssl_context()) as resp:
+            resp.read()
+            return True
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def resolve_command(name: str) -> str:
     import shutil
 
@@ -565,6 +589,9 @@ def _run(command, argv, service_url, bind_ip, api_url, token, ports, proof_env, 
             break
         except KeyboardInterrupt:  # SIGINT is forwarded; keep waiting for the server to end
             continue
+    # issue 24: the hub unroutes within seconds instead of at its next poll
+    if report_end(api_url, token):
+        _phase("end reported to the hub")
     for thread in pumps:
         thread.join(5)
     return code

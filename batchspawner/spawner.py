@@ -723,6 +723,23 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         A suspended job is not requeued: it keeps its route and its server.""",
     ).tag(config=True)
 
+    end_report_watch = Float(
+        60.0,
+        help="""Seconds the hub keeps looking at a job after its wrapper reported that the server ended.
+
+        ``batchspawner-singleuser`` tells the hub (with the server's own token) when its server
+        has ended (scancel, wall time, a crash): the hub then queries the job at once and every
+        ``end_report_interval`` seconds until the scheduler shows it ended (or back in the
+        queue), so the route goes within seconds rather than at the next ``poll_interval``.
+        The report alone never ends a server. Cover the scheduler's kill grace (Slurm KillWait,
+        30 s by default) with some margin.""",
+    ).tag(config=True)
+
+    end_report_interval = Float(
+        0.5,
+        help="Seconds between the job queries that follow an end report (see end_report_watch).",
+    ).tag(config=True)
+
     unknown_grace = Float(
         600.0,
         help="Seconds of continuous *unknown* state after which the hub logs an error (the server is kept).",
@@ -799,6 +816,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self._last_status = None
         self._started_at = None
         self._rerun_task = None  # issue 24: following a requeued job's rerun
+        self._end_watch = None  # issue 24: looking at the job after its wrapper reported its end
         self._rerun_failed = ""
         self._starting = False  # submitted, not yet served (saved: a restart adopts it)
         self._restored_starting = False
@@ -1910,6 +1928,38 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             return False
         want = hashlib.sha256(token.encode()).hexdigest()
         return any(d and hmac.compare_digest(d, want) for d in (self.token_digest(), self._token_sha256))
+
+    def job_end_reported(self) -> bool:
+        """The job's wrapper says its server ended (issue 24): look at the job now and, until it
+        shows ended (or back in the queue), every ``end_report_interval`` for ``end_report_watch``
+        seconds; JupyterHub's poll callbacks then remove the route. The report alone never ends
+        the server. False when there is no job to look at."""
+        if not self.job_id:
+            return False
+        self.log.info("%s: job end reported by job %s's wrapper; looking at the job now", self._log_name, self.job_id)
+        if self._end_watch is None or self._end_watch.done():
+            self._end_watch = asyncio.ensure_future(self._watch_end(self.job_id))
+        return True
+
+    async def _watch_end(self, job_id):
+        outer = self._hub_spawner()
+        deadline = time.monotonic() + self.end_report_watch
+        try:
+            while self.job_id == job_id:
+                status = await self.job_status_now(max_age=0)
+                if status.state is JobState.FINISHED or (
+                        status.state is JobState.PENDING and not getattr(self, "_spawn_pending", False)):
+                    if not getattr(outer, "_spawn_pending", False) and not getattr(outer, "_stop_pending", False):
+                        await outer.poll_and_notify()  # poll() decides; its callbacks unroute and stop
+                    return
+                if time.monotonic() >= deadline:
+                    self.log.warning("%s: job %s's wrapper reported its end, but the job still shows %s "
+                                     "after %.0f s; the hub's regular polls go on", self._log_name, job_id,
+                                     status.describe(), self.end_report_watch)
+                    return
+                await asyncio.sleep(self.end_report_interval)
+        except Exception:
+            self.log.exception("%s: looking at job %s after its end report", self._log_name, job_id)
 
     async def job_rerun_reported(self, port: int, proof: bool = False):
         """A ready server's job reports a port again: it was requeued and runs again between two

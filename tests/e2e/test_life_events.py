@@ -159,3 +159,28 @@ def test_a_hub_restart_loses_no_pending_spawn(slurm, hubs):
     assert hub.user_request("bob", "api").status_code == 200
     assert "This token does not belong" not in hub.log_text()
     assert hub.stop_server("bob")
+
+
+def test_the_hub_hears_an_end_at_once(slurm, hubs):
+    """scancel of a ready server's job: the wrapper passes SIGTERM on to the server and tells the hub,
+    which looks now: the route goes within ~2 s, not at the next poll (30 s by default, as here)."""
+    hub = hubs("""
+c.JupyterHub.spawner_class = 'slurm'
+c.SlurmSpawner.req_runtime = '00:30:00'
+c.SlurmSpawner.startup_poll_interval = 0.25
+c.ConfigurableHTTPProxy.auth_token = 'proxy-test-token-24'
+""")
+    hub.proxy_token = "proxy-test-token-24"
+    hub.start()
+    r, _ = hub.spawn("alice")
+    assert r.status_code in (201, 202) and hub.server_model("alice")["ready"], hub.log_tail()
+    job = job_of(hub)
+    assert route_of(hub)
+    t0 = time.monotonic()
+    slurmtools.cancel([job])
+    gone = wait_for(lambda: route_of(hub) is None and hub.server_model("alice") is None, 6, 0.1)
+    seconds = time.monotonic() - t0
+    assert gone, f"route {route_of(hub)} and server still there {seconds:.1f} s after scancel\n{hub.log_tail()}"
+    print(f"scancel -> route gone {seconds:.2f} s")
+    assert seconds < 3, seconds
+    assert "job end reported" in hub.log_text()

@@ -84,3 +84,29 @@ def test_the_state_keeps_a_pending_start_and_only_the_tokens_digest():
     assert not restored.owns_server_token("secret-token-abd") and not restored.owns_server_token("")
     spawner._starting = False
     assert "starting" not in spawner.get_state()
+
+
+async def test_the_end_event_is_exact_and_only_makes_the_hub_look():
+    import json
+
+    import pytest
+    from tornado import web
+
+    from batchspawner.api import BatchSpawnerAPIHandler
+    from test_port_proof import PortHandlerStub
+
+    run, calls = _replies("RUNNING localhost None")
+    spawner, _ = spawner_with(run, shared_status=False, end_report_watch=0.2, end_report_interval=0.05)
+    spawner.user.spawners[""] = spawner
+    for bad in ({"event": "stopped"}, {"event": "ended", "port": 4000}, {"event": ["ended"]}):
+        handler = PortHandlerStub(spawner.user, spawner.api_token, bad)
+        with pytest.raises(web.HTTPError) as e:
+            BatchSpawnerAPIHandler.post(handler)
+        assert e.value.status_code in (400, 409), bad
+    spawner.job_id = "9"
+    handler = PortHandlerStub(spawner.user, spawner.api_token, {"event": "ended"})
+    BatchSpawnerAPIHandler.post(handler)
+    assert handler.status == 202 and "looks" in json.loads(handler.body)["message"]
+    await spawner._end_watch  # the job still runs: looked at, nothing ended, no cancel
+    assert [c for c in calls if c[0] == "squeue"] and not [c for c in calls if c[0] == "scancel"]
+    assert spawner.job_id == "9"
