@@ -268,7 +268,11 @@ def session_facts(spawner, now: float | None = None) -> dict | None:
     status = getattr(batch, "_last_status", None)
     native = (status.native if status else "") or det.get("native", "")
     state_word = status.state.value if status else "unknown"
-    if getattr(spawner, "ready", False):
+    is_suspended = getattr(batch, "job_is_suspended", None)
+    suspended_since = getattr(batch, "_suspended_since", None)
+    if status and is_suspended is not None and is_suspended(status):
+        state = "suspended"  # issue 24: kept and routed, but paused by the scheduler
+    elif getattr(spawner, "ready", False):
         state = "running"
     elif state_word == "pending" or det.get("native") == "PENDING":
         state = "queued"
@@ -282,13 +286,15 @@ def session_facts(spawner, now: float | None = None) -> dict | None:
         det.get("reason", "") if state == "queued" else ""
     )
     node = (status.host if status and status.host else "") or (det.get("node", "") if state != "queued" else "")
-    started = det.get("start") if state in ("running", "starting") else None
+    started = det.get("start") if state in ("running", "starting", "suspended") else None
     limit = det.get("time_limit")
     if limit is None:
         limit = parse_duration(getattr(batch, "req_runtime", ""))
     time_left = None
     if started and limit:
-        time_left = max(0, int(started + limit - now))
+        # the scheduler does not count suspended time against the wall time
+        paused = (getattr(batch, "suspended_seconds", 0.0) or 0.0) + (now - suspended_since if suspended_since else 0.0)
+        time_left = max(0, int(started + limit + paused - now))
     submitted = det.get("submit") or getattr(batch, "submitted_at", None)
     queue_wait = None
     if submitted:

@@ -184,3 +184,45 @@ c.ConfigurableHTTPProxy.auth_token = 'proxy-test-token-24'
     print(f"scancel -> route gone {seconds:.2f} s")
     assert seconds < 3, seconds
     assert "job end reported" in hub.log_text()
+
+
+def _login(hub, name):
+    s = requests.Session()
+    s.get(hub.url + "/hub/login", timeout=30)
+    xsrf = s.cookies.get("_xsrf", path="/hub/") or s.cookies.get("_xsrf") or ""
+    r = s.post(hub.url + "/hub/login", data={"username": name, "password": "x", "_xsrf": xsrf}, timeout=30)
+    assert r.status_code == 200, r.status_code
+    return s
+
+
+def test_a_suspended_job_keeps_its_route_and_the_card_says_suspended(slurm, hubs):
+    hub = hubs(CONFIG + """
+import batchspawner.web
+c.JupyterHub.template_paths = [batchspawner.web.TEMPLATES]
+c.JupyterHub.template_vars = batchspawner.web.template_vars()
+c.ConfigurableHTTPProxy.auth_token = 'proxy-test-token-24'
+""")
+    hub.proxy_token = "proxy-test-token-24"
+    hub.start()
+    r, _ = hub.spawn("alice")
+    assert r.status_code in (201, 202) and hub.server_model("alice")["ready"], hub.log_tail()
+    job = job_of(hub)
+    route = route_of(hub)
+    browser = _login(hub, "alice")
+    assert 'data-state="running"' in browser.get(hub.url + "/hub/home", timeout=30).text
+    assert scontrol("suspend", job).returncode == 0
+    try:
+        home = wait_for(lambda: (lambda t: t if 'data-state="suspended"' in t else "")(
+            browser.get(hub.url + "/hub/home", timeout=30).text), 8, 0.5)
+        assert home, f"card never said suspended\n{hub.log_tail()}"
+        assert "paused time does not count" in home
+        time.sleep(2)  # several polls while suspended: still the same server, same route
+        assert route_of(hub) == route and hub.server_model("alice")["ready"]
+    finally:
+        assert scontrol("resume", job).returncode == 0
+    t0 = time.monotonic()
+    assert wait_for(lambda: hub.user_request("alice", "api").status_code == 200, 5, 0.1)
+    print(f"resume -> answers {time.monotonic() - t0:.2f} s")
+    assert wait_for(lambda: 'data-state="running"' in browser.get(hub.url + "/hub/home", timeout=30).text, 8, 0.5)
+    assert route_of(hub) == route
+    assert hub.stop_server("alice")

@@ -110,3 +110,16 @@ async def test_the_end_event_is_exact_and_only_makes_the_hub_look():
     await spawner._end_watch  # the job still runs: looked at, nothing ended, no cancel
     assert [c for c in calls if c[0] == "squeue"] and not [c for c in calls if c[0] == "scancel"]
     assert spawner.job_id == "9"
+
+
+def test_suspended_time_is_added_back_to_the_time_left():
+    from batchspawner.states import JobState, JobStatus
+
+    spawner = make_spawner(SlurmSpawner)
+    spawner._record_status(JobStatus(JobState.PENDING, native="SUSPENDED"))
+    assert spawner._suspended_since is not None
+    spawner._suspended_since -= 100  # seen suspended 100 s ago
+    spawner._record_status(JobStatus(JobState.UNKNOWN, reason="timeout"))  # no answer: still counting
+    assert spawner._suspended_since is not None
+    spawner._record_status(JobStatus(JobState.RUNNING, native="RUNNING", host="n1"))
+    assert spawner._suspended_since is None and 99 <= spawner.suspended_seconds <= 102
