@@ -18,6 +18,8 @@ import pytest
 from hubharness import ARTIFACTS, Hub
 from test_cluster_current import NODE_CMD, route_target, spawn_ready
 
+from batchspawner.condor import CondorSpawner
+from batchspawner.runner import split_command
 from e2e.conftest import require
 
 CONFIG = """
@@ -37,6 +39,16 @@ def pool():
     require(ok, why)
     require(bool(shutil.which("configurable-http-proxy")), "configurable-http-proxy not installed")
     return clustertools.start("condor")
+
+
+def condor_spawner():
+    from types import SimpleNamespace
+
+    from jupyterhub.objects import Hub as HubObject
+
+    user = SimpleNamespace(name="alice", escaped_name="alice", url="/user/alice/", base_url="/",
+                           public_url=lambda *a, **k: "", spawners={}, server=None, kind="user")  # fmt: skip
+    return CondorSpawner(user=user, hub=HubObject(ip="127.0.0.1", port=8081, base_url="/hub/"))
 
 
 def condor_jobs(pool):
@@ -66,6 +78,12 @@ def test_condor_spawn_route_stop(pool, tmp_path, jupyterhub_version):
         assert hub.user_request("alice", "api").status_code == 200
         ps = pool.run("n1", ["ps", "-o", "user=,args=", "-u", "alice"]).stdout
         assert "/opt/jhpc/venv/bin/python" in ps, ps
+        # this version's shared status answer, parsed by the package's parser
+        spawner = condor_spawner()
+        status_argv = split_command(spawner.batch_status_cmd, **(spawner.command_vars(job_id) | {"job_id_args": [job_id]}))
+        out = pool.run("login", status_argv, user="alice")
+        status = spawner.parse_batch_status(out.returncode, out.stdout, out.stderr, [job_id])[job_id]
+        assert status.state.name == "RUNNING" and status.host == "n1", (status, out.stdout)
         version = pool.run("login", ["condor_version"]).stdout.splitlines()[0]
         print(f"condor ({version}): submit->ready {seconds:.2f} s (job {job_id})")
         assert hub.stop_server("alice")
@@ -73,6 +91,11 @@ def test_condor_spawn_route_stop(pool, tmp_path, jupyterhub_version):
         while time.monotonic() < deadline and cluster_id in condor_jobs(pool):
             time.sleep(0.5)
         assert cluster_id not in condor_jobs(pool)
+        # out of the queue: this version's condor_history record, parsed as the spawner does
+        history_argv = split_command(spawner.batch_history_cmd, **spawner.command_vars(job_id))
+        out = pool.run("login", history_argv, user="alice")
+        record = spawner.parse_query_output(out.returncode, out.stdout, out.stderr)
+        assert record.state.name == "FINISHED" and record.native == "Removed", (record, out.stdout)
     finally:
         hub.stop()
         ARTIFACTS.joinpath("hub-logs").mkdir(parents=True, exist_ok=True)
