@@ -30,7 +30,10 @@ PROXY_FAILED_404 = "api_request to proxy failed: 404"
 
 
 def _user_facing(exc) -> str:
-    """The message an exception carries for the user (OptionError, JobDidNotStart...), else ''."""
+    """What was refused (OptionError: the field's key and rule, for the admin), or the message an
+    exception carries for the user (JobDidNotStart...), else ''."""
+    if isinstance(getattr(exc, "field", None), str) and isinstance(getattr(exc, "rule", None), str):
+        return f"option {exc.field!r} {exc.rule}"
     message = getattr(exc, "jupyterhub_message", None)
     if message:
         return str(message)

@@ -125,7 +125,18 @@ def hub(tmp_path_factory):
     page = context.new_page()
     page.set_default_timeout(30_000)
     h = {"base": base, "token": token, "password": password, "tmp": tmp, "proc": proc, "page": page,
-         "fillers": fillers, "log": tmp / "hub.log"}
+         "fillers": fillers, "log": tmp / "hub.log", "up": up}
+
+    def restart():  # the same hub again (same database), its output appended to the same log
+        proc2 = subprocess.Popen([str(VENV_BIN / "jupyterhub"), "-f", str(cfg)], cwd=tmp, env=env, stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        h["proc"] = proc2
+        nonlocal proc
+        proc = proc2
+        wait_for(up, 60, "the restarted hub")
+        return proc2
+
+    h["restart"] = restart
     try:
         yield h
     finally:
@@ -262,3 +273,86 @@ def test_words_on_the_form_card_and_failure_page(hub):
     expect(link).to_have_count(1)
     link.click()
     expect(page.locator("#hpc-log-text")).to_contain_text("module load python/3.99: no such module")
+
+
+def test_hub_log_is_quiet_and_sigterm_is_quick(hub):
+    # a cancel: a start that waits in the queue behind a filler, then stopped
+    r = subprocess.run(["sudo", "-u", USER, "sbatch", "--parsable", "-p", PARTITION, "-c", "2", "-t", "10",
+                        "-J", "jhpc-filler", "-o", "/dev/null", "--wrap", "sleep 600"],
+                       capture_output=True, text=True, timeout=30, cwd="/tmp")
+    assert r.returncode == 0, r.stderr
+    filler = r.stdout.strip().split(";")[0]
+    hub["fillers"].append(filler)
+    wait_for(lambda: slurmtools.job_state(filler) == "RUNNING", 30, "the filler to run")
+    r = _api(hub, "POST", f"/users/{USER}/servers/q",
+             json={"profile": "custom", "partition": PARTITION, "nprocs": "1", "runtime": "00:10:00"})
+    assert r.status_code == 202, r.text
+    wait_for(lambda: any(j != filler and s == "PENDING" for j, s in slurmtools.live_jobs((USER,)).items()), 30,
+             "the queued job")
+    time.sleep(2)
+    problems = []
+    r = _api(hub, "DELETE", f"/users/{USER}/servers/q")
+    if r.status_code not in (202, 204):
+        problems.append(f"cancel answered {r.status_code}: {r.text[:200]}")
+    wait_for(lambda: (_api(hub, "GET", f"/users/{USER}").json()["servers"].get("q") or {}).get("pending") is None,
+             60, "the cancel")
+    time.sleep(3)  # late log lines of the failed start and the cancel
+    text = hub["log"].read_text(errors="replace")
+    if "Traceback (most recent call last)" in text:
+        at = text.find("Traceback (most recent call last)")
+        problems.append("a traceback in the hub log:\n" + text[max(0, at - 1500):at + 3000])
+    for bad in ("Task exception was never retrieved", "api_request to proxy failed: 404", "unhandled user_options",
+                "Failed to spawn single-user server with form"):
+        if bad in text:
+            at = text.find(bad)
+            problems.append(f"{bad!r} in the hub log:\n" + text[max(0, at - 300):at + 1500])
+    # the refused forms are still logged, one line each, naming the field
+    if not re.search(r"refused spawn form: option .nprocs. is more than partition", text):
+        problems.append("no one-line 'refused spawn form' naming nprocs in the hub log")
+
+    # SIGTERM with the web app's server running: the hub ends in < 5 s, the job keeps running
+    model = _api(hub, "GET", f"/users/{USER}").json()["servers"]["web"]
+    assert model["ready"], model
+    web_jobs = [j for j, s in slurmtools.live_jobs((USER,)).items() if s == "RUNNING" and j != filler]
+    assert web_jobs, slurmtools.live_jobs((USER,))
+    # ...and a start waiting in the queue behind the filler, its spawn page streaming progress
+    page = hub["page"]
+    page.goto(hub["base"] + f"/hub/spawn/{USER}/p")
+    _fill_form(page, "custom", partition=PARTITION, nprocs="1", memory="512M", runtime="00:10:00")
+    page.click("form button[type=submit]")
+    from playwright.sync_api import expect
+
+    expect(page.locator("#progress-message")).to_contain_text("waiting in the queue", timeout=30_000)
+    proc = hub["proc"]
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        pass
+    took = time.monotonic() - t0
+    print(f"hub exit after SIGTERM: {took:.1f} s")
+    if proc.poll() is None or took >= 5:
+        problems.append(f"hub took {took:.1f} s to exit after SIGTERM (exited: {proc.poll() is not None})")
+    time.sleep(1)
+    live = slurmtools.live_jobs((USER,))
+    if not all(live.get(j) == "RUNNING" for j in web_jobs):
+        problems.append(f"the running server's job did not survive the hub's exit: {web_jobs} {live}")
+    # a hub started with servers running (a restart) ends as quickly
+    proc = hub["restart"]()
+    requests.get(hub["base"] + f"/user/{USER}/web/webapp/", timeout=30)  # routes and polls are live again
+    time.sleep(5)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(40)
+    except subprocess.TimeoutExpired:
+        pass
+    took = time.monotonic() - t0
+    print(f"restarted hub exit after SIGTERM: {took:.1f} s")
+    if proc.poll() is None or took >= 5:
+        problems.append(f"the restarted hub took {took:.1f} s to exit after SIGTERM")
+    live = slurmtools.live_jobs((USER,))
+    if not all(live.get(j) == "RUNNING" for j in web_jobs):
+        problems.append(f"the running server's job did not survive the second exit: {web_jobs} {live}")
+    assert not problems, "\n\n".join(problems)
