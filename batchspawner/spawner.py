@@ -817,6 +817,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self._started_at = None
         self._rerun_task = None  # issue 24: following a requeued job's rerun
         self._end_watch = None  # issue 24: looking at the job after its wrapper reported its end
+        self._suspended_since = None  # issue 24: wall-clock time the job was seen suspended since
+        self.suspended_seconds = 0.0  # suspended time seen so far (not counted by the scheduler)
         self._rerun_failed = ""
         self._starting = False  # submitted, not yet served (saved: a restart adopts it)
         self._restored_starting = False
@@ -1148,6 +1150,13 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
     def _record_status(self, status: JobStatus) -> JobStatus:
         self._last_status = status
+        # issue 4 of 24: suspended time does not count against the wall time (the card's time left)
+        if self.job_is_suspended(status):
+            if self._suspended_since is None:
+                self._suspended_since = time.time()
+        elif status.state is not JobState.UNKNOWN and self._suspended_since is not None:
+            self.suspended_seconds += time.time() - self._suspended_since
+            self._suspended_since = None
         if status.native:
             self.job_status = f"{status.native} {status.host}".strip()
         if status.state is JobState.UNKNOWN:
@@ -1335,6 +1344,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         await self._resolve_homedir()
         self.last_ended = None
         self._rerun_failed = ""
+        self._suspended_since = None
+        self.suspended_seconds = 0.0
         self._events = []
         self._started_at = time.monotonic()
         self._phases = {"start": self._started_at}
