@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from traitlets import Dict, Unicode, default
+from traitlets import Dict, Unicode, default, validate
 
 from .compat import UserEnvMixin, configured
 from .spawner import BatchSpawnerBase, _req
@@ -73,6 +73,11 @@ DETAILS_COLUMNS = ["JobID", "State", "Partition", "NumCPUs", "MinMemory", "tres-
 DETAILS_FIELDS = ",".join(c + ":|" for c in DETAILS_COLUMNS)
 
 
+# "#SBATCH --get-user-env=L" (batchspawner 1.3's template): the argument Slurm 25.05 removed
+_GET_USER_ENV_ARG = re.compile(r"^#SBATCH[ \t]+(?:.*\s)?--get-user-env=", re.M)
+_GET_USER_ENV_WARNED = False
+
+
 def _alternatives(words):
     return r"^(?:%s)\b" % "|".join(words)
 
@@ -106,6 +111,21 @@ class SlurmSpawner(UserEnvMixin, BatchSpawnerBase):
         load_template("slurm.sh"),
         help=BatchSpawnerBase.batch_script.help,
     ).tag(config=True)
+
+    @validate("batch_script")
+    def _removed_get_user_env_argument(self, proposal):
+        """A script kept from batchspawner 1.3 (``#SBATCH --get-user-env=L``) fails every spawn on
+        Slurm >= 25.05, which removed the option's argument: said once per hub, at start."""
+        global _GET_USER_ENV_WARNED
+        if not _GET_USER_ENV_WARNED and _GET_USER_ENV_ARG.search(proposal["value"]):
+            _GET_USER_ENV_WARNED = True
+            self.log.warning(
+                "SlurmSpawner.batch_script has '#SBATCH --get-user-env=...': Slurm 25.05 and later refuse"
+                " the argument (sbatch: option '--get-user-env' doesn't allow an argument), so every spawn"
+                " fails there. Write plain '#SBATCH --get-user-env': the login-shell environment on every"
+                " Slurm version (the package's own template does)."
+            )
+        return proposal["value"]
 
     batch_submit_cmd = Unicode(
         "sbatch --parsable", help=BatchSpawnerBase.batch_submit_cmd.help

@@ -36,3 +36,25 @@ def test_every_directive_is_one_long_option():
     # "#SBATCH --name=value" or "#SBATCH --flag": what all three versions parse the same way
     for line in _directives(SlurmSpawner, **ALL):
         assert re.fullmatch(r"#SBATCH --[a-z-]+(=\S+)?", line), line
+
+
+def test_kept_1_3_script_with_get_user_env_argument_is_warned_once(caplog, monkeypatch):
+    import batchspawner.slurm as slurm
+
+    monkeypatch.setattr(slurm, "_GET_USER_ENV_WARNED", False)
+    old = "#!/bin/bash\n#SBATCH --get-user-env=L\n#SBATCH --partition={{partition}}\n{{cmd}}\n"
+    with caplog.at_level("WARNING"):
+        make_spawner(SlurmSpawner, batch_script=old)
+        make_spawner(SlurmSpawner, batch_script=old)
+    warnings = [r.getMessage() for r in caplog.records if "--get-user-env" in r.getMessage()]
+    assert len(warnings) == 1 and "25.05" in warnings[0] and "plain '#SBATCH --get-user-env'" in warnings[0]
+
+
+def test_plain_get_user_env_script_is_not_warned(caplog, monkeypatch):
+    import batchspawner.slurm as slurm
+
+    monkeypatch.setattr(slurm, "_GET_USER_ENV_WARNED", False)
+    with caplog.at_level("WARNING"):
+        make_spawner(SlurmSpawner, batch_script="#!/bin/bash\n#SBATCH --get-user-env\n{{cmd}}\n")
+        make_spawner(SlurmSpawner)
+    assert not [r for r in caplog.records if "--get-user-env" in r.getMessage()]
