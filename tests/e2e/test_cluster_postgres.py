@@ -69,3 +69,25 @@ def test_postgres_hub_spawn_restart_stop(db_url, tmp_path, jupyterhub_version):
             shutil.copy(hub.log_path, ARTIFACTS / "hub-logs" / "cluster-postgres.log")
         for job_id, _, _ in current.live_jobs("alice"):
             current.run("ctl", ["scancel", job_id], check=False)
+
+
+def test_postgres_hub_storm_of_20_and_restart(db_url, slurm, hubs, shared_dir):
+    """20 spawns at once on the host's Slurm with the hub's state in PostgreSQL (the jobs run a
+    tiny web server through the real wrapper), a hub restart keeps all 20, stop leaves no job."""
+    import slurmtools
+    from scale_helpers import all_ready, job_ids, scale_config, spawn_many, stop_many, write_shims
+
+    shim, _, _ = write_shims(shared_dir)
+    hub = hubs(scale_config(shim) + f"c.JupyterHub.db_url = {db_url!r}\n").start()
+    servers = [(user, f"pg{i}") for i in range(10) for user in ("alice", "bob")]
+    seconds = spawn_many(hub, servers)
+    assert seconds is not None, hub.log_tail()
+    ids = sorted(job_ids(hub, servers))
+    assert len(ids) == 20
+    hub.restart()
+    assert all_ready(hub, servers), hub.log_tail()
+    assert sorted(job_ids(hub, servers)) == ids
+    print(f"postgres storm: 20 ready in {seconds:.1f} s, kept across a restart")
+    stop_many(hub, servers)
+    live = slurmtools.live_jobs()
+    assert not [j for j in ids if j in live]
