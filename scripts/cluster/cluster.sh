@@ -121,7 +121,7 @@ healthy() {
   for m in $machines; do
     m=${m%%:*}
     h=$(holder "$m") || return 1
-    [ -d "/proc/$h" ] || return 1
+    grep -q "jhpc-holder-$name-$m" "/proc/$h/cmdline" 2>/dev/null || return 1  # alive (not a zombie)
   done
   if [ "$kind" = slurm ]; then in_machine ctl scontrol ping 2>/dev/null | grep -q UP || return 1; fi
   in_machine login sh -c 'test -f /run/sshd.pid && kill -0 $(cat /run/sshd.pid)' || return 1
