@@ -817,6 +817,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self._started_at = None
         self._rerun_task = None  # issue 24: following a requeued job's rerun
         self._end_watch = None  # issue 24: looking at the job after its wrapper reported its end
+        self._follow_cancelled = ""  # job whose follow was cancelled (a stop is coming)
         self._suspended_since = None  # issue 24: wall-clock time the job was seen suspended since
         self.suspended_seconds = 0.0  # suspended time seen so far (not counted by the scheduler)
         self._rerun_failed = ""
@@ -1830,6 +1831,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
                          f"job {self.job_id}.", adopt=True)
             return None
         if (status.state is JobState.PENDING and self._rerun_task is None
+                and self._follow_cancelled != self.job_id  # Cancel pressed: the hub's stop follows
                 and not getattr(self, "_spawn_pending", False) and not self.job_is_suspended(status)
                 and not getattr(self._hub_spawner(), "_stop_pending", False)):  # a stop cancels it anyway
             # issue 24: a ready server's job left RUNNING without ending (requeue, hold, node failure)
@@ -2013,6 +2015,10 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
     def _rerun_done(self, fut):
         outer = self._hub_spawner()
+        if outer._spawn_future is fut and (fut.cancelled() or fut.exception() is None):
+            # as JupyterHub's own spawn does: keep only a failure (its pages show it); a
+            # cancelled future must not stay (User.stop asks it for its exception)
+            outer._spawn_future = None
         outer._spawn_pending = False
         self._spawn_pending = False
         if getattr(self, "_adopting", False) and (fut.cancelled() or fut.exception() is not None):
@@ -2027,6 +2033,9 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self._port_future = None
         self._wake_progress()
         if fut.cancelled():
+            # Cancel on the spawn page (JupyterHub cancels this future, waits 1 s, then stops the
+            # server): the next poll must not follow the same job again in between
+            self._follow_cancelled = self.job_id
             return
         exc = fut.exception()
         if exc is None:

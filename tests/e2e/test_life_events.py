@@ -33,7 +33,17 @@ def scontrol(*args):
 
 
 def job_of(hub, name="alice"):
-    return hub.server_model(name)["state"]["job_id"]
+    """The server's job id from its saved state (ProfilesSpawner keeps its child's state inside its own)."""
+    def find(state):
+        if isinstance(state, dict):
+            if state.get("job_id"):
+                return state["job_id"]
+            for value in state.values():
+                found = find(value)
+                if found:
+                    return found
+        return ""
+    return find(hub.server_model(name)["state"])
 
 
 def route_of(hub, name="alice"):
@@ -226,3 +236,47 @@ c.ConfigurableHTTPProxy.auth_token = 'proxy-test-token-24'
     assert wait_for(lambda: 'data-state="running"' in browser.get(hub.url + "/hub/home", timeout=30).text, 8, 0.5)
     assert route_of(hub) == route
     assert hub.stop_server("alice")
+
+
+PROFILES_CONFIG = """
+c.JupyterHub.spawner_class = 'profiles'
+c.Spawner.poll_interval = 1
+c.SlurmSpawner.startup_poll_interval = 0.25
+c.SlurmSpawner.status_interval = 0.5
+c.SlurmSpawner.req_runtime = '00:30:00'
+c.ProfilesSpawner.profiles = [
+    {'key': 'slurm', 'display': 'Slurm', 'class': 'batchspawner.SlurmSpawner', 'config': {}},
+]
+c.ConfigurableHTTPProxy.auth_token = 'proxy-test-token-24'
+"""
+
+
+def test_a_held_requeue_under_profiles_is_unrouted_and_cancel_ends_it(slurm, hubs):
+    """ProfilesSpawner (as the example config): requeuehold of a ready server unroutes it, the spawn
+    progress says it is held, and Cancel (the spawn page's DELETE) stops it and cancels the job."""
+    hub = hubs(PROFILES_CONFIG)
+    hub.proxy_token = "proxy-test-token-24"
+    hub.start()
+    r, _ = hub.spawn("alice", {"profile": "slurm"})
+    assert r.status_code in (201, 202) and hub.server_model("alice")["ready"], hub.log_tail()
+    job = job_of(hub)
+    assert route_of(hub)
+    t0 = time.monotonic()
+    assert scontrol("requeuehold", job).returncode == 0
+    assert wait_for(lambda: route_of(hub) is None, 10), hub.log_tail()
+    print(f"requeuehold -> route gone {time.monotonic() - t0:.2f} s")
+    model = hub.server_model("alice")
+    assert model and model["pending"] == "spawn", model
+    msgs = progress_messages(hub)
+    assert any("back in the queue" in m and "held" in m for m in msgs), msgs
+    time.sleep(2)  # held: still followed, still not routed, not dropped
+    assert route_of(hub) is None and (hub.server_model("alice") or {}).get("pending") == "spawn"
+    r = hub.api("DELETE", "/users/alice/server")
+    assert r.status_code in (202, 204), r.text
+    assert hub.wait_stopped("alice", timeout=30), hub.log_tail()
+    assert wait_for(lambda: job not in slurmtools.live_jobs() and
+                    slurmtools.job_state(job) in ("", "CANCELLED"), 30), slurmtools.job_state(job)
+    # (JupyterHub 6.1 itself logs "async generator raised StopAsyncIteration" for a progress stream
+    # still open when a pending spawn is cancelled; the stop itself must not fail)
+    assert "Uncaught exception DELETE" not in hub.log_text(), hub.log_tail(120)
+    assert hub.log_text().count("left RUNNING and is back in the queue") == 1  # not followed again after Cancel
