@@ -10,6 +10,12 @@ waiting for a port, and only once. It never sets any other attribute on the
 spawner (jupyterhub/batchspawner 1.3 set *any* key it was sent, which let a
 user's server token rewrite ``exec_prefix``).
 
+The same route takes ``{"event": "ended"}`` from the job's wrapper when its server has ended
+(issue 24): the spawner then looks at the job at once (polling stays the source of truth; the
+report alone never ends a server). After a hub restart, a server's token is recognised by the
+SHA-256 kept in the spawner's state (JupyterHub does not keep the plain token), so an adopted
+pending start takes its job's report.
+
 Importing this module (which ``batchspawner.spawner`` does, and so does naming
 a spawner through its entry point) adds the route to the hub.
 """
@@ -102,14 +108,11 @@ class BatchSpawnerAPIHandler(APIHandler):
             raise web.HTTPError(400, "port must be an integer from 1 to 65535.")
         if "proof" in data and data["proof"] != proof.SCHEME:
             raise web.HTTPError(400, f"proof must be \"{proof.SCHEME}\" (the only scheme this hub checks).")
-        target = _port_target(spawner)
         if not getattr(spawner, "_spawn_pending", False):
-            # issue 24: a ready server's job that was requeued and runs again before the hub's poll
-            # saw it pending reports again: the spawner unroutes and follows it (follow_requeue)
-            rerun = getattr(target, "job_rerun_reported", None) if target is not None else None
-            if rerun is None:
-                raise web.HTTPError(403, "This server is not starting.")
-            return self._rerun_reported(rerun, port, "proof" in data)  # tornado awaits it
+            # a ready server never takes a second report (a requeued job is a pending start again
+            # once the hub has seen it back in the queue: issue 24)
+            raise web.HTTPError(403, "This server is not starting.")
+        target = _port_target(spawner)
         if target is None:
             raise web.HTTPError(404, "This server does not take port reports.")
         # raises 403 when a port was already reported; the spawner then checks the address
@@ -117,11 +120,6 @@ class BatchSpawnerAPIHandler(APIHandler):
         target.report_port(port, proof="proof" in data)
         self.set_status(201)
         self.finish(json.dumps({"message": "port accepted", "port": port}))
-
-    async def _rerun_reported(self, rerun, port, proof_claimed):
-        await rerun(port, proof=proof_claimed)
-        self.set_status(201)
-        self.finish(json.dumps({"message": "port accepted (job running again)", "port": port}))
 
 
 def register():

@@ -1975,16 +1975,6 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         except Exception:
             self.log.exception("%s: looking at job %s after its end report", self._log_name, job_id)
 
-    async def job_rerun_reported(self, port: int, proof: bool = False):
-        """A ready server's job reports a port again: it was requeued and runs again between two
-        polls. Unroute and follow, as if poll() had seen it pending; then take the report."""
-        if self._rerun_task is not None or getattr(self, "_spawn_pending", False) or not self.job_id:
-            raise web.HTTPError(403, "This server is not starting.")
-        if not self.follow_requeue:
-            raise web.HTTPError(403, "This server is not starting (requeued jobs are not followed here).")
-        await self._job_back_in_queue(JobStatus(JobState.PENDING, native="REQUEUED"))
-        self.report_port(port, proof=proof)
-
     async def _follow_rerun(self):
         """Wait for the requeued job to run again, take its port report, and route to it again."""
         self._started_at = time.monotonic()
