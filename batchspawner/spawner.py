@@ -1991,15 +1991,14 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         await self._wait_for_listen(ip, port)
         await self._prove_server(ip, port, self._job_endpoint())
         self.port = port
+        self._starting = False  # saved below: a hub restart from now on finds it running
         outer = self._hub_spawner()
         outer.server.ip = ip
         outer.server.port = port
-        self._save_state_now()  # commits the server row's new address too
-        save_spawner_state(outer)
+        self._save_state_now()  # commits the server row's new address too (the hub's one session)
         proxy = (getattr(outer.user, "settings", None) or {}).get("proxy")
         if proxy is not None:
             await proxy.add_user(outer.user, outer.name)
-        self._starting = False
         self._event(90, f"Server is listening on {ip}:{port}.")
         self.log.warning("%s: job %s runs again; routed to %s:%s", self._log_name, self.job_id, ip, port)
 

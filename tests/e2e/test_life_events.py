@@ -122,6 +122,7 @@ def test_requeue_unroutes_at_once_and_follows_the_rerun(slurm, hubs):
     assert ready, hub.log_tail()
     print(f"requeue -> ready again {time.monotonic() - t0:.2f} s")
     assert job_of(hub) == job
+    assert "starting" not in json.dumps(hub.server_model("alice")["state"])  # a restart now finds it running
     assert route_of(hub)
     assert hub.user_request("alice", "api").status_code == 200
     assert "This server is not starting" not in hub.log_text()
@@ -166,6 +167,7 @@ def test_a_hub_restart_loses_no_pending_spawn(slurm, hubs):
     assert ready, hub.log_tail()
     print(f"release -> ready after the restart {time.monotonic() - t0:.2f} s")
     assert hub.server_model("bob")["state"]["job_id"] == job
+    assert "starting" not in json.dumps(hub.server_model("bob")["state"])
     assert hub.user_request("bob", "api").status_code == 200
     assert "This token does not belong" not in hub.log_text()
     assert hub.stop_server("bob")
