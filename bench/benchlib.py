@@ -154,3 +154,27 @@ def nth_ready(ready_times, n: int) -> float | None:
     """Seconds until the n-th server was ready (1-based), or None when fewer became ready."""
     data = sorted(ready_times)
     return data[n - 1] if 0 < n <= len(data) else None
+
+
+# ------------------------------------------------------------------ a failed spawn, as the hub logged it
+_START_ERROR = re.compile(r"[Ee]rror starting \S+'s server(?: [^:]+)?: (.+)$")
+_LOG_LINE = re.compile(r"^\[(\w) \d{4}-\d\d-\d\d [\d:.]+ \S+ [^\]]*\] ?(.*)$")
+
+
+def spawn_failure_message(lines) -> str:
+    """Why a spawn failed, from the hub's log lines: JupyterHub's ``Unhandled error starting
+    USER's server[ NAME]: REASON``, and when a scheduler command failed before (1.3.0 logs
+    ``Subprocess returned exitcode N`` and then the command's stderr) and said something else,
+    `` (REASON; before it: STDERR)``. "" when the lines hold no such error."""
+    cause = ""
+    for i, line in enumerate(lines):
+        m = _LOG_LINE.match(line)
+        if m and "Subprocess returned exitcode" in m.group(2) and not cause:
+            nxt = _LOG_LINE.match(lines[i + 1]) if i + 1 < len(lines) else None
+            if nxt and nxt.group(1) == "E":
+                cause = nxt.group(2).strip()
+        m = _START_ERROR.search(line)
+        if m:
+            reason = m.group(1).strip()
+            return f"{reason} (before it: {cause})" if cause and cause != reason else reason
+    return ""

@@ -64,6 +64,12 @@ def parse_args(argv=None):
     p.add_argument("--hub-config-extra", default="", metavar="FILE",
                    help="a Python file appended to every hub's config, both packages' (to profile the "
                         "hub, or to compare a hub setting on both sides)")
+    p.add_argument("--cluster", default="", metavar="NAME",
+                   help="only the spawn latency on test cluster NAME (scripts/cluster/, e.g. current): "
+                        "the hub on this host, every command over ssh to its login node (bench/cluster.py)")
+    p.add_argument("--cluster-n", type=int, default=5, help="measured spawns per variant on --cluster")
+    p.add_argument("--cluster-variants", default="ours,bs13,bs13-template,bs13-site",
+                   help="comma list of bench/cluster.py's VARIANTS")
     opts = p.parse_args(argv)
     if opts.sqlite_wal:
         os.environ["JHPC_BENCH_SQLITE_WAL"] = "1"
@@ -194,6 +200,10 @@ def build_rows(results, keys, opts):
 
 def main(argv=None):
     opts = parse_args(argv)
+    if opts.cluster:
+        from . import cluster
+
+        return cluster.main(opts, Path(opts.bs13_venv) / "bin", Path(sys.executable).parent)
     root = Path(opts.workdir or tempfile.mkdtemp(prefix="jhpc-bench-", dir="/tmp"))
     rundir = RunDir(root)
     pkgs = packages(Path(sys.executable).parent, Path(opts.bs13_venv) / "bin")

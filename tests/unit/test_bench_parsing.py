@@ -17,6 +17,7 @@ from bench.benchlib import (  # noqa: E402
     parse_proc_stat,
     percentile,
     render_table,
+    spawn_failure_message,
 )
 
 SHIM_LOG = """squeue
@@ -254,3 +255,42 @@ def test_loop_stalls_extra_names_what_blocked_the_loop(tmp_path, monkeypatch):
     asyncio.run(main())
     text = (tmp_path / "loop-stalls.log").read_text()
     assert "loop blocked" in text and "block_here@test_bench_parsing.py" in text
+
+
+# hub log lines of the cluster bench (bench/cluster.py), as 1.3.0's hub wrote them on Slurm 26.05
+BS13_DEFAULT_TEMPLATE_LOG = """\
+[I 2026-12-07 05:02:36.700 JupyterHub batchspawner:281] Spawner submitting command: ssh -i /k carol@10.232.1.5 sbatch --parsable
+[E 2026-12-07 05:02:37.044 JupyterHub batchspawner:254] Subprocess returned exitcode 255
+[E 2026-12-07 05:02:37.044 JupyterHub batchspawner:255] sbatch: option '--get-user-env' doesn't allow an argument
+[E 2026-12-07 05:02:37.044 JupyterHub user:1072] Unhandled error starting carol's server: sbatch: option '--get-user-env' doesn't allow an argument
+""".splitlines()
+
+BS13_SSH_QUERY_LOG = """\
+[I 2026-12-07 05:02:46.632 JupyterHub batchspawner:287] Job submitted. output: 9
+[E 2026-12-07 05:02:46.865 JupyterHub batchspawner:254] Subprocess returned exitcode 1
+[E 2026-12-07 05:02:46.865 JupyterHub batchspawner:255] squeue: error: Unrecognized option: %B
+[W 2026-12-07 05:02:46.865 JupyterHub batchspawner:432] Job 9 neither pending nor running.
+    squeue: error: Unrecognized option: %B
+[E 2026-12-07 05:02:46.866 JupyterHub user:1072] Unhandled error starting carol's server c01: The Jupyter batch job has disappeared while pending in the queue or died immediately after starting.
+""".splitlines()
+
+
+def test_spawn_failure_message_is_the_schedulers_own_words():
+    assert spawn_failure_message(BS13_DEFAULT_TEMPLATE_LOG) == (
+        "sbatch: option '--get-user-env' doesn't allow an argument")
+
+
+def test_spawn_failure_message_names_the_failed_command_before_the_generic_reason():
+    assert spawn_failure_message(BS13_SSH_QUERY_LOG) == (
+        "The Jupyter batch job has disappeared while pending in the queue or died immediately after "
+        "starting. (before it: squeue: error: Unrecognized option: %B)")
+
+
+def test_spawn_failure_message_empty_without_a_start_error():
+    ok = [line for line in BS13_SSH_QUERY_LOG if "Unhandled error" not in line]
+    assert spawn_failure_message(ok) == ""
+    # a warning (not an error) after "Subprocess returned" is not taken for the command's words
+    lines = ["[E 2026-12-07 05:00:00.000 JupyterHub batchspawner:254] Subprocess returned exitcode 1",
+             "[W 2026-12-07 05:00:00.001 JupyterHub batchspawner:432] Job 9 neither pending nor running.",
+             "[E 2026-12-07 05:00:00.002 JupyterHub user:1072] Unhandled error starting bob's server: gone"]
+    assert spawn_failure_message(lines) == "gone"
