@@ -282,3 +282,18 @@ def test_a_held_requeue_under_profiles_is_unrouted_and_cancel_ends_it(slurm, hub
     # still open when a pending spawn is cancelled; the stop itself must not fail)
     assert "Uncaught exception DELETE" not in hub.log_text(), hub.log_tail(120)
     assert hub.log_text().count("left RUNNING and is back in the queue") == 1  # not followed again after Cancel
+
+
+def test_a_site_without_requeue_gets_no_requeue_jobs(slurm, hubs):
+    """follow_requeue = False: the job is submitted with --no-requeue (Slurm then refuses a requeue
+    and ends the job on a node failure instead, NODE_FAIL); the server keeps running meanwhile."""
+    hub = hubs(CONFIG + "c.SlurmSpawner.follow_requeue = False\n").start()
+    r, _ = hub.spawn("alice")
+    assert r.status_code in (201, 202) and hub.server_model("alice")["ready"], hub.log_tail()
+    job = job_of(hub)
+    assert "Requeue=0" in scontrol("show", "job", job).stdout
+    refused = scontrol("requeue", job)
+    assert refused.returncode != 0, refused.stdout
+    time.sleep(2)
+    assert hub.server_model("alice")["ready"] and hub.user_request("alice", "api").status_code == 200
+    assert hub.stop_server("alice")
