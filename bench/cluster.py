@@ -24,13 +24,14 @@ address map, the same user, one spawn at a time), and N spawns after one warm-up
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 from .benchlib import median, render_table, spawn_failure_message
-from .hubs import VenvHub
+from .hubs import VenvHub, remove_job_logs
 from .scenarios import log
 
 import clustertools  # noqa: E402  (tests/ is on sys.path through bench.hubs)
@@ -188,6 +189,9 @@ def spawn_series(cluster, key, hub_config, venv_bin, workdir, n, warmup, timeout
         hub.stop()
         for job_id in live_jobs(cluster) - before:
             cluster.run("ctl", ["scancel", job_id], check=False)
+        # the job output files 1.3.0's template leaves in the user's home (the shared /home)
+        ids = re.findall(r"(?:Job submitted\. output: |Job )(\d+)", hub.log_text())
+        remove_job_logs(set(ids), users=(USER,))
     return out
 
 
