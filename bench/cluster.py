@@ -10,10 +10,11 @@ address; the jobs run on the nodes from the nodes' own Python:
 - ``ours``: jupyterhub-hpc's MultiSlurmSpawner, the node venv /opt/jhpc/venv (built with the
   cluster; it holds this checkout's job side).
 - ``bs13``: batchspawner 1.3.0's MultiSlurmSpawner with its default template, as shipped.
-- ``bs13-site``: 1.3.0 with what a site must add to run it over ssh on Slurm >= 25.05: its own
-  template with plain ``--get-user-env``, and the hub's variables for the job written into the
-  script (1.3.0 hands them to sbatch in its own process environment, which ssh does not carry to
-  the login node), through a subclass in the hub's config. Its job side is a venv of 1.3.0 built
+- ``bs13-template``: 1.3.0 with only its template fixed (plain ``--get-user-env``).
+- ``bs13-site``: 1.3.0 with what a site must add to run it over ssh on Slurm >= 25.05: the fixed
+  template, its squeue query quoted once more for the login node's shell, and the hub's variables
+  for the job written into the script (1.3.0 hands them to sbatch in its own process environment,
+  which ssh does not carry to the login node), through a subclass in the hub's config. Its job side is a venv of 1.3.0 built
   here in the nodes' running roots (/opt/jhpc-bs13/venv, the node root's python3, the same
   single-user stack as /opt/jhpc/venv); it lasts until the cluster is restarted.
 
