@@ -178,3 +178,29 @@ def spawn_failure_message(lines) -> str:
             reason = m.group(1).strip()
             return f"{reason} (before it: {cause})" if cause and cause != reason else reason
     return ""
+
+
+# ------------------------------------------------------------------ job end -> route gone
+def route_target(routes, user: str, server: str = "", base_url: str = "/"):
+    """The target of a user's server in the proxy's ``GET /api/routes`` answer (JSON: {spec:
+    {"target": ...}}): "" when the route has no target, None when there is no route for it.
+    A spec is ``[host]BASE_URL/user/USER[/SERVER]/``: it matches only exactly, so ``/user/al``
+    is not ``/user/alice`` and a user's default server is not one of their named servers."""
+    want = base_url.rstrip("/") + f"/user/{user}" + (f"/{server}" if server else "")
+    for spec, route in (routes or {}).items():
+        path = spec if spec.startswith("/") else "/" + spec.partition("/")[2]  # host routing: drop the host
+        if path.rstrip("/") == want:
+            return (route.get("target") or "") if isinstance(route, dict) else ""
+    return None
+
+
+def fmt_ends(times, not_gone: int, bound: float) -> str:
+    """``median 1.23 s, p90 2.34 s (min 0.9, max 2.5, n=10)``, and how many routes were still
+    there after ``bound`` seconds (not in the figures: they are at least ``bound``)."""
+    parts = []
+    if times:
+        parts.append(f"median {median(times):.2f} s, p90 {percentile(times, 90):.2f} s "
+                     f"(min {min(times):.2f}, max {max(times):.2f}, n={len(times)})")
+    if not_gone:
+        parts.append(f"{not_gone} route(s) still there after {bound:g} s")
+    return "; ".join(parts) if parts else "not measured"

@@ -215,8 +215,8 @@ def _world_writable(path):
 class VenvHub(Hub):
     """tests/hubharness.Hub, but running jupyterhub from a given venv with the shims first on PATH."""
 
-    def __init__(self, workdir, extra_config, venv_bin, shim_bin):
-        super().__init__(workdir, extra_config)
+    def __init__(self, workdir, extra_config, venv_bin, shim_bin, env=None):
+        super().__init__(workdir, extra_config, env=env)
         self.venv_bin = Path(venv_bin)
         self.shim_bin = Path(shim_bin)
 
@@ -225,6 +225,7 @@ class VenvHub(Hub):
         env = dict(os.environ)
         env["PATH"] = f"{self.shim_bin}:{self.venv_bin}:{env.get('PATH', os.defpath)}"
         env["JHPC_TEST_SERVICE_TOKEN"] = self.token
+        env.update(self.extra_env)
         self._log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [str(self.venv_bin / "jupyterhub"), "-f", str(cfg)],

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .benchlib import fmt_calls, fmt_phases, median, nth_ready, render_table
+from .benchlib import fmt_calls, fmt_ends, fmt_phases, median, nth_ready, render_table
 from .hubs import NodeCgroup, RunDir, packages
 from .scenarios import BUSY_WINDOW, Bench, log, mem_total, slurm_version
 
@@ -51,7 +51,16 @@ def parse_args(argv=None):
     p.add_argument("--fake-batch", type=int, default=50, help="concurrent spawns while filling up (fake)")
     p.add_argument("--spawn-timeout", type=float, default=180)
     p.add_argument("--storm-timeout", type=float, default=300)
-    p.add_argument("--only", default="sched,latency,storm,tiny,fake", help="comma list of scenarios")
+    p.add_argument("--end-to-route", action="store_true",
+                   help="only 'job end -> route gone': scancel each of --ends ready servers' jobs (as root) "
+                        "and time until the proxy no longer routes to it, both packages in the same run")
+    p.add_argument("--ends", type=int, default=10, help="servers started, then ended, per package (--end-to-route)")
+    p.add_argument("--end-spacing", type=float, default=5,
+                   help="seconds between two scancels (each end is timed on its own clock)")
+    p.add_argument("--end-timeout", type=float, default=90, help="longest wait for one route to go")
+    p.add_argument("--end-poll-interval", type=float, default=30,
+                   help="both hubs' poll_interval for --end-to-route (30 s: JupyterHub's default, as sites run it)")
+    p.add_argument("--only", default="sched,latency,storm,tiny,fake", help="comma list of scenarios (or ends)")
     p.add_argument("--packages", default="bs13,ours")
     p.add_argument("--workdir", default="")
     p.add_argument("--sqlite-wal", action="store_true",
@@ -81,6 +90,8 @@ def parse_args(argv=None):
         opts.tiny_storms, opts.restarts = [20], 2
     if opts.smoke:
         opts.only, opts.latency_n = "latency", 1
+    if opts.end_to_route:
+        opts.only = "ends"
     return opts
 
 
@@ -186,6 +197,14 @@ def build_rows(results, keys, opts):
             row(f"{size} concurrent spawns{label}: scheduler calls until settled",
                 lambda r, s=size: fmt_calls(r[kind][s]["calls"], 1))
 
+    if ran("ends"):
+        row(f"job end -> route gone: scancel (root) -> route absent from the proxy's /api/routes (polled every "
+            f"0.1 s, bound {opts.end_timeout:g} s), {opts.ends} ends {opts.end_spacing:g} s apart, "
+            f"poll_interval {opts.end_poll_interval:g} s for both (default), real servers",
+            lambda r: fmt_ends(r["ends"]["times"], r["ends"]["not_gone"], opts.end_timeout)
+            + (f"; {r['ends']['measured']}/{r['ends']['of']} servers ready and routed"
+               if r["ends"]["measured"] < r["ends"]["of"] else ""))
+        row("  end reports heard by the hub (log 'job end reported')", lambda r: f"{r['ends']['reports']}")
     storm_rows("storm", opts.storms, "")
     storm_rows("tiny", opts.tiny_storms, " (tiny server)")
     if not ran("sched"):
@@ -254,6 +273,8 @@ def main(argv=None):
 
         # most telling first, so an interrupted run (SIGTERM, Ctrl-C) still prints what it has
         steps = []
+        if "ends" in only:
+            steps += [(k, "ends", None, lambda k=k: bench.end_to_route(pkgs[k])) for k in keys]
         if "latency" in only:
             steps += [(k, "latency", None, lambda k=k: bench.latency(pkgs[k])) for k in keys]
         if "tiny" in only:
@@ -284,8 +305,11 @@ def main(argv=None):
         print("INTERRUPTED RUN: rows marked 'not measured' were not reached")
     print(f"date {time.strftime('%Y-%m-%d %H:%M %Z')}; nproc {os.cpu_count()}; memory {mem_total()}; "
           f"{slurm_version()}; run took {elapsed / 60:.1f} min")
-    print(f"poll_interval {opts.poll_interval:g} s (real Slurm), {opts.fake_poll_interval:g} s (fake); "
-          f"window {opts.rounds} rounds")
+    if "ends" in opts.only.split(","):
+        print(f"poll_interval {opts.end_poll_interval:g} s for both hubs (job end -> route gone)")
+    else:
+        print(f"poll_interval {opts.poll_interval:g} s (real Slurm), {opts.fake_poll_interval:g} s (fake); "
+              f"window {opts.rounds} rounds")
     print("hub database (both): " + ("SQLite, WAL mode, synchronous=FULL (--sqlite-wal)" if opts.sqlite_wal
                                      else "SQLite, JupyterHub's default (rollback journal)"))
     if opts.hub_config_extra:

@@ -2,6 +2,7 @@
 # Benchmark jupyterhub-hpc against jupyterhub/batchspawner 1.3.0 on the real single-node Slurm.
 #   bash bench/run.sh [--quick | --smoke] [options of bench/run.py]   (as root; ~25 min full, ~5 min --quick)
 #   bash bench/run.sh --cluster current    spawn latency on a test cluster over ssh (bench/cluster.py; ~3 min)
+#   bash bench/run.sh --end-to-route [--ends 10]   job end (scancel) -> proxy route gone, both packages (~6 min)
 # Builds the 1.3.0 side in its own venv (from /usr/bin/python3, so job users can run it) and uses
 # this project's venv ($JHPC_VENV, default /opt/jupyterhub-hpc/venv) for our package.
 # Equal stacks: the 1.3.0 venv gets exactly the versions of the single-user stack our venv has

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from pathlib import Path
 import subprocess
 import threading
@@ -22,6 +23,7 @@ from .benchlib import (
     parse_node_cpus,
     parse_proc_stat,
     percentile,
+    route_target,
     spawn_phases,
 )
 from .hubs import VenvHub, cancel_jobs, hub_config, job_stdout, noop_hub_config, remove_job_logs
@@ -44,11 +46,11 @@ class Bench:
         self._n = 0
 
     # ------------------------------------------------------------ hubs and cleanup
-    def hub(self, pkg, poll_interval, fake_server=None, bindir=None, stamp=False):
+    def hub(self, pkg, poll_interval, fake_server=None, bindir=None, stamp=False, env=None):
         self._n += 1
         cfg = hub_config(pkg, bindir or self.run.shim_bin, poll_interval, fake_server,
                          stamp=self.run.stamp if stamp else None)
-        hub = VenvHub(self.run.root / f"hub{self._n:02d}-{pkg.key}", cfg, pkg.venv_bin, self.run.shim_bin)
+        hub = VenvHub(self.run.root / f"hub{self._n:02d}-{pkg.key}", cfg, pkg.venv_bin, self.run.shim_bin, env=env)
         self.hubs.append(hub)
         t0 = time.monotonic()
         hub.start()
@@ -237,6 +239,77 @@ class Bench:
             job_lines = []
         t_listen = first_after(job_lines, "is running at", t_post)
         return spawn_phases(t_post, sbatch[job_id], t_job, t_listen, t_report, t_ready)
+
+    def end_to_route(self, pkg):
+        """Job end -> proxy route gone: start `ends` real servers (bench users, as a site runs
+        them: poll_interval as given, 30 s by default, every other setting the package's
+        default), then `scancel` their jobs as root one every `end_spacing` s, and time each
+        until the proxy (its own REST API, GET /api/routes every 0.1 s) no longer routes to that
+        server, bounded at `end_timeout` s. Each end has its own clock; the hub polls each
+        server on its own timer, so spaced ends do not share a poll."""
+        o = self.opts
+        token = secrets.token_hex(24)  # the proxy's API token: in the hub's env, not in a file or argv
+        hub = self.hub(pkg, o.end_poll_interval, env={"CONFIGPROXY_AUTH_TOKEN": token})
+        proxy = f"http://127.0.0.1:{hub.proxy_api_port}/api/routes"
+        headers = {"Authorization": f"token {token}"}
+
+        def routes():
+            r = requests.get(proxy, headers=headers, timeout=10)
+            r.raise_for_status()
+            return r.json()
+
+        try:
+            targets = [(USERS[i % 2], f"e{i:02d}") for i in range(o.ends)]
+            ready = set()
+            for k in range(0, len(targets), o.batch):
+                got, failed, secs = self.spawn_many(hub, targets[k:k + o.batch], o.spawn_timeout)
+                ready |= got
+                log(f"{pkg.label}: {len(got)}/{len(targets[k:k + o.batch])} servers ready in {secs:.1f} s")
+            if not ready:
+                raise RuntimeError(f"{pkg.label}: no server became ready:\n" + hub.log_tail(30))
+            time.sleep(5)  # let the spawns' own follow-ups pass (first polls, session details)
+            models = servers_by_target(hub)
+            table = routes()
+            ends = []
+            for t in targets:
+                job = str(((models.get(t) or {}).get("state") or {}).get("job_id") or "")
+                if t in ready and job and route_target(table, *t):
+                    ends.append((t, job))
+                else:
+                    log(f"{pkg.label}: {t} not measured: ready {t in ready}, job {job!r}, "
+                        f"route {route_target(table, *t)!r}")
+            times, not_gone, pending = {}, [], {}
+            reports_before = hub.log_text().count("job end reported")
+            todo = list(ends)
+            next_cancel = time.monotonic()
+            while todo or pending:
+                if todo and time.monotonic() >= next_cancel:
+                    t, job = todo.pop(0)
+                    t0 = time.monotonic()
+                    r = subprocess.run(["/usr/bin/scancel", job], capture_output=True, text=True, timeout=30)
+                    if r.returncode != 0:
+                        log(f"{pkg.label}: scancel {job} failed: {r.stderr.strip()}")
+                    pending[t] = (t0, job)
+                    next_cancel = t0 + o.end_spacing
+                table = routes()
+                now = time.monotonic()
+                for t, (t0, job) in list(pending.items()):
+                    if route_target(table, *t) is None:
+                        times[t] = now - t0
+                        del pending[t]
+                        log(f"{pkg.label}: job {job} ({t[0]}/{t[1]}) cancelled -> route gone {times[t]:.2f} s")
+                    elif now - t0 > o.end_timeout:
+                        not_gone.append(t)
+                        del pending[t]
+                        log(f"{pkg.label}: job {job} ({t[0]}/{t[1]}): route still there after {o.end_timeout:g} s")
+                time.sleep(0.1)
+            reports = hub.log_text().count("job end reported") - reports_before
+        finally:
+            self.finish(hub)
+        out = {"times": [times[t] for t, _ in ends if t in times], "not_gone": len(not_gone),
+               "of": o.ends, "measured": len(ends), "reports": reports}
+        log(f"{pkg.label}: end -> route gone: {out}")
+        return out
 
     def storm(self, pkg, size, tiny=False):
         """`size` concurrent spawns, each package's default settings: of the real single-user

@@ -12,11 +12,13 @@ from bench.benchlib import (  # noqa: E402
     count_calls,
     cpu_seconds,
     fmt_calls,
+    fmt_ends,
     job_ids_from_log,
     parse_node_cpus,
     parse_proc_stat,
     percentile,
     render_table,
+    route_target,
     spawn_failure_message,
 )
 
@@ -294,3 +296,42 @@ def test_spawn_failure_message_empty_without_a_start_error():
              "[W 2026-12-07 05:00:00.001 JupyterHub batchspawner:432] Job 9 neither pending nor running.",
              "[E 2026-12-07 05:00:00.002 JupyterHub user:1072] Unhandled error starting bob's server: gone"]
     assert spawn_failure_message(lines) == "gone"
+
+
+# ------------------------------------------------------------------ job end -> route gone
+ROUTES = {
+    "/": {"hub": True, "target": "http://127.0.0.1:8081", "jupyterhub": True},
+    "/user/alice/": {"user": "alice", "server_name": "", "target": "http://127.0.0.1:5001"},
+    "/user/alice/e00/": {"user": "alice", "server_name": "e00", "target": "http://10.0.0.7:5002"},
+    "/user/al/e01/": {"user": "al", "server_name": "e01", "target": "http://127.0.0.1:5003"},
+    "/user/user/alice/": {"user": "user", "server_name": "alice", "target": "http://127.0.0.1:5004"},
+    "/user/bob/e02/": {"user": "bob", "server_name": "e02"},
+}
+
+
+def test_route_target_matches_only_the_exact_server():
+    assert route_target(ROUTES, "alice", "e00") == "http://10.0.0.7:5002"
+    assert route_target(ROUTES, "alice") == "http://127.0.0.1:5001"  # the default server, not e00
+    assert route_target(ROUTES, "al", "e01") == "http://127.0.0.1:5003"
+    assert route_target(ROUTES, "al") is None  # /user/al/e01 is a named server of al, not its default
+    assert route_target(ROUTES, "alice", "e01") is None  # al's server is not alice's
+    assert route_target(ROUTES, "user", "alice") == "http://127.0.0.1:5004"
+    assert route_target(ROUTES, "bob", "e02") == ""  # a route without a target is still a route
+    assert route_target({}, "alice", "e00") is None
+    assert route_target(None, "alice") is None
+
+
+def test_route_target_with_a_base_url_and_host_routing():
+    routes = {"/jhub/user/alice/e00/": {"target": "http://n1:1"},
+              "hub.example.org/user/bob/": {"target": "http://n2:2"}}
+    assert route_target(routes, "alice", "e00", base_url="/jhub/") == "http://n1:1"
+    assert route_target(routes, "alice", "e00") is None  # without its base URL it is not that route
+    assert route_target(routes, "bob") == "http://n2:2"
+
+
+def test_fmt_ends_median_p90_min_max_and_the_ones_not_gone():
+    times = [1.5, 0.9, 1.1, 2.5, 1.2, 1.3, 1.0, 1.4, 1.6, 1.7]
+    assert fmt_ends(times, 0, 90) == "median 1.35 s, p90 1.70 s (min 0.90, max 2.50, n=10)"
+    assert fmt_ends([3.0], 2, 90) == ("median 3.00 s, p90 3.00 s (min 3.00, max 3.00, n=1); "
+                                      "2 route(s) still there after 90 s")
+    assert fmt_ends([], 0, 90) == "not measured"
