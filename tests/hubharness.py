@@ -10,6 +10,7 @@ environment, never written to disk) drives it through the REST API.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import socket
@@ -194,6 +195,19 @@ class Hub:
         return requests.get(
             self.url + prefix + path, headers={"Authorization": f"token {self.token}"}, timeout=30
         )
+
+    def login_session(self, user):
+        """A browser session of ``user``, logged in through the login form (the dummy
+        authenticator takes any password); asserts the form answered with a redirect."""
+        s = requests.Session()
+        page = s.get(f"{self.url}/hub/login", timeout=30)
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+        data = {"username": user, "password": "any"}
+        if xsrf:
+            data["_xsrf"] = xsrf.group(1)
+        r = s.post(f"{self.url}/hub/login?next=/hub/home", data=data, allow_redirects=False, timeout=30)
+        assert r.status_code == 302, (r.status_code, r.text[:300])
+        return s
 
 
 def _port_free(port):

@@ -179,22 +179,9 @@ c.SlurmSpawner.startup_poll_interval = 0.25
         _cancel_our_jobs(hub)
 
 
-def _browser_login(hub, user="alice"):
-    """A browser session of ``user`` (the test hub's DummyAuthenticator takes any password)."""
-    s = requests.Session()
-    page = s.get(f"{hub.url}/hub/login", timeout=30)
-    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
-    data = {"username": user, "password": "any"}
-    if xsrf:
-        data["_xsrf"] = xsrf.group(1)
-    r = s.post(f"{hub.url}/hub/login?next=/hub/home", data=data, allow_redirects=False, timeout=30)
-    assert r.status_code == 302, (r.status_code, r.text[:300])
-    return s
-
-
 def _spawn_page(hub, query):
     """GET /hub/spawn/alice?... in alice's browser session, as a bookmarked link would."""
-    return _browser_login(hub).get(f"{hub.url}/hub/spawn/alice?{query}", allow_redirects=False, timeout=60)
+    return hub.login_session("alice").get(f"{hub.url}/hub/spawn/alice?{query}", allow_redirects=False, timeout=60)
 
 
 def test_refused_option_never_sticks(slurm_hub):

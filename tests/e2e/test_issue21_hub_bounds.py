@@ -84,18 +84,6 @@ c.JupyterHub.tornado_settings = {{'slow_spawn_timeout': 90}}
         subprocess.run(["sh", "-c", "rm -f /home/alice/jhpc21-sparse-* /home/alice/jhpc21-tail-*.log"], timeout=20)
 
 
-def _login(hub, user):
-    s = requests.Session()
-    page = s.get(f"{hub.url}/hub/login", timeout=30)
-    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
-    data = {"username": user, "password": "any"}
-    if xsrf:
-        data["_xsrf"] = xsrf.group(1)
-    r = s.post(f"{hub.url}/hub/login?next=/hub/home", data=data, allow_redirects=False, timeout=30)
-    assert r.status_code == 302, (r.status_code, r.text[:300])
-    return s
-
-
 # ---------------------------------------------------------------- item 5
 @pytest.mark.parametrize("name", ["root", "slurm", "munge"])
 def test_system_account_spawn_is_403_and_submits_nothing(hub, name):
@@ -109,7 +97,7 @@ def test_system_account_spawn_is_403_and_submits_nothing(hub, name):
     assert "This account cannot start servers" in message and repr(name) in message, message
     assert "personal account" in message
     # the spawn page (a browser login as that name: the test hub takes any name)
-    page = _login(hub, name).get(f"{hub.url}/hub/spawn/{name}", timeout=60)
+    page = hub.login_session(name).get(f"{hub.url}/hub/spawn/{name}", timeout=60)
     assert page.status_code == 403, (page.status_code, page.text[:500])
     assert "This account cannot start servers" in page.text
     time.sleep(1)
@@ -185,7 +173,7 @@ def test_oversized_options_refused_before_the_database(hub):
     print(f"PATCH with a {BIG // 2**20} MB option: HTTP {r.status_code}")
     results.append(("PATCH", "small", r.status_code, r.text[:300], 0))
     # the spawn form (a browser)
-    s = _login(hub, "alice")
+    s = hub.login_session("alice")
     xsrf = s.cookies.get("_xsrf", "")
     t0 = time.monotonic()
     page = s.post(f"{hub.url}/hub/spawn/alice/big3", data={"profile": value, "_xsrf": xsrf}, timeout=60)
