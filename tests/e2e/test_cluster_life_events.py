@@ -24,15 +24,12 @@ import secrets
 import shutil
 import time
 
-import clustertools
-import pytest
-import requests
 from hubharness import ARTIFACTS, Hub
 
 from e2e.test_cluster_current import CONFIG, NODE_CMD, current, route_target, routes  # noqa: F401 (fixture)
 from e2e.test_life_events import progress_messages, wait_for
 
-USER = "bob"  # not alice: the other cluster tests use her
+USER = "bob"  # other cluster tests may use bob too: only this test's own job ids are cancelled
 
 
 def make_hub(cluster, workdir, extra=""):
