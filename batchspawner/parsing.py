@@ -148,3 +148,9 @@ class QueryParsingMixin(HasTraits):
     def explain_reason(self, reason):
         """The scheduler's pending reason with a few words a user understands (per scheduler)."""
         return reason
+
+    def requeue_cause(self, reason):
+        """Why a job that ran is pending again, in words, from its pending reason (per scheduler).
+
+        Shown to the user when a ready server's job goes back to the queue (issue 24)."""
+        return f"requeued; {self.explain_reason(reason)}" if reason else "requeued"

@@ -48,6 +48,14 @@ FINISHED_STATES = (
 
 
 # what Slurm's most common pending reasons mean, for the spawn page
+# A job that ran and is PENDING again: Slurm gives a requeued job a begin time (reason BeginTime)
+# whatever requeued it (node failure, preemption, `scontrol requeue`); `requeuehold` holds it.
+REQUEUE_CAUSES = {
+    "BeginTime": "a node failure, a preemption or an administrator put it back",
+    "JobHeldAdmin": "an administrator put it back and holds it",
+    "JobHeldUser": "it was put back and is held",
+}
+
 REASONS = {
     "Resources": "waiting for free nodes or cores",
     "Priority": "other jobs are ahead in the queue",
@@ -384,6 +392,10 @@ class SlurmSpawner(UserEnvMixin, BatchSpawnerBase):
     def explain_reason(self, reason):
         code = reason.split(",")[0]
         return f"{reason}: {REASONS[code]}" if code in REASONS else reason
+
+    def requeue_cause(self, reason):
+        code = reason.split(",")[0]
+        return REQUEUE_CAUSES.get(code) or super().requeue_cause(reason)
 
 
 class MultiSlurmSpawner(SlurmSpawner):

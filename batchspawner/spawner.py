@@ -1860,10 +1860,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         return (status.native or "").split(" ")[0].upper() in self.SUSPENDED_WORDS
 
     def _requeue_words(self, status: JobStatus) -> str:
-        reason = status.reason or ""
-        if not reason:
-            return "requeued"
-        return self.explain_reason(reason)
+        return self.requeue_cause(status.reason or "")
 
     def _hub_spawner(self):
         """The spawner JupyterHub holds: this one, or the wrapper (ProfilesSpawner) around it."""

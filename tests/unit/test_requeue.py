@@ -123,3 +123,20 @@ def test_suspended_time_is_added_back_to_the_time_left():
     assert spawner._suspended_since is not None
     spawner._record_status(JobStatus(JobState.RUNNING, native="RUNNING", host="n1"))
     assert spawner._suspended_since is None and 99 <= spawner.suspended_seconds <= 102
+
+
+async def test_the_requeue_message_says_the_cause_in_words_not_slurms_code():
+    """Slurm shows a requeued job as PENDING with reason BeginTime (node failure, preemption, an
+    admin's requeue) or JobHeldAdmin (requeuehold): the user reads what happened, not the code."""
+    for reason, words in [("BeginTime", "a node failure, a preemption or an administrator"),
+                          ("JobHeldAdmin", "an administrator put it back and holds it")]:
+        run, _ = _replies(f"PENDING n/a {reason}")  # squeue -o "%T %B %r"
+        spawner, _ = spawner_with(run, shared_status=False)
+        spawner.job_id = "9"
+        assert await spawner.poll() is None
+        try:
+            message = spawner._events[0]["message"]
+            assert words in message, message
+            assert "requested begin time" not in message
+        finally:
+            spawner._rerun_task.cancel()
