@@ -55,6 +55,9 @@ def parse_args(argv=None):
                    help="only 'job end -> route gone': scancel each of --ends ready servers' jobs (as root) "
                         "and time until the proxy no longer routes to it, both packages in the same run")
     p.add_argument("--ends", type=int, default=10, help="servers started, then ended, per package (--end-to-route)")
+    p.add_argument("--end-batch", type=int, default=2,
+                   help="servers started at once before the ends (10 real servers at once on 2 cores overran "
+                        "1.3.0's http_timeout of 30 s: none became ready)")
     p.add_argument("--end-spacing", type=float, default=5,
                    help="seconds between two scancels (each end is timed on its own clock)")
     p.add_argument("--end-timeout", type=float, default=90, help="longest wait for one route to go")

@@ -261,10 +261,10 @@ class Bench:
         try:
             targets = [(USERS[i % 2], f"e{i:02d}") for i in range(o.ends)]
             ready = set()
-            for k in range(0, len(targets), o.batch):
-                got, failed, secs = self.spawn_many(hub, targets[k:k + o.batch], o.spawn_timeout)
+            for k in range(0, len(targets), o.end_batch):
+                got, failed, secs = self.spawn_many(hub, targets[k:k + o.end_batch], o.spawn_timeout)
                 ready |= got
-                log(f"{pkg.label}: {len(got)}/{len(targets[k:k + o.batch])} servers ready in {secs:.1f} s")
+                log(f"{pkg.label}: {len(got)}/{len(targets[k:k + o.end_batch])} servers ready in {secs:.1f} s")
             if not ready:
                 raise RuntimeError(f"{pkg.label}: no server became ready:\n" + hub.log_tail(30))
             time.sleep(5)  # let the spawns' own follow-ups pass (first polls, session details)
