@@ -13,39 +13,19 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pwd
 
-HERE = Path(__file__).parent
-
-
-def _jsonl(path: Path):
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from squattertools import jsonl, squatting
 
 
 def test_squatter_never_receives_alices_requests(slurm, hubs, shared_dir):
-    script = shared_dir / "squatter.py"
-    script.write_text((HERE / "squatter.py").read_text())
-    script.chmod(0o755)
-    out = shared_dir / "squat"
     victim = "sqvictim"  # alice's role, a user no other test spawns for
     alice = pwd.getpwnam(victim)
     os.chmod(alice.pw_dir, 0o755)  # as alice's home on many clusters (and here): others may look in
-    squatter = subprocess.Popen(
-        ["sudo", "-u", "bob", "/usr/bin/python3", str(script), str(alice.pw_uid), alice.pw_dir, str(out), "240"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while not (out / "armed").exists():
-            assert squatter.poll() is None, squatter.stderr.read().decode()
-            assert time.monotonic() < deadline, "the squatter did not start"
-            time.sleep(0.1)
+    with squatting(shared_dir, alice, "240") as out:
         hub = hubs("c.JupyterHub.spawner_class = 'slurm'\n").start()
         hub.ensure_user(victim)
         r, secs = hub.spawn(victim, timeout=120)
@@ -66,7 +46,7 @@ def test_squatter_never_receives_alices_requests(slurm, hubs, shared_dir):
             port = int(re.search(r"Server is listening on 127\.0\.0\.1:(\d+)", log).group(1))
             # the attack really ran: bob learned her port and holds it on the addresses he could
             time.sleep(1)
-            bound = _jsonl(out / "bound.jsonl")
+            bound = jsonl(out / "bound.jsonl")
             assert any(b["port"] == port for b in bound), (port, bound)
             assert not any(b["port"] == port and b["address"] in ("0.0.0.0", "127.0.0.1") for b in bound), bound
         else:
@@ -75,7 +55,7 @@ def test_squatter_never_receives_alices_requests(slurm, hubs, shared_dir):
             # spawn failed with the job's own words, never routed to bob
             assert "before the server started" in log and "before it listened on a port" in log, hub.log_tail()
         hub.stop_server(victim)
-        received = _jsonl(out / "requests.jsonl")
+        received = jsonl(out / "requests.jsonl")
         assert received == [], f"bob's listener received {len(received)} request(s): {received[:3]}"
         # the job's output names no port: the wrapper prints none and redacts the server's own
         # lines (Jupyter Server prints its URL before it binds)
@@ -85,11 +65,3 @@ def test_squatter_never_receives_alices_requests(slurm, hubs, shared_dir):
             text = job_log.read_text()
             assert "batchspawner-singleuser: [" in text and ":<port>/" in text, text[-2000:]
             assert str(port) not in text, text[-2000:]
-    finally:
-        out.mkdir(exist_ok=True)
-        (out / "stop").touch()
-        try:
-            squatter.wait(10)
-        except subprocess.TimeoutExpired:
-            squatter.kill()
-            squatter.wait()

@@ -12,7 +12,6 @@ network namespace (tests/e2e/test_tunnel_netns.py), a real second local user (bo
    message), never reach bob.
 """
 
-import json
 import os
 import pwd
 import signal
@@ -23,16 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from squattertools import jsonl, squatting
 from test_tunnel_netns import NetnsHub, _kill, _tunnels, login_node_for, tunnel_hub_config
 
 HERE = Path(__file__).parent
 VICTIM = "sqvictim"  # a user no other test spawns for: the squatter attacks every port of its uid
-
-
-def _jsonl(path: Path):
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture
@@ -66,53 +60,32 @@ def _finish(hub, netns):
 
 def test_a_squatter_on_the_names_other_family_gets_no_readiness_and_no_request(dual_stack_login, tmp_path, shared_dir):
     netns, key, sshd, control = dual_stack_login
-    script = shared_dir / "squatter.py"
-    script.write_text((HERE / "squatter.py").read_text())
-    script.chmod(0o755)
-    out = shared_dir / "squat"
     victim = pwd.getpwnam(VICTIM)
-    squatter = subprocess.Popen(
-        ["sudo", "-u", "bob", "/usr/bin/python3", str(script), str(victim.pw_uid), victim.pw_dir, str(out), "300"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    hub = _hub(tmp_path, dual_stack_login)
-    try:
-        deadline = time.monotonic() + 20
-        while not (out / "armed").exists():
-            assert squatter.poll() is None, squatter.stderr.read().decode()
-            assert time.monotonic() < deadline, "the squatter did not start"
-            time.sleep(0.1)
-        hub.start()
-        r, seconds = hub.spawn(VICTIM, timeout=240)
-        assert r.status_code in (201, 202), r.text
-        model = hub.server_model(VICTIM)
-        answers = [hub.user_request(VICTIM, "api") for _ in range(3)] if model and model.get("ready") else []
-        time.sleep(1)
-        received = _jsonl(out / "requests.jsonl")
-        assert received == [], f"bob's listener received {len(received)} request(s): {received[:3]}"
-        log = hub.log_text()
-        assert model and model.get("ready"), hub.log_tail(80)
-        assert all(a.status_code == 200 and "squatter" not in a.text for a in answers), [a.text for a in answers]
-        tunnel = model["state"]["tunnel"]
-        port = tunnel["port"]
-        # the forward names the numeric address of the server's family, never the node's name
-        assert tunnel["node"] == "127.0.0.1", tunnel
-        assert "fwd.sock:127.0.0.1:" in log and ":localhost:" not in log
-        assert "server proved its token" in log
-        # the attack really ran: bob holds the victim's port on the other family
-        bound = _jsonl(out / "bound.jsonl")
-        assert any(b["port"] == port and b["address"] in ("::", "::1") for b in bound), (port, bound)
-    finally:
-        out.mkdir(exist_ok=True)
-        (out / "stop").touch()
+    with squatting(shared_dir, victim, "300") as out:
+        hub = _hub(tmp_path, dual_stack_login)
         try:
-            _finish(hub, netns)
+            hub.start()
+            r, seconds = hub.spawn(VICTIM, timeout=240)
+            assert r.status_code in (201, 202), r.text
+            model = hub.server_model(VICTIM)
+            answers = [hub.user_request(VICTIM, "api") for _ in range(3)] if model and model.get("ready") else []
+            time.sleep(1)
+            received = jsonl(out / "requests.jsonl")
+            assert received == [], f"bob's listener received {len(received)} request(s): {received[:3]}"
+            log = hub.log_text()
+            assert model and model.get("ready"), hub.log_tail(80)
+            assert all(a.status_code == 200 and "squatter" not in a.text for a in answers), [a.text for a in answers]
+            tunnel = model["state"]["tunnel"]
+            port = tunnel["port"]
+            # the forward names the numeric address of the server's family, never the node's name
+            assert tunnel["node"] == "127.0.0.1", tunnel
+            assert "fwd.sock:127.0.0.1:" in log and ":localhost:" not in log
+            assert "server proved its token" in log
+            # the attack really ran: bob holds the victim's port on the other family
+            bound = jsonl(out / "bound.jsonl")
+            assert any(b["port"] == port and b["address"] in ("::", "::1") for b in bound), (port, bound)
         finally:
-            try:
-                squatter.wait(10)
-            except subprocess.TimeoutExpired:
-                squatter.kill()
-                squatter.wait()
+            _finish(hub, netns)
 
 
 def test_after_a_restart_with_the_local_port_taken_no_route_reaches_the_taker(dual_stack_login, tmp_path, shared_dir):
@@ -155,7 +128,7 @@ def test_after_a_restart_with_the_local_port_taken_no_route_reaches_the_taker(du
             time.sleep(0.25)
             model = hub.server_model(VICTIM)
         answers = [hub.user_request(VICTIM, "api") for _ in range(3)]
-        received = _jsonl(taken)
+        received = jsonl(taken)
         assert received == [], f"bob's listener received {len(received)} request(s): {received[:3]}"
         log = hub.log_text()
         # this spawner rebinds another port and the route follows it (ending the server with a
