@@ -205,7 +205,7 @@ def build_rows(results, keys, opts):
             f"0.1 s, bound {opts.end_timeout:g} s), {opts.ends} ends {opts.end_spacing:g} s apart, "
             f"poll_interval {opts.end_poll_interval:g} s for both (default), real servers",
             lambda r: fmt_ends(r["ends"]["times"], r["ends"]["not_gone"], opts.end_timeout)
-            + (f"; {r['ends']['measured']}/{r['ends']['of']} servers ready and routed"
+            + (f"; {r['ends']['measured']}/{r['ends']['of']} ended (the others: not ready, or scancel failed)"
                if r["ends"]["measured"] < r["ends"]["of"] else ""))
         row("  end reports heard by the hub (log 'job end reported')", lambda r: f"{r['ends']['reports']}")
     storm_rows("storm", opts.storms, "")

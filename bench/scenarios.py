@@ -278,7 +278,7 @@ class Bench:
                 else:
                     log(f"{pkg.label}: {t} not measured: ready {t in ready}, job {job!r}, "
                         f"route {route_target(table, *t)!r}")
-            times, not_gone, pending = {}, [], {}
+            times, not_gone, pending, scancel_failed = {}, [], {}, []
             reports_before = hub.log_text().count("job end reported")
             todo = list(ends)
             next_cancel = time.monotonic()
@@ -287,10 +287,12 @@ class Bench:
                     t, job = todo.pop(0)
                     t0 = time.monotonic()
                     r = subprocess.run(["/usr/bin/scancel", job], capture_output=True, text=True, timeout=30)
-                    if r.returncode != 0:
-                        log(f"{pkg.label}: scancel {job} failed: {r.stderr.strip()}")
-                    pending[t] = (t0, job)
                     next_cancel = t0 + o.end_spacing
+                    if r.returncode != 0:  # no end to time (e.g. slurmctld restarted by someone else)
+                        scancel_failed.append(t)
+                        log(f"{pkg.label}: scancel {job} failed, not measured: {r.stderr.strip()}")
+                        continue
+                    pending[t] = (t0, job)
                 table = routes()
                 now = time.monotonic()
                 for t, (t0, job) in list(pending.items()):
@@ -307,7 +309,8 @@ class Bench:
         finally:
             self.finish(hub)
         out = {"times": [times[t] for t, _ in ends if t in times], "not_gone": len(not_gone),
-               "of": o.ends, "measured": len(ends), "reports": reports}
+               "of": o.ends, "measured": len(ends) - len(scancel_failed), "reports": reports,
+               "scancel_failed": len(scancel_failed)}
         log(f"{pkg.label}: end -> route gone: {out}")
         return out
 
