@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import sys
 
 
 def available() -> tuple[bool, str]:
@@ -37,3 +38,19 @@ def live_jobs(users=("alice", "bob")) -> dict[str, str]:
 def cancel(job_ids):
     if job_ids:
         subprocess.run(["scancel", *job_ids], capture_output=True, timeout=30)
+
+
+def probe_wrapper_config(shared_dir, wrapper, extra: str = "") -> str:
+    """Hub config for a SlurmSpawner whose job runs the test script ``wrapper`` (copied into
+    ``shared_dir``, which the job's user can read) instead of the single-user server; the job gets
+    PROBE_DIR=shared_dir and reports its start quickly. ``extra``: more config lines."""
+    copy = shared_dir / wrapper.name
+    shutil.copy(wrapper, copy)
+    copy.chmod(0o755)
+    return f"""
+c.JupyterHub.spawner_class = 'slurm'
+c.SlurmSpawner.batchspawner_singleuser_cmd = '{sys.executable} {copy}'
+c.SlurmSpawner.environment = {{'PROBE_DIR': '{shared_dir}'}}
+c.SlurmSpawner.req_keepvars_extra = 'PROBE_DIR'
+c.SlurmSpawner.startup_poll_interval = 0.25
+""" + extra

@@ -1,8 +1,6 @@
 """The hub's port API under attack, on the real stack (real Slurm job, real server token)."""
 
 import json
-import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -21,18 +19,7 @@ def _wait_for(path: Path, timeout=60):
 
 
 def test_port_api_refuses_everything_but_one_integer_port(slurm, hubs, shared_dir):
-    wrapper = shared_dir / "hostile_wrapper.py"
-    shutil.copy(HERE / "hostile_wrapper.py", wrapper)
-    wrapper.chmod(0o755)
-    hub = hubs(
-        f"""
-c.JupyterHub.spawner_class = 'slurm'
-c.SlurmSpawner.batchspawner_singleuser_cmd = '{sys.executable} {wrapper}'
-c.SlurmSpawner.environment = {{'PROBE_DIR': '{shared_dir}'}}
-c.SlurmSpawner.req_keepvars_extra = 'PROBE_DIR'
-c.SlurmSpawner.startup_poll_interval = 0.25
-"""
-    ).start()
+    hub = hubs(slurmtools.probe_wrapper_config(shared_dir, HERE / "hostile_wrapper.py")).start()
     hub.ensure_user("alice")
     hub.ensure_user("bob")
     r = hub.api("POST", "/users/alice/server", json={})

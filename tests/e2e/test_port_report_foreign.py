@@ -11,11 +11,11 @@ fails with a clear message; bob's listener gets nothing from the hub.
 import json
 import pwd
 import re
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
+
+import slurmtools
 
 HERE = Path(__file__).parent
 
@@ -43,19 +43,9 @@ def _wait_gone_or_failed(hub, name, timeout=120):
 
 
 def test_a_report_of_another_users_port_is_refused(slurm, hubs, shared_dir):
-    wrapper = shared_dir / "foreign_port_wrapper.py"
-    shutil.copy(HERE / "foreign_port_wrapper.py", wrapper)
-    wrapper.chmod(0o755)
-    hub = hubs(
-        f"""
-c.JupyterHub.spawner_class = 'slurm'
-c.SlurmSpawner.batchspawner_singleuser_cmd = '{sys.executable} {wrapper}'
-c.SlurmSpawner.environment = {{'PROBE_DIR': '{shared_dir}'}}
-c.SlurmSpawner.req_keepvars_extra = 'PROBE_DIR'
-c.SlurmSpawner.startup_poll_interval = 0.25
-c.SlurmSpawner.server_proof = 'required'
-"""
-    ).start()
+    config = slurmtools.probe_wrapper_config(shared_dir, HERE / "foreign_port_wrapper.py",
+                                             "c.SlurmSpawner.server_proof = 'required'\n")
+    hub = hubs(config).start()
     bob_uid = pwd.getpwnam("bob").pw_uid
     before = _listening_ports(bob_uid)
     r, _ = hub.spawn("bob", timeout=180)
