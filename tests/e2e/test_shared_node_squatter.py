@@ -45,8 +45,14 @@ def test_squatter_never_receives_alices_requests(slurm, hubs, shared_dir):
                 assert "squatter" not in hub.user_request(victim, "api").text
             port = int(re.search(r"Server is listening on 127\.0\.0\.1:(\d+)", log).group(1))
             # the attack really ran: bob learned her port and holds it on the addresses he could
-            time.sleep(1)
-            bound = jsonl(out / "bound.jsonl")
+            # (bob's scanner sees her listener within its scan interval; on a loaded machine that
+            # took over 1 s: wait for it, bounded, instead of sampling once)
+            deadline = time.monotonic() + 20
+            while True:
+                bound = jsonl(out / "bound.jsonl")
+                if any(b["port"] == port for b in bound) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
             assert any(b["port"] == port for b in bound), (port, bound)
             assert not any(b["port"] == port and b["address"] in ("0.0.0.0", "127.0.0.1") for b in bound), bound
         else:
