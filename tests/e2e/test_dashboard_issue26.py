@@ -17,10 +17,7 @@ dies at once. The user ``erin`` is this module's own. Order matters and is the o
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
-import shutil
 import signal
 import subprocess
 import time
@@ -30,13 +27,9 @@ import pytest
 import requests
 
 import slurmtools
-from conftest import require
-from hubharness import ARTIFACTS, VENV_BIN, free_port
+from gatewaytools import CHROMIUM, CHROMIUM_ARGS, ExampleHub, fill_form, require_gateway, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 USER = "erin"
 PARTITION = "jhpc-small"
 
@@ -64,59 +57,18 @@ c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [
 LONG_WORD = "x" * 300  # one long log line: the failure page must wrap it, not cut it off
 
 
-def wait_for(check, timeout, what, interval=0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    ok, why = slurmtools.available()
-    require(ok, why)
-    require(os.path.exists(CHROMIUM), "chromium not installed (scripts/setup-browser.sh)")
-    require(bool(shutil.which("configurable-http-proxy")), "configurable-http-proxy not installed")
-    r = subprocess.run(["scontrol", "show", "partition", PARTITION], capture_output=True, text=True, timeout=20)
-    require(r.returncode == 0, f"partition {PARTITION} missing (scripts/setup-slurm-partitions.sh)")
-    require(subprocess.run(["id", USER], capture_output=True).returncode == 0,
-            f"user {USER} missing (scripts/ensure-users.sh {USER})")
+    require_gateway(USER, PARTITION, browser=True)
     tmp = tmp_path_factory.mktemp("dash26")
-    port, hub_port, api_port = free_port(), free_port(), free_port()
-    password = secrets.token_urlsafe(12)
-    token = secrets.token_hex(16)
-    (tmp / "pw").write_text(password)
-    cfg = tmp / "jupyterhub_config.py"
-    cfg.write_text(WRAPPER_CONFIG.format(example=str(REPO / "jupyterhub_config.example.py"),
-                                         apps=str(REPO / "examples" / "apps" / "jupyterhub_config.py"),
-                                         long=LONG_WORD))
-    env = dict(os.environ)
-    env.pop("JHPC_WEBAPP_DIR", None)  # the shipped default folder
-    env.update(
-        PATH=f"{VENV_BIN}:{env['PATH']}", JHPC_PORT=str(port), JHPC_HUB_PORT=str(hub_port),
-        JHPC_PROXY_API_PORT=str(api_port), JHPC_STATE_DIR=str(tmp), JHPC_DEMO_PASSWORD_FILE=str(tmp / "pw"),
-        JHPC_DEMO_USERS=USER, JHPC_TEST_SERVICE_TOKEN=token, JHPC_PARTITIONS=f"debug {PARTITION}",
-        JHPC_PARTITION="debug", JHPC_USAGE_LOG=str(tmp / "usage.jsonl"),
-    )
-    log = open(tmp / "hub.log", "w")
-    proc = subprocess.Popen([str(VENV_BIN / "jupyterhub"), "-f", str(cfg)], cwd=tmp, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    config = WRAPPER_CONFIG.format(example=str(REPO / "jupyterhub_config.example.py"),
+                                   apps=str(REPO / "examples" / "apps" / "jupyterhub_config.py"),
+                                   long=LONG_WORD)
+    # without JHPC_WEBAPP_DIR: the shipped default folder
+    gw = ExampleHub(tmp, config, USER, f"debug {PARTITION}", env={"JHPC_PARTITION": "debug"},
+                    env_drop=("JHPC_WEBAPP_DIR",), service_token=True)
     fillers: list[str] = []
-
-    def up():
-        if proc.poll() is not None:
-            raise AssertionError("hub exited:\n" + (tmp / "hub.log").read_text()[-3000:])
-        try:
-            return requests.get(base + "/hub/login", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_for(up, 60, "the hub")
+    gw.wait_up()
     from playwright.sync_api import sync_playwright
 
     pw = sync_playwright().start()
@@ -124,17 +76,13 @@ def hub(tmp_path_factory):
     context = browser.new_context(viewport={"width": 1000, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
-    h = {"base": base, "token": token, "password": password, "tmp": tmp, "proc": proc, "page": page,
-         "fillers": fillers, "log": tmp / "hub.log", "up": up}
+    h = {"base": gw.base, "token": gw.token, "password": gw.password, "tmp": tmp, "proc": gw.proc, "page": page,
+         "fillers": fillers, "log": gw.log_path, "up": gw.up}
 
     def restart():  # the same hub again (same database), its output appended to the same log
-        proc2 = subprocess.Popen([str(VENV_BIN / "jupyterhub"), "-f", str(cfg)], cwd=tmp, env=env, stdout=log,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
-        h["proc"] = proc2
-        nonlocal proc
-        proc = proc2
-        wait_for(up, 60, "the restarted hub")
-        return proc2
+        h["proc"] = gw.launch()
+        gw.wait_up("the restarted hub")
+        return h["proc"]
 
     h["restart"] = restart
     try:
@@ -142,36 +90,13 @@ def hub(tmp_path_factory):
     finally:
         browser.close()
         pw.stop()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
-        text = (tmp / "hub.log").read_text(errors="replace")
-        dest = ARTIFACTS / "hub-logs"
-        dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy(tmp / "hub.log", dest / "dashboard-issue26.log")
-        ours = set(re.findall(r"Job (\d+) submitted", text)) | set(fillers)
-        live = slurmtools.live_jobs((USER,))
-        slurmtools.cancel([j for j in ours if j in live])
+        gw.stop()
+        gw.cleanup("dashboard-issue26.log", fillers)
 
 
 def _api(h, method, path, **kw):
     return requests.request(method, h["base"] + "/hub/api" + path, timeout=60,
                             headers={"Authorization": f"token {h['token']}"}, **kw)
-
-
-def _fill_form(page, profile, **fields):
-    page.wait_for_selector(f"#profile-radio-{profile}")
-    page.check(f"#profile-radio-{profile}")
-    for name, value in fields.items():
-        sel = f"[name='{profile}.{name}']"
-        if page.eval_on_selector(sel, "e => e.tagName") == "SELECT":
-            page.select_option(sel, value)
-        else:
-            page.fill(sel, value)
 
 
 def test_first_form_after_hub_start_knows_the_partitions(hub):
@@ -195,7 +120,7 @@ def test_refused_form_keeps_values_names_the_label_and_marks_the_field(hub):
     page = hub["page"]
     page.goto(hub["base"] + "/hub/spawn")
     # more cores than jhpc-small allows (2 per node): refused on the server before anything is submitted
-    _fill_form(page, "custom", partition=PARTITION, nprocs="4", memory="1G", runtime="00:30:00")
+    fill_form(page, "custom", partition=PARTITION, nprocs="4", memory="1G", runtime="00:30:00")
     page.click("form button[type=submit]")
     error = page.locator(".spawn-error-msg, .alert-danger").first
     expect(error).to_contain_text("CPU cores")
@@ -214,7 +139,7 @@ def test_refused_form_keeps_values_names_the_label_and_marks_the_field(hub):
     expect(page.locator("#profile-custom .invalid-feedback:visible")).to_contain_text("more than partition")
     assert page.locator(".is-invalid").count() == 1
     # a malformed value: the same, named by its label "Wall time"
-    _fill_form(page, "custom", nprocs="2", runtime="half an hour")
+    fill_form(page, "custom", nprocs="2", runtime="half an hour")
     page.click("form button[type=submit]")
     error = page.locator(".spawn-error-msg, .alert-danger").first
     expect(error).to_contain_text("Wall time")
@@ -233,7 +158,7 @@ def test_refused_form_keeps_values_names_the_label_and_marks_the_field(hub):
 def test_web_app_profile_lands_on_a_page(hub):
     page = hub["page"]
     page.goto(hub["base"] + f"/hub/spawn/{USER}/web")
-    _fill_form(page, "webapp", memory="512M")
+    fill_form(page, "webapp", memory="512M")
     page.click("form button[type=submit]")
     page.wait_for_url(re.compile(rf"/user/{USER}/web/webapp/"), timeout=150_000)
     page.wait_for_load_state("load")
@@ -260,7 +185,7 @@ def test_words_on_the_form_card_and_failure_page(hub):
     assert not re.search(r"\b1 cores\b", text) and "? cores" not in text, text
     # a job that dies: the failure page's log tail wraps and the whole log is a link
     page.goto(hub["base"] + f"/hub/spawn/{USER}/f")
-    _fill_form(page, "broken")
+    fill_form(page, "broken")
     page.click("form button[type=submit]")
     page.wait_for_selector("#hpc-failed:visible, .spawn-error-msg", timeout=60_000)
     box = page.locator("#hpc-failed:visible, .spawn-error-msg").first
@@ -318,7 +243,7 @@ def test_hub_log_is_quiet_and_sigterm_is_quick(hub):
     # ...and a start waiting in the queue behind the filler, its spawn page streaming progress
     page = hub["page"]
     page.goto(hub["base"] + f"/hub/spawn/{USER}/p")
-    _fill_form(page, "custom", partition=PARTITION, nprocs="1", memory="512M", runtime="00:10:00")
+    fill_form(page, "custom", partition=PARTITION, nprocs="1", memory="512M", runtime="00:10:00")
     page.click("form button[type=submit]")
     from playwright.sync_api import expect
 

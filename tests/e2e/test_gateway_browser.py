@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
 import stat
 import subprocess
@@ -31,14 +30,11 @@ import pytest
 import requests
 
 import slurmtools
-from conftest import require
-from hubharness import ARTIFACTS, VENV_BIN, free_port
+from gatewaytools import CHROMIUM, CHROMIUM_ARGS, ExampleHub, fill_form, require_gateway, wait_for
+from hubharness import ARTIFACTS, VENV_BIN
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "docs" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 USER = "carol"
 PARTITION = "jhpc-small"
 CULL_TIMEOUT = 40
@@ -76,72 +72,20 @@ def sbatch_filler(cpus=2) -> str:
     return r.stdout.strip().split(";")[0]
 
 
-def wait_for(check, timeout, what, interval=0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, request):
-    ok, why = slurmtools.available()
-    require(ok, why)
-    require(os.path.exists(CHROMIUM), "chromium not installed (scripts/setup-browser.sh)")
-    require(bool(shutil.which("configurable-http-proxy")), "configurable-http-proxy not installed")
-    r = subprocess.run(["scontrol", "show", "partition", PARTITION], capture_output=True, text=True, timeout=20)
-    require(r.returncode == 0, f"partition {PARTITION} missing (scripts/setup-slurm-partitions.sh)")
-    require(subprocess.run(["id", USER], capture_output=True).returncode == 0,
-            f"user {USER} missing (scripts/ensure-users.sh {USER})")
+    require_gateway(USER, PARTITION, browser=True)
     tmp = tmp_path_factory.mktemp("gateway")
-    port, hub_port, api_port = free_port(), free_port(), free_port()
-    password = secrets.token_urlsafe(12)
-    token = secrets.token_hex(16)
-    (tmp / "pw").write_text(password)
-    cfg = tmp / "jupyterhub_config.py"
-    cfg.write_text(WRAPPER_CONFIG.format(example=str(REPO / "jupyterhub_config.example.py")))
-    usage = tmp / "usage.jsonl"
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{VENV_BIN}:{env['PATH']}", JHPC_PORT=str(port), JHPC_HUB_PORT=str(hub_port),
-        JHPC_PROXY_API_PORT=str(api_port), JHPC_STATE_DIR=str(tmp), JHPC_DEMO_PASSWORD_FILE=str(tmp / "pw"),
-        JHPC_DEMO_USERS=USER, JHPC_TEST_SERVICE_TOKEN=token, JHPC_PARTITIONS=f"debug {PARTITION}",
-        JHPC_CULL_TIMEOUT=str(CULL_TIMEOUT), JHPC_CULL_EVERY="10", JHPC_USAGE_LOG=str(usage),
-    )
-    log = open(tmp / "hub.log", "w")
-    proc = subprocess.Popen([str(VENV_BIN / "jupyterhub"), "-f", str(cfg)], cwd=tmp, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    hub = ExampleHub(tmp, WRAPPER_CONFIG.format(example=str(REPO / "jupyterhub_config.example.py")), USER,
+                     f"debug {PARTITION}", env={"JHPC_CULL_TIMEOUT": str(CULL_TIMEOUT), "JHPC_CULL_EVERY": "10"},
+                     service_token=True)
     fillers: list[str] = []
-
-    def up():
-        if proc.poll() is not None:
-            raise AssertionError("hub exited:\n" + (tmp / "hub.log").read_text()[-3000:])
-        try:
-            return requests.get(base + "/hub/login", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_for(up, 60, "the hub")
-    gw = {"base": base, "token": token, "password": password, "usage": usage, "tmp": tmp, "fillers": fillers, "proc": proc}
+    hub.wait_up()
+    gw = {"base": hub.base, "token": hub.token, "password": hub.password, "usage": hub.usage, "tmp": tmp,
+          "fillers": fillers, "proc": hub.proc}
     yield gw
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-    text = (tmp / "hub.log").read_text(errors="replace")
-    dest = ARTIFACTS / "hub-logs"
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy(tmp / "hub.log", dest / "gateway-browser.log")
-    ours = set(re.findall(r"Job (\d+) submitted", text)) | set(fillers)
-    live = squeue_user()
-    slurmtools.cancel([j for j in ours if j in live])
+    hub.stop()
+    hub.cleanup("gateway-browser.log", fillers)
 
 
 def _shot(page, name, full_page=True):
@@ -154,17 +98,6 @@ def _shot(page, name, full_page=True):
 def _job_of(text):
     m = re.search(r"Job (\d+)", text)
     return m.group(1) if m else None
-
-
-def _fill_form(page, profile, **fields):
-    page.wait_for_selector(f"#profile-radio-{profile}")
-    page.check(f"#profile-radio-{profile}")
-    for name, value in fields.items():
-        sel = f"[name='{profile}.{name}']"
-        if page.eval_on_selector(sel, "e => e.tagName") == "SELECT":
-            page.select_option(sel, value)
-        else:
-            page.fill(sel, value)
 
 
 def test_gateway_in_a_browser(gateway):
@@ -188,7 +121,7 @@ def test_gateway_in_a_browser(gateway):
             time.sleep(2)  # a job submitted at login would show by now
             assert squeue_user() == {}, "logging in submitted a job"
             # more cores than jhpc-small allows: refused on the server, naming the field, nothing submitted
-            _fill_form(page, "custom", partition=PARTITION, nprocs="4", memory="1G", runtime="00:30:00")
+            fill_form(page, "custom", partition=PARTITION, nprocs="4", memory="1G", runtime="00:30:00")
             page.click("form button[type=submit]")
             expect(page.locator("body")).to_contain_text("CPU cores is more than partition jhpc-small allows")
             assert squeue_user() == {}
@@ -196,7 +129,7 @@ def test_gateway_in_a_browser(gateway):
             expect(page.locator(".hpc-partition[data-partition='jhpc-small']").first).to_contain_text(
                 "cores free now; at most 2 cores per node, 4 h 00 min per job")
             page.goto(base + "/hub/spawn")
-            _fill_form(page, "custom", partition=PARTITION, nprocs="2", memory="1G", runtime="00:30:00")
+            fill_form(page, "custom", partition=PARTITION, nprocs="2", memory="1G", runtime="00:30:00")
             _shot(page, "profiles-form.png", full_page=False)
 
             # --- fill the partition: one running filler, one pending ahead of us
@@ -273,7 +206,7 @@ def test_gateway_in_a_browser(gateway):
 
             # --- a second spawn queues (carol's own server fills jhpc-small); cancel it
             page.goto(base + "/hub/spawn/carol/q")
-            _fill_form(page, "custom", partition=PARTITION, nprocs="1", memory="512M", runtime="00:10:00")
+            fill_form(page, "custom", partition=PARTITION, nprocs="1", memory="512M", runtime="00:10:00")
             page.click("form button[type=submit]")
             expect(page.locator("#progress-message")).to_contain_text("waiting in the queue", timeout=30_000)
             job_q = _job_of(page.locator("#progress-log").text_content())
@@ -290,7 +223,7 @@ def test_gateway_in_a_browser(gateway):
             _shot(page, "spawn-cancelled.png")
             page.click("#hpc-start-again-cancelled")
             page.wait_for_selector("#profile-radio-small")
-            _fill_form(page, "small", partition="debug", runtime="00:10:00")
+            fill_form(page, "small", partition="debug", runtime="00:10:00")
             page.click("form button[type=submit]")
             page.wait_for_url(re.compile(r"/user/carol/q/lab"), timeout=120_000)
             page.goto(base + "/hub/home")
@@ -300,7 +233,7 @@ def test_gateway_in_a_browser(gateway):
 
             # --- a job that dies: the failure page says what happened and what to do
             page.goto(base + "/hub/spawn/carol/f")
-            _fill_form(page, "broken")
+            fill_form(page, "broken")
             page.click("form button[type=submit]")
             # the spawn page's failure box, or (when the job dies within the hub's first second) the
             # form page's error box: the same facts either way, and the form to start again

@@ -10,10 +10,7 @@ Start again button, which starts a new server.
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -22,8 +19,7 @@ import pytest
 import requests
 
 import slurmtools
-from conftest import require
-from hubharness import ARTIFACTS, VENV_BIN, free_port
+from gatewaytools import ExampleHub, require_gateway, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -40,66 +36,17 @@ c.SlurmSpawner.startup_poll_interval = 0.5
 """
 
 
-def wait_for(check, timeout, what, interval=0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    ok, why = slurmtools.available()
-    require(ok, why)
-    require(bool(shutil.which("configurable-http-proxy")), "configurable-http-proxy not installed")
-    require(subprocess.run(["id", USER], capture_output=True).returncode == 0,
-            f"user {USER} missing (scripts/ensure-users.sh {USER})")
+    require_gateway(USER)
     tmp = tmp_path_factory.mktemp("ended")
-    port, hub_port, api_port = free_port(), free_port(), free_port()
-    password = secrets.token_urlsafe(12)
-    (tmp / "pw").write_text(password)
-    cfg = tmp / "jupyterhub_config.py"
-    cfg.write_text(WRAPPER_CONFIG.format(example=str(REPO / "jupyterhub_config.example.py")))
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{VENV_BIN}:{env['PATH']}", JHPC_PORT=str(port), JHPC_HUB_PORT=str(hub_port),
-        JHPC_PROXY_API_PORT=str(api_port), JHPC_STATE_DIR=str(tmp), JHPC_DEMO_PASSWORD_FILE=str(tmp / "pw"),
-        JHPC_DEMO_USERS=USER, JHPC_PARTITIONS="debug", JHPC_USAGE_LOG=str(tmp / "usage.jsonl"),
-    )
-    log = open(tmp / "hub.log", "w")
-    proc = subprocess.Popen([str(VENV_BIN / "jupyterhub"), "-f", str(cfg)], cwd=tmp, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-
-    def up():
-        if proc.poll() is not None:
-            raise AssertionError("hub exited:\n" + (tmp / "hub.log").read_text()[-3000:])
-        try:
-            return requests.get(base + "/hub/login", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
+    gw = ExampleHub(tmp, WRAPPER_CONFIG.format(example=str(REPO / "jupyterhub_config.example.py")), USER, "debug")
     try:
-        wait_for(up, 60, "the hub")
-        yield {"base": base, "password": password, "tmp": tmp}
+        gw.wait_up()
+        yield {"base": gw.base, "password": gw.password, "tmp": tmp}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        text = (tmp / "hub.log").read_text(errors="replace")
-        dest = ARTIFACTS / "hub-logs"
-        dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy(tmp / "hub.log", dest / "job-ended.log")
-        ours = set(re.findall(r"Job (\d+) submitted", text))
-        live = slurmtools.live_jobs((USER,))
-        slurmtools.cancel([j for j in ours if j in live])
+        gw.stop()
+        gw.cleanup("job-ended.log")
 
 
 def _xsrf(session, base):
