@@ -8,6 +8,7 @@ job id, same server token, maybe another port). The rerun's log is appended to t
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 
@@ -297,3 +298,62 @@ def test_a_site_without_requeue_gets_no_requeue_jobs(slurm, hubs):
     time.sleep(2)
     assert hub.server_model("alice")["ready"] and hub.user_request("alice", "api").status_code == 200
     assert hub.stop_server("alice")
+
+
+# ---------------------------------------------------------------- rows of the issue that held on main: kept held
+
+
+def test_two_hubs_on_one_slurm_never_touch_each_others_jobs(slurm, hubs):
+    """Two hubs, the same user, one Slurm: a stop, a restart and a spawn on hub A leave hub B's job
+    and server alone (each hub knows its jobs by id only; nothing is cancelled by user or name)."""
+    a = hubs(CONFIG).start()
+    b = hubs(CONFIG).start()
+    r, _ = a.spawn("bob")
+    assert r.status_code in (201, 202) and a.server_model("bob")["ready"], a.log_tail()
+    r, _ = b.spawn("bob")
+    assert r.status_code in (201, 202) and b.server_model("bob")["ready"], b.log_tail()
+    job_a, job_b = job_of(a, "bob"), job_of(b, "bob")
+    assert job_a and job_b and job_a != job_b
+    try:
+        a.restart()
+        a.stop_server("bob")
+        assert slurmtools.job_state(job_a) in ("", "CANCELLED", "COMPLETING", "COMPLETED"), slurmtools.job_state(job_a)
+        r, _ = a.spawn("bob")  # a new start on A (leftover checks run first) ...
+        assert r.status_code in (201, 202), a.log_tail()
+        a.stop()  # ... and A goes away with its server running
+        time.sleep(3)  # at least one poll of B's
+        assert slurmtools.job_state(job_b) == "RUNNING", slurmtools.job_state(job_b)
+        model = b.server_model("bob")
+        assert model and model["ready"], b.log_tail()
+        # hub A never named B's job (a bare number could be part of a timestamp: match it as a job id)
+        assert not re.search(rf"\b(?:job|jobs|scancel|-j) {job_b}\b", a.log_text()), a.log_tail()
+    finally:
+        slurmtools.cancel([job_a, job_b, job_of(b, "bob") or job_b])
+
+
+def test_wall_time_reached_ends_the_server_and_the_page_says_so(slurm, hubs):
+    """A job that reaches its wall time (Slurm TIMEOUT) ends its server within seconds of Slurm's
+    verdict, and the user's next page says so in words (not a bare 503)."""
+    hub = hubs(CONFIG.replace("'00:30:00'", "'00:01:00'") + """
+import batchspawner.web
+c.JupyterHub.template_paths = [batchspawner.web.TEMPLATES]
+c.JupyterHub.template_vars = batchspawner.web.template_vars()
+""").start()
+    r, _ = hub.spawn("carol")
+    assert r.status_code in (201, 202) and hub.server_model("carol")["ready"], hub.log_tail()
+    job = job_of(hub, "carol")
+    try:
+        # Slurm checks time limits about every 30 s and then sends SIGTERM (KillWait before SIGKILL)
+        ended = wait_for(lambda: slurmtools.job_state(job) in ("TIMEOUT", ""), 200, 1)
+        assert ended, f"job {job} still {slurmtools.job_state(job)!r} after its 1 min wall time"
+        t0 = time.monotonic()
+        gone = wait_for(lambda: hub.server_model("carol") is None, 20, 0.2)
+        assert gone, hub.log_tail()
+        print(f"Slurm TIMEOUT seen -> server gone {time.monotonic() - t0:.1f} s later")
+        user = hub.api("GET", "/users/carol", params={"include_stopped_servers": "1"}).json()
+        assert (user["servers"][""]["state"].get("last_ended") or {}).get("state") == "TIMEOUT", user["servers"]
+        page = hub.login_session("carol").get(hub.url + "/user/carol/lab", timeout=30)
+        assert "reached its wall time" in page.text, page.text[-2000:]
+        assert "longer wall time" in page.text and "Traceback" not in page.text
+    finally:
+        slurmtools.cancel([job])
