@@ -199,15 +199,6 @@ c.ConfigurableHTTPProxy.auth_token = 'proxy-test-token-24'
     assert "job end reported" in hub.log_text()
 
 
-def _login(hub, name):
-    s = requests.Session()
-    s.get(hub.url + "/hub/login", timeout=30)
-    xsrf = s.cookies.get("_xsrf", path="/hub/") or s.cookies.get("_xsrf") or ""
-    r = s.post(hub.url + "/hub/login", data={"username": name, "password": "x", "_xsrf": xsrf}, timeout=30)
-    assert r.status_code == 200, r.status_code
-    return s
-
-
 def test_a_suspended_job_keeps_its_route_and_the_card_says_suspended(slurm, hubs):
     hub = hubs(CONFIG + """
 import batchspawner.web
@@ -221,7 +212,7 @@ c.ConfigurableHTTPProxy.auth_token = 'proxy-test-token-24'
     assert r.status_code in (201, 202) and hub.server_model("alice")["ready"], hub.log_tail()
     job = job_of(hub)
     route = route_of(hub)
-    browser = _login(hub, "alice")
+    browser = hub.login_session("alice")
     assert 'data-state="running"' in browser.get(hub.url + "/hub/home", timeout=30).text
     assert scontrol("suspend", job).returncode == 0
     try:
