@@ -145,7 +145,9 @@ record = os.environ["FAKE_XVNC_RECORD"]
 argv = sys.argv[1:]
 tries = json.load(open(record)) if os.path.exists(record) else []
 tries.append({{"argv": argv, "xauthority": open(argv[argv.index("-auth") + 1], "rb").read().hex()}})
-json.dump(tries, open(record, "w"))
+with open(record + ".new", "w") as f:  # whole or not at all: the test reads it while we run
+    json.dump(tries, f)
+os.replace(record + ".new", record)
 if len(tries) == 1 or os.environ.get("FAKE_XVNC_FAIL"):
     sys.exit("Fatal server error: Cannot establish any listening sockets")
 if os.environ.get("FAKE_XVNC_SILENT"):
