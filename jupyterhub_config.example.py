@@ -96,6 +96,19 @@ c.SlurmSpawner.start_timeout = 900
 c.SlurmSpawner.http_timeout = 120
 c.Spawner.default_url = "/lab"
 
+# --- apps next to JupyterLab: VS Code and an Xfce desktop (examples/apps/, docs/apps.md) --------
+# Each is a profile like the two above (a Slurm job running the single-user server, the app behind
+# it at /user/<name>/vscode/ or /desktop/, reached only by its owner). JHPC_APPS picks them
+# (default "vscode desktop"; "" for JupyterLab only; "webapp" adds the sample web app).
+# scripts/gateway installs them (scripts/setup-apps.sh); on a cluster, install them on the nodes.
+if os.environ.get("JHPC_APPS", "vscode desktop").split():
+    apps_example = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples", "apps", "jupyterhub_config.py")
+    if not os.path.exists(apps_example):
+        raise SystemExit(f"JHPC_APPS is set but {apps_example} is missing: copy examples/apps/ next to this file "
+                         "or set JHPC_APPS='' for JupyterLab only")
+    with open(apps_example) as f:
+        exec(compile(f.read(), apps_example, "exec"))  # extends c.ProfilesSpawner.profiles
+
 # --- what users and admins see ---------------------------------------------------------------
 # Session cards on the home page (job, node, resources, queue position, time left, log), the spawn
 # page with Cancel and clear failure pages, a wall-time warning on every page, /hub/hpc/sessions
@@ -141,6 +154,32 @@ if os.path.exists(password_file):
     with open(password_file) as f:
         c.SharedPasswordAuthenticator.user_password = f.read().strip()
 c.Authenticator.allowed_users = set(demo_users)
+# Admins (JHPC_ADMIN_USERS, comma or space separated): they see every user's sessions
+# (/hub/hpc/sessions, linked in their navbar), JupyterHub's admin page and every job log. Each name
+# must be a plain local account name (a-z, 0-9, _ and -, starting with a letter or _, at most 32);
+# anything else stops the hub with a message rather than granting admin to a name it cannot match.
+# The shared-password authenticator lets them in only with their own admin password (at least 32
+# characters, JHPC_DEMO_ADMIN_PASSWORD_FILE; scripts/gateway makes one): with the users' password
+# they log in without admin rights. On a real site, list your support staff here (or grant them the
+# `admin` role) and keep the list short: an admin can act as any user of the hub.
+import re  # noqa: E402
+
+admin_users = [name for name in re.split(r"[\s,]+", os.environ.get("JHPC_ADMIN_USERS", "").strip()) if name]
+for name in admin_users:
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", name):
+        raise SystemExit(
+            f"JHPC_ADMIN_USERS: {name!r} is not a local user name (lower-case letters, digits, _ and -, "
+            "starting with a letter or _, at most 32 characters); fix the list and start the hub again."
+        )
+if admin_users:
+    c.Authenticator.admin_users = set(admin_users)
+    c.Authenticator.allowed_users = set(demo_users) | set(admin_users)
+    admin_password_file = os.environ.get(
+        "JHPC_DEMO_ADMIN_PASSWORD_FILE", os.path.join(os.path.dirname(password_file), "demo-admin-password")
+    )
+    if os.path.exists(admin_password_file):
+        with open(admin_password_file) as f:
+            c.SharedPasswordAuthenticator.admin_password = f.read().strip()
 
 # --- state -------------------------------------------------------------------------------
 state_dir = os.environ.get("JHPC_STATE_DIR", "/var/lib/jupyterhub-hpc")

@@ -9,6 +9,9 @@
 #     the websockify: a raw-socket proxy to Xvnc on a unix socket), an xterm as the session,
 #     xauth for users' own X tools (the desktop writes its cookie file itself) and x11-utils
 #     (xdpyinfo: tests/e2e/test_desktop_cotenant.py tries the display as another user).
+#   - Xfce (Debian packages, no recommends: session, window manager, panel, desktop, terminal,
+#     settings daemon, and dbus-x11 for its session bus) as the desktop profile's session: a
+#     real desktop whose screen follows the browser window (noVNC resize=remote + Xvnc RandR).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 VENV=${JHPC_VENV:-/opt/jupyterhub-hpc/venv}
@@ -16,6 +19,7 @@ CODE_SERVER_VERSION=${JHPC_CODE_SERVER_VERSION:-4.100.3}
 
 need=()
 for pkg in tigervnc-standalone-server tigervnc-tools novnc xauth x11-utils xterm xfonts-base ripgrep \
+           xfce4-session xfwm4 xfce4-panel xfdesktop4 xfce4-terminal xfce4-settings dbus-x11 \
            build-essential python3 pkg-config libx11-dev libxkbfile-dev libsecret-1-dev libkrb5-dev ; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
@@ -55,4 +59,4 @@ if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c 'import jupyter_server_p
   "$VENV/bin/pip" install -q jupyter-server-proxy
   chmod -R a+rX "$(dirname "$VENV")"
 fi
-echo "apps: code-server $(code-server --version 2>/dev/null | head -1); $(Xvnc -version 2>&1 | grep -m1 -o 'TigerVNC[^ ]* [^ ]*'); novnc $(dpkg-query -W -f='${Version}' novnc)"
+echo "apps: code-server $(code-server --version 2>/dev/null | head -1); $(Xvnc -version 2>&1 | grep -m1 -o 'TigerVNC[^ ]* [^ ]*'); novnc $(dpkg-query -W -f='${Version}' novnc); xfce4-session $(dpkg-query -W -f='${Version}' xfce4-session)"
