@@ -1,7 +1,8 @@
 """Checks on options that users send (form fields, ``user_options`` via the REST API).
 
 BatchSpawnerBase on its own accepts a user option only when it names a
-request template variable (``req_<name>``), is not on the protected list
+request template variable (``req_<name>``) or a key the site declared (its own
+form produced it, or ``allowed_user_options`` lists it), is not on the protected list
 (commands, prologue, raw scheduler options...), is in ``allowed_user_options``
 when the admin set that list, and its value is a plain scalar made of safe
 characters. Without a list (the batchspawner 1.3 behaviour) any user may pick
@@ -121,8 +122,31 @@ def refused_in_this_request(spawner):
     return getattr(getattr(spawner, "handler", None), "jhpc_refused_options", None)
 
 
+def record_form_options(spawner, options):
+    """Remember which ``user_options`` keys the site's own form produced; return ``options``.
+
+    Called with what ``run_options_from_form`` returned (the site's ``options_from_form``, a
+    subclass override or config, on the site's ``options_form``). Those keys are the site's
+    contract, as batchspawner 1.3 merged every key into the script's variables: they are
+    accepted at the next start even when they name no ``req_*`` trait (values are still
+    checked one by one). Keys sent only through the REST API are not recorded, so an
+    undeclared REST key stays refused. JupyterHub's form token (``_xsrf``) is never a key.
+    Kept in memory with the spawner: after a hub restart a start that reuses saved options
+    needs the keys in ``allowed_user_options`` (or the form again)."""
+    if isinstance(options, dict):
+        options.pop("_xsrf", None)
+        keys = frozenset(k for k in options if isinstance(k, str))
+        spawner.__dict__["_jhpc_form_keys"] = keys
+    return options
+
+
+def form_keys(spawner) -> frozenset:
+    """The keys the site's form produced for this spawner (see :func:`record_form_options`)."""
+    return spawner.__dict__.get("_jhpc_form_keys", frozenset())
+
+
 def validate_user_options(
-    user_options: dict, request_vars: set[str], allowed=None, admin_only=frozenset()
+    user_options: dict, request_vars: set[str], allowed=None, admin_only=frozenset(), site_keys=frozenset()
 ) -> dict[str, str]:
     """Validate raw ``user_options`` against the declared request variables.
 
@@ -130,6 +154,11 @@ def validate_user_options(
     any other key is refused. ``None`` keeps the old rule (every declared request
     variable not protected) for callers that do not pass an allowlist yet; use
     :func:`validate_spawner_user_options`, which reads the spawner's allowlist.
+    A key in ``allowed`` need not name a request variable: the admin declared it (a
+    site's own template variable, as in 1.3). ``site_keys``: keys the site's own form
+    produced (:func:`record_form_options`), accepted likewise. Protected and admin-only
+    names are refused whoever sends them; every value is checked (:func:`check_scalar`;
+    a form's one-element list is its value).
 
     Returns the template values to use. Raises :class:`OptionError` (HTTP 400)
     on the first bad field, before anything is submitted.
@@ -147,13 +176,16 @@ def validate_user_options(
             raise OptionError(key, "cannot be set by users")
         if key in admin_only:
             raise OptionError(key, "is set by the site's administrators, not by users")
-        if allowed is not None and key not in allowed:
+        declared = key in site_keys or (allowed is not None and key in allowed)
+        if allowed is not None and key not in allowed and key not in site_keys:
             offered = ", ".join(sorted(allowed - PROTECTED)) or "none"
             raise OptionError(
                 key, f"is not an option this server accepts (options users may set: {offered}; allowed_user_options)"
             )
-        if key not in request_vars:
+        if key not in request_vars and not declared:
             raise OptionError(key, "is not an option this server accepts")
+        if key in site_keys and isinstance(value, list) and len(value) == 1:
+            value = value[0]  # a form field as JupyterHub's default options_from_form passes it
         values[key] = check_scalar(key, value)
     return values
 
@@ -165,4 +197,6 @@ def validate_spawner_user_options(spawner) -> dict[str, str]:
     variable that is not protected.
     """
     allowed = getattr(spawner, "allowed_user_options", None)
-    return validate_user_options(spawner.user_options, spawner.request_vars(), allowed, admin_only_vars(spawner))
+    return validate_user_options(
+        spawner.user_options, spawner.request_vars(), allowed, admin_only_vars(spawner), form_keys(spawner)
+    )

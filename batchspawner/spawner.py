@@ -25,6 +25,7 @@ import hmac
 import logging
 import ipaddress
 import os
+import inspect
 import pwd
 from html import escape
 import re
@@ -66,6 +67,7 @@ from .options import (
     admin_only_vars,
     forget_user_options,
     refused_in_this_request,
+    record_form_options,
     validate_spawner_user_options,
 )
 from .parsing import QueryParsingMixin
@@ -887,8 +889,20 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         return subvars
 
     def cmd_formatted_for_batch(self):
-        """The command the job runs: wrapper + cmd + args, each word shell-quoted."""
-        words = shlex.split(self.batchspawner_singleuser_cmd) + list(self.cmd) + list(self.get_args())
+        """The command the job runs: wrapper + cmd + args, each word shell-quoted.
+
+        A string ``cmd`` (``c.Spawner.cmd = "/path/jupyterhub-singleuser --Opt=x"``; JupyterHub
+        keeps it as a one-element list) is a command line, as batchspawner 1.3 treated it (its
+        script's shell split it): a one-element ``cmd`` with white space is split into words with
+        shell rules (quote a path with a space inside it: ``"'/opt/my apps/x' --opt"``). A list
+        of several elements keeps each element one word."""
+        cmd = list(self.cmd)
+        if len(cmd) == 1 and any(c.isspace() for c in cmd[0]):
+            try:
+                cmd = shlex.split(cmd[0])
+            except ValueError as e:
+                raise SpawnFailed(f"{type(self).__name__}.cmd is not a valid command line: {e}") from None
+        words = shlex.split(self.batchspawner_singleuser_cmd) + cmd + list(self.get_args())
         return shlex.join(words)
 
     def get_env(self):
@@ -964,12 +978,42 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         return self.log_path.format(**joblogs.log_format_vars(self, job_id))
 
     def render_script(self, user_values=None):
+        return format_template(self.batch_script, **self._checked_script_vars(user_values))
+
+    def _checked_script_vars(self, user_values=None):
+        """template_vars(), refused if a value a user chose or an identity value holds a newline.
+
+        A request trait the site configured (``req_*`` in the config or the class, e.g. a
+        ``req_env_text`` of several ``export`` lines) is the site's own text and may span lines,
+        like prologue/epilogue; the same trait set from a user's choice (``user_options``, a
+        wrapper's field in ``chosen_by_user``) never may: it could add a directive or a command."""
         subvars = self.template_vars(user_values)
+        from_users = set(user_values or ()) | {k[4:] if k.startswith("req_") else k for k in self.chosen_by_user}
+        site_text = (self.request_vars() | {"prologue", "epilogue", "cmd"}) - {"username", "homedir"} - from_users
         for key, value in subvars.items():
-            if key in ("prologue", "epilogue", "cmd"):
-                continue  # admin-set multi-line sections
+            if key in site_text:
+                continue
             if isinstance(value, str) and has_control_chars(value):
                 raise SpawnFailed(f"Template value {key!r} contains a newline or control character.")
+        return subvars
+
+    def run_options_from_form(self, form_data):
+        """JupyterHub's call on a form post: the site's options_from_form, whose keys are then the
+        site's own (``batchspawner.options.record_form_options``)."""
+        options = super().run_options_from_form(form_data)
+        if inspect.isawaitable(options):
+            async def recorded():
+                return record_form_options(self, await options)
+
+            return recorded()
+        return record_form_options(self, options)
+
+    async def _get_batch_script(self, **subvars):
+        """batchspawner 1.3's hook: the script text from the template variables.
+
+        A subclass that overrides it is called with the checked variables
+        (``_checked_script_vars``) and what it returns is submitted; ``super()._get_batch_script``
+        renders ``batch_script`` with them."""
         return format_template(self.batch_script, **subvars)
 
     def _event(self, progress, message):
@@ -997,7 +1041,10 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
     # ---------------------------------------------------------------- scheduler calls
     async def submit_batch_script(self, user_values=None):
-        script = self.render_script(user_values)
+        if type(self)._get_batch_script is not BatchSpawnerBase._get_batch_script:
+            script = await self._get_batch_script(**self._checked_script_vars(user_values))  # a 1.3 subclass
+        else:
+            script = self.render_script(user_values)
         argv = split_command(self.batch_submit_cmd, **(self.command_vars() | (user_values or {})))
         env = self.runner_policy.submit_env()
         self.log.info("%s: submitting job: %s", self._log_name, shlex.join(self.runner.build_argv(argv)))
