@@ -15,6 +15,7 @@ import fnmatch
 import os
 import re
 import shlex
+import string
 import signal
 import time
 from dataclasses import dataclass, field
@@ -91,6 +92,78 @@ def _shell_quoted(value) -> str:
     return shlex.quote(str(value))
 
 
+class RemoteWord(str):
+    """A command word that also knows how batchspawner 1.3 sent it through an ssh prefix.
+
+    1.3 ran ``exec_prefix + command`` through the hub's shell, and ssh joined the words
+    it got for the remote shell, which parsed them once more. A template word written for
+    that second parse (``-o '%T\\ %B'``, ``-o "'%T %B'"``) therefore reached the remote
+    command as ``%T %B``. ``remote`` is that word as the remote shell must see it: the
+    template's text after one parse, with every substituted value shell-quoted, so a
+    value never reaches the remote shell unquoted. Used by :class:`CommandRunner` only
+    when its prefix runs the command elsewhere (``remote_shell``)."""
+
+    remote: str
+
+    def __new__(cls, value: str, remote: str):
+        word = super().__new__(cls, value)
+        word.remote = remote
+        return word
+
+
+_FORMATTER = string.Formatter()
+
+
+def _remote_form(token: str, subvars) -> str | None:
+    """The 1.3 remote-shell text of one template word (see :class:`RemoteWord`), or None.
+
+    Only for a word with the shell's quote characters left after the first parse (a word
+    without them means the same to the remote shell whether quoted or not), that the remote
+    shell would read as exactly one word, with no ``$`` or backquote (1.3 expanded those on the
+    hub), and where every ``{value}`` stands outside the word's own quotes (shlex.quote keeps
+    a value one word only there). Otherwise None: the word is sent quoted, as one word."""
+    if not any(c in token for c in "\\'\""):
+        return None
+    try:
+        parts = list(_FORMATTER.parse(token)) if subvars else [(token, None, None, None)]
+    except ValueError:
+        return None
+    text, probe = "", ""
+    for literal, name, spec, conv in parts:
+        text += literal
+        probe += literal
+        if name is None:
+            continue
+        try:
+            shlex.split(probe)  # the text before the value must be complete: the value is unquoted here
+        except ValueError:
+            return None
+        if probe.endswith("\\"):
+            return None
+        try:
+            value = _FORMATTER.format_field(
+                _FORMATTER.convert_field(_FORMATTER.get_field(name, (), subvars)[0], conv), spec or ""
+            )
+        except (KeyError, IndexError, AttributeError, ValueError, TypeError):
+            return None
+        text += shlex.quote(value)
+        probe += "x"
+    if "$" in probe or "`" in probe:
+        return None
+    try:
+        if len(shlex.split(text)) != 1 or len(shlex.split(probe)) != 1:
+            return None
+    except ValueError:
+        return None
+    return text
+
+
+def remote_command(argv: Sequence[str]) -> str:
+    """The one string ssh hands the remote shell: each word quoted, except a
+    :class:`RemoteWord`, sent as 1.3 sent it (its values quoted)."""
+    return " ".join(a.remote if isinstance(a, RemoteWord) else shlex.quote(str(a)) for a in argv)
+
+
 def split_command(template: str | Sequence[str], **subvars) -> list[str]:
     """Turn a configured command into an argv list.
 
@@ -121,7 +194,8 @@ def split_command(template: str | Sequence[str], **subvars) -> list[str]:
             argv.extend(str(item) for item in subvars[whole.group(1)])
             continue
         formatted = token.format(**subvars) if subvars else token
-        argv.append(formatted)
+        remote = _remote_form(token, subvars) if isinstance(template, str) else None
+        argv.append(RemoteWord(formatted, remote) if remote is not None and formatted != "" else formatted)
     return [a for a in argv if a != ""]
 
 
@@ -193,9 +267,10 @@ class CommandRunner:
 
     ``prefix`` is an argv list put in front of every command (``sudo -E -u
     alice``, ``ssh -o BatchMode=yes alice@login1``). When the prefix is an ssh
-    command (``remote_shell=True``) the command is joined and quoted for the
-    remote shell with :func:`shlex.join`, because ssh passes one string to a
-    shell on the far side.
+    command (``remote_shell=True``) the command is joined for the remote shell
+    with :func:`remote_command` (each word quoted; a 1.3 template word written for
+    the remote shell's parse as 1.3 sent it, values quoted), because ssh passes one
+    string to a shell on the far side.
     """
 
     prefix: list[str] = field(default_factory=list)
@@ -204,10 +279,9 @@ class CommandRunner:
     log: object = None
 
     def build_argv(self, argv: Sequence[str]) -> list[str]:
-        argv = [str(a) for a in argv]
         if self.remote_shell:
-            return list(self.prefix) + [shlex.join(argv)]
-        return list(self.prefix) + argv
+            return list(self.prefix) + [remote_command(argv)]
+        return list(self.prefix) + [str(a) for a in argv]
 
     def _remote_env(self, argv, env, stdin):
         """With an ssh prefix the command runs on another machine, where the local process
