@@ -981,15 +981,20 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         return format_template(self.batch_script, **self._checked_script_vars(user_values))
 
     def _checked_script_vars(self, user_values=None):
-        """template_vars(), refused if a value a user chose or an identity value holds a newline.
+        """template_vars(), refused if a value holds a newline where the script does not allow one.
 
         A request trait the site configured (``req_*`` in the config or the class, e.g. a
-        ``req_env_text`` of several ``export`` lines) is the site's own text and may span lines,
-        like prologue/epilogue; the same trait set from a user's choice (``user_options``, a
-        wrapper's field in ``chosen_by_user``) never may: it could add a directive or a command."""
+        ``req_env_text`` of several ``export`` lines) is the site's own text and may span lines
+        where the template gives it whole lines (a line that is only ``{env_text}`` or
+        ``{{ env_text }}``), like prologue/epilogue; anywhere else (``#SBATCH -p {queue}``) a
+        newline would add a line, so it is refused. A value a user chose (``user_options``, a
+        wrapper's field in ``chosen_by_user``) never spans lines, wherever it goes."""
         subvars = self.template_vars(user_values)
         from_users = set(user_values or ()) | {k[4:] if k.startswith("req_") else k for k in self.chosen_by_user}
-        site_text = (self.request_vars() | {"prologue", "epilogue", "cmd"}) - {"username", "homedir"} - from_users
+        whole_lines = set(re.findall(r"(?m)^[ \t]*(?:\{(\w+)\}|\{\{-?\s*(\w+)\s*-?\}\})[ \t]*$", self.batch_script))
+        whole_lines = {a or b for a, b in whole_lines}
+        site_text = (self.request_vars() & whole_lines) - {"username", "homedir"} - from_users
+        site_text |= {"prologue", "epilogue", "cmd"} - from_users
         for key, value in subvars.items():
             if key in site_text:
                 continue
