@@ -22,6 +22,7 @@ rule) before anything is submitted.
 from __future__ import annotations
 
 import html
+import inspect
 import os
 import time
 from dataclasses import dataclass, field
@@ -353,16 +354,52 @@ class ProfilesSpawner(WrapSpawner):
             field_name = by_trait.get(trait, (problem[0],))[0]
             raise OptionError(field_name, problem[1])
 
-    async def options_from_form(self, formdata):
-        """Form -> ``{"profile": key, field: canonical value}`` (inputs are named ``key.field``).
+    def options_from_form(self, formdata):
+        """wrapspawner 1.0's API, synchronous: form -> ``{"profile": key, field: value}``.
+
+        Inputs are named ``key.field``; only the chosen profile's are kept. Uses what is known
+        without waiting (profiles visible by user or group, a sync ``visible`` callable, cached
+        container images). What JupyterHub calls is :meth:`run_options_from_form`, which also
+        does the asynchronous checks (visibility, cluster limits, image catalog) and canonicalises
+        the values; a subclass's override of this method is honoured there."""
+        visible = [p for p in self.parsed_profiles if self._visible_now(p)]
+        images = {p.key: p.container.usable(self.log) for p in visible if p.container is not None}
+        return self._map_form(formdata, visible, images)
+
+    async def run_options_from_form(self, formdata):
+        """Form -> ``{"profile": key, field: canonical value}``, checked (JupyterHub calls this).
 
         A refusal names the field by its label (what the user sees), and the next render of the
         form for this user shows what was entered, with that field marked.
         """
         try:
-            return await self._options_from_form(formdata)
+            if type(self).options_from_form is ProfilesSpawner.options_from_form:
+                return await self._options_from_form(formdata)
+            # a site's own options_from_form (wrapspawner 1.0 style, sync or async): its answer is
+            # checked like REST user_options
+            options = await maybe_future(Spawner.run_options_from_form(self, formdata))
+            if isinstance(options, dict):
+                options.pop("_xsrf", None)
+            profile, values = await self.validate_options(options)
+            return {"profile": profile.key, **values}
         except OptionError as e:
             raise await self._refused_form(formdata, e) from None
+
+    def _visible_now(self, profile) -> bool:
+        """``Profile.visible_to`` without waiting: an async ``visible`` callable counts as not visible."""
+        if not (profile.groups or profile.users or profile.visible):
+            return True
+        user = self.user
+        if user.name in profile.users or profile.groups & {g.name for g in getattr(user, "groups", [])}:
+            return True
+        if profile.visible is not None:
+            answer = profile.visible(self)
+            if inspect.isawaitable(answer):
+                if inspect.iscoroutine(answer):
+                    answer.close()
+                return False
+            return bool(answer)
+        return False
 
     async def _refused_form(self, formdata, error: OptionError) -> OptionError:
         chosen = (formdata.get("profile") or [""])[0] if isinstance(formdata.get("profile"), list) else ""
@@ -397,11 +434,18 @@ class ProfilesSpawner(WrapSpawner):
 
     async def _options_from_form(self, formdata):
         visible = await self.visible_profiles()
+        images = {p.key: await self._images(p) for p in visible if p.container is not None}
+        options = self._map_form(formdata, visible, images)
+        profile, values = await self.validate_options(options)
+        return {"profile": profile.key, **values}
+
+    def _map_form(self, formdata, visible, images) -> dict:
+        """The chosen profile's inputs of the form as options (not yet checked)."""
         fields_by_input = {f"{p.key}.{name}": (p.key, name, None) for p in visible for name in p.fields}
         for p in visible:  # a container profile: the image, then each image's arguments
             if p.container is not None:
                 fields_by_input[f"{p.key}.{p.container.field}"] = (p.key, p.container.field, None)
-                for image_name, image in (await self._images(p)).items():
+                for image_name, image in images.get(p.key, {}).items():
                     for arg in image.args:
                         fields_by_input[f"{p.key}.{image_name}.{arg}"] = (p.key, arg, image_name)
         chosen = formdata["profile"] if "profile" in formdata else [self._default_key(visible)]
@@ -422,8 +466,7 @@ class ProfilesSpawner(WrapSpawner):
             key, name, image_name = fields_by_input[input_name]
             if key == chosen[0] and (image_name is None or image_name == chosen_image):
                 options[name] = value
-        profile, values = await self.validate_options(options)
-        return {"profile": profile.key, **values}
+        return options
 
     async def select_child(self):
         profile, values = await self.validate_options(self.user_options)
@@ -455,6 +498,39 @@ class ProfilesSpawner(WrapSpawner):
     def child_user_options(self):
         return {}  # validated values are on the child's traits instead
 
+    # ------------------------------------------------------------ wrapspawner 1.0 API
+    def select_profile(self, profile):
+        """wrapspawner 1.0: set ``child_class``/``child_config`` (and ``child_profile``) to the
+        profile with this key; an unknown key leaves them as they are, as in 1.0."""
+        found = self.profile(profile)
+        if found is not None:
+            self.child_profile = found.key
+            self.child_class = found.spawner_class
+            self.child_config = dict(found.config)
+
+    def construct_child(self):
+        """wrapspawner 1.0's hook, also when site code calls it directly (no start under way):
+        the child is then built from the profile ``user_options`` name (else the default one),
+        with its field values checked, as :meth:`select_child` would, without the checks that
+        need to wait (a group-less ``visible`` coroutine, cluster limits, image catalog: the
+        start does those). A profile this user may not see is refused (OptionError)."""
+        if self.child_spawner is None and getattr(self, "_pending_child", None) is None and not self.child_state:
+            options = dict(self.user_options) if isinstance(self.user_options, dict) else {}
+            visible = [p for p in self.parsed_profiles if self._visible_now(p)]
+            key = options.get("profile") or self._default_key(visible)
+            profile = self.profile(key) if isinstance(key, str) else None
+            if profile is None or profile not in visible:
+                raise OptionError("profile", "is not a profile available to you")
+            values = {}
+            if profile.container is None:
+                parsed = profile.parse_values(options)
+                values = _typed(profile.spawner_class, {
+                    profile.fields[n].trait: v for n, v in parsed.items() if v is not None and n in profile.fields
+                })  # fmt: skip
+            self.child_profile = profile.key
+            return self._construct(profile.spawner_class, profile.config, values)
+        return super().construct_child()
+
     def build_child(self, *args, **kwargs):
         child = super().build_child(*args, **kwargs)
         child._wrapper_profile = self.child_profile  # the usage log and session card name the profile
@@ -485,7 +561,31 @@ class ProfilesSpawner(WrapSpawner):
         return profile.spawner_class, profile.config, _typed(profile.spawner_class, traits)
 
     # ------------------------------------------------------------ form
+    @default("options_form")
+    def _default_options_form(self):
+        """wrapspawner 1.0 exposed the rendered form here: the profile choice (the 1.0 select, or
+        ``form_template`` when set) for the profiles this user can be shown without waiting.
+        What the hub shows is :meth:`get_options_form` (the full form with fields); an
+        ``options_form`` set in the config replaces it, as in 1.0."""
+        visible = [p for p in self.parsed_profiles if self._visible_now(p)]
+        if not visible:
+            return ""
+        options = "".join(
+            self.input_template.format(
+                key=html.escape(p.key), display=html.escape(p.display),
+                first=self.first_template if i == 0 else "",
+            )
+            for i, p in enumerate(visible)
+        )  # fmt: skip
+        form = self.form_template or (
+            '<label for="profile">Select a job profile:</label>\n'
+            '<select class="form-control" name="profile" required autofocus>\n{input_template}\n</select>\n'
+        )
+        return form.format(input_template=options)
+
     async def get_options_form(self):
+        if "options_form" in self._explicit:  # the admin's own form (1.0: it replaced the default)
+            return await Spawner.get_options_form(self)
         visible = await self.visible_profiles()
         last = self.user_options if isinstance(self.user_options, dict) else {}
         selected = last.get("profile") if last.get("profile") in {p.key for p in visible} else None

@@ -124,7 +124,7 @@ async def test_job_runs_the_server_in_the_image_with_exactly_the_validated_args(
     form = {"profile": ["box"], "box.image": ["analysis"], "box.analysis.threads": ["08"],
             "box.analysis.tolerance": ["0.50"], "box.analysis.verbose": ["yes"], "box.analysis.dataset": [""],
             "box.ngpus": ["0"]}
-    wrapper.user_options = await wrapper.options_from_form(form)
+    wrapper.user_options = await wrapper.run_options_from_form(form)
     assert wrapper.user_options == {"profile": "box", "image": "analysis", "threads": "8", "tolerance": "0.5",
                                     "verbose": "true", "ngpus": "0"}
     await wrapper.run_pre_spawn_hook()
@@ -149,11 +149,11 @@ async def test_gpus_add_nv(images):
 
 async def test_form_args_of_another_image_are_ignored_and_unknown_inputs_refused(images):
     wrapper = make_wrapper(ProfilesSpawner, profiles=profiles(images, fake_runner()))
-    options = await wrapper.options_from_form(
+    options = await wrapper.run_options_from_form(
         {"profile": ["box"], "box.image": ["plain"], "box.analysis.threads": ["4"]})
     assert options == {"profile": "box", "image": "plain", "ngpus": "0"}
     with pytest.raises(OptionError) as err:
-        await wrapper.options_from_form({"profile": ["box"], "box.image": ["plain"], "box.plain.x": ["1"]})
+        await wrapper.run_options_from_form({"profile": ["box"], "box.image": ["plain"], "box.plain.x": ["1"]})
     assert err.value.field == "box.plain.x"
 
 

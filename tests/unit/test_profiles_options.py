@@ -48,7 +48,7 @@ async def test_form_shows_only_visible_profiles_and_refuses_invisible_post():
     shown = re.findall(r'name="profile"[^>]*value="([^"]+)"', form)
     assert shown == ["hpc", "a-only", "named"]
     with pytest.raises(OptionError) as err:
-        await wrapper.options_from_form({"profile": ["b-only"]})
+        await wrapper.run_options_from_form({"profile": ["b-only"]})
     assert err.value.status_code == 400 and err.value.field == "profile"
     # the REST API path: same refusal, before any child exists
     wrapper.user_options = {"profile": "carol"}
@@ -140,9 +140,9 @@ async def test_missing_profile_key_means_the_default_and_empty_form_choice_is_re
     assert (await wrapper.validate_options({}))[0].key == "hpc"
     assert (await wrapper.validate_options({"memory": "4G"}))[1]["memory"] == "4G"
     with pytest.raises(OptionError) as err:
-        await wrapper.options_from_form({"profile": [""]})
+        await wrapper.run_options_from_form({"profile": [""]})
     assert err.value.field == "profile"
-    assert (await wrapper.options_from_form({}))["profile"] == "hpc"
+    assert (await wrapper.run_options_from_form({}))["profile"] == "hpc"
 
 
 async def test_unchosen_profile_fields_never_block_the_form():
@@ -164,12 +164,12 @@ async def test_unchosen_profile_fields_never_block_the_form():
         assert 'type="number"' not in tag
     assert 'name="big.nprocs" id="big.nprocs"\n               value="16" inputmode="numeric"' in form
     # without JavaScript every input is sent: the unchosen profile's values are ignored ...
-    options = await wrapper.options_from_form(
+    options = await wrapper.run_options_from_form(
         {"profile": ["hpc"], "big.nprocs": ["2"], "big.job_name": ["not valid"], "hpc.nprocs": ["4"]})
     assert options["profile"] == "hpc" and options["nprocs"] == "4" and "big" not in str(options)
     # ... and the chosen profile's are checked on the server, naming the field
     with pytest.raises(OptionError) as err:
-        await wrapper.options_from_form({"profile": ["big"], "big.nprocs": ["2"], "hpc.nprocs": ["4"]})
+        await wrapper.run_options_from_form({"profile": ["big"], "big.nprocs": ["2"], "hpc.nprocs": ["4"]})
     assert err.value.field == "nprocs" and "from 16 to 64" in err.value.rule
 
 
@@ -196,7 +196,7 @@ async def test_default_flag_picks_the_profile_used_without_a_choice(default_prof
     assert re.search(rf'value="{expected}"\s+checked', await wrapper.get_options_form())
     assert len(re.findall(r"\schecked", await wrapper.get_options_form())) == 1
     assert (await wrapper.validate_options({}))[0].key == expected  # a REST spawn without a profile
-    assert (await wrapper.options_from_form({}))["profile"] == expected
+    assert (await wrapper.run_options_from_form({}))["profile"] == expected
     # a user who cannot see the marked profile gets the first visible one
     other = make_wrapper(ProfilesSpawner, profiles=marked, groups=["A"])
     assert (await other.validate_options({}))[0].key == "hpc"
@@ -205,8 +205,8 @@ async def test_default_flag_picks_the_profile_used_without_a_choice(default_prof
 async def test_form_refuses_fields_of_unknown_profiles():
     wrapper = make_wrapper(ProfilesSpawner, profiles=site_profiles())
     with pytest.raises(OptionError, match="b-only.x"):
-        await wrapper.options_from_form({"profile": ["hpc"], "b-only.x": ["1"]})
-    ok = await wrapper.options_from_form({"profile": ["hpc"], "hpc.memory": ["3072M"], "_xsrf": ["t"]})
+        await wrapper.run_options_from_form({"profile": ["hpc"], "b-only.x": ["1"]})
+    ok = await wrapper.run_options_from_form({"profile": ["hpc"], "hpc.memory": ["3072M"], "_xsrf": ["t"]})
     assert ok == {"profile": "hpc", "partition": "debug", "nprocs": "1", "memory": "3G", "runtime": "01:00:00",
                   "job_name": "proj1"}
 
@@ -335,7 +335,7 @@ def test_hostile_values_refused_or_one_safe_value(field, value, profile, extras,
     try:
         if via_form:
             wrapper = make_wrapper(ProfilesSpawner, profiles=site_profiles(runner), name="zed")
-            options = asyncio.run(wrapper.options_from_form(formdata))
+            options = asyncio.run(wrapper.run_options_from_form(formdata))
         asyncio.run(_spawn_script(runner, options, name="zed"))
     except OptionError as e:
         assert e.status_code == 400 and expected is not None and e.field in expected, (e, expected)
@@ -391,7 +391,7 @@ async def test_wrapspawner_101_config_runs_unchanged(tmp_path):
     wrapper = make_wrapper(ProfilesSpawner, config=cfg)
     form = await wrapper.get_options_form()
     assert re.search(r'value="slurm2c"\s+checked', form)
-    options = await wrapper.options_from_form({"profile": ["slurm1c"]})  # the 1.0.1 form's only input
+    options = await wrapper.run_options_from_form({"profile": ["slurm1c"]})  # the 1.0.1 form's only input
     assert options == {"profile": "slurm1c"}
     wrapper.user_options = options
     await wrapper.run_pre_spawn_hook()

@@ -34,7 +34,7 @@ async def test_refused_form_keeps_values_names_label_and_marks_field():
     form = {"profile": ["custom"], "custom.partition": ["long"], "custom.nprocs": ["99"],
             "custom.memory": ["1G"], "small.runtime": ["01:00:00"]}
     with pytest.raises(OptionError) as err:
-        await wrapper.options_from_form(form)
+        await wrapper.run_options_from_form(form)
     assert err.value.status_code == 400 and err.value.field == "nprocs"
     assert err.value.jupyterhub_message.startswith("CPU cores must be a whole number from 1 to 8")
     assert "'nprocs'" not in err.value.jupyterhub_message
@@ -53,7 +53,7 @@ async def test_refused_form_keeps_values_names_label_and_marks_field():
 async def test_entered_text_is_escaped_and_other_users_never_see_it():
     wrapper = make_wrapper(ProfilesSpawner, name="rita", profiles=PROFILES, cluster_limits=False)
     with pytest.raises(OptionError):
-        await wrapper.options_from_form({"profile": ["custom"], "custom.memory": ['"><script>x</script>']})
+        await wrapper.run_options_from_form({"profile": ["custom"], "custom.memory": ['"><script>x</script>']})
     other = make_wrapper(ProfilesSpawner, name="sam", profiles=PROFILES, cluster_limits=False)
     assert "script" not in await other.get_options_form()
     html = await wrapper.get_options_form()
