@@ -13,9 +13,12 @@ failed or was cancelled: ``outcome`` says which, ``reason`` why) or ``stop``
 (``run_time`` from start to stop). The file is opened in append mode, created 0600.
 
 ``jupyterhub-hpc-report usage.jsonl`` prints per-user and per-profile tables
-(sessions, failures, cancels, mean/max queue wait, total/mean run time);
-``--csv FILE`` writes one row per session, ``--html FILE`` a page with the tables
-and two inline SVG charts (queue wait per session, sessions started per hour).
+(sessions, failures, cancels, mean/max queue wait in s, total run time in h, mean run time
+in min, core-h and GiB-h); every header names its unit. ``--csv FILE`` writes one row per
+session (memory in GiB, queue wait in s, run time in min, core-h), ``--html FILE`` a page with
+the tables and three inline SVG bar charts (queue wait per session, sessions submitted per
+hour, core time per user), each with labelled axes and a scale. ``--json`` keeps the log's
+units (seconds) and key names.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import csv
 import datetime as _dt
 import html
 import json
+import math
 import os
 import sys
 import time
@@ -112,15 +116,56 @@ def sessions(events) -> list[dict]:
     return [rows[k] for k in order]
 
 
+def memory_gib(value):
+    """A scheduler memory size ("512M", "2G", "1.5G", "1T", "262144K"; a bare number is MB, as in
+    Slurm) in GiB (1024-based, as Slurm counts), or None when there is none or it is not a size."""
+    text = str(value or "").strip().upper().removesuffix("B")
+    if not text:
+        return None
+    unit = text[-1] if text[-1] in "KMGT" else "M"
+    number = text[:-1] if text[-1] in "KMGT" else text
+    try:
+        amount = float(number)
+    except ValueError:
+        return None
+    return round(amount * {"K": 1 / 1024**2, "M": 1 / 1024, "G": 1.0, "T": 1024.0}[unit], 3)
+
+
+def _num(v):
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _cores(row):
+    try:
+        return float(row.get("cores")) if str(row.get("cores") or "").strip() else None
+    except ValueError:
+        return None
+
+
+def core_hours(row):
+    """Cores x run time of one session, in core-hours (None without both)."""
+    run, cores = _num(row.get("run_time")), _cores(row)
+    return None if run is None or cores is None else run * cores / 3600
+
+
+def gib_hours(row):
+    """Memory x run time of one session, in GiB-hours (None without both)."""
+    run, mem = _num(row.get("run_time")), memory_gib(row.get("memory"))
+    return None if run is None or mem is None else run * mem / 3600
+
+
 def summarize(rows, by: str) -> list[dict]:
+    """Per ``by`` (user or profile): counts, queue wait (s), run time (s), core-h, GiB-h (JSON keys)."""
     groups: dict[str, list] = {}
     for r in rows:
         groups.setdefault(r.get(by) or "-", []).append(r)
     out = []
     for name in sorted(groups):
         rs = groups[name]
-        waits = [r["queue_wait"] for r in rs if isinstance(r.get("queue_wait"), (int, float))]
-        runs = [r["run_time"] for r in rs if isinstance(r.get("run_time"), (int, float))]
+        waits = [r["queue_wait"] for r in rs if _num(r.get("queue_wait")) is not None]
+        runs = [r["run_time"] for r in rs if _num(r.get("run_time")) is not None]
+        cores = [x for x in map(core_hours, rs) if x is not None]
+        mems = [x for x in map(gib_hours, rs) if x is not None]
         out.append({
             by: name,
             "sessions": len(rs),
@@ -131,6 +176,8 @@ def summarize(rows, by: str) -> list[dict]:
             "max_queue_wait": round(max(waits), 1) if waits else None,
             "total_run_time": round(sum(runs), 1) if runs else None,
             "mean_run_time": round(sum(runs) / len(runs), 1) if runs else None,
+            "core_hours": round(sum(cores), 2) if cores else None,
+            "memory_gib_hours": round(sum(mems), 2) if mems else None,
         })
     return out
 
@@ -139,19 +186,79 @@ def _cell(v):
     return "-" if v is None else str(v)
 
 
-def table(rows, columns) -> str:
-    widths = [max(len(c), *(len(_cell(r.get(c))) for r in rows)) if rows else len(c) for c in columns]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines.append("  ".join("-" * w for w in widths))
+def _scaled(factor, digits):
+    def show(v):
+        v = _num(v)
+        return None if v is None else round(v / factor, digits)
+    return show
+
+
+def _same(v):
+    return v
+
+
+# The human tables (text, HTML, CSV): (key, header with its unit, value in that unit). A header
+# names its unit in parentheses wherever the column has one; counts and names have none.
+SUMMARY_TABLE = [
+    ("sessions", "sessions", _same),
+    ("started", "started", _same),
+    ("failures", "failures", _same),
+    ("cancelled", "cancelled", _same),
+    ("mean_queue_wait", "mean queue wait (s)", _scaled(1, 1)),
+    ("max_queue_wait", "max queue wait (s)", _scaled(1, 1)),
+    ("total_run_time", "total run time (h)", _scaled(3600, 2)),
+    ("mean_run_time", "mean run time (min)", _scaled(60, 1)),
+    ("core_hours", "core time (core-h)", _scaled(1, 2)),
+    ("memory_gib_hours", "memory time (GiB-h)", _scaled(1, 2)),
+]
+SESSION_TABLE = [
+    ("submitted", "submitted (UTC)", lambda v: (v or "").replace("T", " ").rstrip("Z") or None),
+    ("user", "user", _same),
+    ("server", "server", _same),
+    ("profile", "profile", _same),
+    ("scheduler", "scheduler", _same),
+    ("job_id", "job", _same),
+    ("partition", "partition", _same),
+    ("cores", "cores", _same),
+    ("memory", "memory (GiB)", memory_gib),
+    ("gpus", "GPUs", _same),
+    ("walltime", "wall time asked (h:mm:ss)", _same),
+    ("queue_wait", "queue wait (s)", _scaled(1, 1)),
+    ("run_time", "run time (min)", _scaled(60, 1)),
+    ("core_hours", "core time (core-h)", _scaled(1, 2)),
+    ("outcome", "outcome", _same),
+    ("reason", "reason", _same),
+]
+# the JSON keys of the summaries (unchanged, in seconds); kept for callers of this module
+SUMMARY_COLUMNS = [key for key, _, _ in SUMMARY_TABLE]
+SESSION_COLUMNS = [key for key, _, _ in SESSION_TABLE]
+
+
+def _shown(rows, columns, first=None):
+    """``rows`` as (headers, rows of cells) in the units of ``columns``; ``first``: a leading column."""
+    spec = ([(first, first, _same)] if first else []) + list(columns)
+    headers = [h for _, h, _ in spec]
+    cells = []
     for r in rows:
-        lines.append("  ".join(_cell(r.get(c)).ljust(w) for c, w in zip(columns, widths)))
+        row = dict(r)
+        row.setdefault("core_hours", core_hours(r))
+        values = []
+        for key, _, show in spec:
+            v = show(row.get(key))
+            values.append(_cell(None if v == "" else v))
+        cells.append(values)
+    return headers, cells
+
+
+def table(rows, columns, first=None) -> str:
+    """A text table; ``columns`` is a list of (key, header, unit conversion) like SUMMARY_TABLE."""
+    headers, cells = _shown(rows, columns, first)
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for c in cells:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
     return "\n".join(lines)
-
-
-SUMMARY_COLUMNS = ["sessions", "started", "failures", "cancelled", "mean_queue_wait", "max_queue_wait",
-                   "total_run_time", "mean_run_time"]
-SESSION_COLUMNS = ["submitted", "user", "server", "profile", "scheduler", "job_id", "partition", "cores", "memory",
-                   "gpus", "walltime", "queue_wait", "run_time", "outcome", "reason"]
 
 
 def _epoch(ts):
@@ -161,52 +268,89 @@ def _epoch(ts):
         return None
 
 
-def svg_bars(values, labels, title, unit, width=640, height=200) -> str:
-    """A plain bar chart as inline SVG (no JavaScript, no external files)."""
+def _nice_top(top):
+    """The smallest 1, 2, 2.5 or 5 times a power of ten that is >= ``top`` (the y axis' end)."""
+    if top <= 0:
+        return 1
+    power = 10 ** math.floor(math.log10(top))
+    for step in (1, 2, 2.5, 5, 10):
+        if step * power >= top - 1e-9:
+            return step * power
+    return 10 * power
+
+
+def svg_bars(values, labels, title, x_label, y_label, width=680, height=220) -> str:
+    """A bar chart as inline SVG (no JavaScript, no external files): a y axis with its label (the
+    unit in parentheses) and ticks at 0, half and the top, an x axis with its label and, when
+    there are at most 24 bars, each bar's label under it."""
+    esc = html.escape
+    left, right, top_pad, bottom = 64, 10, 28, 70
+    plot_w, plot_h = width - left - right, height - top_pad - bottom
     n = max(len(values), 1)
-    top = max([v for v in values if v is not None] or [1]) or 1
-    bw = (width - 60) / n
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 40}" role="img" '
-             f'aria-label="{html.escape(title)}"><title>{html.escape(title)}</title>',
-             f'<text x="4" y="14" font-size="12">{html.escape(title)} (max {top:g} {unit})</text>',
-             f'<line x1="50" y1="{height + 20}" x2="{width}" y2="{height + 20}" stroke="#888"/>']
+    top = _nice_top(max([v for v in values if v is not None] or [0]))
+    bw = min(plot_w / n, 90)  # few bars stay bars, not blocks
+    y0 = top_pad + plot_h
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             f'aria-label="{esc(title)}" font-family="sans-serif"><title>{esc(title)}</title>',
+             f'<text class="title" x="{left}" y="16" font-size="13" font-weight="bold">{esc(title)}</text>',
+             f'<line x1="{left}" y1="{y0}" x2="{left + plot_w}" y2="{y0}" stroke="#555"/>',
+             f'<line x1="{left}" y1="{top_pad}" x2="{left}" y2="{y0}" stroke="#555"/>']
+    for frac in (0, 0.5, 1):
+        y = y0 - frac * plot_h
+        parts.append(f'<line x1="{left - 4}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#ddd"/>')
+        parts.append(f'<text class="y-tick" x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">'
+                     f'{top * frac:g}</text>')
+    parts.append(f'<text class="y-label" x="14" y="{top_pad + plot_h / 2:.1f}" font-size="12" text-anchor="middle" '
+                 f'transform="rotate(-90 14 {top_pad + plot_h / 2:.1f})">{esc(y_label)}</text>')
+    parts.append(f'<text class="x-label" x="{left + plot_w / 2:.1f}" y="{height - 6}" font-size="12" '
+                 f'text-anchor="middle">{esc(x_label)}</text>')
     for i, (v, lab) in enumerate(zip(values, labels)):
-        h = 0 if v is None else (v / top) * (height - 10)
-        x = 50 + i * bw
-        parts.append(f'<rect x="{x + 1:.1f}" y="{height + 20 - h:.1f}" width="{max(bw - 2, 1):.1f}" height="{h:.1f}" '
-                     f'fill="#4a78b5"><title>{html.escape(str(lab))}: {_cell(v)} {unit}</title></rect>')
+        h = 0 if v is None else (v / top) * plot_h
+        x = left + i * bw
+        parts.append(f'<rect class="bar" x="{x + 1:.1f}" y="{y0 - h:.1f}" width="{max(bw - 2, 1):.1f}" '
+                     f'height="{h:.3f}" fill="#4a78b5"><title>{esc(str(lab))}: {_cell(v)} {esc(y_label)}</title></rect>')
+        if len(values) <= 24:
+            cx = x + bw / 2
+            parts.append(f'<text class="x-tick" x="{cx:.1f}" y="{y0 + 14}" font-size="10" text-anchor="end" '
+                         f'transform="rotate(-30 {cx:.1f} {y0 + 14})">{esc(str(lab))}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
 def html_page(rows, users, profiles) -> str:
-    def html_table(rs, columns):
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in columns) + "</tr>"
-                       for r in rs)
+    def html_table(rs, columns, first=None):
+        headers, cells = _shown(rs, columns, first)
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
-    waits = [r.get("queue_wait") for r in rows]
-    wait_chart = svg_bars(waits, [f"{r.get('user')} job {r.get('job_id')}" for r in rows], "Queue wait per session", "s")
+    waits = [_num(r.get("queue_wait")) for r in rows]
+    wait_chart = svg_bars(waits, [f"{r.get('user')} {r.get('job_id') or '-'}" for r in rows],
+                          "Queue wait per session", "session (user, job)", "queue wait (s)")
     hours: dict[str, int] = {}
     for r in rows:
         t = _epoch(r.get("submitted"))
         if t is not None:
-            hour = time.strftime("%Y-%m-%d %H:00", time.gmtime(t))
+            hour = time.strftime("%m-%d %H:00", time.gmtime(t))
             hours[hour] = hours.get(hour, 0) + 1
     keys = sorted(hours)
-    per_hour = svg_bars([hours[k] for k in keys], keys, "Sessions per hour (UTC)", "sessions")
+    per_hour = svg_bars([hours[k] for k in keys], keys, "Sessions submitted per hour", "hour (UTC)",
+                        "sessions submitted")
+    core_chart = svg_bars([u.get("core_hours") for u in users], [u.get("user") for u in users],
+                          "Core time per user", "user", "core time (core-h)")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>jupyterhub-hpc usage report</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:2em}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}th{{background:#eee}}</style></head><body>
 <h1>jupyterhub-hpc usage report</h1>
-<p>{len(rows)} sessions; generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.</p>
+<p>{len(rows)} sessions; generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.
+Times are UTC; GiB = 1024&#179; bytes; core-h = cores &#215; hours of run time (from start to stop).</p>
 <h2>Queue wait</h2>{wait_chart}
 <h2>Sessions over time</h2>{per_hour}
-<h2>Per user</h2>{html_table(users, ['user'] + SUMMARY_COLUMNS)}
-<h2>Per profile</h2>{html_table(profiles, ['profile'] + SUMMARY_COLUMNS)}
-<h2>Sessions</h2>{html_table(rows, SESSION_COLUMNS)}
+<h2>Core time</h2>{core_chart}
+<h2>Per user</h2>{html_table(users, SUMMARY_TABLE, 'user')}
+<h2>Per profile</h2>{html_table(profiles, SUMMARY_TABLE, 'profile')}
+<h2>Sessions</h2>{html_table(rows, SESSION_TABLE)}
 </body></html>
 """
 
@@ -231,13 +375,14 @@ def main(argv=None):
         print(json.dumps({"sessions": len(rows), "users": users, "profiles": profiles}, indent=2))
     else:
         print(f"{len(rows)} sessions from {len(events)} events\n")
-        print("Per user\n" + table(users, ["user"] + SUMMARY_COLUMNS) + "\n")
-        print("Per profile\n" + table(profiles, ["profile"] + SUMMARY_COLUMNS))
+        print("Per user\n" + table(users, SUMMARY_TABLE, "user") + "\n")
+        print("Per profile\n" + table(profiles, SUMMARY_TABLE, "profile"))
     if args.csv:
+        headers, cells = _shown(rows, SESSION_TABLE)
         with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=SESSION_COLUMNS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
+            w = csv.writer(f)
+            w.writerow(headers)
+            w.writerows(cells)
     if args.html:
         with open(args.html, "w") as f:
             f.write(html_page(rows, users, profiles))

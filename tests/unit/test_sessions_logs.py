@@ -243,7 +243,7 @@ async def test_usage_log_lines_and_report_counts(tmp_path, capsys):
     assert (row["sessions"], row["started"], row["failures"], row["cancelled"]) == (3, 1, 1, 1)
     assert out["profiles"][0]["profile"] == "small"
     assert len((tmp_path / "r.csv").read_text().splitlines()) == 4
-    assert (tmp_path / "r.html").read_text().count("<svg") == 2
+    assert (tmp_path / "r.html").read_text().count("<svg") == 3
     assert report.main([str(usage)]) == 0 and "Per profile" in capsys.readouterr().out
 
 
