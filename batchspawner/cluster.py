@@ -22,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from dataclasses import dataclass
 
+from .polling.base import SharedPoller
 from .runner import CommandError, CommandRunner
 from .sessions import human_seconds, parse_duration
 
@@ -117,12 +117,17 @@ def parse_sinfo_cpus(text: str) -> dict[str, tuple[int, int]]:
     return out
 
 
-class ClusterInfo:
-    """Background-refreshed cache of partitions and accounts for one cluster (see module docstring)."""
+class ClusterInfo(SharedPoller):
+    """Background-refreshed cache of partitions and accounts for one cluster (see module docstring).
 
-    _registry: dict = {}
+    Registry, clock, background loop and stop_all() from :class:`batchspawner.polling.base.SharedPoller`:
+    a round at once when the loop starts, then one every ``interval`` seconds after the last."""
 
-    def __init__(self, runner=None, interval=120.0, accounts_ttl=3600.0):
+    name = "cluster info"
+    log = log
+
+    def __init__(self, runner=None, interval=120.0, accounts_ttl=3600.0, clock=None):
+        super().__init__(clock=clock)
         self.runner = runner or CommandRunner(prefix=[], timeout=30)
         self.interval = interval
         self.accounts_ttl = accounts_ttl
@@ -131,24 +136,16 @@ class ClusterInfo:
         self.rounds = 0
         self._accounts: dict[str, tuple[list | None, float]] = {}
         self._accounting_missing_logged = False
-        self._task = None
         self._answered = None  # (loop, asyncio.Event), set after the first round (answer or failure)
+        self._next_round = None  # clock time of the next background round (None: at once)
 
     @classmethod
     def get(cls, key="slurm", **kw) -> "ClusterInfo":
-        info = cls._registry.get(key)
-        if info is None:
-            info = cls._registry[key] = cls(**kw)
-        return info
+        return cls.for_key(key, **kw)
 
     def kick(self):
         """Start the background refresher if it is not running (never waits for it)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._task = loop.create_task(self._run())
+        self.start()
 
     def _answered_event(self) -> asyncio.Event:
         loop = asyncio.get_running_loop()
@@ -175,15 +172,17 @@ class ClusterInfo:
                             "partition facts until it answers", timeout)
         return bool(self.updated_at)
 
-    async def _run(self):
-        while True:
-            try:
-                await self.refresh()
-            except Exception as e:  # keep the old answer; try again next round
-                log.warning("cluster info query failed: %s", str(e)[:200])
-            finally:
-                self._answered_event().set()
-            await asyncio.sleep(self.interval)
+    def due_in(self) -> float:
+        return 0.0 if self._next_round is None else self._next_round - self.clock.now()
+
+    async def background_round(self):
+        try:
+            await self.refresh()
+        except Exception as e:  # keep the old answer; try again next round
+            log.warning("cluster info query failed: %s", str(e)[:200])
+        finally:
+            self._answered_event().set()
+            self._next_round = self.clock.now() + self.interval
 
     async def refresh(self):
         self.rounds += 1
@@ -194,7 +193,7 @@ class ClusterInfo:
             if name in found:
                 found[name].cpus_idle, found[name].cpus_total = idle, total
         self.partitions = found
-        self.updated_at = time.monotonic()
+        self.updated_at = self.clock.now()
 
     def describe(self, name) -> str:
         p = self.partitions.get(name)
@@ -216,7 +215,7 @@ class ClusterInfo:
     async def user_accounts(self, username: str) -> list | None:
         """The user's Slurm accounts (sacctmgr), cached; None when there is no accounting database."""
         cached = self._accounts.get(username)
-        if cached is not None and time.monotonic() - cached[1] < self.accounts_ttl:
+        if cached is not None and self.clock.now() - cached[1] < self.accounts_ttl:
             return cached[0]
         try:
             result = await self.runner.run(
@@ -228,5 +227,5 @@ class ClusterInfo:
             if not self._accounting_missing_logged:
                 self._accounting_missing_logged = True
                 log.info("no Slurm accounts to offer (sacctmgr: %s); account fields stay as configured", e.brief)
-        self._accounts[username] = (accounts, time.monotonic())
+        self._accounts[username] = (accounts, self.clock.now())
         return accounts

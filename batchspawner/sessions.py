@@ -28,6 +28,8 @@ import logging
 import re
 import time
 
+from .polling.base import SharedPoller
+
 log = logging.getLogger("batchspawner.sessions")
 
 WARN_SECONDS = 15 * 60  # the walltime warning shows in the last 15 minutes
@@ -102,12 +104,16 @@ def clock(epoch) -> str:
     return t.strftime("%H:%M UTC") if t.date() == today else t.strftime("%Y-%m-%d %H:%M UTC")
 
 
-class DetailsPoller:
-    """Cache of job details and queue positions for one scheduler endpoint."""
+class DetailsPoller(SharedPoller):
+    """Cache of job details and queue positions for one scheduler endpoint.
 
-    _registry: dict = {}
+    Registry, clock, background loop and stop_all() from :class:`batchspawner.polling.base.SharedPoller`."""
 
-    def __init__(self, key, details, queue, interval=15.0, min_interval=0.5):
+    name = "session details"
+    log = log
+
+    def __init__(self, key, details, queue, interval=15.0, min_interval=0.5, clock=None):
+        super().__init__(clock=clock)
         self.key = key
         self.details_query = details  # async (job_ids) -> {job_id: dict}
         self.queue_query = queue  # async () -> [(job_id, partition)] in priority order, or None
@@ -120,32 +126,24 @@ class DetailsPoller:
         self.rounds = 0
         self.failures = 0  # failed rounds in a row
         self.max_interval = 600.0
-        self.updated_at = 0.0  # monotonic end of the last successful round
+        self.updated_at = 0.0  # monotonic (self.clock) end of the last successful round
         self._inflight = None
-        self._task = None
+        self._next_round = None  # clock time of the next background round (None: at once)
 
     @classmethod
     def get(cls, key, details, queue, **settings):
-        poller = cls._registry.get(key)
-        if poller is None:
-            poller = cls._registry[key] = cls(key, details, queue, **settings)
-        else:
-            poller.details_query, poller.queue_query = details, queue
-            for name, value in settings.items():
-                setattr(poller, name, value)
+        poller = cls.for_key(key, key, details, queue, **settings)
+        poller.details_query, poller.queue_query = details, queue
+        for name, value in settings.items():
+            setattr(poller, name, value)
         return poller
-
-    @classmethod
-    async def stop_all(cls):
-        for poller in list(cls._registry.values()):
-            if poller._task is not None:
-                poller._task.cancel()
-        cls._registry.clear()
 
     def watch(self, job_id):
         if job_id and job_id not in self.jobs:
             self.jobs.add(job_id)
-            self._ensure_task()
+            if not self.running():
+                self._next_round = None  # a (re)started loop asks at once
+            self.start()
 
     def unwatch(self, job_id):
         self.jobs.discard(job_id)
@@ -172,14 +170,14 @@ class DetailsPoller:
 
         ``everything``: ask about settled (running) jobs too, e.g. for the exit status of a job
         that has just ended."""
-        if time.monotonic() - self.updated_at <= max_age and not everything:
+        if self.clock.now() - self.updated_at <= max_age and not everything:
             return
         if everything and self._inflight is not None and not self._inflight.done():
             await asyncio.shield(self._inflight)  # that round may leave settled jobs out: then one for all
         if self._inflight is None or self._inflight.done():
-            wait = self.min_interval - (time.monotonic() - self.updated_at)
+            wait = self.min_interval - (self.clock.now() - self.updated_at)
             if wait > 0:
-                await asyncio.sleep(wait)
+                await self.clock.sleep(wait)
             if self._inflight is None or self._inflight.done():
                 self._inflight = asyncio.ensure_future(self._round(everything))
         await asyncio.shield(self._inflight)
@@ -188,7 +186,7 @@ class DetailsPoller:
         now = time.time()
         job_ids = sorted(j for j in self.jobs if everything or not self.settled(j, now))
         if not job_ids:
-            self.updated_at = time.monotonic()  # every job settled: the cache is as fresh as it needs to be
+            self.updated_at = self.clock.now()  # every job settled: the cache is as fresh as it needs to be
             return
         self.rounds += 1
         try:
@@ -222,29 +220,29 @@ class DetailsPoller:
                 queue = by_partition.get(part, [])
                 if job_id in queue:
                     self.positions[job_id] = (queue.index(job_id) + 1, len(queue))
-        self.updated_at = time.monotonic()
-
-    def _ensure_task(self):
-        if self._task is None or self._task.done():
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return
-            self._task = loop.create_task(self._run())
+        self.updated_at = self.clock.now()
 
     def next_interval(self) -> float:
         """``interval``, doubling per failed round in a row up to ``max_interval``: a scheduler
         whose details query fails (an older squeue without these fields) is not asked about
         every job every 15 s forever; the cards then show what is known from the status query."""
-        return min(self.interval * 2 ** min(self.failures, 10), max(self.interval, self.max_interval))
+        return self.backoff(self.interval, min(self.failures, 10))
 
-    async def _run(self):
-        while self.jobs:
-            try:
-                await self.refresh(max_age=0)
-            except Exception:  # never let the loop die
-                log.exception("session details round failed")
-            await asyncio.sleep(self.next_interval())
+    # the background loop (SharedPoller): a round at once, then one ``next_interval()`` after each
+    def wanted(self) -> bool:
+        return bool(self.jobs)
+
+    def due_in(self) -> float:
+        return 0.0 if self._next_round is None else self._next_round - self.clock.now()
+
+    async def background_round(self):
+        try:
+            await self.refresh(max_age=0)
+        finally:
+            self._next_round = self.clock.now() + self.next_interval()
+
+    def other_tasks(self) -> list:
+        return [self._inflight] if self._inflight is not None else []
 
 
 # ---------------------------------------------------------------- facts for pages and the API
@@ -328,7 +326,7 @@ def session_facts(spawner, now: float | None = None) -> dict | None:
         "time_left_text": human_seconds(time_left),
         "ends_soon": time_left is not None and time_left <= WARN_SECONDS,
         "log_path": getattr(batch, "log_file", "") or "",
-        "facts_age": int(time.monotonic() - poller.updated_at) if poller and poller.updated_at else None,
+        "facts_age": int(poller.clock.now() - poller.updated_at) if poller and poller.updated_at else None,
     }
     return facts
 

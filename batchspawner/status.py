@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Awaitable, Callable
 
 from . import metrics
+from .polling.base import SharedPoller
 from .states import MISSING, JobState, JobStatus
 
 QueryFn = Callable[[list], Awaitable[dict]]
@@ -35,13 +35,17 @@ QueryFn = Callable[[list], Awaitable[dict]]
 log = logging.getLogger("batchspawner.status")
 
 
-class StatusPoller:
-    """Cache of job states for one scheduler endpoint, refreshed by one query per round."""
+class StatusPoller(SharedPoller):
+    """Cache of job states for one scheduler endpoint, refreshed by one query per round.
 
-    # (key) -> poller; shared by all spawners in the process
-    _registry: dict = {}
+    The registry (key -> poller, shared by all spawners in the process), the clock, the
+    background loop and stop_all() come from :class:`batchspawner.polling.base.SharedPoller`."""
 
-    def __init__(self, key, query: QueryFn, interval=10.0, min_interval=0.5, max_interval=300.0, log=log):
+    name = "status poller"
+
+    def __init__(self, key, query: QueryFn, interval=10.0, min_interval=0.5, max_interval=300.0, log=log,
+                 clock=None):
+        super().__init__(clock=clock)
         self.key = key
         self.query = query
         self.interval = interval
@@ -62,33 +66,24 @@ class StatusPoller:
         self.answer_kind = "none"  # complete, partial, suspect or failed: the last round's answer
         self.trouble_since = None  # (monotonic time, kind) of the first failed/suspect round in a row
         self.troubled_rounds = 0
-        self._started = time.monotonic()
+        self._started = self.clock.now()
 
     # ------------------------------------------------------------------ registry
     @classmethod
     def get(cls, key, query: QueryFn, **settings) -> "StatusPoller":
-        poller = cls._registry.get(key)
-        if poller is None:
-            poller = cls._registry[key] = cls(key, query, **settings)
-        else:
-            poller.query = query  # newest config wins (same key means same command)
-            for name, value in settings.items():
-                setattr(poller, name, value)
+        """The poller of ``key`` (made on first use); stop_all() (inherited) stops them all."""
+        poller = cls.for_key(key, key, query, **settings)
+        poller.query = query  # newest config wins (same key means same command)
+        for name, value in settings.items():
+            setattr(poller, name, value)
         return poller
-
-    @classmethod
-    async def stop_all(cls):
-        """Stop every poller's background task (for tests and hub shutdown)."""
-        for poller in list(cls._registry.values()):
-            await poller.close()
-        cls._registry.clear()
 
     # ------------------------------------------------------------------ jobs
     def watch(self, job_id: str, watcher=None):
         """Register interest of ``watcher`` (a spawner) in ``job_id``; watching twice counts once."""
         self.jobs.setdefault(job_id, set()).add(id(watcher))
-        self.watched_at.setdefault(job_id, time.monotonic())
-        self._ensure_task()
+        self.watched_at.setdefault(job_id, self.clock.now())
+        self.start()
 
     def unwatch(self, job_id: str, watcher=None):
         watchers = self.jobs.get(job_id)
@@ -109,9 +104,9 @@ class StatusPoller:
         if max_age is None:
             max_age = 2 * self.current_interval() + 5
         cached = self.cache.get(job_id)
-        if cached is not None and time.monotonic() - cached[1] <= max_age:
+        if cached is not None and self.clock.now() - cached[1] <= max_age:
             return cached[0]
-        since = time.monotonic() - max_age
+        since = self.clock.now() - max_age
         if cached is None:  # a round that started before this job was watched did not ask about it
             since = max(since, self.watched_at.get(job_id, 0.0))
         await self.refresh(since=since)
@@ -142,14 +137,14 @@ class StatusPoller:
                 return
         if self.last_round_start >= since and self.last_round_end >= self.last_round_start:
             return
-        wait = self.min_interval - (time.monotonic() - self.last_round_end)
+        wait = self.min_interval - (self.clock.now() - self.last_round_end)
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self.clock.sleep(wait)
             if self._inflight is not None and not self._inflight.done():
                 await asyncio.shield(self._inflight)
                 return
         if self._inflight is None or self._inflight.done():
-            self._inflight_started = time.monotonic()
+            self._inflight_started = self.clock.now()
             self._inflight = asyncio.ensure_future(self._round())
         await asyncio.shield(self._inflight)
 
@@ -160,7 +155,7 @@ class StatusPoller:
         job_ids = sorted(self.jobs)
         if not job_ids:
             return
-        self.last_round_start = t0 = time.monotonic()
+        self.last_round_start = t0 = self.clock.now()
         self.rounds += 1
         try:
             answer = await self.query(job_ids)
@@ -168,14 +163,14 @@ class StatusPoller:
             self.failures += 1
             reason = getattr(e, "reason", "") or (str(e).splitlines() or [type(e).__name__])[0][:200]
             status = JobStatus(JobState.UNKNOWN, reason=f"status query failed: {reason}")
-            now = time.monotonic()
+            now = self.clock.now()
             for job_id in job_ids:
                 self.cache[job_id] = (status, now)
             self.last_round_end = now
             self._note_answer("failed", len(job_ids), reason)
         else:
             self.failures = 0
-            now = time.monotonic()
+            now = self.clock.now()
             self.last_duration = now - t0  # only a successful query's duration stretches the interval
             listed = 0
             for job_id in job_ids:
@@ -194,8 +189,8 @@ class StatusPoller:
             self._publish_counts()
         finally:
             if self.last_round_end < t0:  # cancelled mid-query
-                self.last_round_end = time.monotonic()
-            metrics.POLL_ROUND_SECONDS.observe(time.monotonic() - t0)
+                self.last_round_end = self.clock.now()
+            metrics.POLL_ROUND_SECONDS.observe(self.clock.now() - t0)
 
     def _note_answer(self, kind, n_jobs, cause):
         """Count the answer, and log a change of kind once (with its real cause), then recovery."""
@@ -204,7 +199,7 @@ class StatusPoller:
         troubled = kind in ("failed", "suspect")
         if troubled:
             if self.trouble_since is None:
-                self.trouble_since = (time.monotonic(), kind)
+                self.trouble_since = (self.clock.now(), kind)
                 self.troubled_rounds = 0
             self.troubled_rounds += 1
         if kind == "failed":
@@ -235,7 +230,7 @@ class StatusPoller:
                 "shared status answers complete again after %d troubled round(s), the first %s (%.0f s)",
                 self.troubled_rounds,
                 first,
-                time.monotonic() - since,
+                self.clock.now() - since,
             )
 
     @property
@@ -257,43 +252,28 @@ class StatusPoller:
                     counts[state] = counts.get(state, 0) + 1
         metrics.set_job_counts(self.label, counts)
 
-    # ------------------------------------------------------------------ background
-    def _ensure_task(self):
-        if self._task is None or self._task.done():
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return
-            self._task = loop.create_task(self._run())
+    # ------------------------------------------------------------------ background (SharedPoller)
+    def wanted(self) -> bool:
+        return bool(self.jobs)
 
-    async def _run(self):
-        while self.jobs:
-            if self._inflight is not None and not self._inflight.done():
-                try:
-                    await asyncio.shield(self._inflight)
-                except Exception:
-                    pass
-                continue
-            due = (self.last_round_end or self._started) + self.current_interval()
-            now = time.monotonic()
-            if now < due:  # a round another caller started moves ``due``: look again after sleeping
-                await asyncio.sleep(due - now)
-                continue
-            if not self.jobs:
-                break
-            try:
-                await self.refresh(since=now)
-            except Exception:  # never let the loop die
-                self.log.exception("status poller round failed")
+    def due_in(self) -> float:
+        """0 while a round runs (the loop waits for it), else until ``current_interval()`` after the last."""
+        if self._inflight is not None and not self._inflight.done():
+            return 0.0
+        return (self.last_round_end or self._started) + self.current_interval() - self.clock.now()
 
-    async def close(self):
-        if self._task is not None:
-            self._task.cancel()
+    async def background_round(self):
+        if self._inflight is not None and not self._inflight.done():
             try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
+                await asyncio.shield(self._inflight)
+            except Exception:
                 pass
-        self._task = None
+            return
+        if self.jobs:
+            await self.refresh(since=self.clock.now())
+
+    def other_tasks(self) -> list:
+        return [self._inflight] if self._inflight is not None else []
 
 
 def _secs(value: float) -> str:

@@ -32,10 +32,10 @@ import json
 import os
 import re
 import shlex
-import time
 from dataclasses import dataclass, field
 
 from batchspawner.options import SAFE_VALUE, OptionError
+from batchspawner.polling.base import SharedPoller
 from batchspawner.runner import CommandError, CommandRunner
 
 from .options import ChoiceField, Field, IntField, NAME_RE, TextField
@@ -108,19 +108,22 @@ class Image:
     stamp: tuple = ()
 
 
-class ImageCatalog:
-    """The images of one folder and their declared arguments, inspected in the background."""
+class ImageCatalog(SharedPoller):
+    """The images of one folder and their declared arguments, inspected in the background.
 
-    _shared: dict = {}
+    One per folder and settings (the registry of :class:`batchspawner.polling.base.SharedPoller`,
+    which also gives the clock and stop_all()); refreshed on demand, not by a background loop."""
+
+    name = "container images"
 
     @classmethod
     def shared(cls, directory, apptainer, refresh, timeout, extensions, log=None):
         key = (directory, tuple(apptainer), refresh, timeout, tuple(extensions))
-        if key not in cls._shared:
-            cls._shared[key] = cls(directory, apptainer, refresh, timeout, extensions, log)
-        return cls._shared[key]
+        return cls.for_key(key, directory, apptainer, refresh, timeout, extensions, log)
 
-    def __init__(self, directory, apptainer, refresh=60.0, timeout=30.0, extensions=(".sif", ".simg"), log=None):
+    def __init__(self, directory, apptainer, refresh=60.0, timeout=30.0, extensions=(".sif", ".simg"), log=None,
+                 clock=None):
+        super().__init__(clock=clock)
         self.directory = directory
         self.apptainer = list(apptainer)
         self.refresh_interval = refresh
@@ -129,7 +132,6 @@ class ImageCatalog:
         self.log = log
         self.images: dict[str, Image] = {}
         self.loaded_at = 0.0
-        self._task: asyncio.Task | None = None
         self.inspections = 0  # apptainer inspect runs (tests check the cache)
         # as the hub's own user, locally: the admin's folder, not a user's (injectable in tests)
         self.runner = CommandRunner(prefix=[], timeout=timeout, log=log)
@@ -183,13 +185,17 @@ class ImageCatalog:
                 self.log.warning("container image %s is not offered: %s", path, image.error)
             images[name] = image
         self.images = images
-        self.loaded_at = time.monotonic()
+        self.loaded_at = self.clock.now()
+
+    def wanted(self) -> bool:
+        return False  # no background loop: refresh_soon() starts one refresh when the cache is stale
 
     def refresh_soon(self):
         """Start a background refresh if the cache is stale and none runs; never waits."""
-        stale = time.monotonic() - self.loaded_at >= self.refresh_interval or not self.loaded_at
+        stale = self.clock.now() - self.loaded_at >= self.refresh_interval or not self.loaded_at
         if stale and (self._task is None or self._task.done()):
-            self._task = asyncio.ensure_future(self._refresh())
+            self._loop = asyncio.get_running_loop()
+            self._task = self._loop.create_task(self._refresh())
         return self._task
 
     async def ready(self):

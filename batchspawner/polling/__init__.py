@@ -1,0 +1,11 @@
+"""Shared pollers: one background query per scheduler endpoint, read by many spawners and pages.
+
+:mod:`batchspawner.polling.base` holds the one base (registry, clock, backoff, shutdown); its
+uses live where their callers import them: :mod:`batchspawner.status` (job states),
+:mod:`batchspawner.sessions` (session-card details), :mod:`batchspawner.cluster` (partition facts
+for the form), :mod:`wrapspawner.containers` (container images).
+"""
+
+from .base import REAL_CLOCK, Clock, ManualClock, SharedPoller, stop_all, stop_all_nowait
+
+__all__ = ["Clock", "ManualClock", "REAL_CLOCK", "SharedPoller", "stop_all", "stop_all_nowait"]
