@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -235,3 +236,104 @@ def test_13_config_on_fake_scheduler_spawns_and_notices_the_end(hubs, fake_clust
     assert ok, hub.log_tail()
     print(f"{flavour} 1.3 config: end noticed in {time.monotonic() - t0:.1f} s")
     assert fakesched.jobs(fake_cluster)[job["id"]]["state"] != "running"
+
+
+# ------------------------------------------------------------------ issue 25: site-shaped configs on real Slurm
+SITES = Path(__file__).parent.parent / "compat13" / "sites"
+
+
+def site_config(name, extra=""):
+    """The hub's config: the site's file loaded as it is (load_subconfig, as a site splits its
+    config), then only what this machine needs (poll intervals for a quick test)."""
+    return (
+        f"load_subconfig({str(SITES / (name + '_config.py'))!r})\n"
+        "c.SlurmSpawner.startup_poll_interval = 0.25\nc.Spawner.poll_interval = 2\n" + extra
+    )
+
+
+def job_argv_of(user, marker):
+    """argv of the user's processes whose command line contains ``marker`` (the job's server)."""
+    import pwd
+
+    uid = pwd.getpwnam(user).pw_uid
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if proc.stat().st_uid != uid:
+                continue
+            argv = (proc / "cmdline").read_bytes().split(b"\0")[:-1]
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in argv]
+        if any(marker in w for w in words):
+            found.append(words)
+    return found
+
+
+def test_site_slurm_config_spawns_on_real_slurm(slurm, hubs):
+    """tests/compat13/sites/slurm_reqs_config.py as a site runs it: its own script, req_* resources,
+    a multi-line prologue, sudo exec_prefix. The job gets what the script asked for."""
+    hub = hubs(site_config("slurm_reqs")).start()
+    r, seconds = hub.spawn("alice")
+    assert r.status_code in (201, 202), r.text
+    model = hub.server_model("alice")
+    assert model and model["ready"], hub.log_tail()
+    job_id = job_id_of(hub, "alice")
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=30).stdout
+    assert "Partition=debug" in out and "TimeLimit=00:10:00" in out and "Comment=jupyterhub" in out, out
+    assert hub.user_request("alice", "api").status_code == 200
+    print(f"site slurm_reqs: submit->ready {seconds:.2f} s (job {job_id})")
+    assert hub.stop_server("alice")
+    assert wait_gone(job_id)
+
+
+def test_site_string_cmd_with_argument_starts_on_real_slurm(slurm, hubs):
+    """c.Spawner.cmd = "<path>/jupyterhub-singleuser --FileContentsManager.delete_to_trash=False" (one
+    string): the job starts, and its server got the option as its own argument."""
+    hub = hubs(site_config("string_cmd")).start()
+    r, seconds = hub.spawn("alice")
+    assert r.status_code in (201, 202), r.text
+    model = hub.server_model("alice")
+    assert model and model["ready"], hub.log_tail()
+    job_id = job_id_of(hub, "alice")
+    servers = job_argv_of("alice", "--FileContentsManager.delete_to_trash=False")
+    assert servers, "no server process of alice has the option"
+    assert any(w.endswith("/jupyterhub-singleuser") for argv in servers for w in argv), servers
+    assert all("--FileContentsManager.delete_to_trash=False" in argv for argv in servers), servers
+    assert hub.user_request("alice", "api").status_code == 200
+    print(f"site string_cmd: submit->ready {seconds:.2f} s (job {job_id})")
+    assert hub.stop_server("alice")
+    assert wait_gone(job_id)
+
+
+def test_site_form_subclass_form_keys_spawn_and_raw_rest_keys_are_refused(slurm, hubs):
+    """The centre's subclass (its own form yields queue, runtime, other): a form post spawns with
+    {other} in the job; the same keys sent raw through the REST API are refused with 400."""
+    extra = "c.CentreSpawner.startup_poll_interval = 0.25\n"
+    hub = hubs(site_config("form_subclass", extra)).start()
+    hub.ensure_user("alice")
+    r = hub.api("POST", "/users/alice/server", json={"queue": "debug", "runtime": "00:10:00", "other": "p1"})
+    assert r.status_code == 400 and "other" in r.text, (r.status_code, r.text[:300])
+    session = hub.login_session("alice")
+    form = session.get(f"{hub.url}/hub/spawn/alice", timeout=60)
+    assert 'name="other"' in form.text, form.text[:500]
+    xsrf = re.search(r'_xsrf=([^"&]+)', form.text) or re.search(r'name="_xsrf" value="([^"]+)"', form.text)
+    data = {"queue": "debug", "runtime": "1", "other": "proj42", "_xsrf": xsrf.group(1) if xsrf else ""}
+    t0 = time.monotonic()
+    r = session.post(f"{hub.url}/hub/spawn/alice", data=data, allow_redirects=False, timeout=120)
+    assert r.status_code in (302, 303), (r.status_code, r.text[:500])
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        model = hub.server_model("alice")
+        if model and model.get("ready"):
+            break
+        time.sleep(0.25)
+    assert hub.server_model("alice")["ready"], hub.log_tail()
+    job_id = job_id_of(hub, "alice")
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=30).stdout
+    assert "Comment=project:proj42" in out and "Partition=debug" in out and "TimeLimit=01:00:00" in out, out
+    print(f"site form_subclass: form post->ready {time.monotonic() - t0:.2f} s (job {job_id})")
+    assert hub.stop_server("alice")
+    assert wait_gone(job_id)

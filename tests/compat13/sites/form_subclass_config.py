@@ -13,7 +13,7 @@ class CentreSpawner(SlurmSpawner):
     def _options_form_default(self):
         return """
 <label for="queue">Queue</label>
-<select name="queue"><option value="short">short</option><option value="long">long</option></select>
+<select name="queue"><option value="debug">debug</option><option value="long">long</option></select>
 <label for="runtime">Hours</label><input name="runtime" value="1">
 <label for="other">Project</label><input name="other" value="">
 """
@@ -21,7 +21,7 @@ class CentreSpawner(SlurmSpawner):
     def options_from_form(self, formdata):
         hours = int(formdata.get("runtime", ["1"])[0] or 1)
         return {
-            "queue": formdata.get("queue", ["short"])[0],
+            "queue": formdata.get("queue", ["debug"])[0],
             "runtime": f"{hours:02d}:00:00",
             "other": formdata.get("other", ["none"])[0] or "none",
         }
