@@ -125,8 +125,9 @@ def refused_in_this_request(spawner):
 def record_form_options(spawner, options):
     """Remember which ``user_options`` keys the site's own form produced; return ``options``.
 
-    Called with what ``run_options_from_form`` returned (the site's ``options_from_form``, a
-    subclass override or config, on the site's ``options_form``). Those keys are the site's
+    Called with what ``run_options_from_form`` returned. Only the site's own ``options_from_form``
+    (a subclass override or a callable in the config) declares keys: JupyterHub's default
+    ('passthrough') keeps every posted field, whose names the user picks. Those keys are the site's
     contract, as batchspawner 1.3 merged every key into the script's variables: they are
     accepted at the next start even when they name no ``req_*`` trait (values are still
     checked one by one). Keys sent only through the REST API are not recorded, so an
@@ -135,9 +136,20 @@ def record_form_options(spawner, options):
     needs the keys in ``allowed_user_options`` (or the form again)."""
     if isinstance(options, dict):
         options.pop("_xsrf", None)
-        keys = frozenset(k for k in options if isinstance(k, str))
-        spawner.__dict__["_jhpc_form_keys"] = keys
+        if _site_options_from_form(spawner):
+            spawner.__dict__["_jhpc_form_keys"] = frozenset(k for k in options if isinstance(k, str))
+        else:
+            spawner.__dict__.pop("_jhpc_form_keys", None)
     return options
+
+
+def _site_options_from_form(spawner) -> bool:
+    """True unless ``options_from_form`` is JupyterHub's own ('passthrough', 'simple'): those keep
+    every posted field name, which the user chooses, so they declare nothing."""
+    from jupyterhub.spawner import Spawner
+
+    builtin = {getattr(Spawner, n, None) for n in ("_passthrough_options_from_form", "_simple_options_from_form")}
+    return getattr(spawner, "options_from_form", None) not in builtin
 
 
 def form_keys(spawner) -> frozenset:

@@ -92,6 +92,18 @@ def test_raw_rest_key_no_one_declared_is_refused():
         validate_spawner_user_options(spawner)
 
 
+def test_posted_fields_through_jupyterhubs_passthrough_declare_nothing():
+    """Without the site's own options_from_form, a posted field's name is the user's choice."""
+
+    class FormOnly(SlurmSpawner):
+        batch_script = Unicode("#!/bin/bash\n#SBATCH --comment={other}\n{cmd}\n").tag(config=True)
+
+    spawner = make_spawner(FormOnly, submit_runner())
+    spawner.user_options = spawner.run_options_from_form({"other": ["x"], "_xsrf": ["t"]})
+    with pytest.raises(OptionError, match="other"):
+        validate_spawner_user_options(spawner)
+
+
 def test_allowed_user_options_declares_a_non_request_key():
     """The one-line setting that restores 1.3 for REST clients: list the site's own keys."""
     spawner = make_spawner(CentreSpawner, submit_runner(), allowed_user_options=["queue", "runtime", "other"])
