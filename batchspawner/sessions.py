@@ -272,10 +272,14 @@ def session_facts(spawner, now: float | None = None) -> dict | None:
         state = "suspended"  # issue 24: kept and routed, but paused by the scheduler
     elif getattr(spawner, "ready", False):
         state = "running"
-    elif state_word == "pending" or det.get("native") == "PENDING":
+    elif state_word == "pending":
         state = "queued"
     elif state_word == "running":
+        # the status poller's answer is the newest (the progress stream says "running on" from it):
+        # details read before the job started (PENDING, estimated start) must not make it "queued"
         state = "starting"
+    elif det.get("native") == "PENDING":
+        state = "queued"
     elif getattr(spawner, "pending", None) == "spawn":
         state = "submitting" if not status else "starting"
     else:
@@ -285,6 +289,8 @@ def session_facts(spawner, now: float | None = None) -> dict | None:
     )
     node = (status.host if status and status.host else "") or (det.get("node", "") if state != "queued" else "")
     started = det.get("start") if state in ("running", "starting", "suspended") else None
+    if started and det.get("native") == "PENDING":  # that "start" was the scheduler's estimate
+        started = getattr(batch, "_running_at", None)
     limit = det.get("time_limit")
     if limit is None:
         limit = parse_duration(getattr(batch, "req_runtime", ""))
@@ -413,15 +419,21 @@ ENDED_ADVICE = {
 _STATE_WORD = re.compile(r"^[A-Za-z_]{1,24}$")
 
 
-def ended_record(job_id: str, native: str, exit_code=None, at: float | None = None) -> dict:
-    """What a spawner keeps (in its state) when poll() sees its job end under the server."""
+def ended_record(job_id: str, native: str, exit_code=None, at: float | None = None, served: bool | None = None) -> dict:
+    """What a spawner keeps (in its state) when poll() sees its job end under the server.
+
+    ``served``: False when the job ended before its server ever started (a failed or
+    cancelled start): the pages then say that nothing ran, not that unsaved work is lost."""
     word = (native or "").split(" ")[0].rstrip("+").upper()  # sacct: "CANCELLED by 1006"
-    return {
+    record = {
         "job_id": str(job_id),
         "state": word if _STATE_WORD.match(word) else "",
         "exit_code": exit_code if isinstance(exit_code, int) else None,
         "at": float(time.time() if at is None else at),
     }
+    if served is not None:
+        record["served"] = bool(served)
+    return record
 
 
 def ended_facts(spawner) -> dict | None:
@@ -440,15 +452,31 @@ def ended_facts(spawner) -> dict | None:
     if state == "FAILED" and code:
         what = f"failed (exit code {code})"
     at = record.get("at")
+    never_started = record.get("served") is False
+    if never_started and state == "CANCELLED":
+        what = "was cancelled (by an administrator or the batch system, not from your spawn page)"
+    user = getattr(getattr(spawner, "user", None), "name", "") or ""
+    server = getattr(spawner, "name", "") or ""
     return {
-        "server": getattr(spawner, "name", "") or "",
+        "server": server,
+        "never_started": never_started,
+        # where "Start again" goes (under the hub's base_url)
+        "start_path": "spawn/" + _url_escape(user) + ("/" + _url_escape(server) if server else "") if user else "",
         "job_id": record["job_id"],
         "state": state,
         "what": what,
         "at": at,
         "at_text": clock(at),
-        "advice": ENDED_ADVICE.get(state, "Start again to get a new server."),
+        "advice": ENDED_ADVICE.get(state, "Start again to get a new server.") if not never_started else (
+            "Your server never ran, so no work was lost. Start again; if it keeps happening, ask your "
+            "site's support (give them the job id)."),
     }
+
+
+def _url_escape(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="@~")
 
 
 def user_ended(user) -> dict:

@@ -1672,7 +1672,13 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             await poller.refresh(max_age=0, everything=True)  # its exit status, for the failure page (one query)
         tail = await self.read_log_tail()
         what = f"The batch job {self.job_id} ended before your server started"
-        raise self._spawn_failure(what, status, tail)
+        todo = ""
+        if (status.native or "").upper().startswith("CANCELLED"):  # not this page's Cancel (that cancels the spawn)
+            what = (f"The batch job {self.job_id} was cancelled before your server started, outside this page: "
+                    "by an administrator or the batch system")
+            todo = ("Start again. If it is cancelled again, ask your site's support why (give them the job id). "
+                    "Nothing ran, so nothing is lost.")
+        raise self._spawn_failure(what, status, tail, todo)
 
     def _spawn_failure(self, what, status, tail, todo=""):
         """SpawnFailed saying what happened, the scheduler's words, the log's tail and what to do (issue 14)."""
@@ -1861,7 +1867,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         status = await self.job_status_now()
         if status.state is JobState.FINISHED:
             # issue 14: the pages say how and when the job ended (scancel, wall time, node failure)
-            self.last_ended = sessions.ended_record(self.job_id, status.native, status.exit_code)
+            self.last_ended = sessions.ended_record(self.job_id, status.native, status.exit_code,
+                                                    served=not (self._starting or self._restored_starting))
             if getattr(self, "_served_at", None):  # issue 14: usage log (walltime, scancel)
                 report.record(self, "stop", outcome="ended", reason=status.describe(),
                               run_time=time.time() - self._served_at)

@@ -11,11 +11,13 @@ The templates override ``home.html`` (a session card per server), ``spawn_pendin
 (Cancel; a cancelled or failed start says so and offers Start again) and ``page.html``
 (the wall-time warning on every hub page), each extending JupyterHub's own.
 
-Importing this module (``batchspawner.spawner`` does, so every spawner class and wrapspawner do) adds two hub routes:
+Importing this module (``batchspawner.spawner`` does, so every spawner class and wrapspawner do) adds three hub routes:
 
 - ``GET /hub/hpc/log/<user>/<server>``: the current job's log of that server, read as its
   user (``exec_prefix``), for the owner or an admin only (404 for anyone else);
-- ``GET /hub/hpc/sessions``: every live batch session across users, for admins (403 otherwise).
+- ``GET /hub/hpc/sessions``: every live batch session across users, for admins (403 otherwise);
+- ``GET /hub/hpc/cards``: the current user's session cards and job-ended notes as an HTML
+  fragment (the home and spawn pages refresh their cards from it without a reload).
 
 Neither runs a scheduler query: the facts come from the shared pollers' caches.
 """
@@ -47,9 +49,16 @@ def ready_or_cancelled(spawner, ready_event):
     gone). The hub's progress stream then sends "Server ready at ...", the spawn page reloads into
     the server's URL and ends on a 424 "Server not running" page. This hook turns that event into
     a "Start cancelled" failure event, which the spawn page shows with a Start again button.
+
+    The hub clears ``_spawn_future`` as soon as a cancelled spawn is done, so that alone does not
+    tell: the batch spawner does. Its start() returned (``_starting`` cleared) only for a server
+    that came up; a start still marked starting, or without a job, was cancelled.
     """
     future = getattr(spawner, "_spawn_future", None)
     cancelled = future is not None and future.cancelled()
+    batch = sessions.batch_child(spawner)
+    if batch is not None and (getattr(batch, "_starting", False) or not getattr(batch, "job_id", "")):
+        cancelled = True
     if cancelled or getattr(spawner, "pending", None) == "stop" or getattr(spawner, "server", None) is None:
         return {"progress": 100, "failed": True, "cancelled": True, "message": "Start cancelled"}
     return ready_event
@@ -122,9 +131,32 @@ class SessionsHandler(BaseHandler):
         self.finish(await self.render_template("hpc_sessions.html", sessions=cards))
 
 
+class CardsHandler(BaseHandler):
+    """The session cards and job-ended notes of one user, as an HTML fragment the home and spawn
+    pages fetch every few seconds to stay current without a reload (after Stop, a job that
+    started or ended). ``?server=NAME``: that server only; ``?user=NAME``: another user's, for
+    admins (404 for anyone else). Reads caches only (no scheduler command)."""
+
+    @web.authenticated
+    async def get(self):
+        me = self.current_user
+        name = self.get_argument("user", "") or (me.name if me is not None else "")
+        if me is None or (name != me.name and not getattr(me, "admin", False)):
+            raise web.HTTPError(404)
+        user = self.find_user(name)
+        if user is None:
+            raise web.HTTPError(404)
+        only = self.get_argument("server", None)
+        cards = [s for s in sessions.user_sessions(user) if only is None or s["server"] == only]
+        ended = [e for n, e in sorted(sessions.user_ended(user).items()) if only is None or n == only]
+        self.set_header("Cache-Control", "no-store")
+        self.finish(await self.render_template("hpc_cards.html", sessions=cards, ended=ended))
+
+
 ROUTES = [
     (r"/hpc/log/([^/]+)/?([^/]*)", JobLogHandler),
     (r"/hpc/sessions", SessionsHandler),
+    (r"/hpc/cards", CardsHandler),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Issue 26 items 1, 2, 6 and 7 in a real browser (Playwright + Debian's Chromium) on real Slurm.
+"""Issue 26 items 1 to 7 in a real browser (Playwright + Debian's Chromium) on real Slurm.
 
 One hub for the module, started fresh by this module: jupyterhub_config.example.py as shipped,
 plus the apps example's "A web app" profile as shipped (its default folder) and a profile whose job
@@ -65,7 +65,8 @@ def hub(tmp_path_factory):
                                    apps=str(REPO / "examples" / "apps" / "jupyterhub_config.py"),
                                    long=LONG_WORD)
     # without JHPC_WEBAPP_DIR: the shipped default folder
-    gw = ExampleHub(tmp, config, USER, f"debug {PARTITION}", env={"JHPC_PARTITION": "debug"},
+    gw = ExampleHub(tmp, config, USER, f"debug {PARTITION}",
+                    env={"JHPC_PARTITION": "debug", "JHPC_NAMED_SERVER_LIMIT": "20"},
                     env_drop=("JHPC_WEBAPP_DIR",), service_token=True)
     fillers: list[str] = []
     gw.wait_up()
@@ -198,6 +199,146 @@ def test_words_on_the_form_card_and_failure_page(hub):
     expect(link).to_have_count(1)
     link.click()
     expect(page.locator("#hpc-log-text")).to_contain_text("module load python/3.99: no such module")
+
+
+def _queue_filler(h):
+    """A 2-core job of the user's own on jhpc-small (at most 2 cores per node), running: the
+    module's next start in that partition waits in the queue behind it until it is cancelled."""
+    filler = h.get("filler")
+    if filler and slurmtools.job_state(filler) == "RUNNING":
+        return filler
+    r = subprocess.run(["sudo", "-u", USER, "sbatch", "--parsable", "-p", PARTITION, "-c", "2", "-t", "10",
+                        "-J", "jhpc-filler", "-o", "/dev/null", "--wrap", "sleep 600"],
+                       capture_output=True, text=True, timeout=30, cwd="/tmp")
+    assert r.returncode == 0, r.stderr
+    filler = h["filler"] = r.stdout.strip().split(";")[0]
+    h["fillers"].append(filler)
+    wait_for(lambda: slurmtools.job_state(filler) == "RUNNING", 30, "the filler to run")
+    return filler
+
+
+def _start_queued(h, server):
+    """Start ``server`` from the form in jhpc-small behind the filler; the spawn page says it waits."""
+    from playwright.sync_api import expect
+
+    filler = _queue_filler(h)
+    page = h["page"]
+    page.goto(h["base"] + f"/hub/spawn/{USER}/{server}")
+    if "/hub/login" in page.url:  # these tests run alone too (-k)
+        page.fill("#username_input", USER)
+        page.fill("#password_input", h["password"])
+        page.click("#login_submit")
+    fill_form(page, "custom", partition=PARTITION, nprocs="1", memory="512M", runtime="00:10:00")
+    page.click("form button[type=submit]")
+    expect(page.locator("#progress-message")).to_contain_text("waiting in the queue", timeout=30_000)
+    job = wait_for(lambda: [j for j, s in slurmtools.live_jobs((USER,)).items() if j != filler and s == "PENDING"
+                            and j not in h.setdefault("seen_jobs", set())], 30, "the queued job")
+    assert len(job) == 1, job
+    h["seen_jobs"].add(job[0])
+    return job[0]
+
+
+# every text and width the spawn page's bar and message take, and the event log (a flash is caught)
+_RECORD_JS = """() => {
+  window._seen = [];
+  const note = () => window._seen.push([document.querySelector('#progress-bar').getAttribute('aria-valuenow'),
+                                       document.querySelector('#progress-message').innerText]);
+  const obs = new MutationObserver(note);
+  for (const sel of ['#progress-bar', '#progress-message', '#progress-log']) {
+    obs.observe(document.querySelector(sel), {attributes: true, childList: true, subtree: true, characterData: true});
+  }
+}"""
+
+
+def test_cancel_never_says_ready(hub):
+    """Item 3: Cancel on the spawn page of a queued start: no "Server ready", ever."""
+    from playwright.sync_api import expect
+
+    page = hub["page"]
+    job = _start_queued(hub, "q3")
+    page.evaluate(_RECORD_JS)
+    page.click("#hpc-cancel")
+    expect(page.locator("#hpc-cancelled")).to_be_visible(timeout=30_000)
+    wait_for(lambda: slurmtools.job_state(job) not in ("PENDING", "RUNNING"), 30, "the job's cancel")
+    time.sleep(4)  # late events, and the event stream's reconnect
+    seen = page.evaluate("window._seen")
+    log = page.locator("#progress-log").inner_text()
+    body = page.locator("body").inner_text()
+    ready = [s for s in seen if "ready" in (s[1] or "").lower()]
+    assert not ready, f"the cancelled start said ready: {ready}"
+    assert "Server ready" not in log, log
+    assert "Server ready" not in body, body
+    assert page.url.endswith(f"/hub/spawn-pending/{USER}/q3") or "/spawn" in page.url, page.url
+    expect(page.locator("#hpc-start-again-cancelled")).to_be_visible()
+
+
+def test_job_cancelled_from_outside_says_so(hub):
+    """Item 5 (a, b): an admin's scancel of a queued start is not "Start cancelled"; the home
+    page's note says the server never started, with Start again."""
+    from playwright.sync_api import expect
+
+    page = hub["page"]
+    job = _start_queued(hub, "x5")
+    subprocess.run(["scancel", job], check=True, timeout=30)  # the admin, as root, from outside the hub
+    failed = page.locator("#hpc-failed")
+    expect(failed).to_be_visible(timeout=30_000)
+    expect(page.locator("#hpc-cancelled")).to_be_hidden()
+    text = failed.inner_text()
+    assert "administrator" in text and "batch system" in text, text
+    assert job in text, text
+    expect(page.locator("#hpc-start-again")).to_be_visible()
+    # the usage log says the same: a failure, not the user's cancel
+    rows = [r for r in hub["tmp"].joinpath("usage.jsonl").read_text().splitlines() if f'"{job}"' in r]
+    assert any('"fail"' in r and '"cancelled by the user"' not in r for r in rows), rows
+    # the home page: this server never started: no "work not saved is lost", a Start again button
+    page.goto(hub["base"] + "/hub/home")
+    note = page.locator("#hpc-ended-x5")
+    expect(note).to_be_visible(timeout=10_000)
+    words = note.inner_text()
+    assert "did not start" in words and "Work not saved" not in words and "stopped" not in words, words
+    again = note.locator("a.hpc-start-again")
+    expect(again).to_have_attribute("href", re.compile(rf"/hub/spawn/{USER}/x5$"))
+
+
+def test_spawn_page_tells_one_story_and_stop_updates_the_card(hub):
+    """Items 4 and 5 (c): queued card while queued with a live "Waiting for"; "running on" in the
+    message and the card together; Stop on the home page updates the card without a reload."""
+    from playwright.sync_api import expect
+
+    page = hub["page"]
+    _start_queued(hub, "q4")
+    card = page.locator("#hpc-pending-card .hpc-card")
+    expect(card).to_have_attribute("data-state", "queued", timeout=10_000)
+    wait = card.locator(".hpc-wait")
+    first = wait.inner_text()
+    time.sleep(3.5)
+    later = wait.inner_text()
+    assert first != later, f"'Waiting for' frozen at {first!r}"
+    # the filler ends: the job runs; the moment the message says so, the card says so too
+    slurmtools.cancel([hub.pop("filler")])
+    story = page.wait_for_function(
+        """() => {
+          const m = document.querySelector('#progress-message');
+          if (!m || !/is running on/.test(m.innerText)) return null;
+          const c = document.querySelector('#hpc-pending-card .hpc-card');
+          return {message: m.innerText, state: c ? c.dataset.state : null, card: c ? c.innerText : ''};
+        }""", timeout=60_000).json_value()
+    assert story["state"] in ("starting", "running"), story
+    assert "PENDING" not in story["card"] and "Queue position" not in story["card"], story
+    node = re.search(r"is running on (\S+?);", story["message"]).group(1)
+    assert node in story["card"], story
+    page.wait_for_url(re.compile(rf"/user/{USER}/q4/"), timeout=120_000)
+    # the home page: Stop turns the card to stopped, no reload
+    page.goto(hub["base"] + "/hub/home")
+    card = page.locator("#hpc-card-q4")
+    expect(card).to_have_attribute("data-state", "running")
+    expect(card.locator(".hpc-time-left")).to_be_visible()
+    page.evaluate("window._not_reloaded = true")
+    page.click(f"tr.home-server-row[data-server-name='q4'] .stop-server")
+    expect(card).to_have_attribute("data-state", "stopped", timeout=20_000)
+    expect(card.locator(".hpc-time-left")).to_have_count(0)
+    assert "running" not in card.locator(".hpc-state").inner_text()
+    assert page.evaluate("window._not_reloaded === true"), "the page reloaded"
 
 
 def test_hub_log_is_quiet_and_sigterm_is_quick(hub):
