@@ -6,6 +6,6 @@ uses live where their callers import them: :mod:`batchspawner.status` (job state
 for the form), :mod:`wrapspawner.containers` (container images).
 """
 
-from .base import REAL_CLOCK, Clock, ManualClock, SharedPoller, stop_all, stop_all_nowait
+from .base import REAL_CLOCK, Clock, ManualClock, SharedPoller, hook_hub_cleanup, stop_all, stop_all_nowait
 
-__all__ = ["Clock", "ManualClock", "REAL_CLOCK", "SharedPoller", "stop_all", "stop_all_nowait"]
+__all__ = ["Clock", "ManualClock", "REAL_CLOCK", "SharedPoller", "hook_hub_cleanup", "stop_all", "stop_all_nowait"]

@@ -27,9 +27,10 @@ What the base guarantees, for every kind:
   row, up to ``max_interval``; each kind decides which rounds count as failed.
 - **Shutdown.** :func:`stop_all` (async) cancels and awaits every background task of every kind
   and empties the registries; :func:`stop_all_nowait` does the same without awaiting (for
-  ``atexit`` and hub shutdown code that cannot await). The first background task registers
-  :func:`stop_all_nowait` with :mod:`atexit`; JupyterHub's own SIGTERM handling cancels the tasks
-  of its loop, which end at once (they sleep, or kill the command they run).
+  ``atexit`` and code that cannot await). The first background task registers
+  :func:`stop_all_nowait` with :mod:`atexit` and, in a JupyterHub process, makes the hub's
+  ``cleanup()`` (SIGTERM, SIGINT, the shutdown API) await :func:`stop_all` first, while the loop
+  still runs; JupyterHub then cancels what is left of its loop's tasks.
 
 This package imports nothing from the spawner or the compatibility layer.
 """
@@ -39,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import sys
 import time
 
 log = logging.getLogger("batchspawner.polling")
@@ -286,3 +288,44 @@ def _register_atexit():
     if not _atexit_registered:
         _atexit_registered = True
         atexit.register(stop_all_nowait)
+    _hook_hub_cleanup()
+
+
+def _hook_hub_cleanup():
+    """In a JupyterHub process, :func:`hook_hub_cleanup` the running hub (once; nothing is
+    imported that the process has not imported already)."""
+    app_module = sys.modules.get("jupyterhub.app")
+    if app_module is None:
+        return
+    hub_class = getattr(app_module, "JupyterHub", None)
+    try:
+        if hub_class is None or not hub_class.initialized():
+            return
+        app = hub_class.instance()
+    except Exception:  # not a hub process after all
+        return
+    hook_hub_cleanup(app)
+
+
+def hook_hub_cleanup(app):
+    """Make ``app.cleanup()`` (JupyterHub runs it on SIGTERM, SIGINT and the shutdown API, before
+    it cancels every task of its loop) stop the shared pollers first. Idempotent.
+
+    Stopped there, on a loop that still runs, a round in flight ends cleanly (its command is
+    killed); cancelled together with every other task instead, a round that is just starting its
+    command would never finish (CPython 3.11) and the hub would not exit."""
+    original = app.cleanup
+    if getattr(original, "stops_shared_pollers", False):
+        return
+
+    async def cleanup(*args, **kwargs):
+        running = sum(p.running() for kind in _kinds for p in list(kind.__dict__.get("_registry", {}).values()))
+        try:
+            await asyncio.wait_for(stop_all(), 10)
+            log.info("hub shutdown: stopped the shared pollers (%d running)", running)
+        except Exception:
+            log.exception("hub shutdown: stopping the shared pollers failed")
+        return await original(*args, **kwargs)
+
+    cleanup.stops_shared_pollers = True
+    app.cleanup = cleanup

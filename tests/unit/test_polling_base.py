@@ -150,3 +150,27 @@ def test_a_poller_of_a_closed_loop_is_dropped_not_reused():
     assert second.runner is runner  # made again with what the dropped one was made with
     assert len([c for c in runner.calls if c.argv[0] == "scontrol"]) == 2  # one round per loop
     ClusterInfo._registry.clear()
+
+
+async def test_the_hubs_cleanup_stops_the_pollers_before_its_own_work():
+    # JupyterHub runs app.cleanup() on SIGTERM/SIGINT/shutdown API and only then cancels every
+    # task; the first background task hooks the running hub's instance this way
+    from types import SimpleNamespace
+
+    from batchspawner.polling import ManualClock, hook_hub_cleanup
+    from batchspawner.status import StatusPoller
+
+    seen = []
+
+    async def hub_cleanup():  # stands for the hub's own cleanup (proxy, database)
+        seen.append(dict(StatusPoller._registry))
+
+    app = SimpleNamespace(cleanup=hub_cleanup)
+    hook_hub_cleanup(app)
+    hook_hub_cleanup(app)  # once only
+    poller = _status_poller(ManualClock())
+    poller.watch("14", watcher="a")
+    task = poller._task
+    assert not task.done()
+    await app.cleanup()
+    assert task.done() and seen == [{}]
