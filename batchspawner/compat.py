@@ -155,6 +155,10 @@ def native_parsing(spawner) -> bool:
 
 def shared_status_fits(spawner) -> str:
     """"" when the shared status query reads the same states as the per-job one, else why not."""
+    if spawner.overrides_run_command():
+        # the site's run_command is how this hub reaches the scheduler (often: it has no client
+        # tools); the shared query would run beside it and fail, so each job is asked through it
+        return "it overrides run_command"
     if configured(spawner, ("batch_status_cmd",)):
         return ""  # the site configured both: its choice
     if legacy_hooks(spawner):
@@ -220,6 +224,8 @@ class RunCommandRunner:
             raise CommandTimeout(full, reason="run_command timed out") from None
         except RuntimeError as e:
             result = CommandResult(full, 1, "", str(e.args[0]) if e.args else str(e))
+        except Exception as e:  # 1.3 took any error of run_command for a failed command, so do we
+            result = CommandResult(full, 1, "", f"run_command raised {type(e).__name__}: {e}")
         if check and result.returncode != 0:
             raise CommandError(full, result.returncode, result.stdout, result.stderr)
         return result

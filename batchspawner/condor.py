@@ -167,7 +167,7 @@ class CondorSpawner(UserEnvMixin, BatchSpawnerBase):
         try:
             fields = parse_af_line(stdout)
         except ValueError:
-            return garbled(stdout, "condor_q output")
+            return garbled(stdout, "condor_q output", self)
         if fields is None:
             return JobStatus(JobState.UNKNOWN, reason="not in the queue", extra={"left_queue": True})
         return self.status_from_fields(fields, stdout)

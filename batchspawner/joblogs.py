@@ -49,14 +49,28 @@ def log_format_vars(spawner, job_id: str) -> dict:
     stamp = getattr(spawner, "_log_stamp", "") or time.strftime("%Y%m%d-%H%M%S")
     return base | {
         "job_id": job_id,
-        "logdir": spawner.log_dir.format(**base),
+        "logdir": spawner.log_dir.format(**base) if uses_private_dir(spawner) else spawner.req_homedir,
         "date": stamp,
         "server": spawner.name or "default",
     }
 
 
 def uses_log_dir(spawner) -> bool:
-    return "{logdir}" in (spawner.log_path or "")
+    return "{logdir}" in (spawner.log_path or "") and uses_private_dir(spawner)
+
+
+def uses_private_dir(spawner) -> bool:
+    """False for a batchspawner 1.3 subclass that overrides ``run_command`` and sets no ``log_dir``.
+
+    Such a site's ``run_command`` knows submit, query and cancel (often: the hub has no
+    scheduler tools and it reaches them its own way); it is sent nothing else. The logs then go
+    to the home directory, as 1.3's did, which needs no folder made first, and are not read back
+    for the failure page. Setting ``log_dir`` asks for the private folder again (made through
+    ``run_command``)."""
+    overrides = getattr(spawner, "overrides_run_command", None)
+    if overrides is None or not overrides():
+        return True
+    return spawner.log_dir != spawner.trait_defaults("log_dir")
 
 
 # A folder this hub prepared less than PREPARED_FOR seconds ago is not prepared again: a
@@ -142,7 +156,7 @@ async def read_tail(spawner, path, lines: int) -> str:
     ``tail -n`` of a file without newlines returns all of it), then :func:`bounded_tail`.
     Never returns a tool's own error text (``tail: cannot open ...``): a missing or
     unreadable log is simply no log."""
-    if not path:
+    if not path or not uses_private_dir(spawner):
         return ""
     argv = ["tail", "-c", str(TAIL_MAX_BYTES), "--", path]
     try:
@@ -154,7 +168,7 @@ async def read_tail(spawner, path, lines: int) -> str:
 
 async def read_log(spawner, path, max_bytes=256 * 1024) -> str | None:
     """The end of the log (at most ``max_bytes``) read as the user; None when there is none."""
-    if not path:
+    if not path or not uses_private_dir(spawner):
         return None
     argv = ["tail", "-c", str(int(max_bytes)), "--", path]
     try:

@@ -209,7 +209,7 @@ class LsfSpawner(BatchSpawnerBase):
         try:
             rec = parse_bjobs(stdout, self.job_id)
         except ValueError:
-            return garbled(stdout, "bjobs output")
+            return garbled(stdout, "bjobs output", self)
         if "ERROR" in rec:
             if NOT_FOUND.search(rec["ERROR"]):
                 return gone_claim(rec["ERROR"])

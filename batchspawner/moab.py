@@ -143,7 +143,7 @@ class MoabSpawner(TorqueSpawner):
         try:
             job, req = parse_mdiag_xml(stdout, self.job_id)
         except ValueError:
-            return garbled(stdout, "mdiag XML")
+            return garbled(stdout, "mdiag XML", self)
         if not job:
             return gone_claim("mdiag lists no such job")
         return self.status_from_attrs(job, req, stdout)

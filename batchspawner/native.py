@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from .runner import first_line
-from .states import JobState, JobStatus
+from .states import JobState, JobStatus, silent_claim
 
 # Scheduler answers are small; anything far larger is not a status report.
 MAX_QUERY_OUTPUT = 1_000_000
@@ -71,7 +71,20 @@ def to_int(value):
         return None
 
 
-def garbled(output, what):
+def garbled(output, what, spawner=None):
+    """Output the structured parser cannot read: the module's state regexes decide, else unknown.
+
+    The regexes (batchspawner 1.3's, per module) match a fragment of the real output, e.g.
+    ``<job_state>R</job_state>``; a site's wrapper or a 1.3 test may print only that fragment.
+    Only a running, pending or finished match counts; anything else stays unknown."""
+    if not output.strip():
+        return silent_claim(f"the {what} was empty")
+    if spawner is not None:
+        from .parsing import QueryParsingMixin
+
+        status = QueryParsingMixin.parse_query_output(spawner, 0, output, "")
+        if status.state is not JobState.UNKNOWN:
+            return status
     return JobStatus(JobState.UNKNOWN, reason=f"could not read the {what}: {output.strip()[:120]!r}")
 
 

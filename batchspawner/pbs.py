@@ -133,7 +133,7 @@ class PBSSpawner(TorqueSpawner):
         try:
             job = parse_qstat_full(stdout, self.job_id)
         except ValueError:
-            return garbled(stdout, "qstat -f output")
+            return garbled(stdout, "qstat -f output", self)
         if not job:
             return silent_claim("qstat exited 0 but listed no such job")
         return self.status_from_fields(job, stdout)

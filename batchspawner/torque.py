@@ -194,7 +194,7 @@ class TorqueSpawner(BatchSpawnerBase):
         try:
             job = parse_qstat_xml(stdout, self.job_id)
         except ValueError:
-            return garbled(stdout, "qstat XML")
+            return garbled(stdout, "qstat XML", self)
         if not job:
             return silent_claim("qstat exited 0 but listed no such job")
         return self.status_from_fields(job, stdout)

@@ -105,7 +105,9 @@ async def test_job_that_ends_before_reporting_fails_with_log_tail():
         await sp.start()
     assert "No such file or directory" in str(err.value)
     assert ["tail", "-c", "8192", "--"] in [c.argv[:4] for c in runner.calls]
-    assert runner.calls[-1].argv[:3] == ["rm", "-f", "--"]  # the token file is removed
+    assert runner.calls[-2].argv[:3] == ["rm", "-f", "--"]  # the token file is removed
+    assert runner.calls[-1].argv == ["qdel", "1"]  # then the ended job is cancelled (idempotent) and forgotten
+    assert sp.job_id == "" and sp.get_state().get("uncancelled_jobs") is None
     tail = [c.argv for c in runner.calls if c.argv[0] == "tail"][0]
     assert tail[-1].endswith("jupyterhub_gridengine_1.log")
 

@@ -126,9 +126,11 @@ async def test_fault_keeps_every_server_orphans_nothing_and_recovers(fault, wher
     slurm.jobs[spawners[2].job_id] = "CANCELLED"
     await asyncio.sleep(0.02)
     await poll_all(spawners)  # the next round
+    ended = spawners[2].job_id
     results = await asyncio.gather(*(sp.poll() for sp in spawners))
     assert results == [None, None, 1, None, None]
-    assert slurm.cancels(runner) == [spawners[2].job_id]  # cancelled (idempotent) before it is forgotten
+    assert slurm.cancels(runner) == [ended]  # cancelled (idempotent) before it is forgotten
+    assert spawners[2].job_id == "" and all(sp.job_id for sp in spawners if sp is not spawners[2])
 
 
 async def test_partial_answer_confirms_the_missing_job_and_keeps_it():
@@ -261,8 +263,10 @@ async def test_poll_that_sees_the_end_cancels_before_forgetting():
     spawners, slurm, runner = five()
     sp = spawners[0]
     slurm.jobs[sp.job_id] = "COMPLETED"
+    job = sp.job_id
     assert await sp.poll() == 1
-    assert slurm.cancels(runner) == [sp.job_id]
+    assert slurm.cancels(runner) == [job]
+    assert sp.job_id == ""  # poll() forgot it (as batchspawner 1.3's poll cleared the state)
     sp.clear_state()
     state = sp.get_state()
     # cancelled, then forgotten: no job left in the state, only how it ended (for the pages, issue 14)
@@ -303,9 +307,10 @@ async def test_stop_after_poll_saw_the_end_does_not_cancel_twice():
     spawners, slurm, runner = five()
     sp = spawners[0]
     slurm.jobs[sp.job_id] = "FAILED"
+    job = sp.job_id
     assert await sp.poll() == 1
     await sp.stop()
-    assert slurm.cancels(runner) == [sp.job_id]
+    assert slurm.cancels(runner) == [job]
 
 
 async def test_stop_cancels_then_forgets():

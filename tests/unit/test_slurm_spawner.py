@@ -186,7 +186,7 @@ async def test_poll_unknown_is_alive_finished_is_not():
 
 async def test_poll_without_job_is_stopped():
     spawner, runner = spawner_with(Cluster(["RUNNING localhost None"]))
-    assert await spawner.poll() == 0
+    assert await spawner.poll() == 1  # batchspawner 1.3: no job is a stopped server, exit status 1
     assert runner.calls == []
 
 
