@@ -171,6 +171,10 @@ for name in admin_users:
             f"JHPC_ADMIN_USERS: {name!r} is not a local user name (lower-case letters, digits, _ and -, "
             "starting with a letter or _, at most 32 characters); fix the list and start the hub again."
         )
+# The admin role lists exactly these users: a name removed from the list loses admin at the next
+# hub start (admin_users alone would only ever add). JupyterHub then logs one warning at start
+# ("both admin_users and users in the admin role"): expected, the two lists are the same.
+c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [{"name": "admin", "users": list(admin_users)}]
 if admin_users:
     c.Authenticator.admin_users = set(admin_users)
     c.Authenticator.allowed_users = set(demo_users) | set(admin_users)

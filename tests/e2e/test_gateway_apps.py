@@ -8,7 +8,8 @@ sockets, the generic web app) on examples/apps/ alone; this module covers the ga
 - an admin (logged in with the admin password) sees "Sessions (all users)" in the navbar and the
   page behind it, with erin's live sessions; erin sees no link and gets 403 on the URL; bob cannot
   log in with the users' shared password; a bad name in JHPC_ADMIN_USERS stops the hub (and scripts/gateway)
-  with a message, before anything runs;
+  with a message, before anything runs; a name taken off the list is no admin after the hub's
+  restart, even with the browser cookie it had;
 - the spawn form offers the Jupyter profiles and VS Code and the desktop next to each other; the
   VS Code profile lands on code-server's workbench, the desktop profile on noVNC connected to an
   Xfce session whose screen follows the browser window's size; stopping both ends their jobs and
@@ -163,6 +164,40 @@ def test_a_bad_admin_name_stops_the_hub_and_the_gateway(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "gateway: 'Root' is not a local user name" in r.stderr, (r.returncode, r.stderr)
     assert r.stdout == "", r.stdout  # install.sh never ran
+
+
+def test_a_name_taken_off_the_list_is_no_admin_after_the_restart(tmp_path):
+    require_gateway(USER)
+    admin_pw = tmp_path / "admin-pw"
+    admin_password = secrets.token_urlsafe(32)
+    admin_pw.write_text(admin_password)
+    admin_pw.chmod(0o600)
+    hub = ExampleHub(tmp_path, WRAPPER_CONFIG.format(example=str(EXAMPLE)), USER, "debug",
+                     env={"JHPC_ADMIN_USERS": ADMIN, "JHPC_DEMO_ADMIN_PASSWORD_FILE": str(admin_pw),
+                          "JHPC_APPS": ""}, service_token=True)
+    try:
+        hub.wait_up()
+        bob = requests.Session()
+        bob.get(hub.base + "/hub/login", timeout=30)
+        r = bob.post(hub.base + "/hub/login", data={"username": ADMIN, "password": admin_password,
+                                                     "_xsrf": bob.cookies.get("_xsrf")},
+                     timeout=30, allow_redirects=False)
+        assert r.status_code == 302, r.status_code
+        assert bob.get(hub.base + "/hub/hpc/sessions", timeout=30).status_code == 200
+        assert _api({"hub": hub}, "GET", f"/users/{ADMIN}").json()["admin"] is True
+        # the site takes bob off the list and restarts the hub; his browser keeps its cookie
+        hub.proc.terminate()
+        hub.proc.wait(30)
+        hub.env["JHPC_ADMIN_USERS"] = ""
+        hub.launch()
+        hub.wait_up("the hub restarted without admins")
+        assert _api({"hub": hub}, "GET", f"/users/{ADMIN}").json()["admin"] is False
+        assert bob.get(hub.base + "/hub/hpc/sessions", timeout=30).status_code == 403
+        assert bob.get(hub.base + "/hub/api/users", timeout=30,
+                       headers={"Referer": hub.base + "/hub/home"}).status_code == 403
+    finally:
+        hub.stop()
+        hub.cleanup("gateway-admin-revoked.log")
 
 
 def _canvas_size(page):
