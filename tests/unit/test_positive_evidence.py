@@ -270,8 +270,9 @@ async def test_poll_that_sees_the_end_cancels_before_forgetting():
     sp.clear_state()
     state = sp.get_state()
     # cancelled, then forgotten: no job left in the state, only how it ended (for the pages, issue 14)
+    # served: its server had started (the pages say "work not saved is lost" only then, issue 26)
     assert state == {"last_ended": {"job_id": "2000", "state": "COMPLETED", "exit_code": None,
-                                    "at": sp.last_ended["at"]}}
+                                    "at": sp.last_ended["at"], "served": True}}
 
 
 async def test_poll_end_whose_cancel_fails_keeps_the_job():

@@ -16,7 +16,7 @@ REQUEST_VARS = {"partition", "qos", "reservation", "runtime", "cluster", "prolog
         ({"qos": "high"}, ["runtime"], "qos", "options users may set: runtime"),
         ({"reservation": "r1"}, ["runtime"], "reservation", "allowed_user_options"),
         ({"prologue": "id"}, ["prologue"], "prologue", "cannot be set by users"),  # never, even if listed
-        ({"nonsense": "1"}, ["nonsense"], "nonsense", "not an option this server accepts"),  # not a req_* var
+        ({"nonsense": "1"}, None, "nonsense", "not an option this server accepts"),  # not a req_* var, not listed
         ({"runtime\n": "1"}, ["runtime"], "runtime\n", "not a valid option name"),
         ({"runtime": "01:00:00\n"}, ["runtime"], "runtime", "no spaces, quotes, newlines"),
     ],
@@ -29,6 +29,10 @@ def test_refused_with_400_naming_the_field(options, allowed, field, rule):
 
 
 def test_allowed_keys_pass_and_no_allowlist_keeps_the_old_rule():
+    # a key the admin listed is the site's own template variable (1.3 merged every key), value still checked
+    assert validate_user_options({"other": "x"}, REQUEST_VARS, ["other"]) == {"other": "x"}
+    with pytest.raises(OptionError):
+        validate_user_options({"other": "x\n#SBATCH --uid=0"}, REQUEST_VARS, ["other"])
     assert validate_user_options({"runtime": "01:00:00"}, REQUEST_VARS, ["runtime"]) == {"runtime": "01:00:00"}
     assert validate_user_options({}, REQUEST_VARS, ()) == {}
     assert validate_user_options({"qos": "high"}, REQUEST_VARS) == {"qos": "high"}  # callers not passing one yet
