@@ -337,3 +337,33 @@ def test_site_form_subclass_form_keys_spawn_and_raw_rest_keys_are_refused(slurm,
     print(f"site form_subclass: form post->ready {time.monotonic() - t0:.2f} s (job {job_id})")
     assert hub.stop_server("alice")
     assert wait_gone(job_id)
+
+
+def test_13_query_template_through_a_real_login_node_parses_as_in_13(slurm, hubs, login_node, no_etc_slurm):
+    """1.3's quoting through an ssh exec_prefix (issue 25 item 6): a query template written for the
+    login node's shell (``-o '%T\\ %B'``) reaches it as 1.3 sent it, so squeue gets ``%T %B``;
+    the hub is not a Slurm client, so every command goes through the real sshd."""
+    key, sshd = login_node
+    prefix = (
+        f"ssh -i {key.key} -p {sshd.port} -o UserKnownHostsFile={key.known_hosts} -o StrictHostKeyChecking=yes "
+        "-o BatchMode=yes jhpclogin@127.0.0.1 sudo -u {username}"
+    )
+    config = SLURM_BASE + f"c.SlurmSpawner.exec_prefix = {prefix!r}\n" + (
+        "c.SlurmSpawner.batch_query_cmd = r\"squeue -h -j {job_id} -o '%T\\ %B'\"\n"
+    )
+    hub = hubs(config)
+    hub.command_prefix = no_etc_slurm
+    hub.start()
+    r, seconds = hub.spawn("alice")
+    assert r.status_code in (201, 202), r.text
+    assert hub.server_model("alice")["ready"], hub.log_tail()
+    job_id = job_id_of(hub, "alice")
+    queries = [c for c in sshd.commands() if " squeue -h -j " in f" {c}"]
+    assert queries, sshd.commands()
+    # what the login node's shell received: the 1.3 text, parsed there once (no literal backslash left)
+    assert all(c.endswith(f"squeue -h -j {job_id} -o %T\\ %B") for c in queries), queries
+    print(f"1.3 query template over ssh: submit->ready {seconds:.2f} s ({len(queries)} queries)")
+    t0 = time.monotonic()
+    slurmtools.cancel([job_id])
+    assert hub.wait_stopped("alice", timeout=60), hub.log_tail()
+    print(f"1.3 query template over ssh: job end noticed in {time.monotonic() - t0:.1f} s")
