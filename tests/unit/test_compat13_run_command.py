@@ -158,3 +158,37 @@ async def test_ip_is_the_configured_bind_address_again_at_the_next_start():
     site.answers["query"] = "RUNNING node8 None"
     await sp.start()
     assert seen["ip"] == "0.0.0.0" and sp.ip == "node8"
+
+
+async def test_stress_200_start_poll_stop_cycles_leave_nothing_behind():
+    """What 1.3's ``test_stress_submit`` meant (its loop never awaited the coroutine it made):
+    200 start/poll/stop cycles on one spawner, each job submitted, seen running, cancelled and
+    forgotten, with no task or job left over."""
+    site = SiteRunCommand()
+    sp = site_spawner(SlurmSpawner, site)
+    before = len(asyncio.all_tasks())
+    cancelled = []
+    real = site.__call__
+
+    async def answer(cmd, input=None, env=None):
+        if " scancel " in f" {cmd} ":
+            cancelled.append(cmd.split()[-1])
+        return await real(cmd, input=input, env=env)
+
+    sp.run_command = answer
+    for i in range(200):
+        site.answers["submit"] = str(5000 + i)
+        site.answers["query"] = "RUNNING node7 None"
+        assert await asyncio.wait_for(sp.poll(), 5) == 1  # no job yet
+        await asyncio.wait_for(sp.start(), 5)
+        assert sp.job_id == str(5000 + i)
+        assert await asyncio.wait_for(sp.poll(), 5) is None
+        site.answers["query"] = ""
+        await asyncio.wait_for(sp.stop(), 5)
+        assert await asyncio.wait_for(sp.poll(), 5) == 1
+        sp.clear_state()
+        assert sp.get_state() == {}
+    assert cancelled == [str(5000 + i) for i in range(200)]
+    assert site.calls.count("submit") == 200
+    await asyncio.sleep(0)
+    assert len(asyncio.all_tasks()) <= before
