@@ -41,7 +41,8 @@ c.SlurmSpawner.status_interval = 2
 
 
 def job_id_of(hub, name):
-    return hub.api("GET", f"/users/{name}").json()["servers"][""]["state"]["job_id"]
+    state = hub.api("GET", f"/users/{name}").json()["servers"][""]["state"]
+    return state["job_id"] if "job_id" in state else state["child_state"]["job_id"]  # a wrapper's child
 
 
 def wait_gone(job_id, timeout=30):
@@ -367,3 +368,71 @@ def test_13_query_template_through_a_real_login_node_parses_as_in_13(slurm, hubs
     slurmtools.cancel([job_id])
     assert hub.wait_stopped("alice", timeout=60), hub.log_tail()
     print(f"1.3 query template over ssh: job end noticed in {time.monotonic() - t0:.1f} s")
+
+
+def job_environ_of(user, marker):
+    """The environment of the user's process whose argv contains ``marker`` (read as root)."""
+    import pwd
+
+    uid = pwd.getpwnam(user).pw_uid
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if proc.stat().st_uid != uid:
+                continue
+            argv = (proc / "cmdline").read_bytes()
+            if marker.encode() not in argv:
+                continue
+            pairs = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        return dict(p.decode(errors="replace").split("=", 1) for p in pairs if b"=" in p)
+    return None
+
+
+def test_site_batch_script_hook_spawns_with_its_exports_on_real_slurm(slurm, hubs):
+    """tests/compat13/sites/batch_script_hook_config.py: the subclass's _get_batch_script adds export
+    lines (a value with a space) and a footer; the job runs what the hook returned."""
+    hub = hubs(site_config("batch_script_hook", "c.HookedSlurmSpawner.startup_poll_interval = 0.25\n")).start()
+    r, seconds = hub.spawn("alice")
+    assert r.status_code in (201, 202), r.text
+    assert hub.server_model("alice")["ready"], hub.log_tail()
+    job_id = job_id_of(hub, "alice")
+    script = subprocess.run(["scontrol", "write", "batch_script", job_id, "-"], capture_output=True, text=True,
+                            timeout=30).stdout
+    assert "export SITE_NAME='example cluster'" in script and script.endswith("# submitted by the site's hub\n"), script
+    env = job_environ_of("alice", "jupyterhub-singleuser")
+    assert env and env.get("SITE_NAME") == "example cluster" and env.get("SITE_SUPPORT") == "hpc-help@example.org"
+    print(f"site batch_script_hook: submit->ready {seconds:.2f} s (job {job_id})")
+    assert hub.stop_server("alice")
+    assert wait_gone(job_id)
+
+
+def test_site_profiles_4tuple_spawns_the_chosen_slurm_profile_on_real_slurm(slurm, hubs):
+    """tests/compat13/sites/profiles_4tuple_config.py (wrapspawner 1.0 4-tuples): the form offers the
+    three profiles; choosing the 1-core Slurm profile submits a job with that profile's resources."""
+    hub = hubs(site_config("profiles_4tuple")).start()
+    hub.ensure_user("alice")
+    session = hub.login_session("alice")
+    form = session.get(f"{hub.url}/hub/spawn/alice", timeout=60)
+    assert form.status_code == 200 and all(f'value="{k}"' in form.text for k in ("local", "slurm1c", "slurm2g"))
+    xsrf = re.search(r'_xsrf=([^"&]+)', form.text) or re.search(r'name="_xsrf" value="([^"]+)"', form.text)
+    t0 = time.monotonic()
+    r = session.post(f"{hub.url}/hub/spawn/alice", data={"profile": "slurm1c", "_xsrf": xsrf.group(1) if xsrf else ""},
+                     allow_redirects=False, timeout=120)
+    assert r.status_code in (302, 303), (r.status_code, r.text[:500])
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        model = hub.server_model("alice")
+        if model and model.get("ready"):
+            break
+        time.sleep(0.25)
+    assert hub.server_model("alice")["ready"], hub.log_tail()
+    job_id = job_id_of(hub, "alice")
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=30).stdout
+    assert "Partition=debug" in out and "TimeLimit=01:00:00" in out and "MinMemoryNode=1G" in out, out
+    assert hub.user_request("alice", "api").status_code == 200
+    print(f"site profiles_4tuple: form post->ready {time.monotonic() - t0:.2f} s (job {job_id})")
+    assert hub.stop_server("alice")
+    assert wait_gone(job_id)
