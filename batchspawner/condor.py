@@ -119,7 +119,7 @@ class CondorSpawner(UserEnvMixin, BatchSpawnerBase):
 
     req_job_name = _req("Batch name shown by condor_q (batch_name)", "jupyterhub-singleuser")
 
-    native_query_parser = True  # compat.shared_status_fits: configured regexes need per-job queries
+    native_query_parser = True  # shared_status_fits: configured regexes need per-job queries
 
     @default("log_path")
     def _log_path_default(self):

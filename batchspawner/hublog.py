@@ -89,3 +89,14 @@ def install(logger: logging.Logger | None = None) -> None:
     aio = logging.getLogger("asyncio")
     if not any(isinstance(f, QuietReportedFailures) for f in aio.filters):
         aio.addFilter(QuietReportedFailures())
+
+
+_warned: set = set()
+
+
+def warn_once(log, key, msg, *args, level=logging.WARNING):
+    """Log ``msg`` once per process for ``key`` (startup notes about a configuration, never per poll)."""
+    if key in _warned:
+        return
+    _warned.add(key)
+    (log or logging.getLogger("batchspawner")).log(level, msg, *args)

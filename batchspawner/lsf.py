@@ -178,7 +178,7 @@ class LsfSpawner(BatchSpawnerBase):
 
     req_job_name = _req("Job name (#BSUB -J)", "jupyterhub-singleuser")
 
-    native_query_parser = True  # compat.shared_status_fits: configured regexes need per-job queries
+    native_query_parser = True  # shared_status_fits: configured regexes need per-job queries
 
     @default("log_path")
     def _log_path_default(self):

@@ -49,7 +49,7 @@ def mapped_host(spawner, host, output):
     """Apply ``state_exechost_exp`` (batchspawner 1.3: ``match.expand`` of state_exechost_re on the
     raw output) when set; the native host when the regex does not match."""
     if spawner.state_exechost_exp and spawner.state_exechost_re:
-        from .compat import expand_host
+        from .parsing import expand_host
 
         return expand_host(spawner.state_exechost_re, spawner.state_exechost_exp, output) or host
     return host

@@ -78,10 +78,22 @@ class QueryParsingMixin(HasTraits):
     ).tag(config=True)
 
     # ---------------------------------------------------------------- scheduler hooks
+    # The four predicates of batchspawner 1.3's API. A subclass that overrides any of them decides
+    # the state with them (predicate_status below); the defaults read the state_*_re traits.
+    def state_ispending(self):
+        """1.3 API: does ``job_status`` (the last query's output) match state_pending_re?"""
+        return bool(self.job_status and self.state_pending_re and re.search(self.state_pending_re, self.job_status, re.M))
+
+    def state_isrunning(self):
+        """1.3 API: does ``job_status`` match state_running_re?"""
+        return bool(self.job_status and self.state_running_re and re.search(self.state_running_re, self.job_status, re.M))
+
+    def state_isunknown(self):
+        """1.3 API: does ``job_status`` match state_unknown_re?"""
+        return bool(self.job_status and self.state_unknown_re and re.search(self.state_unknown_re, self.job_status, re.M))
+
     def state_gethost(self, output=None):
         """The execution host in ``output`` (default: job_status) by state_exechost_re/_exp."""
-        from .compat import expand_host
-
         output = self.job_status if output is None else output
         if not self.state_exechost_re:
             return ""
@@ -92,8 +104,6 @@ class QueryParsingMixin(HasTraits):
 
         Only when the site kept the module's batch_query_cmd and state_*_re defaults: a configured
         query or regex is honoured through the regex parser (batchspawner 1.3's semantics)."""
-        from .compat import native_parsing
-
         return native_parsing(self)
 
     def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
@@ -154,3 +164,60 @@ class QueryParsingMixin(HasTraits):
 
         Shown to the user when a ready server's job goes back to the queue (issue 24)."""
         return f"requeued; {self.explain_reason(reason)}" if reason else "requeued"
+
+
+# ------------------------------------------------------------------ which parser reads the answer
+def expand_host(regex, exp, output):
+    """The host rule of ``state_exechost_re``/``state_exechost_exp`` (batchspawner 1.3's): search
+    ``regex``; with ``exp`` the match is expanded (``match.expand``), else the first group.
+    None when the regex does not match."""
+    match = re.search(regex, output or "", re.M)
+    if not match:
+        return None
+    if exp:
+        return match.expand(exp).strip()
+    return (match.group(1) if match.re.groups else match.group(0)).strip()
+
+
+QUERY_TRAITS = ("batch_query_cmd", "state_pending_re", "state_running_re", "state_finished_re", "state_exechost_re")
+PREDICATES = ("state_ispending", "state_isrunning", "state_isunknown", "state_gethost")
+
+
+def configured(spawner, names) -> list[str]:
+    """Which of ``names`` differ from the class defaults (set by the site)."""
+    return [n for n in names if getattr(spawner, n) != spawner.trait_defaults(n)]
+
+
+def overridden_predicates(spawner) -> list[str]:
+    """The state predicates (``state_ispending``...) a subclass overrides: they then decide the state."""
+    cls = type(spawner)
+    return [name for name in PREDICATES if getattr(cls, name, None) is not getattr(QueryParsingMixin, name)]
+
+
+def native_parsing(spawner) -> bool:
+    """A scheduler module's structured parser (XML, JSON...) may read the query output: only when
+    the query command and the state regexes are the module's defaults and no predicate is
+    overridden. Otherwise the configured regexes decide."""
+    return not configured(spawner, QUERY_TRAITS) and not overridden_predicates(spawner)
+
+
+def predicate_status(spawner, returncode, stdout, stderr) -> JobStatus:
+    """The state as a subclass's predicates see it (``job_status`` = the query's output).
+
+    Running, else pending, else unknown, else ended (batchspawner 1.3's order). One change:
+    a query that *failed* and that no predicate recognises is unknown, not ended (only a
+    scheduler's answer is evidence that a job ended).
+    """
+    both = f"{stdout}\n{stderr}"
+    if returncode != 0 and spawner.state_gone_re and re.search(spawner.state_gone_re, both, re.M):
+        return JobStatus(JobState.FINISHED, native="gone")
+    spawner.job_status = stdout.strip() if returncode == 0 else (stderr.strip() or stdout.strip())
+    if spawner.state_isrunning():
+        return JobStatus(JobState.RUNNING, host=spawner.state_gethost() or "")
+    if spawner.state_ispending():
+        return JobStatus(JobState.PENDING)
+    if spawner.state_isunknown():
+        return JobStatus(JobState.UNKNOWN, reason="state_isunknown()")
+    if returncode != 0:
+        return JobStatus(JobState.UNKNOWN, reason=f"query failed ({returncode}): {stderr.strip()[:200]}")
+    return JobStatus(JobState.FINISHED, reason="neither pending nor running (state_is* predicates)")

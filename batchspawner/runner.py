@@ -377,3 +377,43 @@ async def _kill(proc):
         await asyncio.wait_for(proc.wait(), 5)
     except asyncio.TimeoutError:
         pass
+
+
+class CallableRunner:
+    """Runs commands through an async function ``run_command(cmd, input=None, env=None)``.
+
+    The spawner uses it when a subclass overrides ``run_command`` (batchspawner 1.3's way for
+    a hub that reaches the scheduler only through its own code, e.g. ssh to a login node).
+    The words (prefix + command) are joined shell-quoted (:func:`shlex.join`), so a value is one
+    word to the function. What the function returns is stdout; any exception it raises is a
+    failed command (a RuntimeError's first argument is taken for stderr, as 1.3's was).
+    """
+
+    remote_shell = False
+
+    def __init__(self, run_command, prefix=(), timeout=30.0):
+        self.run_command = run_command
+        self.prefix = list(prefix)
+        self.timeout = timeout
+
+    def build_argv(self, argv):
+        return self.prefix + [str(a) for a in argv]
+
+    async def run(self, argv, *, env=None, stdin=None, timeout=None, check=True, cwd=None):
+        full = self.build_argv(argv)
+        cmd = shlex.join(full)
+        try:
+            out = await asyncio.wait_for(
+                self.run_command(cmd, input=stdin, env=dict(env) if env is not None else None),
+                self.timeout if timeout is None else timeout,
+            )
+            result = CommandResult(full, 0, out or "", "")
+        except asyncio.TimeoutError:
+            raise CommandTimeout(full, reason="run_command timed out") from None
+        except RuntimeError as e:
+            result = CommandResult(full, 1, "", str(e.args[0]) if e.args else str(e))
+        except Exception as e:  # 1.3 took any error of run_command for a failed command, so do we
+            result = CommandResult(full, 1, "", f"run_command raised {type(e).__name__}: {e}")
+        if check and result.returncode != 0:
+            raise CommandError(full, result.returncode, result.stdout, result.stderr)
+        return result

@@ -28,6 +28,7 @@ from traitlets import (
     validate,
 )
 
+from .parsing import QUERY_TRAITS, configured, overridden_predicates
 from .runner import split_command
 from .states import MISSING, JobState, JobStatus
 from .status import StatusPoller
@@ -119,8 +120,6 @@ class JobWatch:
         return self.spawner.runner_policy.memo("shared_status", self._shared)
 
     def _shared(self) -> bool:
-        from .compat import shared_status_fits
-
         sp = self.spawner
         # a 1.3 config with its own batch_query_cmd (and the default batch_status_cmd) is queried per
         # job, as 1.3 did: the shared query's parser would not read what the site's regexes expect
@@ -219,3 +218,22 @@ def describe_answer(tool, result) -> str:
     if not result.stdout.strip():
         return f"{name} printed nothing (exit 0)"
     return f"{name} listed none of the jobs asked about"
+
+
+def shared_status_fits(spawner) -> str:
+    """"" when the shared status query reads the same states as the per-job one, else why not."""
+    if spawner.overrides_run_command():
+        # the site's run_command is how this hub reaches the scheduler (often: it has no client
+        # tools); the shared query would run beside it and fail, so each job is asked through it
+        return "it overrides run_command"
+    if configured(spawner, ("batch_status_cmd",)):
+        return ""  # the site configured both: its choice
+    predicates = overridden_predicates(spawner)
+    if predicates:
+        return "it overrides " + ", ".join(predicates)
+    custom = configured(spawner, ("batch_query_cmd",))
+    if not custom and getattr(spawner, "native_query_parser", False):
+        custom = configured(spawner, QUERY_TRAITS)
+    if custom:
+        return "its " + ", ".join(custom) + " differ from the defaults the shared query's parser reads"
+    return ""

@@ -15,7 +15,8 @@ import re
 
 from traitlets import Dict, Unicode, default, validate
 
-from .compat import UserEnvMixin, configured
+from .compat import UserEnvMixin
+from .parsing import configured
 from .spawner import BatchSpawnerBase, _req
 from .states import JobState, JobStatus, missing
 from .templating import load_template

@@ -70,11 +70,12 @@ from .options import (
     record_form_options,
     validate_spawner_user_options,
 )
-from .parsing import QueryParsingMixin
-from .runner import CommandError, CommandRunner, has_shell_syntax, split_command
+from .hublog import warn_once
+from .parsing import QueryParsingMixin, overridden_predicates, predicate_status
+from .runner import CallableRunner, CommandError, CommandRunner, has_shell_syntax, split_command
 from .runners import RunnerPolicy
 from .runner import first_line as _first_line
-from .shared_status import JobWatch, SharedStatusTraits
+from .shared_status import JobWatch, SharedStatusTraits, shared_status_fits
 from .ssh import SubmitHostsMixin
 from .states import GONE_CLAIM, JobState, JobStatus
 from .templating import format_template, has_control_chars
@@ -788,7 +789,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
     @default("runner")
     def _default_runner(self):
         if self.overrides_run_command():
-            return compat.RunCommandRunner(self, self.runner_policy.exec_prefix_argv(), self.command_timeout)
+            return CallableRunner(self.run_command, self.runner_policy.exec_prefix_argv(), self.command_timeout)
         return self.runner_policy.user_runner()
 
     @default("query_runner")
@@ -841,33 +842,33 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self._startup_notes()
 
     def _startup_notes(self):
-        """Say once per class what a 1.3 configuration or subclass gets (see batchspawner/compat.py)."""
+        """Say once per class what a 1.3 configuration or subclass gets (docs/migration.md)."""
         cls = type(self).__name__
         for name in ("batch_submit_cmd", "batch_query_cmd", "batch_cancel_cmd", "batch_status_cmd"):
             template = getattr(self, name, "")
             if template and has_shell_syntax(template):
-                compat.warn_once(
+                warn_once(
                     self.log, (cls, name, template),
                     "%s.%s has shell syntax (; | > && $...): it runs through /bin/sh -c, with every "
                     "substituted value shell-quoted: %s", cls, name, template, level=logging.INFO,
                 )  # fmt: skip
-        why = compat.shared_status_fits(self) if self.shared_status and self.batch_status_cmd else ""
+        why = shared_status_fits(self) if self.shared_status and self.batch_status_cmd else ""
         if why:
-            compat.warn_once(
+            warn_once(
                 self.log, (cls, "shared"),
                 "%s: %s, so each job is queried on its own with batch_query_cmd (as batchspawner 1.3 "
                 "did). To share one status query, also set %s.batch_status_cmd to a command whose "
                 "output that class's parse_batch_status reads.", cls, why, cls,
             )  # fmt: skip
         if self.overrides_run_command():
-            compat.warn_once(
+            warn_once(
                 self.log, (cls, "run_command"),
                 "%s overrides run_command (batchspawner 1.3): every scheduler command runs through it, "
                 "as one shell-quoted string; submit_hosts and the shared status runner do not use it.", cls,
             )  # fmt: skip
-        hooks = compat.legacy_hooks(self)
+        hooks = overridden_predicates(self)
         if hooks:
-            compat.warn_once(
+            warn_once(
                 self.log, (cls, "hooks"),
                 "%s overrides %s (batchspawner 1.3): they decide the job state from job_status; "
                 "a failed query they do not recognise counts as unknown, not ended.", cls, ", ".join(hooks),
@@ -1174,8 +1175,8 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         """One query's output as a JobStatus: 1.3 predicates if a subclass overrides them, else
         parse_query_output. A parser that raises is a bug, logged as one (never a scheduler outage)."""
         try:
-            if compat.legacy_hooks(self):
-                return compat.legacy_status(self, returncode, stdout, stderr)
+            if overridden_predicates(self):
+                return predicate_status(self, returncode, stdout, stderr)
             return self.parse_query_output(returncode, stdout, stderr)
         except Exception as e:
             self.log.exception(
@@ -1186,17 +1187,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             return JobStatus(JobState.UNKNOWN, reason=f"query parser error ({type(e).__name__})")
 
     # ---------------------------------------------------------------- batchspawner 1.3 API
-    def state_ispending(self):
-        """1.3 API: does ``job_status`` (the last query's output) match state_pending_re?"""
-        return bool(self.job_status and self.state_pending_re and re.search(self.state_pending_re, self.job_status, re.M))
-
-    def state_isrunning(self):
-        """1.3 API: does ``job_status`` match state_running_re?"""
-        return bool(self.job_status and self.state_running_re and re.search(self.state_running_re, self.job_status, re.M))
-
-    def state_isunknown(self):
-        """1.3 API: does ``job_status`` match state_unknown_re?"""
-        return bool(self.job_status and self.state_unknown_re and re.search(self.state_unknown_re, self.job_status, re.M))
+    # state_ispending/state_isrunning/state_isunknown/state_gethost: batchspawner/parsing.py
 
     def overrides_run_command(self) -> bool:
         return type(self).run_command is not BatchSpawnerBase.run_command
@@ -1483,7 +1474,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         batchspawner 1.3 let tests set ``spawner.mock_port`` instead of running a server; sites'
         own test suites do. Nothing is checked then (no port report, no connect, no proof), so
         it is a test-only attribute: never set it on a hub's spawner. Said once in the log."""
-        compat.warn_once(
+        warn_once(
             self.log, (type(self).__name__, "mock_port"),
             "%s.mock_port is set (batchspawner 1.3's test hook): servers count as started at the "
             "scheduler's host and that port without any check. Never set it on a real hub.",
@@ -2261,5 +2252,3 @@ def save_spawner_state(spawner) -> bool:
         )  # fmt: skip
         return False
 
-
-from . import compat  # noqa: E402  (compat's BatchSpawnerRegexStates subclasses BatchSpawnerBase)

@@ -182,7 +182,7 @@ class TorqueSpawner(BatchSpawnerBase):
         return proposal["value"]
 
     native_states = TORQUE_STATES
-    native_query_parser = True  # compat.shared_status_fits: configured regexes need per-job queries
+    native_query_parser = True  # shared_status_fits: configured regexes need per-job queries
 
     def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
         configured = regex_parse(self, returncode, stdout, stderr)
