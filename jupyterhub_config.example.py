@@ -198,4 +198,6 @@ sqlite_wal()
 # in the event_loop_interval_seconds metric) each stall of 1 s or more.
 c.PeriodicMetricsCollector.event_loop_interval_resolution = 0.5
 c.JupyterHub.cookie_secret_file = f"{state_dir}/jupyterhub_cookie_secret"
+# each user's last form values per profile (the next form's defaults), next to the database, 0600
+c.ProfilesSpawner.remember_file = f"{state_dir}/forms.json"
 c.ConfigurableHTTPProxy.pid_file = f"{state_dir}/proxy.pid"

@@ -53,6 +53,21 @@ def _fresh_status_pollers():
     DetailsPoller._registry.clear()
 
 
+@pytest.fixture(autouse=True)
+def _forms_remembered_in_tmp(tmp_path_factory, monkeypatch):
+    """ProfilesSpawner remembers form values in a file (wrapspawner.remember): each test gets its
+    own, never one in the working directory."""
+    from wrapspawner import profiles, remember
+
+    folder = tmp_path_factory.mktemp("forms")
+    monkeypatch.setattr(profiles, "REMEMBER_FILE_DEFAULT", str(folder / "forms.json"))
+    for kept in (remember._stores, profiles._prefills, profiles._refused_forms):
+        kept.clear()
+    yield
+    for kept in (remember._stores, profiles._prefills, profiles._refused_forms):
+        kept.clear()
+
+
 def pytest_terminal_summary(terminalreporter):
     """Print the figures tests measured (their stdout lines) once, at the end of the run,
     so CI logs show submit->ready times and the like even under -q."""

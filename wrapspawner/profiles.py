@@ -36,6 +36,7 @@ from batchspawner import hublog
 from batchspawner.cluster import ClusterInfo
 from batchspawner.options import OptionError
 
+from . import remember
 from .containers import ContainerChoice, wants_gpus
 from .options import Field, check_target_trait, make_field
 from .wrap import WrapSpawner, qualname
@@ -76,6 +77,33 @@ def _take_refused(user: str) -> RefusedForm | None:
     if refused is None or time.monotonic() - refused.at > REFUSED_FORM_TTL:
         return None
     return refused
+
+
+# "Edit and launch" (issue 26): the values of one session, shown in the next form render of that
+# user's target server within PREFILL_TTL seconds (the edit page redirects to the form at once).
+PREFILL_TTL = 60.0
+_prefills: dict[str, tuple[float, str, dict]] = {}
+# where forms are remembered when ProfilesSpawner.remember_file is not configured (relative: the
+# hub's working directory, where JupyterHub keeps jupyterhub.sqlite by default)
+REMEMBER_FILE_DEFAULT = "jupyterhub-hpc-forms.json"
+
+
+def prefill_form(user: str, server: str, options: dict) -> None:
+    """Show ``options`` ({"profile": key, field: value}) in ``user``'s next form for ``server``."""
+    now = time.monotonic()
+    for name in [n for n, (at, _, _) in _prefills.items() if now - at > PREFILL_TTL]:
+        del _prefills[name]
+    if len(_prefills) >= REFUSED_FORMS_MAX:
+        _prefills.pop(next(iter(_prefills)))
+    _prefills[user] = (now, server, dict(options))
+
+
+def _take_prefill(user: str, server: str) -> dict | None:
+    found = _prefills.get(user)
+    if found is None or found[1] != server:
+        return None
+    del _prefills[user]
+    return found[2] if time.monotonic() - found[0] <= PREFILL_TTL else None
 
 
 def _no_user_options_left(spawner, user_options):
@@ -246,6 +274,19 @@ class ProfilesSpawner(WrapSpawner):
         already shows the partitions' facts and limits. Only that first render waits; later ones use
         the background cache. 0: never wait (the first form then shows no partition facts).""",
     ).tag(config=True)
+
+    remember_file = Unicode(
+        help="""JSON file where the last values each user submitted for each profile are kept (0600,
+        written whole); they are that profile's defaults in the user's next form, on every server of
+        that user, across hub restarts. Values are checked again against the profile's fields and the
+        cluster's limits when a form uses them; one no longer allowed shows the profile's default.
+        A relative path is relative to the hub's working directory. Empty: remember nothing (the
+        form then preselects only the server's own last profile and values).""",
+    ).tag(config=True)
+
+    @default("remember_file")
+    def _default_remember_file(self):
+        return REMEMBER_FILE_DEFAULT
 
     child_profile = Unicode(help="Key of the running child's profile (kept in state).")
     _parsed = Any()
@@ -471,6 +512,7 @@ class ProfilesSpawner(WrapSpawner):
     async def select_child(self):
         profile, values = await self.validate_options(self.user_options)
         self.child_profile = profile.key
+        self._remember(profile, values)
         traits = {
             profile.fields[name].trait: value
             for name, value in values.items()
@@ -497,6 +539,39 @@ class ProfilesSpawner(WrapSpawner):
 
     def child_user_options(self):
         return {}  # validated values are on the child's traits instead
+
+    def _remember(self, profile, values):
+        """Keep the values this user sent for ``profile`` (checked, canonical) for the next form."""
+        memory = remember.store(self.remember_file)
+        if memory is None:
+            return
+        sent = self.user_options if isinstance(self.user_options, dict) else {}
+        kept = {name: value for name, value in values.items() if name in sent and value not in (None, "")}
+        try:
+            memory.remember(self.user.name, profile.key, kept)
+        except Exception:  # never fail a start for a preference
+            self.log.warning("%s: could not remember the form values", self._log_name, exc_info=True)
+
+    def form_inputs(self, options) -> list[tuple[str, str]]:
+        """The spawn form's inputs that post ``options`` ({"profile": key, field: value}) again:
+        ``[("profile", key), ("key.field", value), ...]`` (the image's arguments as
+        ``key.image.arg``); [] when ``options`` name no profile of this spawner."""
+        options = options if isinstance(options, dict) else {}
+        profile = self.profile(options.get("profile")) if isinstance(options.get("profile"), str) else None
+        if profile is None:
+            return []
+        inputs = [("profile", profile.key)]
+        for name in profile.fields:
+            if options.get(name) not in (None, ""):
+                inputs.append((f"{profile.key}.{name}", str(options[name])))
+        if profile.container is not None and isinstance(options.get(profile.container.field), str):
+            image = options[profile.container.field]
+            inputs.append((f"{profile.key}.{profile.container.field}", image))
+            for name, value in options.items():
+                if name not in profile.fields and name not in ("profile", profile.container.field) \
+                        and value not in (None, ""):
+                    inputs.append((f"{profile.key}.{image}.{name}", str(value)))
+        return inputs
 
     # ------------------------------------------------------------ wrapspawner 1.0 API
     def select_profile(self, profile):
@@ -587,42 +662,62 @@ class ProfilesSpawner(WrapSpawner):
         if "options_form" in self._explicit:  # the admin's own form (1.0: it replaced the default)
             return await Spawner.get_options_form(self)
         visible = await self.visible_profiles()
+        keys = {p.key for p in visible}
+        memory = remember.store(self.remember_file)
         last = self.user_options if isinstance(self.user_options, dict) else {}
-        selected = last.get("profile") if last.get("profile") in {p.key for p in visible} else None
-        selected = selected or self._default_key(visible)
+        prefill = _take_prefill(self.user.name, self.name or "")  # "Edit and launch" of a session
+        if prefill is not None and prefill.get("profile") in keys:
+            selected = prefill["profile"]
+        else:
+            prefill = None
+            selected = last.get("profile") if last.get("profile") in keys else None
+            remembered_last = memory.last_profile(self.user.name) if memory is not None else ""
+            selected = selected or (remembered_last if remembered_last in keys else None)
+            selected = selected or self._default_key(visible)
         refused = _take_refused(self.user.name)
-        if refused is not None and refused.profile in {p.key for p in visible}:
+        if refused is not None and refused.profile in keys:
             selected = refused.profile
         else:
             refused = None
         if self.form_template:
             return self._legacy_form(visible, selected)
+        cluster = {}
+        if any(self._is_slurm(p) for p in visible):
+            info = ClusterInfo.get()
+            info.kick()  # background refresh; this render uses what is cached...
+            if self.cluster_wait > 0:
+                await info.first_answer(self.cluster_wait)  # ...except the first after a hub start
+            cluster = {name: part.describe() for name, part in info.partitions.items()}
+
+        def source(p) -> dict:
+            """Where this profile's shown values come from: the session being edited, else what this
+            user last submitted for it, else this server's own last options (all checked again)."""
+            if prefill is not None and p.key == prefill["profile"]:
+                return prefill
+            remembered = memory.values(self.user.name, p.key) if memory is not None else {}
+            if remembered:
+                return remembered
+            return last if last.get("profile") == p.key else {}
+
         values = {}
-        for p in visible:
-            for name, fld in p.fields.items():
-                value = fld.default
-                if p.key == selected and name in last:
-                    try:
-                        value = fld.parse(last[name])
-                    except OptionError:
-                        pass  # a refused old value is not shown again
-                values[f"{p.key}.{name}"] = value if value is not None else ""
-        # container profiles: the image choice and each image's declared arguments, from the
-        # cached catalog (inspected in the background; only the very first listing waits)
         containers = {}
         for p in visible:
+            values.update(self._shown_values(p, source(p)))
+            # container profiles: the image choice and each image's declared arguments, from the
+            # cached catalog (inspected in the background; only the very first listing waits)
             if p.container is None:
                 continue
             images = await self._images(p)
             containers[p.key] = {"field": p.container.image_field(images), "images": images}
-            last_image = last.get(p.container.field) if p.key == selected else None
+            src = source(p)
+            last_image = src.get(p.container.field)
             values[f"{p.key}.{p.container.field}"] = last_image if last_image in images else ""
             for image_name, image in images.items():
                 for arg, fld in image.args.items():
                     value = ""
-                    if last_image == image_name and arg in last:
+                    if last_image == image_name and arg in src:
                         try:
-                            value = fld.parse(last[arg])
+                            value = fld.parse(src[arg])
                         except OptionError:
                             pass
                     values[f"{p.key}.{image_name}.{arg}"] = value
@@ -633,18 +728,34 @@ class ProfilesSpawner(WrapSpawner):
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
-        cluster = {}
-        if any(self._is_slurm(p) for p in visible):
-            info = ClusterInfo.get()
-            info.kick()  # background refresh; this render uses what is cached...
-            if self.cluster_wait > 0:
-                await info.first_answer(self.cluster_wait)  # ...except the first after a hub start
-            cluster = {name: part.describe() for name, part in info.partitions.items()}
         invalid = {"input": refused.input_id, "rule": refused.rule} if refused else {"input": "", "rule": ""}
         return env.get_template(self.form_template_name).render(
             profiles=visible, selected=selected, values=values, user=self.user.name, containers=containers,
             cluster=cluster, invalid=invalid,
         )
+
+    def _shown_values(self, profile, source: dict) -> dict:
+        """``{"key.field": value}`` shown for ``profile``'s fields: ``source``'s values where they still
+        pass the field's checks and the cluster's limits for the chosen partition, else the default."""
+        chosen, shown = {}, {}
+        for name, fld in profile.fields.items():
+            value = fld.default
+            if source.get(name) not in (None, ""):
+                try:
+                    value = fld.parse(source[name])
+                    chosen[name] = fld.default
+                except OptionError:
+                    pass  # no longer allowed (or refused before): the profile's default
+            shown[name] = value
+        for _ in range(len(chosen) + 1):
+            try:
+                self._check_cluster_limits(profile, shown)
+                break
+            except OptionError as e:
+                if e.field not in chosen:
+                    break  # the profile's own defaults do not fit: nothing of the user's to drop
+                shown[e.field] = chosen.pop(e.field)
+        return {f"{profile.key}.{name}": (v if v is not None else "") for name, v in shown.items()}
 
     def _legacy_form(self, visible, selected):
         options = "".join(

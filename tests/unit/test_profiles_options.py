@@ -405,5 +405,6 @@ async def test_wrapspawner_101_config_runs_unchanged(tmp_path):
     assert "#SBATCH --partition=debug\n" in script
     # 1.0.1 form traits still work
     cfg.ProfilesSpawner.form_template = '<select name="profile">{input_template}</select>'
-    legacy = make_wrapper(ProfilesSpawner, config=cfg)
+    # (a user who has not started anything yet: alice's form now preselects her last profile, slurm1c)
+    legacy = make_wrapper(ProfilesSpawner, name="bob", config=cfg)
     assert '<option value="slurm2c" selected>Slurm - 2 cores, 8 hours</option>' in await legacy.get_options_form()
