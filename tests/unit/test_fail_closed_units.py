@@ -27,6 +27,7 @@ from batchspawner import (
     SpawnFailed,
     TorqueSpawner,
 )
+from batchspawner import schedulers
 from batchspawner.api import BatchSpawnerAPIHandler
 from batchspawner.hosts import usable_host
 from batchspawner.options import OptionError, admin_only_vars, refused_in_this_request, validate_spawner_user_options
@@ -34,16 +35,9 @@ from wraphelpers import make_wrapper
 from wrapspawner import ProfilesSpawner, WrapSpawner
 from wrapspawner.options import check_target_trait
 
-ALL_SCHEDULERS = [
-    SlurmSpawner,
-    MultiSlurmSpawner,
-    TorqueSpawner,
-    PBSSpawner,
-    MoabSpawner,
-    LsfSpawner,
-    CondorSpawner,
-    GridengineSpawner,
-]
+# every registered scheduler (pyproject.toml's entry points, batchspawner/schedulers.py)
+ALL_SCHEDULERS = list(schedulers.spawner_classes().values())
+assert len(ALL_SCHEDULERS) >= 8, "no schedulers registered: install the package (pip install -e .)"
 
 # ------------------------------------------------------------------ item 2: no host, no loopback
 

@@ -38,12 +38,16 @@ def import_graph():
                     target = ".".join(base + ([node.module] if node.module else []))
                 else:
                     target = node.module or ""
-                names = [target] + [f"{target}.{alias.name}" for alias in node.names]
+                # ``from pkg import sub`` imports the submodule; ``from pkg import name`` the package
+                subs = [f"{target}.{alias.name}" for alias in node.names if f"{target}.{alias.name}" in mods]
+                names = subs if len(subs) == len(node.names) else subs + [target]
             elif isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             else:
                 continue
-            graph[name] |= {n for n in names if n in mods and n != name}
+            # a module's own parent packages are imported before it anyway: not an edge
+            ancestors = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+            graph[name] |= {n for n in names if n in mods and n != name and n not in ancestors}
     return graph
 
 
