@@ -360,8 +360,63 @@ def user_sessions(user) -> list[dict]:
             continue
         if facts:
             facts["user"] = user.name
+            facts["relaunch"] = _relaunch_or_none(spawner)
             cards.append(facts)
     return cards
+
+
+# ---------------------------------------------------------------- relaunch / edit and launch
+_NUMBERED = re.compile(r"-[0-9]{1,3}$")
+
+
+def relaunch_target(spawner) -> str | None:
+    """The server a relaunch of ``spawner``'s session starts: the same one when it is stopped; a new
+    named server ``<name>-2``, ``-3``... (the first not active) while it is active, if the hub allows
+    named servers; None when it cannot (active, and no named servers)."""
+    name = getattr(spawner, "name", "") or ""
+    if not getattr(spawner, "active", False):
+        return name
+    user = getattr(spawner, "user", None)
+    if not getattr(user, "allow_named_servers", False):
+        return None
+    base = _NUMBERED.sub("", name) or "server"
+    others = getattr(user, "spawners", {}) or {}
+    for i in range(2, 100):
+        candidate = f"{base}-{i}"
+        other = others.get(candidate)
+        if other is None or not getattr(other, "active", False):
+            return candidate
+    return None
+
+
+def relaunch_facts(spawner) -> dict | None:
+    """What the Relaunch and Edit buttons of a session need: ``{"target": server name, "inputs":
+    [(form input, value)], "edit_path": ...}``; None for a spawner whose options cannot be posted
+    again (no profile form) or when there is nowhere to start it. The inputs are posted to the hub's
+    spawn form like any form: checked again (same 400 rules)."""
+    form_inputs = getattr(spawner, "form_inputs", None)
+    if not callable(form_inputs):
+        return None
+    inputs = form_inputs(getattr(spawner, "user_options", None))
+    target = relaunch_target(spawner)
+    user = getattr(getattr(spawner, "user", None), "name", "") or ""
+    if not inputs or target is None or not user:
+        return None
+    server = getattr(spawner, "name", "") or ""
+    return {
+        "target": target,
+        "spawn_path": "spawn/" + _url_escape(user) + ("/" + _url_escape(target) if target else ""),
+        "edit_path": "hpc/edit/" + _url_escape(user) + ("/" + _url_escape(server) if server else ""),
+        "inputs": inputs,
+    }
+
+
+def _relaunch_or_none(spawner):
+    try:
+        return relaunch_facts(spawner)
+    except Exception:  # a card must render even without its buttons
+        log.exception("relaunch facts of %s", getattr(spawner, "_log_name", "?"))
+        return None
 
 
 def template_vars() -> dict:
@@ -492,5 +547,6 @@ def user_ended(user) -> dict:
             continue
         if facts:
             facts["user"] = user.name
+            facts["relaunch"] = _relaunch_or_none(spawner)
             out[name or ""] = facts
     return out

@@ -11,11 +11,13 @@ The templates override ``home.html`` (a session card per server), ``spawn_pendin
 (Cancel; a cancelled or failed start says so and offers Start again) and ``page.html``
 (the wall-time warning on every hub page), each extending JupyterHub's own.
 
-Importing this module (``batchspawner.spawner`` does, so every spawner class and wrapspawner do) adds three hub routes:
+Importing this module (``batchspawner.spawner`` does, so every spawner class and wrapspawner do) adds four hub routes:
 
 - ``GET /hub/hpc/log/<user>/<server>``: the current job's log of that server, read as its
   user (``exec_prefix``), for the owner or an admin only (404 for anyone else);
 - ``GET /hub/hpc/sessions``: every live batch session across users, for admins (403 otherwise);
+- ``GET /hub/hpc/edit/<user>/<server>``: "Edit and launch" of a session card: the spawn form
+  pre-filled with that session's values (owner or admin);
 - ``GET /hub/hpc/cards``: the current user's session cards and job-ended notes as an HTML
   fragment (the home and spawn pages refresh their cards from it without a reload).
 
@@ -153,8 +155,30 @@ class CardsHandler(BaseHandler):
         self.finish(await self.render_template("hpc_cards.html", sessions=cards, ended=ended))
 
 
+class EditHandler(BaseHandler):
+    """"Edit and launch" of a session card: the spawn form of the server the relaunch would start
+    (the same one if stopped, a new named server if it runs), pre-filled with that session's
+    values. For the owner or an admin (404 for anyone else); nothing is started here."""
+
+    @web.authenticated
+    async def get(self, user_name, server_name=""):
+        me = self.current_user
+        if me is None or (me.name != user_name and not getattr(me, "admin", False)):
+            raise web.HTTPError(404)
+        user = self.find_user(user_name)
+        if user is None or (server_name or "") not in user.spawners:
+            raise web.HTTPError(404, "No such server.")
+        spawner = user.spawners[server_name or ""]
+        facts = sessions.relaunch_facts(spawner)
+        if facts is None or not callable(getattr(spawner, "prefill_form", None)):
+            raise web.HTTPError(404, "This session's settings cannot be edited here; start a new server instead.")
+        spawner.prefill_form(facts["target"], spawner.user_options)
+        self.redirect(self.hub.base_url + facts["spawn_path"])
+
+
 ROUTES = [
     (r"/hpc/log/([^/]+)/?([^/]*)", JobLogHandler),
+    (r"/hpc/edit/([^/]+)/?([^/]*)", EditHandler),
     (r"/hpc/sessions", SessionsHandler),
     (r"/hpc/cards", CardsHandler),
 ]

@@ -552,6 +552,10 @@ class ProfilesSpawner(WrapSpawner):
         except Exception:  # never fail a start for a preference
             self.log.warning("%s: could not remember the form values", self._log_name, exc_info=True)
 
+    def prefill_form(self, server: str, options: dict) -> None:
+        """"Edit and launch": this user's next form for ``server`` shows ``options`` (checked again)."""
+        prefill_form(self.user.name, server, options if isinstance(options, dict) else {})
+
     def form_inputs(self, options) -> list[tuple[str, str]]:
         """The spawn form's inputs that post ``options`` ({"profile": key, field: value}) again:
         ``[("profile", key), ("key.field", value), ...]`` (the image's arguments as
