@@ -53,6 +53,23 @@ def _fresh_status_pollers():
     DetailsPoller._registry.clear()
 
 
+def _forms_remembered_elsewhere():
+    """Also for test modules that spawn at import: remembered form values never land in the
+    working directory (the fixture below gives each test its own file)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from wrapspawner import profiles
+
+    folder = tempfile.mkdtemp(prefix="jhpc-test-forms-")
+    atexit.register(shutil.rmtree, folder, True)
+    profiles.REMEMBER_FILE_DEFAULT = os.path.join(folder, "forms.json")
+
+
+_forms_remembered_elsewhere()
+
+
 @pytest.fixture(autouse=True)
 def _forms_remembered_in_tmp(tmp_path_factory, monkeypatch):
     """ProfilesSpawner remembers form values in a file (wrapspawner.remember): each test gets its
