@@ -16,6 +16,10 @@ report alone never ends a server). After a hub restart, a server's token is reco
 SHA-256 kept in the spawner's state (JupyterHub does not keep the plain token), so an adopted
 pending start takes its job's report.
 
+``GET`` on the route, with a server's own token, answers that server's job's wall time (time
+left, whether to warn now: ``BatchSpawnerBase.walltime_warning``) for the banner its JupyterLab
+shows (issue 26; the job side is in batchspawner/proof.py).
+
 Importing this module (which ``batchspawner.spawner`` does, and so does naming
 a spawner through its entry point) adds the route to the hub.
 """
@@ -29,7 +33,7 @@ from jupyterhub import apihandlers
 from jupyterhub.apihandlers import APIHandler
 from tornado import web
 
-from . import proof
+from . import proof, sessions
 
 ROUTE = r"/api/batchspawner"
 # {"port": 65535} is 15 bytes; anything much longer is not a port report
@@ -72,6 +76,21 @@ class BatchSpawnerAPIHandler(APIHandler):
     def check_xsrf_cookie(self):
         # token-authenticated API call from the job, no browser cookie involved
         return
+
+    @web.authenticated
+    def get(self):
+        """The wall time of the token's own server's job (issue 26: the in-Lab banner): the job's
+        server asks with its own token; the answer comes from the hub's caches (no scheduler query)."""
+        user = self.current_user
+        if user is None or getattr(user, "kind", "user") != "user":
+            raise web.HTTPError(403, "Only a user's server token may ask about its job.")
+        spawner = _find_spawner(user, self.get_auth_token() or "")
+        if spawner is None:
+            raise web.HTTPError(403, "This token does not belong to a server of this user.")
+
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(sessions.walltime_answer(spawner)))
 
     @web.authenticated
     def post(self):

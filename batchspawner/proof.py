@@ -1,6 +1,7 @@
 """Proof that the server the hub reaches is the job's own: an HMAC of the hub's nonce.
 
-Two halves in one standalone file (standard library and tornado only, no batchspawner import):
+Two halves in one standalone file (standard library and tornado only, no batchspawner import;
+the same extension also shows the wall-time banner inside JupyterLab, see below):
 
 - **server side**, a jupyter_server extension. ``batchspawner-singleuser`` copies this file as
   ``batchspawner_proof.py`` into a private (0700) directory of the job and enables it for the
@@ -103,6 +104,156 @@ def _clean_env():
             os.environ.pop(name, None)
 
 
+# ------------------------------------------------------------------ the in-Lab wall-time banner (issue 26)
+# The same extension shows the user, inside JupyterLab (and Notebook 7), a banner when the job's
+# wall time is about to run out: Lab's HTML pages get a small script (an output transform of the
+# server's own pages; nothing is installed in Lab) that asks ``{base_url}batchspawner/walltime``
+# (logged-in users of this server only) every WALLTIME_POLL seconds. That handler asks the hub,
+# ``GET $JUPYTERHUB_API_URL/batchspawner`` with the server's own token, at most once per
+# WALLTIME_CACHE seconds; the hub answers from its caches (time left, warn or not:
+# ``BatchSpawnerBase.walltime_warning``), so it works for every scheduler and needs no scheduler
+# command on the node.
+WALLTIME_PATH = "batchspawner/walltime"
+WALLTIME_POLL = 30
+WALLTIME_CACHE = 20.0
+PAGE_PREFIXES = ("lab", "tree", "notebooks", "edit", "doc", "consoles", "terminals")
+BANNER_ID = "jhpc-walltime-banner"
+
+_BANNER_JS = """<script>(function() {
+  /* jupyterhub-hpc: the batch job's wall time is about to run out (batchspawner proof extension) */
+  var url = %(url)s, dismissed = false;
+  function human(s) {
+    s = Math.max(0, Math.floor(s));
+    if (s < 60) { return s + " s"; }
+    var m = Math.floor(s / 60);
+    if (m < 60) { return m + " min"; }
+    var h = Math.floor(m / 60); m = m %% 60;
+    return h + " h " + (m < 10 ? "0" : "") + m + " min";
+  }
+  function show(a) {
+    var el = document.getElementById("%(id)s");
+    if (!a || !a.ends_soon) { if (el) { el.remove(); } return; }
+    if (dismissed) { return; }
+    if (!el) {
+      el = document.createElement("div");
+      el.id = "%(id)s"; el.setAttribute("role", "alert");
+      el.style.cssText = "position:fixed;top:0;left:0;right:0;z-index:100000;background:#fff3cd;color:#664d03;" +
+        "border-bottom:1px solid #ffe69c;padding:6px 44px 6px 12px;font:14px/1.4 sans-serif;text-align:center";
+      var text = document.createElement("span"); text.className = "jhpc-walltime-text"; el.appendChild(text);
+      var close = document.createElement("button");
+      close.type = "button"; close.textContent = "\u00d7"; close.setAttribute("aria-label", "Dismiss");
+      close.style.cssText = "position:absolute;right:10px;top:2px;border:0;background:none;font-size:20px;cursor:pointer";
+      close.onclick = function() { dismissed = true; el.remove(); };
+      el.appendChild(close);
+      document.body.appendChild(el);
+    }
+    el.querySelector(".jhpc-walltime-text").textContent = "Your batch job reaches its wall time in " +
+      human(a.time_left) + ": save your work now. This server stops when the job ends.";
+  }
+  function ask() {
+    fetch(url, {credentials: "same-origin", cache: "no-store"})
+      .then(function(r) { return r.ok ? r.json() : null; })
+      .then(show).catch(function() {});
+  }
+  ask();
+  setInterval(ask, %(poll)d);
+})();</script>"""
+
+
+def banner_script(base_url: str) -> bytes:
+    url = json.dumps((base_url or "/").rstrip("/") + "/" + WALLTIME_PATH)
+    # json.dumps leaves "</" as is: a path with "</script>" would end the script early
+    url = url.replace("</", "<\\/")
+    return (_BANNER_JS % {"url": url, "id": BANNER_ID, "poll": WALLTIME_POLL * 1000}).encode()
+
+
+def insert_banner(chunk: bytes, script: bytes) -> bytes:
+    """``chunk`` (a whole HTML page) with ``script`` before its last ``</body>``; unchanged without one."""
+    at = chunk.rfind(b"</body>")
+    return chunk if at < 0 else chunk[:at] + script + chunk[at:]
+
+
+def banner_transform(base_url: str):
+    """A tornado OutputTransform adding the banner's script to the server's own HTML pages."""
+    from tornado.web import OutputTransform
+
+    script = banner_script(base_url)
+    prefixes = tuple((base_url or "/").rstrip("/") + "/" + p for p in PAGE_PREFIXES)
+
+    class WalltimeBanner(OutputTransform):
+        def __init__(self, request):
+            path = request.path or ""
+            self.on = request.method == "GET" and any(path == p or path.startswith(p + "/") for p in prefixes)
+
+        def transform_first_chunk(self, status_code, headers, chunk, finishing):
+            if (self.on and finishing and status_code == 200 and "Content-Encoding" not in headers
+                    and str(headers.get("Content-Type", "")).startswith("text/html")):
+                chunk = insert_banner(chunk, script)
+                if "Content-Length" in headers:
+                    headers["Content-Length"] = str(len(chunk))
+            return status_code, headers, chunk
+
+        def transform_chunk(self, chunk, finishing):
+            return chunk
+
+    return WalltimeBanner
+
+
+class WalltimeSource:
+    """The hub's answer about this job's wall time, cached WALLTIME_CACHE s (one hub request at most
+    per interval however many browser tabs ask); time_left counts down between answers."""
+
+    def __init__(self, api_url: str, token: str, clock=None):
+        import time
+
+        self.url = (api_url or "").rstrip("/") + "/batchspawner"
+        self.token = token
+        self.clock = clock or time.monotonic
+        self.answer: dict | None = None
+        self.at = 0.0
+
+    async def fetch(self) -> dict:
+        from tornado.httpclient import AsyncHTTPClient
+
+        response = await AsyncHTTPClient().fetch(
+            self.url, headers={"Authorization": f"token {self.token}"}, request_timeout=10, raise_error=False)
+        if response.code != 200:
+            raise ProofError(f"hub answered HTTP {response.code}")
+        answer = json.loads(response.body[:MAX_ANSWER])
+        if not isinstance(answer, dict):
+            raise ProofError("not a wall time answer")
+        return answer
+
+    async def get(self) -> dict:
+        now = self.clock()
+        if self.answer is None or now - self.at >= WALLTIME_CACHE:
+            try:
+                self.answer, self.at = await self.fetch(), now
+            except Exception:  # the hub restarts, the network hiccups: keep the last answer
+                if self.answer is None:
+                    return {"ends_soon": False, "time_left": None}
+        answer = dict(self.answer)
+        left = answer.get("time_left")
+        if isinstance(left, (int, float)) and not isinstance(left, bool):
+            answer["time_left"] = max(0, int(left - (now - self.at)))
+        answer["ends_soon"] = bool(answer.get("ends_soon"))
+        return {k: answer.get(k) for k in ("ends_soon", "time_left", "warn_seconds", "state")}
+
+
+def walltime_handlers(base_url: str, source: WalltimeSource):
+    """``{base_url}batchspawner/walltime`` for this server's logged-in users (jupyter_server's auth)."""
+    from jupyter_server.base.handlers import APIHandler
+    from tornado import web
+
+    class WalltimeHandler(APIHandler):
+        @web.authenticated
+        async def get(self):
+            self.set_header("Cache-Control", "no-store")
+            self.finish(json.dumps(await source.get()))
+
+    return [((base_url or "/").rstrip("/") + "/" + WALLTIME_PATH, WalltimeHandler)]
+
+
 def _jupyter_server_extension_points():
     return [{"module": __name__}]
 
@@ -113,6 +264,15 @@ def _load_jupyter_server_extension(serverapp):
     if not token:
         serverapp.log.warning("batchspawner proof: no JUPYTERHUB_API_TOKEN; the hub's proof will fail")
     serverapp.web_app.add_handlers(".*$", handlers(serverapp.base_url, token))
+    api_url = os.environ.get("JUPYTERHUB_API_URL", "")
+    if token and api_url:
+        try:
+            source = WalltimeSource(api_url, token)
+            serverapp.web_app.add_handlers(".*$", walltime_handlers(serverapp.base_url, source))
+            # first, before any compression: the script goes into the page as the server wrote it
+            serverapp.web_app.transforms.insert(0, banner_transform(serverapp.base_url))
+        except Exception as e:  # never keep the server from starting for a banner
+            serverapp.log.warning("batchspawner: no wall-time banner in this server (%s)", e)
 
 
 # ------------------------------------------------------------------ hub side

@@ -32,7 +32,7 @@ from .polling.base import SharedPoller
 
 log = logging.getLogger("batchspawner.sessions")
 
-WARN_SECONDS = 15 * 60  # the walltime warning shows in the last 15 minutes
+WARN_SECONDS = 15 * 60  # the walltime warning shows in the last 15 minutes (BatchSpawnerBase.walltime_warning)
 
 
 def batch_child(spawner):
@@ -330,11 +330,33 @@ def session_facts(spawner, now: float | None = None) -> dict | None:
         "walltime_text": human_seconds(limit),
         "time_left": time_left,
         "time_left_text": human_seconds(time_left),
-        "ends_soon": time_left is not None and time_left <= WARN_SECONDS,
+        "ends_soon": time_left is not None and time_left <= warn_seconds(batch),
+        "warn_seconds": warn_seconds(batch),
         "log_path": getattr(batch, "log_file", "") or "",
         "facts_age": int(poller.clock.now() - poller.updated_at) if poller and poller.updated_at else None,
     }
     return facts
+
+
+def warn_seconds(batch) -> float:
+    """The batch spawner's ``walltime_warning`` (seconds; 0 = never warn), else WARN_SECONDS."""
+    value = getattr(batch, "walltime_warning", WARN_SECONDS)
+    return float(value) if isinstance(value, (int, float)) and value >= 0 else float(WARN_SECONDS)
+
+
+def walltime_answer(spawner, now: float | None = None) -> dict:
+    """What a job's own server is told about its wall time (``GET /hub/api/batchspawner``): the
+    session's state, time left and whether to warn now, from the hub's caches only."""
+    facts = session_facts(spawner, now=now) or {}
+    return {
+        "job_id": facts.get("job_id", ""),
+        "state": facts.get("state", ""),
+        "time_left": facts.get("time_left"),
+        "walltime": facts.get("walltime"),
+        "warn_seconds": facts.get("warn_seconds", warn_seconds(batch_child(spawner))),
+        "ends_soon": bool(facts.get("ends_soon")) and bool(facts.get("warn_seconds")),
+        "time_left_text": facts.get("time_left_text", ""),
+    }
 
 
 def _profile_name(spawner) -> str:

@@ -561,6 +561,13 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         batch_queue_cmd, one each for all jobs). Pages never query the scheduler.""",
     ).tag(config=True)
 
+    walltime_warning = Float(
+        900.0,
+        help="""Seconds of wall time left from which the user is warned that the job ends soon: the
+        session card and every hub page, and a banner inside JupyterLab (the job's server asks the
+        hub, ``GET /hub/api/batchspawner`` with its own token, see batchspawner/proof.py). 0: never.""",
+    ).tag(config=True)
+
     log_file = Unicode("", help="The current job's log file (kept in state; shown on the card).")
     submitted_at = Float(0.0, help="Epoch seconds of the current job's submission (kept in state).")
 
