@@ -1,0 +1,260 @@
+"""Issue 26, built parts in a real browser (Playwright + Debian's Chromium) on real Slurm: forms that
+remember, Relaunch with the same settings, Edit and launch, the in-Lab wall-time banner.
+
+One hub for the module (jupyterhub_config.example.py as shipped, with its remember_file in the
+hub's state folder); the user ``erin``. Order matters and is the order below:
+
+1. a form posted with non-default values: after Stop the next form (same server, another server,
+   and after a hub restart) shows those values;
+2. Relaunch on a finished session's note (its job was cancelled from outside) starts the same
+   server with the same settings; Relaunch on a running session's card starts a new named server
+   with them; a session whose values the profile no longer allows is refused like a form (400);
+3. Edit and launch opens the form pre-filled with that session's values (not the last ones
+   submitted); what is changed there is what the job gets;
+4. a job with a short wall time: its JupyterLab shows the wall-time banner.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+import slurmtools
+from gatewaytools import CHROMIUM, CHROMIUM_ARGS, ExampleHub, fill_form, require_gateway, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+SHOTS = REPO / "docs" / "screenshots"  # docs/users.md shows these
+USER = "erin"
+PARTITION = "jhpc-small"
+
+WRAPPER_CONFIG = """
+c = get_config()  # noqa
+load_subconfig({example!r})
+c.SlurmSpawner.status_interval = 2
+c.SlurmSpawner.session_interval = 2
+c.SlurmSpawner.startup_poll_interval = 0.5
+import os  # noqa: E402
+c.JupyterHub.services = list(c.JupyterHub.services) + [
+    {{"name": "tester", "api_token": os.environ["JHPC_TEST_SERVICE_TOKEN"]}}]
+c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [
+    {{"name": "tester-role", "scopes": ["admin:users", "admin:servers", "read:users"], "services": ["tester"]}}]
+"""
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    require_gateway(USER, PARTITION, browser=True)
+    tmp = tmp_path_factory.mktemp("remember26")
+    config = WRAPPER_CONFIG.format(example=str(REPO / "jupyterhub_config.example.py"))
+    gw = ExampleHub(tmp, config, USER, f"debug {PARTITION}",
+                    env={"JHPC_PARTITION": "debug", "JHPC_NAMED_SERVER_LIMIT": "20", "JHPC_APPS": ""},
+                    service_token=True)
+    gw.wait_up()
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    h = {"gw": gw, "base": gw.base, "token": gw.token, "password": gw.password, "tmp": tmp, "page": page}
+    try:
+        yield h
+    finally:
+        browser.close()
+        pw.stop()
+        gw.stop()
+        gw.cleanup("dashboard-remember.log")
+
+
+def _api(h, method, path, **kw):
+    return requests.request(method, h["base"] + "/hub/api" + path, timeout=60,
+                            headers={"Authorization": f"token {h['token']}"}, **kw)
+
+
+def _goto(h, path):
+    page = h["page"]
+    page.goto(h["base"] + path)
+    if "/hub/login" in page.url:
+        page.fill("#username_input", USER)
+        page.fill("#password_input", h["password"])
+        page.click("#login_submit")
+        page.wait_for_load_state("load")
+        if path not in page.url:
+            page.goto(h["base"] + path)
+    return page
+
+
+def _servers(h):
+    r = _api(h, "GET", f"/users/{USER}")
+    assert r.status_code == 200, r.text
+    return r.json().get("servers", {})
+
+
+def _stop(h, server):
+    r = _api(h, "DELETE", f"/users/{USER}/servers/{server}")
+    assert r.status_code in (202, 204), r.text
+    wait_for(lambda: server not in _servers(h), 60, f"server {server} to stop")
+
+
+def _job_of(h, server):
+    """The job id of a running server (its home-page card)."""
+    page = _goto(h, "/hub/home")
+    card = page.locator(f"#hpc-card-{server}")
+    card.wait_for(timeout=30_000)
+    return card.get_attribute("data-job-id")
+
+
+def _job_settings(job):
+    """(partition, cores, memory, time limit) as Slurm has them for ``job``."""
+    r = subprocess.run(["squeue", "-h", "-j", job, "-o", "%P %C %m %l"], capture_output=True, text=True, timeout=20)
+    return tuple(r.stdout.split())
+
+
+def _shot(page, name, full_page=False):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / name), full_page=full_page)
+
+
+def _submit_and_wait_ready(page, server, timeout=150_000):
+    page.click("form button[type=submit]")
+    page.wait_for_url(re.compile(rf"/user/{USER}/{server}/"), timeout=timeout)
+
+
+VALUES = {"partition": PARTITION, "nprocs": "1", "memory": "768M", "runtime": "00:20:00"}  # none the default
+
+
+def _form_values(page):
+    return {name: page.input_value(f"[name='custom.{name}']") for name in VALUES}
+
+
+def test_form_remembers_the_last_values_after_stop_and_a_hub_restart(hub):
+    page = _goto(hub, f"/hub/spawn/{USER}/r1")
+    page.wait_for_selector("#profile-radio-small")
+    assert page.is_checked("#profile-radio-small")  # first visit: the site's default profile
+    assert _form_values(page) != VALUES
+    fill_form(page, "custom", **VALUES)
+    _submit_and_wait_ready(page, "r1")
+    _stop(hub, "r1")
+    # the same server's form, then a new server's: the values are there, the profile chosen
+    for server in ("r1", "r-new"):
+        page = _goto(hub, f"/hub/spawn/{USER}/{server}")
+        page.wait_for_selector("#profile-radio-custom")
+        assert page.is_checked("#profile-radio-custom"), server
+        assert _form_values(page) == VALUES, server
+    page.locator("#profile-custom").scroll_into_view_if_needed()
+    _shot(page, "form-remembered.png")
+    # kept across a hub restart (the file next to the hub's database, 0600)
+    forms = hub["tmp"] / "forms.json"
+    assert oct(forms.stat().st_mode & 0o777) == "0o600"
+    gw = hub["gw"]
+    gw.proc.send_signal(signal.SIGTERM)
+    gw.proc.wait(30)
+    gw.launch()
+    gw.wait_up("the restarted hub")
+    page = _goto(hub, f"/hub/spawn/{USER}/r-other")
+    page.wait_for_selector("#profile-radio-custom")
+    assert page.is_checked("#profile-radio-custom") and _form_values(page) == VALUES
+
+
+def test_relaunch_a_finished_session_and_a_running_one(hub):
+    from playwright.sync_api import expect
+
+    page = _goto(hub, f"/hub/spawn/{USER}/r2")
+    fill_form(page, "custom", partition="debug", nprocs="3", memory="640M", runtime="00:30:00")
+    _submit_and_wait_ready(page, "r2")
+    job = _job_of(hub, "r2")
+    assert _job_settings(job) == ("debug", "3", "640M", "30:00")
+    # the job ends under the server (cancelled from outside): the home page's note offers Relaunch
+    subprocess.run(["scancel", job], check=True, timeout=20)
+    wait_for(lambda: "r2" not in _servers(hub), 60, "the hub to notice the job's end")
+    page = _goto(hub, "/hub/home")
+    note = page.locator("#hpc-ended-r2")
+    expect(note).to_contain_text("was cancelled", timeout=20_000)
+    expect(note.locator(".hpc-relaunch")).to_have_text("Relaunch with the same settings")
+    _shot(page, "ended-relaunch.png")
+    note.locator(".hpc-relaunch").click()
+    page.wait_for_url(re.compile(rf"/user/{USER}/r2/"), timeout=150_000)
+    job2 = _job_of(hub, "r2")
+    assert job2 != job and _job_settings(job2) == ("debug", "3", "640M", "30:00")
+    # the running session's card: Relaunch starts a new named server with the same settings
+    page = _goto(hub, "/hub/home")
+    card = page.locator("#hpc-card-r2")
+    expect(card.locator(".hpc-relaunch-target")).to_contain_text("r2-2")
+    card.scroll_into_view_if_needed()
+    _shot(page, "card-relaunch.png")
+    card.locator(".hpc-relaunch").click()
+    page.wait_for_url(re.compile(rf"/user/{USER}/r2-2/"), timeout=150_000)
+    job3 = _job_of(hub, "r2-2")
+    assert job3 not in (job, job2) and _job_settings(job3) == ("debug", "3", "640M", "30:00")
+    assert "r2" in _servers(hub), "the relaunch left the running session alone"
+    # the same form post with a value the profile does not allow: 400, nothing submitted
+    page = _goto(hub, "/hub/home")
+    before = set(slurmtools.live_jobs((USER,)))
+    page.evaluate("""() => {
+        const f = document.querySelector('#hpc-card-r2 .hpc-relaunch-form');
+        f.querySelector("[name='custom.nprocs']").value = '99';
+        f.submit();
+    }""")
+    page.wait_for_load_state("load")
+    error = page.locator(".spawn-error-msg, .alert-danger").first
+    expect(error).to_contain_text("CPU cores")
+    assert set(slurmtools.live_jobs((USER,))) == before
+    _stop(hub, "r2-2")
+    _stop(hub, "r2")
+
+
+def test_edit_and_launch_prefills_that_sessions_values(hub):
+    from playwright.sync_api import expect
+
+    page = _goto(hub, f"/hub/spawn/{USER}/e1")
+    fill_form(page, "custom", partition="debug", nprocs="2", memory="700M", runtime="00:40:00")
+    _submit_and_wait_ready(page, "e1")
+    # a later form post with other values: those are now the remembered ones
+    page = _goto(hub, f"/hub/spawn/{USER}/e-other")
+    fill_form(page, "small", runtime="00:15:00")
+    page.click("form button[type=submit]")
+    page.wait_for_url(re.compile(rf"/user/{USER}/e-other/"), timeout=150_000)
+    _stop(hub, "e-other")
+    page = _goto(hub, "/hub/home")
+    page.locator("#hpc-card-e1 .hpc-edit").click()
+    page.wait_for_url(re.compile(rf"/hub/spawn/{USER}/e1-2$"))
+    page.wait_for_selector("#profile-radio-custom")
+    assert page.is_checked("#profile-radio-custom")  # the session's profile, not the last one (small)
+    assert _form_values(page) == {"partition": "debug", "nprocs": "2", "memory": "700M", "runtime": "00:40:00"}
+    page.fill("[name='custom.nprocs']", "4")
+    _submit_and_wait_ready(page, "e1-2")
+    assert _job_settings(_job_of(hub, "e1-2")) == ("debug", "4", "700M", "40:00")
+    expect(page.locator("body")).not_to_contain_text("Error")
+    _stop(hub, "e1-2")
+    _stop(hub, "e1")
+
+
+def test_lab_shows_the_walltime_banner_for_a_job_ending_soon(hub):
+    from playwright.sync_api import expect
+
+    page = _goto(hub, f"/hub/spawn/{USER}/wt")
+    # 10 minutes of wall time: inside the last 15 minutes (walltime_warning) from the start
+    fill_form(page, "custom", partition="debug", nprocs="1", memory="512M", runtime="00:10:00")
+    t0 = time.monotonic()
+    _submit_and_wait_ready(page, "wt")
+    page.wait_for_url(re.compile(rf"/user/{USER}/wt/lab"), timeout=60_000)
+    banner = page.locator("#jhpc-walltime-banner")
+    expect(banner).to_be_visible(timeout=60_000)
+    expect(banner).to_contain_text("reaches its wall time in")
+    text = banner.inner_text()
+    minutes = int(re.search(r"in (\d+) min", text).group(1))
+    assert 5 <= minutes <= 10, text
+    _shot(page, "lab-walltime-banner.png")
+    print(f"banner shown {time.monotonic() - t0:.1f} s after the form was posted: {text!r}")
+    # the Lab itself still works under the banner, and the banner can be dismissed
+    expect(page.locator("#jp-main-dock-panel, .jp-LabShell").first).to_be_visible(timeout=60_000)
+    banner.locator("button").click()
+    expect(banner).to_have_count(0)
+    _stop(hub, "wt")
