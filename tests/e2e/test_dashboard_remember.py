@@ -11,7 +11,8 @@ hub's state folder); the user ``erin``. Order matters and is the order below:
    with them; a session whose values the profile no longer allows is refused like a form (400);
 3. Edit and launch opens the form pre-filled with that session's values (not the last ones
    submitted); what is changed there is what the job gets;
-4. a job with a short wall time: its JupyterLab shows the wall-time banner.
+4. a job with a short wall time: its JupyterLab shows the wall-time banner;
+5. with notifications allowed, the home page notifies when a queued session starts.
 """
 
 from __future__ import annotations
@@ -63,14 +64,15 @@ def hub(tmp_path_factory):
     context = browser.new_context(viewport={"width": 1100, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
-    h = {"gw": gw, "base": gw.base, "token": gw.token, "password": gw.password, "tmp": tmp, "page": page}
+    h = {"gw": gw, "base": gw.base, "token": gw.token, "password": gw.password, "tmp": tmp, "page": page,
+         "browser": browser, "fillers": []}
     try:
         yield h
     finally:
         browser.close()
         pw.stop()
         gw.stop()
-        gw.cleanup("dashboard-remember.log")
+        gw.cleanup("dashboard-remember.log", h["fillers"])
 
 
 def _api(h, method, path, **kw):
@@ -78,8 +80,8 @@ def _api(h, method, path, **kw):
                             headers={"Authorization": f"token {h['token']}"}, **kw)
 
 
-def _goto(h, path):
-    page = h["page"]
+def _goto(h, path, page=None):
+    page = page or h["page"]
     page.goto(h["base"] + path)
     if "/hub/login" in page.url:
         page.fill("#username_input", USER)
@@ -258,3 +260,56 @@ def test_lab_shows_the_walltime_banner_for_a_job_ending_soon(hub):
     banner.locator("button").click()
     expect(banner).to_have_count(0)
     _stop(hub, "wt")
+
+
+# every Notification the page creates, recorded (and still shown by the browser)
+RECORD_NOTIFICATIONS = """
+(() => {
+  const Real = window.Notification;
+  if (!Real) { return; }
+  window._notes = [];
+  function Recorded(title, options) { window._notes.push([title, (options || {}).body || ""]); return new Real(title, options); }
+  Object.defineProperty(Recorded, "permission", {get: () => Real.permission});
+  Recorded.requestPermission = (...a) => Real.requestPermission(...a);
+  window.Notification = Recorded;
+})();
+"""
+
+
+def test_notification_when_a_queued_session_starts(hub):
+    from playwright.sync_api import expect
+
+    context = hub["browser"].new_context(viewport={"width": 1100, "height": 900})
+    context.grant_permissions(["notifications"], origin=hub["base"])
+    context.add_init_script(RECORD_NOTIFICATIONS)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        # a running 2-core job of the user's own fills jhpc-small (2 cores): the next start there waits
+        r = subprocess.run(["sudo", "-u", USER, "sbatch", "--parsable", "-p", PARTITION, "-c", "2", "-t", "10",
+                            "-J", "jhpc-filler", "-o", "/dev/null", "--wrap", "sleep 600"],
+                           capture_output=True, text=True, timeout=30, cwd="/tmp")
+        assert r.returncode == 0, r.stderr
+        filler = r.stdout.strip().split(";")[0]
+        hub["fillers"].append(filler)
+        wait_for(lambda: slurmtools.job_state(filler) == "RUNNING", 30, "the filler to run")
+        _goto(hub, f"/hub/spawn/{USER}/nq", page)
+        fill_form(page, "custom", partition=PARTITION, nprocs="1", memory="512M", runtime="00:10:00")
+        page.click("form button[type=submit]")
+        expect(page.locator("#progress-message")).to_contain_text("waiting in the queue", timeout=30_000)
+        page.goto(hub["base"] + "/hub/home")
+        card = page.locator("#hpc-card-nq")
+        expect(card).to_have_attribute("data-state", "queued")
+        expect(page.locator("#hpc-notify")).to_be_hidden()  # allowed already: nothing to ask
+        assert page.evaluate("Notification.permission") == "granted"
+        assert page.evaluate("window._notes") == []
+        t0 = time.monotonic()
+        subprocess.run(["scancel", filler], check=True, timeout=20)
+        notes = wait_for(lambda: page.evaluate("window._notes"), 60, "the notification")
+        print(f"notified {time.monotonic() - t0:.1f} s after the queue freed: {notes}")
+        assert notes == [["Your session started", "nq: the batch job left the queue and is starting."]], notes
+        page.wait_for_timeout(6000)  # the next refreshes: no second notification for the same start
+        assert len(page.evaluate("window._notes")) == 1
+    finally:
+        context.close()
+    _stop(hub, "nq")
