@@ -4,6 +4,7 @@ by the hub's spawn form like any form post), the buttons in the card and the job
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import jinja2
@@ -127,3 +128,41 @@ def test_user_sessions_and_user_ended_carry_relaunch_facts():
     w.last_ended = {"job_id": "7", "state": "TIMEOUT", "exit_code": None, "at": 0.0}
     ended = sessions.user_ended(w.user)
     assert ended["q1"]["relaunch"]["target"] == "q1"
+
+
+class EditStub:
+    """Just what EditHandler.get() reads and writes of a hub page handler."""
+
+    def __init__(self, me, users):
+        self.current_user = me
+        self._users = users
+        self.hub = SimpleNamespace(base_url="/hub/")
+        self.redirected = None
+        self.request = SimpleNamespace(method="GET", uri="/hub/hpc/edit")
+
+    def find_user(self, name):
+        return self._users.get(name)
+
+    def redirect(self, url):
+        self.redirected = url
+
+
+async def test_edit_page_prefills_the_target_form_for_the_owner_or_an_admin_only():
+    from tornado import web
+
+    from batchspawner.web import EditHandler
+
+    w = wrapper(server="q1", active=True, options={"profile": "custom", "nprocs": "5"})
+    users = {"rita": w.user}
+    stranger = SimpleNamespace(name="sam", admin=False)
+    for me, args in ((stranger, ("rita", "q1")), (w.user, ("rita", "nope")), (w.user, ("nobody", "q1"))):
+        with pytest.raises(web.HTTPError) as err:
+            await EditHandler.get(EditStub(me, users), *args)
+        assert err.value.status_code == 404
+    handler = EditStub(SimpleNamespace(name="root", admin=True), users)
+    await EditHandler.get(handler, "rita", "q1")
+    assert handler.redirected == "/hub/spawn/rita/q1-2"
+    other = wrapper(server="q1-2", options={})
+    html = await other.get_options_form()
+    assert re.search(r'value="custom"\s+checked', html)
+    assert re.search(r'name="custom.nprocs" id="custom.nprocs"\s+value="5"', html)
