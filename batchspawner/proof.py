@@ -150,8 +150,12 @@ _BANNER_JS = """<script>(function() {
     el.querySelector(".jhpc-walltime-text").textContent = "Your batch job reaches its wall time in " +
       human(a.time_left) + ": save your work now. This server stops when the job ends.";
   }
+  function xsrf() {  /* JupyterHub's cookie auth wants the _xsrf token on every non-navigation request */
+    var m = document.cookie.match(/(?:^|; *)_xsrf=([^;]*)/);
+    return m ? decodeURIComponent(m[1]) : "";
+  }
   function ask() {
-    fetch(url, {credentials: "same-origin", cache: "no-store"})
+    fetch(url, {credentials: "same-origin", cache: "no-store", headers: {"X-XSRFToken": xsrf()}})
       .then(function(r) { return r.ok ? r.json() : null; })
       .then(show).catch(function() {});
   }

@@ -6,9 +6,10 @@ hub's state folder); the user ``erin``. Order matters and is the order below:
 
 1. a form posted with non-default values: after Stop the next form (same server, another server,
    and after a hub restart) shows those values;
-2. Relaunch on a finished session's note (its job was cancelled from outside) starts the same
-   server with the same settings; Relaunch on a running session's card starts a new named server
-   with them; a session whose values the profile no longer allows is refused like a form (400);
+2. Relaunch on a running session's card starts a new named server with the same settings; a
+   session whose values the profile no longer allows is refused like a form (400); (at the end)
+   Relaunch on a finished session's note (its job was cancelled from outside) starts the same
+   server with them;
 3. Edit and launch opens the form pre-filled with that session's values (not the last ones
    submitted); what is changed there is what the job gets;
 4. a job with a short wall time: its JupyterLab shows the wall-time banner;
@@ -165,7 +166,7 @@ def test_form_remembers_the_last_values_after_stop_and_a_hub_restart(hub):
     assert page.is_checked("#profile-radio-custom") and _form_values(page) == VALUES
 
 
-def test_relaunch_a_finished_session_and_a_running_one(hub):
+def test_relaunch_a_running_session_and_a_refused_one(hub):
     from playwright.sync_api import expect
 
     page = _goto(hub, f"/hub/spawn/{USER}/r2")
@@ -173,18 +174,6 @@ def test_relaunch_a_finished_session_and_a_running_one(hub):
     _submit_and_wait_ready(page, "r2")
     job = _job_of(hub, "r2")
     assert _job_settings(job) == ("debug", "3", "640M", "30:00")
-    # the job ends under the server (cancelled from outside): the home page's note offers Relaunch
-    subprocess.run(["scancel", job], check=True, timeout=20)
-    wait_for(lambda: "r2" not in _servers(hub), 60, "the hub to notice the job's end")
-    page = _goto(hub, "/hub/home")
-    note = page.locator("#hpc-ended-r2")
-    expect(note).to_contain_text("was cancelled", timeout=20_000)
-    expect(note.locator(".hpc-relaunch")).to_have_text("Relaunch with the same settings")
-    _shot(page, "ended-relaunch.png")
-    note.locator(".hpc-relaunch").click()
-    page.wait_for_url(re.compile(rf"/user/{USER}/r2/"), timeout=150_000)
-    job2 = _job_of(hub, "r2")
-    assert job2 != job and _job_settings(job2) == ("debug", "3", "640M", "30:00")
     # the running session's card: Relaunch starts a new named server with the same settings
     page = _goto(hub, "/hub/home")
     card = page.locator("#hpc-card-r2")
@@ -194,7 +183,7 @@ def test_relaunch_a_finished_session_and_a_running_one(hub):
     card.locator(".hpc-relaunch").click()
     page.wait_for_url(re.compile(rf"/user/{USER}/r2-2/"), timeout=150_000)
     job3 = _job_of(hub, "r2-2")
-    assert job3 not in (job, job2) and _job_settings(job3) == ("debug", "3", "640M", "30:00")
+    assert job3 != job and _job_settings(job3) == ("debug", "3", "640M", "30:00")
     assert "r2" in _servers(hub), "the relaunch left the running session alone"
     # the same form post with a value the profile does not allow: 400, nothing submitted
     page = _goto(hub, "/hub/home")
@@ -312,6 +301,29 @@ def test_notification_when_a_queued_session_starts(hub):
     finally:
         context.close()
     _stop(hub, "nq")
+
+
+def test_relaunch_a_finished_session(hub):
+    """A session whose job ended (cancelled from outside): the home page's job-ended note offers
+    Relaunch, which starts the same server with the same settings."""
+    from playwright.sync_api import expect
+
+    page = _goto(hub, f"/hub/spawn/{USER}/r3")
+    fill_form(page, "custom", partition="debug", nprocs="3", memory="640M", runtime="00:30:00")
+    _submit_and_wait_ready(page, "r3")
+    job = _job_of(hub, "r3")
+    subprocess.run(["scancel", job], check=True, timeout=20)
+    wait_for(lambda: "r3" not in _servers(hub), 60, "the hub to notice the job's end")
+    page = _goto(hub, "/hub/home")
+    note = page.locator("#hpc-ended-r3")
+    expect(note).to_contain_text("was cancelled", timeout=20_000)
+    expect(note.locator(".hpc-relaunch")).to_have_text("Relaunch with the same settings")
+    _shot(page, "ended-relaunch.png")
+    note.locator(".hpc-relaunch").click()
+    page.wait_for_url(re.compile(rf"/user/{USER}/r3/"), timeout=150_000)
+    job2 = _job_of(hub, "r3")
+    assert job2 != job and _job_settings(job2) == ("debug", "3", "640M", "30:00")
+    _stop(hub, "r3")
 
 
 def test_hub_log_has_no_traceback(hub):

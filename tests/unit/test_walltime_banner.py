@@ -92,9 +92,11 @@ async def test_the_servers_html_pages_get_the_banner_script_even_compressed():
         server.stop()
 
 
-def test_the_script_cannot_be_ended_by_a_base_url():
+def test_the_script_cannot_be_ended_by_a_base_url_and_sends_the_xsrf_token():
     script = proof.banner_script("/user/a</script><b>/")
     assert script.count(b"</script>") == 1
+    # JupyterHub's cookie auth answers 403 to a fetch() without X-XSRFToken (seen in the browser test)
+    assert b'headers: {"X-XSRFToken": xsrf()}' in script and b"_xsrf=([^;]*)" in script
 
 
 class FakeHub(web.RequestHandler):
