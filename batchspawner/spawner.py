@@ -1709,6 +1709,9 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
     async def _job_ended(self, status):
         self._ended_in_start = self.job_id  # start() forgets it (see there)
+        # how it ended, for the home page's note ("did not start, nothing lost"): start() forgets
+        # the job, so poll() will not see the end (issue 26)
+        self.last_ended = sessions.ended_record(self.job_id, status.native, status.exit_code, served=False)
         poller = self.details_poller(create=False)
         if poller is not None and self.job_id in poller.jobs:
             await poller.refresh(max_age=0, everything=True)  # its exit status, for the failure page (one query)

@@ -285,6 +285,7 @@ def test_gateway_in_a_browser(gateway):
     assert profiles["custom"]["max_queue_wait"] >= 1  # the queued session waited for the fillers
     assert user_row["total_run_time"] > 0
     html = (gateway["tmp"] / "r.html").read_text()
-    assert html.count("<svg") == 2 and "Per profile" in html
+    # charts: sessions per profile, queue wait per profile, core time per user (report.py)
+    assert html.count("<svg") == 3 and "Per profile" in html
     assert len((gateway["tmp"] / "r.csv").read_text().splitlines()) == 5
     shutil.copy(gateway["tmp"] / "r.html", ARTIFACTS / "usage-report.html")

@@ -108,6 +108,9 @@ async def test_the_log_goes_to_the_home_directory_and_is_not_read_back():
     assert script_log.startswith(sp.req_homedir + "/jupyter-"), script_log
     assert sp.job_id == ""  # ended, cancelled (idempotent) and forgotten, as 1.3 cleared it
     assert site.calls[-1] == "cancel"
+    # how it ended stays for the home page's note (poll() no longer sees this job)
+    assert sp.last_ended["job_id"] == "4242" and sp.last_ended["state"] == "FAILED"
+    assert sp.last_ended["served"] is False and sp.get_state()["last_ended"] == sp.last_ended
 
 
 async def test_pbs_site_start_completes_through_run_command():
