@@ -116,6 +116,11 @@ def first_host(nodelist: str) -> str:
 class SlurmSpawner(UserEnvMixin, BatchSpawnerBase):
     """Runs the single-user server as a Slurm batch job (``sbatch``/``squeue``/``scancel``)."""
 
+    # the partition facts of batchspawner.cluster (sinfo, sacctmgr) describe this scheduler's
+    # cluster: a profile form checks this class's fields against them (wrapspawner asks this
+    # attribute, it names no scheduler)
+    cluster_facts = "slurm"
+
     batch_script = Unicode(
         load_template("slurm.sh"),
         help=BatchSpawnerBase.batch_script.help,

@@ -264,7 +264,8 @@ class ProfilesSpawner(WrapSpawner):
         the chosen partition's maximum before anything is submitted. The facts come from
         ``batchspawner.cluster.ClusterInfo``, refreshed in the background (``scontrol``/``sinfo`` as
         the hub's user), never queried while a form renders; until the first answer nothing is refused.
-        Applies to profiles whose class is a SlurmSpawner.""",
+        Applies to profiles whose class reads them (``cluster_facts = "slurm"``: SlurmSpawner and
+        its subclasses).""",
     ).tag(config=True)
 
     cluster_wait = Float(
@@ -364,9 +365,9 @@ class ProfilesSpawner(WrapSpawner):
         return profile.container.usable(self.log)
 
     def _is_slurm(self, profile) -> bool:
-        from batchspawner.slurm import SlurmSpawner
-
-        return self.cluster_limits and issubclass(profile.spawner_class, SlurmSpawner)
+        """Whether the cluster facts (batchspawner.cluster: Slurm's sinfo/sacctmgr) apply to this
+        profile: its class says so (``cluster_facts = "slurm"``); the wrapper names no scheduler."""
+        return bool(self.cluster_limits) and getattr(profile.spawner_class, "cluster_facts", None) == "slurm"
 
     def _check_cluster_limits(self, profile, values):
         """OptionError when a value is above the chosen partition's maximum (cached facts only)."""

@@ -97,3 +97,15 @@ def test_the_core_never_imports_the_13_layer():
     graph = import_graph()
     importers = {name for name, targets in graph.items() if "batchspawner.compat" in targets}
     assert importers - COMPAT_USERS == set()
+
+
+def test_the_wrapper_names_no_scheduler():
+    """wrapspawner proxies any spawner: no module of it imports a scheduler's module (a profile's
+    class says what it supports, e.g. ``cluster_facts``)."""
+    from batchspawner import schedulers
+
+    scheduler_modules = {value.split(":")[0] for value in schedulers.registered().values()}
+    assert "batchspawner.slurm" in scheduler_modules
+    graph = import_graph()
+    reaching = {name: sorted(graph[name] & scheduler_modules) for name in graph if name.startswith("wrapspawner")}
+    assert {name: found for name, found in reaching.items() if found} == {}
