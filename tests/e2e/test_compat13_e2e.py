@@ -252,6 +252,24 @@ def site_config(name, extra=""):
     )
 
 
+def post_form_until_ready(hub, session, form, data, user="alice", timeout=180):
+    """POST the spawn form (with the page's _xsrf) and wait until the server is ready; returns the
+    seconds from the post to ready."""
+    xsrf = re.search(r'_xsrf=([^"&]+)', form.text) or re.search(r'name="_xsrf" value="([^"]+)"', form.text)
+    t0 = time.monotonic()
+    r = session.post(f"{hub.url}/hub/spawn/{user}", data=dict(data, _xsrf=xsrf.group(1) if xsrf else ""),
+                     allow_redirects=False, timeout=120)
+    assert r.status_code in (302, 303), (r.status_code, r.text[:500])
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        model = hub.server_model(user)
+        if model and model.get("ready"):
+            break
+        time.sleep(0.25)
+    assert hub.server_model(user)["ready"], hub.log_tail()
+    return time.monotonic() - t0
+
+
 def job_argv_of(user, marker):
     """argv of the user's processes whose command line contains ``marker`` (the job's server)."""
     import pwd
@@ -320,22 +338,11 @@ def test_site_form_subclass_form_keys_spawn_and_raw_rest_keys_are_refused(slurm,
     session = hub.login_session("alice")
     form = session.get(f"{hub.url}/hub/spawn/alice", timeout=60)
     assert 'name="other"' in form.text, form.text[:500]
-    xsrf = re.search(r'_xsrf=([^"&]+)', form.text) or re.search(r'name="_xsrf" value="([^"]+)"', form.text)
-    data = {"queue": "debug", "runtime": "1", "other": "proj42", "_xsrf": xsrf.group(1) if xsrf else ""}
-    t0 = time.monotonic()
-    r = session.post(f"{hub.url}/hub/spawn/alice", data=data, allow_redirects=False, timeout=120)
-    assert r.status_code in (302, 303), (r.status_code, r.text[:500])
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        model = hub.server_model("alice")
-        if model and model.get("ready"):
-            break
-        time.sleep(0.25)
-    assert hub.server_model("alice")["ready"], hub.log_tail()
+    seconds = post_form_until_ready(hub, session, form, {"queue": "debug", "runtime": "1", "other": "proj42"})
     job_id = job_id_of(hub, "alice")
     out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=30).stdout
     assert "Comment=project:proj42" in out and "Partition=debug" in out and "TimeLimit=01:00:00" in out, out
-    print(f"site form_subclass: form post->ready {time.monotonic() - t0:.2f} s (job {job_id})")
+    print(f"site form_subclass: form post->ready {seconds:.2f} s (job {job_id})")
     assert hub.stop_server("alice")
     assert wait_gone(job_id)
 
@@ -417,22 +424,11 @@ def test_site_profiles_4tuple_spawns_the_chosen_slurm_profile_on_real_slurm(slur
     session = hub.login_session("alice")
     form = session.get(f"{hub.url}/hub/spawn/alice", timeout=60)
     assert form.status_code == 200 and all(f'value="{k}"' in form.text for k in ("local", "slurm1c", "slurm2g"))
-    xsrf = re.search(r'_xsrf=([^"&]+)', form.text) or re.search(r'name="_xsrf" value="([^"]+)"', form.text)
-    t0 = time.monotonic()
-    r = session.post(f"{hub.url}/hub/spawn/alice", data={"profile": "slurm1c", "_xsrf": xsrf.group(1) if xsrf else ""},
-                     allow_redirects=False, timeout=120)
-    assert r.status_code in (302, 303), (r.status_code, r.text[:500])
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        model = hub.server_model("alice")
-        if model and model.get("ready"):
-            break
-        time.sleep(0.25)
-    assert hub.server_model("alice")["ready"], hub.log_tail()
+    seconds = post_form_until_ready(hub, session, form, {"profile": "slurm1c"})
     job_id = job_id_of(hub, "alice")
     out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=30).stdout
     assert "Partition=debug" in out and "TimeLimit=01:00:00" in out and "MinMemoryNode=1G" in out, out
     assert hub.user_request("alice", "api").status_code == 200
-    print(f"site profiles_4tuple: form post->ready {time.monotonic() - t0:.2f} s (job {job_id})")
+    print(f"site profiles_4tuple: form post->ready {seconds:.2f} s (job {job_id})")
     assert hub.stop_server("alice")
     assert wait_gone(job_id)
