@@ -556,12 +556,31 @@ def _url_escape(name: str) -> str:
     return quote(name, safe="@~")
 
 
+def _stopped_with_an_ending(user) -> list:
+    """The user's stopped servers that JupyterHub no longer holds in ``user.spawners`` (it drops a
+    server's Spawner after a stop) but whose saved state says how their last job ended: loaded
+    again (``user.spawners[name]`` builds it from the database), so their note shows."""
+    orm_user = getattr(user, "orm_user", None)
+    found = []
+    for name, orm_spawner in sorted((getattr(orm_user, "orm_spawners", None) or {}).items()):
+        if name in user.spawners or not isinstance(getattr(orm_spawner, "state", None), dict):
+            continue
+        if name and not getattr(user, "allow_named_servers", False):
+            continue
+        if orm_spawner.state.get("last_ended"):
+            try:
+                found.append((name, user.spawners[name]))
+            except Exception:  # a page must render even if one server cannot be loaded
+                log.exception("loading stopped server %s:%s", getattr(user, "name", "?"), name)
+    return found
+
+
 def user_ended(user) -> dict:
     """``{server name: ended_facts}`` for a hub user's stopped servers (``JupyterHub.template_vars``)."""
     if user is None or not hasattr(user, "spawners"):
         return {}
     out = {}
-    for name, spawner in list(user.spawners.items()):
+    for name, spawner in list(user.spawners.items()) + _stopped_with_an_ending(user):
         try:
             facts = ended_facts(spawner)
         except Exception:  # a page must render even if one note cannot

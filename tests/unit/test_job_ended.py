@@ -182,3 +182,24 @@ def test_a_failed_start_shows_the_spawn_pages_failure_box_with_start_again():
     pending = open(os.path.join(TEMPLATES, "spawn_pending.html")).read()
     assert "evtSource.onerror" in pending and "window.location.reload()" in pending
     assert "cancelling || evtSource.readyState !== EventSource.CLOSED" in pending  # not after Cancel
+
+
+def test_user_ended_loads_a_stopped_server_the_hub_no_longer_holds():
+    """JupyterHub drops a server's Spawner from user.spawners after a stop: its ending (saved in
+    its state in the database) still makes the home page's note."""
+    from types import SimpleNamespace
+
+    class Spawners(dict):
+        def __missing__(self, name):  # as JupyterHub's: built from the database on first use
+            sp = make_wrapper(ProfilesSpawner, profiles=[{"key": "hpc", "display": "Slurm",
+                                                          "class": "batchspawner.SlurmSpawner"}])
+            sp.load_state(orm[name].state)
+            self[name] = sp
+            return sp
+
+    orm = {"r3": SimpleNamespace(state={"last_ended": {"job_id": "77", "state": "CANCELLED", "at": 0.0}}),
+           "idle": SimpleNamespace(state={})}
+    user = SimpleNamespace(name="alice", spawners=Spawners(), allow_named_servers=True,
+                           orm_user=SimpleNamespace(orm_spawners=orm))
+    ended = user_ended(user)
+    assert list(ended) == ["r3"] and ended["r3"]["job_id"] == "77" and "idle" not in user.spawners
