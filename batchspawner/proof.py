@@ -137,12 +137,14 @@ _BANNER_JS = """<script>(function() {
     if (!el) {
       el = document.createElement("div");
       el.id = "%(id)s"; el.setAttribute("role", "alert");
-      el.style.cssText = "position:fixed;top:0;left:0;right:0;z-index:100000;background:#fff3cd;color:#664d03;" +
-        "border-bottom:1px solid #ffe69c;padding:6px 44px 6px 12px;font:14px/1.4 sans-serif;text-align:center";
+      /* at the top right, over the empty end of Lab's top bar, not over its menus */
+      el.style.cssText = "position:fixed;top:4px;right:12px;max-width:min(40%%,520px);" +
+        "z-index:100000;background:#fff3cd;color:#664d03;border:1px solid #ffda6a;border-radius:6px;" +
+        "box-shadow:0 2px 8px rgba(0,0,0,.2);padding:6px 40px 6px 12px;font:14px/1.4 sans-serif;text-align:center";
       var text = document.createElement("span"); text.className = "jhpc-walltime-text"; el.appendChild(text);
       var close = document.createElement("button");
       close.type = "button"; close.textContent = "\u00d7"; close.setAttribute("aria-label", "Dismiss");
-      close.style.cssText = "position:absolute;right:10px;top:2px;border:0;background:none;font-size:20px;cursor:pointer";
+      close.style.cssText = "position:absolute;right:8px;top:1px;border:0;background:none;font-size:20px;cursor:pointer;color:inherit";
       close.onclick = function() { dismissed = true; el.remove(); };
       el.appendChild(close);
       document.body.appendChild(el);
