@@ -128,8 +128,10 @@ c.SlurmSpawner.poll_interval = 1
 c.SlurmSpawner.startup_poll_interval = 0.25
 """
     ).start()
-    hub.spawn("alice")
-    assert hub.server_model("alice")["ready"], hub.log_tail()
+    r, seconds = hub.spawn("alice")
+    assert r.status_code in (201, 202), r.text
+    model = hub.server_model("alice")
+    assert model and model["ready"], f"not ready after {seconds:.0f} s: " + hub.log_tail()
     job_id = job_id_of(hub, "alice")
     flag.touch()
     time.sleep(8)  # several hub polls (poll_interval = 1 s) all fail
