@@ -1,5 +1,6 @@
 """The real CommandRunner on real local processes (no scheduler involved)."""
 
+import asyncio
 import time
 
 import pytest
@@ -84,3 +85,37 @@ def test_prefix_and_remote_quoting():
     assert local.build_argv(["squeue", "-o", "%T %B"]) == ["sudo", "-E", "-u", "alice", "squeue", "-o", "%T %B"]
     remote = CommandRunner(prefix=["ssh", "alice@login1"], remote_shell=True)
     assert remote.build_argv(["squeue", "-o", "%T %B", "x;y"]) == ["ssh", "alice@login1", "squeue -o '%T %B' 'x;y'"]
+
+
+# ------------------------------------------------------------------ CallableRunner (a 1.3 run_command)
+async def test_callable_runner_needs_only_a_function_and_quotes_each_word():
+    from batchspawner.runner import CallableRunner, CommandError
+
+    seen = []
+
+    async def run_command(cmd, input=None, env=None):
+        seen.append((cmd, input, env))
+        if "scancel" in cmd:
+            raise RuntimeError("scancel: error: Kill job error on job id 7: Invalid job id specified")
+        if "boom" in cmd:
+            raise ValueError("not a RuntimeError")
+        return "Submitted batch job 7\n"
+
+    runner = CallableRunner(run_command, ["sudo", "-u", "alice"], timeout=5)
+    result = await runner.run(["sbatch", "--comment=a b;c"], stdin="#!/bin/sh\n", env={"X": "1"})
+    assert result.stdout == "Submitted batch job 7\n" and result.returncode == 0
+    assert seen[0] == ("sudo -u alice sbatch '--comment=a b;c'", "#!/bin/sh\n", {"X": "1"})
+    failed = await runner.run(["scancel", "7"], check=False)
+    assert failed.returncode == 1 and "Invalid job id" in failed.stderr  # 1.3: RuntimeError(stderr)
+    with pytest.raises(CommandError):
+        await runner.run(["boom"])  # any exception of the site's function is a failed command
+
+
+async def test_callable_runner_times_out():
+    from batchspawner.runner import CallableRunner, CommandTimeout
+
+    async def never(cmd, input=None, env=None):
+        await asyncio.sleep(30)
+
+    with pytest.raises(CommandTimeout):
+        await CallableRunner(never, timeout=0.05).run(["squeue"])
