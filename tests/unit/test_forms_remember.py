@@ -17,6 +17,7 @@ import pytest
 from wraphelpers import make_wrapper
 
 from batchspawner.cluster import ClusterInfo, Partition
+from test_containers import images  # noqa: F401 (the fixture)
 from wrapspawner import ProfilesSpawner, remember
 from wrapspawner import profiles as profiles_module
 
@@ -155,3 +156,20 @@ def test_form_inputs_post_a_sessions_options_again():
     assert w.form_inputs({"profile": "custom", "nprocs": "4", "memory": "2G", "partition": "long"}) == [
         ("profile", "custom"), ("custom.partition", "long"), ("custom.nprocs", "4"), ("custom.memory", "2G")]
     assert w.form_inputs({"profile": "gone"}) == [] and w.form_inputs(None) == []
+
+
+async def test_a_container_profile_remembers_the_image_and_its_arguments(images):  # noqa: F811
+    from test_containers import profiles as container_profiles
+    from wraphelpers import fake_runner
+
+    boxes = container_profiles(images, fake_runner())
+    w = wrapper("rita", profiles=boxes)
+    w.user_options = await w.run_options_from_form(
+        {"profile": ["box"], "box.image": ["analysis"], "box.analysis.threads": ["4"], "box.ngpus": ["1"]})
+    await w.select_child()
+    html = await wrapper("rita", "other", profiles=boxes).get_options_form()
+    assert shown(html, "box.image") == "analysis" and shown(html, "box.analysis.threads") == "4"
+    assert shown(html, "box.ngpus") == "1"
+    # Relaunch posts the same inputs again
+    assert w.form_inputs(w.user_options) == [
+        ("profile", "box"), ("box.ngpus", "1"), ("box.image", "analysis"), ("box.analysis.threads", "4")]
