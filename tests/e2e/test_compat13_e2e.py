@@ -270,12 +270,11 @@ def post_form_until_ready(hub, session, form, data, user="alice", timeout=180):
     return time.monotonic() - t0
 
 
-def job_argv_of(user, marker):
-    """argv of the user's processes whose command line contains ``marker`` (the job's server)."""
+def procs_of(user, marker):
+    """(proc folder, argv words) of the user's processes whose command line contains ``marker``."""
     import pwd
 
     uid = pwd.getpwnam(user).pw_uid
-    found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -287,8 +286,12 @@ def job_argv_of(user, marker):
             continue
         words = [a.decode(errors="replace") for a in argv]
         if any(marker in w for w in words):
-            found.append(words)
-    return found
+            yield proc, words
+
+
+def job_argv_of(user, marker):
+    """argv of the user's processes whose command line contains ``marker`` (the job's server)."""
+    return [words for _, words in procs_of(user, marker)]
 
 
 def test_site_slurm_config_spawns_on_real_slurm(slurm, hubs):
@@ -379,18 +382,8 @@ def test_13_query_template_through_a_real_login_node_parses_as_in_13(slurm, hubs
 
 def job_environ_of(user, marker):
     """The environment of the user's process whose argv contains ``marker`` (read as root)."""
-    import pwd
-
-    uid = pwd.getpwnam(user).pw_uid
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for proc, _ in procs_of(user, marker):
         try:
-            if proc.stat().st_uid != uid:
-                continue
-            argv = (proc / "cmdline").read_bytes()
-            if marker.encode() not in argv:
-                continue
             pairs = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
