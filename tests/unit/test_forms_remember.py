@@ -21,14 +21,7 @@ from test_containers import images  # noqa: F401 (the fixture)
 from wrapspawner import ProfilesSpawner, remember
 from wrapspawner import profiles as profiles_module
 
-PROFILES = [
-    {"key": "small", "display": "Small", "class": "batchspawner.SlurmSpawner", "default": True,
-     "fields": {"runtime": {"type": "walltime", "max": "04:00:00", "default": "01:00:00"}}},
-    {"key": "custom", "display": "Custom", "class": "batchspawner.SlurmSpawner",
-     "fields": {"partition": {"type": "choice", "choices": ["debug", "long"], "default": "debug"},
-                "nprocs": {"type": "int", "min": 1, "max": 8, "default": 2},
-                "memory": {"type": "memory", "min": "512M", "max": "8G", "default": "2G"}}},
-]
+from test_refused_form import PROFILES  # the same two profiles (small, custom)
 
 
 def wrapper(user="rita", server="", profiles=PROFILES, **traits):

@@ -22,17 +22,22 @@ from test_slurm_spawner import Cluster, PortHandlerStub, _start_and_report, spaw
 TOKEN = "secret-token-value"  # what tests/unit/helpers.make_spawner gives every spawner
 
 
-@pytest.fixture
-async def proof_server():
-    """A tornado app with the extension's handler, as jupyter_server would serve it."""
-    app = web.Application(proof.handlers("/user/alice/", TOKEN))
+def serve_on_loopback(app):
+    """(HTTPServer, base URL) of ``app`` on a free loopback port."""
     server = httpserver.HTTPServer(app)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
     sock.setblocking(False)
     server.add_sockets([sock])
-    yield sock.getsockname()[1]
+    return server, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
+async def proof_server():
+    """A tornado app with the extension's handler, as jupyter_server would serve it."""
+    server, url = serve_on_loopback(web.Application(proof.handlers("/user/alice/", TOKEN)))
+    yield int(url.rsplit(":", 1)[1])
     server.stop()
 
 

@@ -6,13 +6,13 @@ script into its own HTML pages that shows the banner."""
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 from test_slurm_spawner import PortHandlerStub
 from test_sessions_logs import Squeue, spawner
 from fakes import FakeRunner
-from tornado import httpclient, httpserver, web
+from test_port_proof import serve_on_loopback
+from tornado import httpclient, web
 
 from batchspawner import proof, sessions
 from batchspawner.api import BatchSpawnerAPIHandler
@@ -53,13 +53,7 @@ async def test_the_api_answers_only_the_tokens_own_server():
 
 
 def _serve(app):
-    server = httpserver.HTTPServer(app)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    sock.setblocking(False)
-    server.add_sockets([sock])
-    return server, f"http://127.0.0.1:{sock.getsockname()[1]}"
+    return serve_on_loopback(app)
 
 
 class Page(web.RequestHandler):
