@@ -3,7 +3,7 @@
 A site names a spawner by its entry point (``c.JupyterHub.spawner_class = "slurm"``), so the
 entry point table in pyproject.toml is where a scheduler is registered; nothing else lists them.
 Tests and tools that need "every scheduler" take it from :func:`spawner_classes` (see
-docs/new-scheduler.md). Reading the table needs the package's metadata (an installed or
+docs/architecture.md). Reading the table needs the package's metadata (an installed or
 editable install, as JupyterHub itself needs to find the entry points).
 """
 
