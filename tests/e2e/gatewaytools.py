@@ -23,6 +23,21 @@ import slurmtools
 from conftest import require
 from hubharness import ARTIFACTS, VENV_BIN, free_port
 
+# the example config plus test additions only: quicker polling, a service for the test's REST calls
+# (token from the env); format with example=<path of jupyterhub_config.example.py>
+WRAPPER_CONFIG = """
+c = get_config()  # noqa
+load_subconfig({example!r})
+c.SlurmSpawner.status_interval = 2
+c.SlurmSpawner.session_interval = 2
+c.SlurmSpawner.startup_poll_interval = 0.5
+import os  # noqa: E402
+c.JupyterHub.services = list(c.JupyterHub.services) + [
+    {{"name": "tester", "api_token": os.environ["JHPC_TEST_SERVICE_TOKEN"]}}]
+c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [
+    {{"name": "tester-role", "scopes": ["admin:users", "admin:servers", "read:users"], "services": ["tester"]}}]
+"""
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

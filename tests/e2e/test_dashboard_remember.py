@@ -28,25 +28,14 @@ import pytest
 import requests
 
 import slurmtools
-from gatewaytools import CHROMIUM, CHROMIUM_ARGS, ExampleHub, fill_form, require_gateway, wait_for
+from gatewaytools import (
+    CHROMIUM, CHROMIUM_ARGS, WRAPPER_CONFIG, ExampleHub, fill_form, require_gateway, wait_for,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "docs" / "screenshots"  # docs/users.md shows these
 USER = "erin"
 PARTITION = "jhpc-small"
-
-WRAPPER_CONFIG = """
-c = get_config()  # noqa
-load_subconfig({example!r})
-c.SlurmSpawner.status_interval = 2
-c.SlurmSpawner.session_interval = 2
-c.SlurmSpawner.startup_poll_interval = 0.5
-import os  # noqa: E402
-c.JupyterHub.services = list(c.JupyterHub.services) + [
-    {{"name": "tester", "api_token": os.environ["JHPC_TEST_SERVICE_TOKEN"]}}]
-c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [
-    {{"name": "tester-role", "scopes": ["admin:users", "admin:servers", "read:users"], "services": ["tester"]}}]
-"""
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,9 @@ import requests
 
 import slurmtools
 from conftest import require
-from gatewaytools import CHROMIUM, CHROMIUM_ARGS, ExampleHub, fill_form, require_gateway, wait_for
+from gatewaytools import (
+    CHROMIUM, CHROMIUM_ARGS, WRAPPER_CONFIG, ExampleHub, fill_form, require_gateway, wait_for,
+)
 from hubharness import ARTIFACTS, VENV_BIN
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,20 +41,6 @@ EXAMPLE = REPO / "jupyterhub_config.example.py"
 SHOTS = REPO / "docs" / "screenshots"
 USER = "erin"
 ADMIN = "bob"
-
-WRAPPER_CONFIG = """
-c = get_config()  # noqa
-load_subconfig({example!r})
-# test additions only: quicker polling, a service for the test's REST calls (token from the env)
-c.SlurmSpawner.status_interval = 2
-c.SlurmSpawner.session_interval = 2
-c.SlurmSpawner.startup_poll_interval = 0.5
-import os  # noqa: E402
-c.JupyterHub.services = list(c.JupyterHub.services) + [
-    {{"name": "tester", "api_token": os.environ["JHPC_TEST_SERVICE_TOKEN"]}}]
-c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [
-    {{"name": "tester-role", "scopes": ["admin:users", "admin:servers", "read:users"], "services": ["tester"]}}]
-"""
 
 
 @pytest.fixture(scope="module")
