@@ -26,7 +26,7 @@ c.JupyterHub.cleanup_servers = False
 # resources (no job at login). Every profile is a SlurmSpawner with typed, server-checked fields.
 import sys  # noqa: E402
 
-import batchspawner.web  # noqa: E402  (hub pages: session cards, spawn page, job logs)
+import batchspawner.hub.web  # noqa: E402  (hub pages: session cards, spawn page, job logs)
 
 c.JupyterHub.spawner_class = "profiles"
 c.JupyterHub.allow_named_servers = True
@@ -35,9 +35,9 @@ c.JupyterHub.allow_named_servers = True
 c.JupyterHub.named_server_limit_per_user = int(os.environ.get("JHPC_NAMED_SERVER_LIMIT", "5"))
 # Server options (REST user_options, the spawn form) larger than this get HTTP 413 before
 # JupyterHub parses, stores or logs them (64 KiB is the default; the profile fields need < 1 KiB).
-import batchspawner.bodylimit  # noqa: E402
+import batchspawner.hub.bodylimit  # noqa: E402
 
-batchspawner.bodylimit.limit_spawn_bodies(64 * 1024)
+batchspawner.hub.bodylimit.limit_spawn_bodies(64 * 1024)
 partitions = os.environ.get("JHPC_PARTITIONS", os.environ.get("JHPC_PARTITION", "debug")).split()
 partition_field = {
     "type": "choice",
@@ -113,10 +113,10 @@ if os.environ.get("JHPC_APPS", "vscode desktop").split():
 # Session cards on the home page (job, node, resources, queue position, time left, log), the spawn
 # page with Cancel and clear failure pages, a wall-time warning on every page, /hub/hpc/sessions
 # for admins. Job logs go to ~/.jupyterhub-hpc/logs (0700), pruned (SlurmSpawner.log_keep_*).
-c.JupyterHub.template_paths = [batchspawner.web.TEMPLATES]
-c.JupyterHub.template_vars = batchspawner.web.template_vars()
+c.JupyterHub.template_paths = [batchspawner.hub.web.TEMPLATES]
+c.JupyterHub.template_vars = batchspawner.hub.web.template_vars()
 # a start cancelled while pending must not report "Server ready" (and loop into a 424 page)
-c.Spawner.progress_ready_hook = batchspawner.web.ready_or_cancelled
+c.Spawner.progress_ready_hook = batchspawner.hub.web.ready_or_cancelled
 # one JSON line per spawn/start/failure/stop; read it with `jupyterhub-hpc-report`
 c.SlurmSpawner.usage_log = os.environ.get(
     "JHPC_USAGE_LOG", os.path.join(os.environ.get("JHPC_STATE_DIR", "/var/lib/jupyterhub-hpc"), "usage.jsonl")
@@ -189,8 +189,8 @@ if admin_users:
 state_dir = os.environ.get("JHPC_STATE_DIR", "/var/lib/jupyterhub-hpc")
 c.JupyterHub.db_url = f"sqlite:///{state_dir}/jupyterhub.sqlite"
 # SQLite in WAL mode, every commit still synced: the hub keeps answering during spawn storms
-# (see batchspawner/hubdb.py; back up the -wal file too, or use sqlite3's .backup)
-from batchspawner.hubdb import sqlite_wal  # noqa: E402
+# (see batchspawner/hub/hubdb.py; back up the -wal file too, or use sqlite3's .backup)
+from batchspawner.hub.hubdb import sqlite_wal  # noqa: E402
 
 sqlite_wal()
 # JupyterHub measures its own event loop every 50 ms by default: 0.05 CPU s per 10 s on an idle

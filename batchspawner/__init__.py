@@ -3,16 +3,20 @@
 The names batchspawner 1.3 exported stay importable from here and from
 ``batchspawner.batchspawner`` (see batchspawner/compat.py and docs/migration.md).
 ``JobStatus`` is 1.3's enum; this package's own job description is ``JobReport``
-(``batchspawner.states.JobStatus``).
+(``batchspawner.core.states.JobStatus``).
 
 Names are imported on first use (PEP 562), so ``batchspawner-singleuser``, which runs in
 every job before the server starts, does not pay for importing JupyterHub (about 1 s). The
-port callback route (``POST /hub/api/batchspawner``) and the hub pages of batchspawner/web.py
+port callback route (``POST /hub/api/batchspawner``) and the hub pages of batchspawner/hub/web.py
 (``/hub/hpc/log``, ``/hub/hpc/sessions``) are registered by ``batchspawner.spawner``,
 which every spawner class imports.
 """
 
 import importlib
+
+from batchspawner.compat import paths as _paths
+
+_paths.install()  # the module paths that moved (1.3's batchspawner.api, 0.1's flat ones)
 
 _NAMES = {
     "BatchSpawnerRegexStates": "compat",
@@ -20,20 +24,20 @@ _NAMES = {
     "JobStatus": "compat",
     "UserEnvMixin": "compat",
     "format_template": "compat",
-    "CondorSpawner": "condor",
-    "GridengineSpawner": "gridengine",
-    "LsfSpawner": "lsf",
-    "MoabSpawner": "moab",
-    "PBSSpawner": "pbs",
-    "CommandError": "runner",
-    "CommandRunner": "runner",
-    "CommandTimeout": "runner",
-    "MultiSlurmSpawner": "slurm",
-    "SlurmSpawner": "slurm",
+    "CondorSpawner": "schedulers.condor",
+    "GridengineSpawner": "schedulers.gridengine",
+    "LsfSpawner": "schedulers.lsf",
+    "MoabSpawner": "schedulers.moab",
+    "PBSSpawner": "schedulers.pbs",
+    "CommandError": "commands.runner",
+    "CommandRunner": "commands.runner",
+    "CommandTimeout": "commands.runner",
+    "MultiSlurmSpawner": "schedulers.slurm",
+    "SlurmSpawner": "schedulers.slurm",
     "BatchSpawnerBase": "spawner",
     "SpawnFailed": "spawner",
-    "JobState": "states",
-    "TorqueSpawner": "torque",
+    "JobState": "core.states",
+    "TorqueSpawner": "schedulers.torque",
 }
 
 
@@ -49,7 +53,7 @@ def __getattr__(name):
 def __dir__():
     return sorted(set(globals()) | set(_NAMES))
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BatchSpawnerBase",

@@ -4,12 +4,12 @@ Configurations and site modules that name it keep working; everything here is th
 package's own class or batchspawner/compat.py (see docs/migration.md).
 """
 
-from .compat import BatchSpawnerRegexStates, JobStatus, UserEnvMixin, format_template  # noqa: F401
-from .condor import CondorSpawner  # noqa: F401
-from .gridengine import GridengineSpawner  # noqa: F401
-from .lsf import LsfSpawner  # noqa: F401
-from .moab import MoabSpawner  # noqa: F401
-from .pbs import PBSSpawner  # noqa: F401
-from .slurm import MultiSlurmSpawner, SlurmSpawner  # noqa: F401
-from .spawner import BatchSpawnerBase  # noqa: F401
-from .torque import TorqueSpawner  # noqa: F401
+from batchspawner.compat import BatchSpawnerRegexStates, JobStatus, UserEnvMixin, format_template  # noqa: F401
+from batchspawner.schedulers.condor import CondorSpawner  # noqa: F401
+from batchspawner.schedulers.gridengine import GridengineSpawner  # noqa: F401
+from batchspawner.schedulers.lsf import LsfSpawner  # noqa: F401
+from batchspawner.schedulers.moab import MoabSpawner  # noqa: F401
+from batchspawner.schedulers.pbs import PBSSpawner  # noqa: F401
+from batchspawner.schedulers.slurm import MultiSlurmSpawner, SlurmSpawner  # noqa: F401
+from batchspawner.spawner import BatchSpawnerBase  # noqa: F401
+from batchspawner.schedulers.torque import TorqueSpawner  # noqa: F401

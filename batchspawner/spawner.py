@@ -6,13 +6,13 @@ the command templates, the script template and small parsing hooks; the flow
 
 Configuration comes from one traits class per concern, each in its own module
 (their traits are configured under the spawner classes, e.g. ``c.SlurmSpawner.status_interval``):
-:mod:`~batchspawner.parsing` (the ``state_*`` regexes, per-job query parsing),
-:mod:`~batchspawner.shared_status` (one shared status query per cluster),
-:mod:`~batchspawner.leftovers` (cancel retries, ``uncancelled_jobs``) and
-:mod:`~batchspawner.ssh` (submit hosts). Behaviour that is its own concern lives in
+:mod:`~batchspawner.core.parsing` (the ``state_*`` regexes, per-job query parsing),
+:mod:`~batchspawner.core.shared_status` (one shared status query per cluster),
+:mod:`~batchspawner.core.leftovers` (cancel retries, ``uncancelled_jobs``) and
+:mod:`~batchspawner.commands.ssh` (submit hosts). Behaviour that is its own concern lives in
 objects the spawner owns and calls with the job id: ``self.job_watch``
-(:class:`~batchspawner.shared_status.JobWatch`: what state is this job in) and
-``self.leftovers`` (:class:`~batchspawner.leftovers.Leftovers`: nothing is forgotten
+(:class:`~batchspawner.core.shared_status.JobWatch`: what state is this job in) and
+``self.leftovers`` (:class:`~batchspawner.core.leftovers.Leftovers`: nothing is forgotten
 without a cancel). This module keeps the hub-facing flow and what they share:
 commands, request variables, templates, state, the Spawner API.
 """
@@ -54,14 +54,17 @@ from traitlets import (
     validate,
 )
 
-from . import api  # noqa: F401  (registers POST /hub/api/batchspawner)
-from . import web as _hub_pages  # noqa: F401  (registers /hub/hpc/log and /hub/hpc/sessions)
-from . import bodylimit  # noqa: F401  (issue 21: oversized user_options get 413 before JupyterHub stores them)
-from . import accounts, joblogs, metrics, report, sessions
-from . import proof as _proof
-from .hosts import usable_host
-from .leftovers import Leftovers, LeftoverTraits
-from .options import (
+from batchspawner.hub import api  # noqa: F401  (registers POST /hub/api/batchspawner)
+from batchspawner.hub import web as _hub_pages  # noqa: F401  (registers /hub/hpc/log and /hub/hpc/sessions)
+from batchspawner.hub import bodylimit  # noqa: F401  (issue 21: oversized user_options get 413 before JupyterHub stores them)
+from batchspawner.core import accounts, joblogs
+from batchspawner.core import metrics
+from batchspawner.hub import sessions
+from batchspawner.usage import report
+from batchspawner.job import proof as _proof
+from batchspawner.core.hosts import usable_host
+from batchspawner.core.leftovers import Leftovers, LeftoverTraits
+from batchspawner.core.options import (
     PROTECTED,
     OptionError,
     admin_only_vars,
@@ -70,16 +73,16 @@ from .options import (
     record_form_options,
     validate_spawner_user_options,
 )
-from .hublog import warn_once
-from .parsing import QueryParsingMixin, overridden_predicates, predicate_status
-from .runner import CallableRunner, CommandError, CommandRunner, has_shell_syntax, split_command
-from .runners import RunnerPolicy
-from .runner import first_line as _first_line
-from .shared_status import JobWatch, SharedStatusTraits, shared_status_fits
-from .ssh import SubmitHostsMixin
-from .states import GONE_CLAIM, JobState, JobStatus
-from .templating import format_template, has_control_chars
-from .tunnel import SshTunnel, TunnelError
+from batchspawner.core.hublog import warn_once
+from batchspawner.core.parsing import QueryParsingMixin, overridden_predicates, predicate_status
+from batchspawner.commands.runner import CallableRunner, CommandError, CommandRunner, has_shell_syntax, split_command
+from batchspawner.commands.policy import RunnerPolicy
+from batchspawner.commands.runner import first_line as _first_line
+from batchspawner.core.shared_status import JobWatch, SharedStatusTraits, shared_status_fits
+from batchspawner.commands.ssh import SubmitHostsMixin
+from batchspawner.core.states import GONE_CLAIM, JobState, JobStatus
+from batchspawner.core.templating import format_template, has_control_chars
+from batchspawner.commands.tunnel import SshTunnel, TunnelError
 
 # issue 21 (8): every spawner that reported a port, to refuse a report of another server's address
 _REPORTED = weakref.WeakSet()
@@ -391,7 +394,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         ``user@host`` or ``host:port``, as the hub's own user; ssh options in
         ``c.SshTunnel.ssh_options``); the hub talks to the local end. Closed when the server
         stops; the relay outlives a hub restart and is adopted, or rebuilt on another local port
-        (the route follows) if its port was taken meanwhile (see batchspawner/tunnel.py and
+        (the route follows) if its port was taken meanwhile (see batchspawner/commands/tunnel.py and
         docs/admin.md). Combine with ``server_proof``.""",
     ).tag(config=True)
 
@@ -400,7 +403,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         "auto",
         help="""Whether the hub makes the server that answers on the reported port prove it is the job's own.
 
-        The proof (batchspawner/proof.py): the hub sends a random nonce and only a process that
+        The proof (batchspawner/job/proof.py): the hub sends a random nonce and only a process that
         holds this server's API token can answer HMAC(token, nonce, address, port), bound to the
         address and port it was reached on (so a squatter that relays the question to the real
         server is refused too). ``batchspawner-singleuser`` loads the answering extension into
@@ -421,7 +424,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
     @property
     def tunnel(self) -> SshTunnel | None:
-        """The spawner's ssh tunnel (batchspawner/tunnel.py), or None without tunnel_login_host."""
+        """The spawner's ssh tunnel (batchspawner/commands/tunnel.py), or None without tunnel_login_host."""
         if not self.tunnel_login_host:
             return None
         if getattr(self, "_tunnel", None) is None:
@@ -515,7 +518,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         return value
 
     # ---------------------------------------------------------------- what users see (issue 14)
-    # session card (batchspawner/sessions.py), job logs (joblogs.py), usage log (report.py)
+    # session card (batchspawner/hub/sessions.py), job logs (joblogs.py), usage log (report.py)
     log_dir = Unicode(
         "{homedir}/.jupyterhub-hpc/logs",
         help="""The user's private folder for job logs, as the job sees it ({homedir}, {username}).
@@ -565,14 +568,14 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         900.0,
         help="""Seconds of wall time left from which the user is warned that the job ends soon: the
         session card and every hub page, and a banner inside JupyterLab (the job's server asks the
-        hub, ``GET /hub/api/batchspawner`` with its own token, see batchspawner/proof.py). 0: never.""",
+        hub, ``GET /hub/api/batchspawner`` with its own token, see batchspawner/job/proof.py). 0: never.""",
     ).tag(config=True)
 
     log_file = Unicode("", help="The current job's log file (kept in state; shown on the card).")
     submitted_at = Float(0.0, help="Epoch seconds of the current job's submission (kept in state).")
 
     def details_poller(self, create=True):
-        """The shared :class:`~batchspawner.sessions.DetailsPoller` of this scheduler endpoint, or None.
+        """The shared :class:`~batchspawner.hub.sessions.DetailsPoller` of this scheduler endpoint, or None.
 
         Every poll and every REST model asks for it: kept until a setting changes (runner_policy.memo)."""
         if not self.batch_details_cmd or self.overrides_run_command():
@@ -590,7 +593,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
     def _details_poller(self, create):
         """(key, poller or None) of the shared details query."""
         # the same runner, environment and identity as the shared status query (one rule, in
-        # batchspawner/runners.py): the key holds the identity, so no poller runs as "whichever
+        # batchspawner/commands/policy.py): the key holds the identity, so no poller runs as "whichever
         # user asked last"; the closures hold the spawner's settings, not the spawner
         runner, env, status_key = self.status_endpoint()
         vars_ = self.command_vars()
@@ -674,7 +677,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         self._served_at = None
 
     def session_facts(self):
-        """The session card's facts (cached only, no scheduler command); see batchspawner.sessions."""
+        """The session card's facts (cached only, no scheduler command); see batchspawner.hub.sessions."""
         return sessions.session_facts(self)
 
     # ---------------------------------------------------------------- job-state checks
@@ -777,7 +780,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
         help="""More environment variables (names or glob patterns) of the hub that every scheduler
         command gets: submit, per-job query, cancel and the shared status query.
 
-        Built in (see batchspawner.runners.SCHEDULER_ENV_NAMES): PATH, LANG, LC_ALL, HOME, USER and
+        Built in (see batchspawner.commands.policy.SCHEDULER_ENV_NAMES): PATH, LANG, LC_ALL, HOME, USER and
         the client variables of each scheduler (SLURM_CONF, SGE_ROOT, SGE_CELL, SGE_QMASTER_PORT,
         LSF_ENVDIR, LSF_SERVERDIR, PBS_CONF_FILE, PBS_*, CONDOR_CONFIG, _CONDOR_*...). Names that
         look like secrets (TOKEN, SECRET, PASSWORD, KEY) never reach a query or a cancel. With a
@@ -787,7 +790,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
     @property
     def runner_policy(self) -> RunnerPolicy:
-        """Who runs which command, as whom, with which environment (batchspawner/runners.py)."""
+        """Who runs which command, as whom, with which environment (batchspawner/commands/policy.py)."""
         policy = self.__dict__.get("_runner_policy")
         if policy is None:
             policy = self.__dict__["_runner_policy"] = RunnerPolicy(self)
@@ -1019,7 +1022,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
     def run_options_from_form(self, form_data):
         """JupyterHub's call on a form post: the site's options_from_form, whose keys are then the
-        site's own (``batchspawner.options.record_form_options``)."""
+        site's own (``batchspawner.core.options.record_form_options``)."""
         options = super().run_options_from_form(form_data)
         if inspect.isawaitable(options):
             async def recorded():
@@ -1194,7 +1197,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
             return JobStatus(JobState.UNKNOWN, reason=f"query parser error ({type(e).__name__})")
 
     # ---------------------------------------------------------------- batchspawner 1.3 API
-    # state_ispending/state_isrunning/state_isunknown/state_gethost: batchspawner/parsing.py
+    # state_ispending/state_isrunning/state_isunknown/state_gethost: batchspawner/core/parsing.py
 
     def overrides_run_command(self) -> bool:
         return type(self).run_command is not BatchSpawnerBase.run_command
@@ -1264,7 +1267,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
     def status_endpoint(self):
         """(runner, env, poller key) of the shared status query.
 
-        Decided in one place, the runner policy (batchspawner/runners.py): the key includes
+        Decided in one place, the runner policy (batchspawner/commands/policy.py): the key includes
         the runner's identity, so spawners share one poller only when they would run the same
         query as the same identity. Spawners whose key is equal share one poller (one query per
         round for all their jobs)."""
@@ -1533,7 +1536,7 @@ class BatchSpawnerBase(QueryParsingMixin, SharedStatusTraits, LeftoverTraits, Su
 
     async def _prove_server(self, ip, port, expect, restored=False):
         """Issue 21: the server answering on ip:port proves it holds this server's token
-        (batchspawner/proof.py), when ``server_proof`` asks for it."""
+        (batchspawner/job/proof.py), when ``server_proof`` asks for it."""
         mode = self.server_proof.lower()
         claimed = getattr(self, "_proof_claimed", False) or restored
         if mode == "off" or (mode == "auto" and not claimed):

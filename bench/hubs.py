@@ -124,7 +124,7 @@ def packages(ours_bin, bs13_bin):
             f"c.Spawner.cmd = ['{bs13_bin}/jupyterhub-singleuser']\n",
         ),
         "ours": Package(
-            "ours", "jupyterhub-hpc", ours_bin, "slurm", "batchspawner.slurm.SlurmSpawner", "",
+            "ours", "jupyterhub-hpc", ours_bin, "slurm", "batchspawner.schedulers.slurm.SlurmSpawner", "",
         ),
     }
 
@@ -244,7 +244,7 @@ class VenvHub(Hub):
         raise RuntimeError(f"hub did not answer within {timeout} s:\n{self.log_tail()}")
 
 
-# what batchspawner.hubdb.sqlite_wal() does, written out: the 1.3.0 venv does not have our package
+# what batchspawner.hub.hubdb.sqlite_wal() does, written out: the 1.3.0 venv does not have our package
 SQLITE_WAL = """
 import sqlite3 as _sqlite3
 from sqlalchemy import event as _event

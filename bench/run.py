@@ -67,7 +67,7 @@ def parse_args(argv=None):
     p.add_argument("--packages", default="bs13,ours")
     p.add_argument("--workdir", default="")
     p.add_argument("--sqlite-wal", action="store_true",
-                   help="both hubs' SQLite in WAL mode, every commit synced (batchspawner/hubdb.py; the "
+                   help="both hubs' SQLite in WAL mode, every commit synced (batchspawner/hub/hubdb.py; the "
                         "example config's setting); default: JupyterHub's default journal")
     p.add_argument("--node-cpu-shares", type=int, default=64,
                    help="CPU weight of the compute node (slurmd and its jobs) against the hub's 1024 "

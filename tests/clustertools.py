@@ -191,9 +191,9 @@ def parsed_views(cluster: Cluster, job_ids: list[str], user: str = "alice") -> d
     from jupyterhub.objects import Hub
     from types import SimpleNamespace
 
-    from batchspawner.cluster import parse_scontrol_partitions, parse_sinfo_cpus
-    from batchspawner.runner import split_command
-    from batchspawner.slurm import MultiSlurmSpawner
+    from batchspawner.polling.cluster import parse_scontrol_partitions, parse_sinfo_cpus
+    from batchspawner.commands.runner import split_command
+    from batchspawner.schedulers.slurm import MultiSlurmSpawner
 
     owner = SimpleNamespace(name=user, escaped_name=user, url=f"/user/{user}/", base_url="/",
                             public_url=lambda *a, **k: "", spawners={}, server=None, kind="user")  # fmt: skip

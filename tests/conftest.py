@@ -16,7 +16,7 @@ def pytest_collection_modifyitems(config, items):
 def _fake_cluster_info():
     """ProfilesSpawner's cluster facts: never real scontrol/sinfo in the fast tier (empty answers
     = nothing known, nothing refused); tests/unit/test_cluster_info.py injects real captures."""
-    from batchspawner.cluster import ClusterInfo
+    from batchspawner.polling.cluster import ClusterInfo
     from fakes import FakeRunner
 
     ClusterInfo._registry.clear()
@@ -30,15 +30,15 @@ _fake_cluster_info()
 @pytest.fixture(autouse=True)
 def _fresh_status_pollers():
     """Each test starts with no shared status pollers (they are process-wide)."""
-    from batchspawner.sessions import DetailsPoller
-    from batchspawner.status import StatusPoller
+    from batchspawner.hub.sessions import DetailsPoller
+    from batchspawner.polling.status import StatusPoller
 
     StatusPoller._registry.clear()
     DetailsPoller._registry.clear()
-    from batchspawner import joblogs
+    from batchspawner.core import joblogs
 
     joblogs._prepared.clear()  # log folders "prepared a moment ago" by an earlier test
-    from batchspawner.cluster import ClusterInfo
+    from batchspawner.polling.cluster import ClusterInfo
 
     _fake_cluster_info()
     yield

@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from batchspawner.runner import CommandError, CommandResult, CommandTimeout
+from batchspawner.commands.runner import CommandError, CommandResult, CommandTimeout
 
 FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
 

@@ -34,9 +34,9 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from batchspawner.options import SAFE_VALUE, OptionError
+from batchspawner.core.options import SAFE_VALUE, OptionError
 from batchspawner.polling.base import SharedPoller
-from batchspawner.runner import CommandError, CommandRunner
+from batchspawner.commands.runner import CommandError, CommandRunner
 
 from .options import ChoiceField, Field, IntField, NAME_RE, TextField
 

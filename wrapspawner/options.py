@@ -16,11 +16,11 @@ names another with ``"trait"``. Only an allowlist can be targets (checked at
 startup): ``req_*`` request traits other than the protected template variables
 (commands, prologue/epilogue, raw options, identity) and the admin-only ones (accounts,
 projects, QoS, reservations, clusters, resource names: see
-:func:`batchspawner.options.admin_only_vars`), and the resource and
+:func:`batchspawner.core.options.admin_only_vars`), and the resource and
 timeout traits in :data:`USER_SETTABLE_TRAITS`. Never ``cmd``, ``ssh_*``,
 ``exec_prefix``, ``hub_connect_url``, paths, environment or hooks. :meth:`Field.parse` turns whatever a user sent
 (form text or a JSON value from the REST API) into exactly one canonical,
-shell-safe string, or raises :class:`batchspawner.options.OptionError` (HTTP
+shell-safe string, or raises :class:`batchspawner.core.options.OptionError` (HTTP
 400) naming the field and the rule. Admin mistakes in a field's spec raise
 ``ValueError`` at configuration time.
 """
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 
-from batchspawner.options import PROTECTED, SAFE_VALUE, OptionError, admin_only_vars
+from batchspawner.core.options import PROTECTED, SAFE_VALUE, OptionError, admin_only_vars
 
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
@@ -280,7 +280,7 @@ class TextField(Field):
     """Free text, only with an admin regex; never spaces, quotes or shell characters.
 
     A value must match the admin regex *and* the project's plain-value charset
-    (``batchspawner.options.SAFE_VALUE``: ASCII letters, digits, ``_.:,@%+=/-``, not
+    (``batchspawner.core.options.SAFE_VALUE``: ASCII letters, digits, ``_.:,@%+=/-``, not
     starting with ``-``). The regex is compiled with ``re.ASCII``, so ``\\w``/``\\d`` mean
     ASCII only; the charset check holds even if the regex is too loose (``.*``), so no
     Unicode digit and no leading ``-`` (which a command line would read as an option)

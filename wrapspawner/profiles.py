@@ -15,7 +15,7 @@ child is built with each canonical value set on its declared trait
 (``req_<field>`` by default) and with **empty** ``user_options``. So
 BatchSpawnerBase's own ``user_options`` check in ``start()`` sees nothing, and no
 raw user text ever becomes a template variable. Any refusal is
-:class:`batchspawner.options.OptionError` (HTTP 400 naming the field and the
+:class:`batchspawner.core.options.OptionError` (HTTP 400 naming the field and the
 rule) before anything is submitted.
 """
 
@@ -32,9 +32,9 @@ from jupyterhub.spawner import Spawner
 from jupyterhub.utils import maybe_future
 from traitlets import Any, Bool, Float, List, TraitError, Unicode, default, import_item, validate
 
-from batchspawner import hublog
-from batchspawner.cluster import ClusterInfo
-from batchspawner.options import OptionError
+from batchspawner.core import hublog
+from batchspawner.polling.cluster import ClusterInfo
+from batchspawner.core.options import OptionError
 
 from . import remember
 from .containers import ContainerChoice, wants_gpus
@@ -262,7 +262,7 @@ class ProfilesSpawner(WrapSpawner):
         help="""Know the Slurm cluster on the form: show each partition's free cores and limits next to
         a ``partition`` field, and refuse (HTTP 400 naming the field) cores, memory or wall time above
         the chosen partition's maximum before anything is submitted. The facts come from
-        ``batchspawner.cluster.ClusterInfo``, refreshed in the background (``scontrol``/``sinfo`` as
+        ``batchspawner.polling.cluster.ClusterInfo``, refreshed in the background (``scontrol``/``sinfo`` as
         the hub's user), never queried while a form renders; until the first answer nothing is refused.
         Applies to profiles whose class reads them (``cluster_facts = "slurm"``: SlurmSpawner and
         its subclasses).""",
@@ -365,7 +365,7 @@ class ProfilesSpawner(WrapSpawner):
         return profile.container.usable(self.log)
 
     def _is_slurm(self, profile) -> bool:
-        """Whether the cluster facts (batchspawner.cluster: Slurm's sinfo/sacctmgr) apply to this
+        """Whether the cluster facts (batchspawner.polling.cluster: Slurm's sinfo/sacctmgr) apply to this
         profile: its class says so (``cluster_facts = "slurm"``); the wrapper names no scheduler."""
         return bool(self.cluster_limits) and getattr(profile.spawner_class, "cluster_facts", None) == "slurm"
 

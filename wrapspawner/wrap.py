@@ -41,7 +41,7 @@ from jupyterhub.utils import maybe_future
 from tornado import web
 from traitlets import All, Container, Dict, Instance, List, Type, Unicode, import_item, observe
 
-from batchspawner.options import OptionError, forget_user_options, refused_in_this_request
+from batchspawner.core.options import OptionError, forget_user_options, refused_in_this_request
 from batchspawner.spawner import save_spawner_state
 
 # set on the child from the wrapper right before each start (the hub sets them on the wrapper)
@@ -126,7 +126,7 @@ class WrapSpawner(Spawner):
         self._explicit = set()
         self._mirroring = False
         self._wrap_spawn_pending = False
-        self.last_ended = None  # how the last child's job ended under its server (batchspawner.sessions)
+        self.last_ended = None  # how the last child's job ended under its server (batchspawner.hub.sessions)
         super().__init__(**kwargs)
         self._explicit |= self._configured_on_wrapper()
         self._watching = True

@@ -4,8 +4,8 @@ backoff on failure, and a shutdown that ends every background task.
 A *shared poller* asks one scheduler endpoint (one command line, cluster, submit host and
 identity) about many things at once, in a background task, so that many spawners and pages read
 one cache instead of each running its own command. Four kinds use this base: the job status
-poller (:mod:`batchspawner.status`), the session-card details poller
-(:mod:`batchspawner.sessions`), the cluster facts for the spawn form (:mod:`batchspawner.cluster`)
+poller (:mod:`batchspawner.polling.status`), the session-card details poller
+(:mod:`batchspawner.hub.sessions`), the cluster facts for the spawn form (:mod:`batchspawner.polling.cluster`)
 and the container image catalog (:mod:`wrapspawner.containers`).
 
 What the base guarantees, for every kind:

@@ -11,7 +11,7 @@
 # JHPC_APPS (space separated) picks the apps among vscode, desktop and webapp. Default: vscode and
 # desktop next to existing profiles; all three on its own (the web app is a sample to adapt).
 # Needs scripts/setup-apps.sh on the compute nodes (code-server, TigerVNC, noVNC, Xfce, xauth,
-# xterm) and jupyter-server-proxy in the venv the jobs run. How it works (batchspawner/apps.py):
+# xterm) and jupyter-server-proxy in the venv the jobs run. How it works (batchspawner/job/apps.py):
 # every job runs the usual single-user server; jupyter-server-proxy inside it serves the app at
 # /user/<name>/<app>/, behind the server's own hub OAuth, so only the server's owner reaches it.
 # The apps listen on unix sockets in private folders, never on TCP ports other users on a shared
@@ -58,7 +58,7 @@ _apps = {
                    "environment": {
                        "JHPC_WEBAPP_TITLE": "Shared documents",
                        "JHPC_WEBAPP_COMMAND": json.dumps([
-                           "python3", "-m", "batchspawner.apps", "static",
+                           "python3", "-m", "batchspawner.job.apps", "static",
                            "--socket", "{unix_socket}", "--dir",
                            os.environ.get("JHPC_WEBAPP_DIR", "/usr/share/doc/novnc"),
                        ]),

@@ -26,8 +26,8 @@ from traitlets import import_item
 from traitlets.config.loader import PyFileConfigLoader
 
 from batchspawner import BatchSpawnerBase
-from batchspawner.options import validate_spawner_user_options
-from batchspawner.templating import format_template
+from batchspawner.core.options import validate_spawner_user_options
+from batchspawner.core.templating import format_template
 from fakes import FakeRunner, Reply
 
 SITES = Path(__file__).parent / "sites"
@@ -180,7 +180,7 @@ async def test_ssh_login_site_query_reaches_the_login_node_as_in_13():
     _, spawner = build("ssh_login")
     runner = spawner.runner_policy.user_runner()
     assert runner.remote_shell
-    from batchspawner.runner import split_command
+    from batchspawner.commands.runner import split_command
 
     argv = split_command(spawner.batch_query_cmd, **spawner.command_vars("4242"))
     full = runner.build_argv(argv)

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 
 if os.environ.get("JUPYTERHUB_USER") != "alice":
-    os.execv(sys.executable, [sys.executable, "-m", "batchspawner.singleuser", *sys.argv[1:]])
+    os.execv(sys.executable, [sys.executable, "-m", "batchspawner.job.singleuser", *sys.argv[1:]])
 
 probe = os.environ["PROBE_DIR"]
 port = int(open(os.path.join(probe, "target")).read())

@@ -18,8 +18,8 @@ import pytest
 from hubharness import ARTIFACTS, Hub
 from test_cluster_current import NODE_CMD, route_target, spawn_ready
 
-from batchspawner.condor import CondorSpawner
-from batchspawner.runner import split_command
+from batchspawner.schedulers.condor import CondorSpawner
+from batchspawner.commands.runner import split_command
 from e2e.conftest import require
 
 CONFIG = """

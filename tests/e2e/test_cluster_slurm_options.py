@@ -20,7 +20,7 @@ import pytest
 from jupyterhub.objects import Hub
 
 from batchspawner import MultiSlurmSpawner, SlurmSpawner
-from batchspawner.runner import split_command
+from batchspawner.commands.runner import split_command
 from e2e.conftest import require
 
 
@@ -61,7 +61,7 @@ def emitted():
                     template = getattr(spawner, trait)
                     variables = spawner.command_vars("4242") | {"job_ids": "4242,4243"}
                     cases.append((f"{cls.__name__} {trait}", split_command(template, **variables), None))
-    # the profile form's partition facts (batchspawner/cluster.py)
+    # the profile form's partition facts (batchspawner/polling/cluster.py)
     cases.append(("ClusterInfo partitions", ["scontrol", "show", "partition", "-o"], None))
     cases.append(("ClusterInfo free CPUs", ["sinfo", "-h", "-o", "%R|%a|%C"], None))
     return cases

@@ -1,7 +1,7 @@
-"""The desktop app (batchspawner/apps.py ``vnc``) on a node shared with a hostile user (issue 21, items 1, 7).
+"""The desktop app (batchspawner/job/apps.py ``vnc``) on a node shared with a hostile user (issue 21, items 1, 7).
 
 Real TigerVNC ``Xvnc`` and xterm, real second local users: the victim ``alice`` runs the desktop
-exactly as jupyter-server-proxy starts it (``python -m batchspawner.apps vnc --socket S``, here the
+exactly as jupyter-server-proxy starts it (``python -m batchspawner.job.apps vnc --socket S``, here the
 module file run by the node's own ``/usr/bin/python3``); the attacker ``bob`` runs his own processes.
 
 Each desktop runs in a private mount namespace whose ``/tmp`` is a fresh, empty, root-owned 1777

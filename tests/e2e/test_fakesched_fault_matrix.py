@@ -21,7 +21,7 @@ from unit.helpers import make_spawner
 
 import fakesched
 from batchspawner import JobState, TorqueSpawner
-from batchspawner.status import StatusPoller
+from batchspawner.polling.status import StatusPoller
 
 FAULT_QSTAT = r"""#!/bin/sh
 ids=0

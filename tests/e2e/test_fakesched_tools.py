@@ -113,7 +113,7 @@ async def test_fake_history_confirms_the_exit_status_after_the_queue_forgot(clus
 async def test_fake_tools_shared_status_one_query_for_all_jobs(cluster_dir, monkeypatch, flavour, cls):
     """The shared poller's batched query (batch_status_cmd) against the fake tools' real output:
     two running jobs and one id the scheduler never knew, answered by one command."""
-    from batchspawner.status import StatusPoller
+    from batchspawner.polling.status import StatusPoller
 
     bindir = fakesched.install(cluster_dir, flavour, pending_seconds=0.2, keep_seconds=30)
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")

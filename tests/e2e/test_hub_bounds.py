@@ -58,7 +58,7 @@ def _jobs_of(users) -> set:
 @pytest.fixture(scope="module")
 def hub(slurm, jupyterhub_version, tmp_path_factory):
     hub = Hub(tmp_path_factory.mktemp("issue21-hub"), f"""
-from batchspawner.hubdb import sqlite_wal
+from batchspawner.hub.hubdb import sqlite_wal
 sqlite_wal()
 c.JupyterHub.spawner_class = 'slurm'
 c.JupyterHub.allow_named_servers = True

@@ -201,9 +201,9 @@ c.ConfigurableHTTPProxy.auth_token = 'proxy-test-token-24'
 
 def test_a_suspended_job_keeps_its_route_and_the_card_says_suspended(slurm, hubs):
     hub = hubs(CONFIG + """
-import batchspawner.web
-c.JupyterHub.template_paths = [batchspawner.web.TEMPLATES]
-c.JupyterHub.template_vars = batchspawner.web.template_vars()
+import batchspawner.hub.web
+c.JupyterHub.template_paths = [batchspawner.hub.web.TEMPLATES]
+c.JupyterHub.template_vars = batchspawner.hub.web.template_vars()
 c.ConfigurableHTTPProxy.auth_token = 'proxy-test-token-24'
 """)
     hub.proxy_token = "proxy-test-token-24"
@@ -326,9 +326,9 @@ def test_wall_time_reached_ends_the_server_and_the_page_says_so(slurm, hubs):
     """A job that reaches its wall time (Slurm TIMEOUT) ends its server within seconds of Slurm's
     verdict, and the user's next page says so in words (not a bare 503)."""
     hub = hubs(CONFIG.replace("'00:30:00'", "'00:01:00'") + """
-import batchspawner.web
-c.JupyterHub.template_paths = [batchspawner.web.TEMPLATES]
-c.JupyterHub.template_vars = batchspawner.web.template_vars()
+import batchspawner.hub.web
+c.JupyterHub.template_paths = [batchspawner.hub.web.TEMPLATES]
+c.JupyterHub.template_vars = batchspawner.hub.web.template_vars()
 """).start()
     r, _ = hub.spawn("carol")
     assert r.status_code in (201, 202) and hub.server_model("carol")["ready"], hub.log_tail()

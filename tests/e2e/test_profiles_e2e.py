@@ -62,7 +62,7 @@ def test_slurm_and_local_children_restart_and_refusals(slurm, hubs):
     assert r.status_code in (201, 202), r.text
     assert hub.server_model("alice")["ready"], hub.log_tail()
     state = _state(hub, "alice")
-    assert state["profile"] == "slurm" and state["child_class"] == "batchspawner.slurm.SlurmSpawner"
+    assert state["profile"] == "slurm" and state["child_class"] == "batchspawner.schedulers.slurm.SlurmSpawner"
     job_id = state["child_state"]["job_id"]
     assert slurmtools.job_state(job_id) == "RUNNING"
     assert _timelimit(job_id) == ["20:00", "512M"]

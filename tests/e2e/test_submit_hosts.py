@@ -16,9 +16,9 @@ import pytest
 
 import slurmtools
 import sshdtools
-from batchspawner.runner import CommandError
-from batchspawner.ssh import SshRunner
-from batchspawner.sshhosts import HostHealth
+from batchspawner.commands.runner import CommandError
+from batchspawner.commands.ssh import SshRunner
+from batchspawner.commands.submit_hosts import HostHealth
 from conftest import require
 
 CONFIG = """

@@ -65,7 +65,7 @@ def verdict(status):
     A per-job "no such job" (``states.GONE_CLAIM``) ends the server only when the second
     source agrees; in the parser tests that agreement is taken for granted (FINISHED).
     An empty answer (a silent claim) proves nothing: it stays UNKNOWN."""
-    from batchspawner.states import GONE_CLAIM, JobState
+    from batchspawner.core.states import GONE_CLAIM, JobState
 
     if status.native == GONE_CLAIM:
         return JobState.UNKNOWN if status.extra.get("silent") else JobState.FINISHED

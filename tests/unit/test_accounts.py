@@ -14,8 +14,9 @@ from fakes import FakeRunner, Reply
 from helpers import make_spawner
 from tornado.web import HTTPError
 
-from batchspawner import SlurmSpawner, SpawnFailed, joblogs
-from batchspawner.accounts import DEFAULT_DENIED_USERS, account_problem
+from batchspawner import SlurmSpawner, SpawnFailed
+from batchspawner.core import joblogs
+from batchspawner.core.accounts import DEFAULT_DENIED_USERS, account_problem
 
 
 def _uid(name):

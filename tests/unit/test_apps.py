@@ -1,4 +1,4 @@
-"""batchspawner/apps.py: what jupyter-server-proxy is told to run, and the static file server on a unix socket."""
+"""batchspawner/job/apps.py: what jupyter-server-proxy is told to run, and the static file server on a unix socket."""
 
 import http.client
 import json
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from batchspawner import apps
+from batchspawner.job import apps
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -60,7 +60,7 @@ def test_static_server_on_a_private_unix_socket(tmp_path):
     (web / "vnc.html").write_text("<title>noVNC</title>")
     (web / "sub").mkdir()
     sock = str(tmp_path / "s" / "socket")
-    proc = subprocess.Popen([sys.executable, "-m", "batchspawner.apps", "static", "--socket", sock, "--dir", str(web),
+    proc = subprocess.Popen([sys.executable, "-m", "batchspawner.job.apps", "static", "--socket", sock, "--dir", str(web),
                              "--novnc-base", "/user/alice/"], stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
@@ -171,7 +171,7 @@ def _run_desktop(tmp_path, bin_dir, record, **env):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     sock = tmp_path / "run" / "vnc.sock"
-    proc = subprocess.Popen([sys.executable, "-m", "batchspawner.apps", "vnc", "--socket", str(sock)],
+    proc = subprocess.Popen([sys.executable, "-m", "batchspawner.job.apps", "vnc", "--socket", str(sock)],
                             env=dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", TMPDIR=str(tmp),
                                      FAKE_XVNC_RECORD=str(record), JHPC_DESKTOP_SESSION="exec sleep 60", **env),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

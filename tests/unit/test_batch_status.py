@@ -28,8 +28,8 @@ from batchspawner import (
     SlurmSpawner,
     TorqueSpawner,
 )
-from batchspawner.runner import split_command
-from batchspawner.states import MISSING
+from batchspawner.commands.runner import split_command
+from batchspawner.core.states import MISSING
 
 P, R, F, M = JobState.PENDING, JobState.RUNNING, JobState.FINISHED, "missing"
 

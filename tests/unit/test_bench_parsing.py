@@ -214,7 +214,7 @@ def test_fake_squeue_answers_the_session_details_query(tmp_path):
     import shutil
     import subprocess
 
-    from batchspawner.slurm import SlurmSpawner
+    from batchspawner.schedulers.slurm import SlurmSpawner
     from helpers import make_spawner
 
     fake = tmp_path / "squeue"

@@ -11,7 +11,7 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from batchspawner.bodylimit import ROUTE, SpawnBodyGate, limit_spawn_bodies
+from batchspawner.hub.bodylimit import ROUTE, SpawnBodyGate, limit_spawn_bodies
 
 
 class Recorder(web.RequestHandler):

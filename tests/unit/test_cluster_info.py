@@ -10,8 +10,8 @@ import pytest
 from fakes import FakeRunner, Reply, fixture
 from wraphelpers import make_wrapper
 
-from batchspawner.cluster import ClusterInfo, parse_scontrol_partitions, parse_sinfo_cpus
-from batchspawner.options import OptionError
+from batchspawner.polling.cluster import ClusterInfo, parse_scontrol_partitions, parse_sinfo_cpus
+from batchspawner.core.options import OptionError
 from wrapspawner import ProfilesSpawner
 
 SCONTROL = fixture("slurm/scontrol_partitions.txt")
@@ -92,7 +92,7 @@ async def test_first_form_waits_at_most_cluster_wait_for_a_slow_scheduler():
 
 
 async def test_accounts_without_an_accounting_database_are_unknown_not_an_error(caplog):
-    caplog.set_level(logging.INFO, "batchspawner.cluster")
+    caplog.set_level(logging.INFO, "batchspawner.polling.cluster")
     runner = FakeRunner(respond)
     info = ClusterInfo(runner=runner)
     assert await info.user_accounts("carol") is None

@@ -16,7 +16,7 @@ from helpers import make_spawner
 from traitlets import Unicode
 
 from batchspawner import LsfSpawner, SlurmSpawner, TorqueSpawner
-from batchspawner.states import JobState
+from batchspawner.core.states import JobState
 from fakes import FakeRunner, Reply
 
 TORQUE_XML = (

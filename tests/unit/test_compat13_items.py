@@ -15,8 +15,8 @@ from helpers import make_spawner
 from traitlets import Unicode
 
 from batchspawner import SlurmSpawner
-from batchspawner.options import OptionError, validate_spawner_user_options
-from batchspawner.runner import CommandRunner, split_command
+from batchspawner.core.options import OptionError, validate_spawner_user_options
+from batchspawner.commands.runner import CommandRunner, split_command
 from batchspawner.spawner import SpawnFailed
 from fakes import FakeRunner, Reply
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from batchspawner.options import OptionError
+from batchspawner.core.options import OptionError
 from wraphelpers import fake_runner, make_wrapper
 from wrapspawner import ProfilesSpawner
 from wrapspawner.containers import ImageCatalog, declared_args

@@ -28,9 +28,9 @@ from batchspawner import (
     TorqueSpawner,
 )
 from batchspawner import schedulers
-from batchspawner.api import BatchSpawnerAPIHandler
-from batchspawner.hosts import usable_host
-from batchspawner.options import OptionError, admin_only_vars, refused_in_this_request, validate_spawner_user_options
+from batchspawner.hub.api import BatchSpawnerAPIHandler
+from batchspawner.core.hosts import usable_host
+from batchspawner.core.options import OptionError, admin_only_vars, refused_in_this_request, validate_spawner_user_options
 from wraphelpers import make_wrapper
 from wrapspawner import ProfilesSpawner, WrapSpawner
 from wrapspawner.options import check_target_trait
@@ -55,8 +55,9 @@ def test_real_host_names_are_kept(text):
 
 
 def _extractors():
-    from batchspawner import hosts, slurm
-    from batchspawner.gridengine import queue_host
+    from batchspawner.core import hosts
+    from batchspawner.schedulers import slurm
+    from batchspawner.schedulers.gridengine import queue_host
 
     return {
         "slurm": slurm.first_host,

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 from wraphelpers import make_wrapper
 
-from batchspawner.cluster import ClusterInfo, Partition
+from batchspawner.polling.cluster import ClusterInfo, Partition
 from test_containers import images  # noqa: F401 (the fixture)
 from wrapspawner import ProfilesSpawner, remember
 from wrapspawner import profiles as profiles_module

@@ -2,7 +2,7 @@
 
 import pytest
 
-from batchspawner.hosts import condor_host, lsf_first_host, moab_first_host, pbs_first_host, torque_first_host
+from batchspawner.core.hosts import condor_host, lsf_first_host, moab_first_host, pbs_first_host, torque_first_host
 
 CASES = [
     ("pbs-chunks-with-ncpus", pbs_first_host, "node1/0*4+node2/0", "node1"),

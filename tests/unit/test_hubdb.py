@@ -1,9 +1,9 @@
-"""batchspawner.hubdb: the hub's SQLite in WAL mode, commits still synced (issue 16)."""
+"""batchspawner.hub.hubdb: the hub's SQLite in WAL mode, commits still synced (issue 16)."""
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from batchspawner import hubdb
+from batchspawner.hub import hubdb
 
 
 def _pragmas(path):

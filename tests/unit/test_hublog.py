@@ -8,8 +8,8 @@ import io
 import logging
 import sys
 
-from batchspawner import hublog
-from batchspawner.options import OptionError
+from batchspawner.core import hublog
+from batchspawner.core.options import OptionError
 from batchspawner.spawner import JobDidNotStart
 
 

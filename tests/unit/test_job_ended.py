@@ -13,9 +13,9 @@ from helpers import make_spawner
 from wraphelpers import make_wrapper, slurm_responder
 
 from batchspawner import SlurmSpawner
-from batchspawner.sessions import ended_facts, ended_record, user_ended
-from batchspawner.status import StatusPoller
-from batchspawner.web import TEMPLATES
+from batchspawner.hub.sessions import ended_facts, ended_record, user_ended
+from batchspawner.polling.status import StatusPoller
+from batchspawner.hub.web import TEMPLATES
 from wrapspawner import ProfilesSpawner
 
 JH_TEMPLATES = os.path.join(os.path.dirname(__import__("jupyterhub").__file__), "..", "..", "..", "..",
@@ -91,7 +91,7 @@ async def test_profiles_spawner_keeps_the_childs_ending_not_as_a_leftover_job():
     plumbing = {"runner": runner, "query_runner": runner, "status_runner": runner, "status_min_interval": 0.01}
     profiles = [{"key": "hpc", "display": "Slurm", "class": "batchspawner.SlurmSpawner", "config": plumbing}]
     wrapper = make_wrapper(ProfilesSpawner, profiles=profiles)
-    wrapper.load_state({"profile": "hpc", "child_class": "batchspawner.slurm.SlurmSpawner",
+    wrapper.load_state({"profile": "hpc", "child_class": "batchspawner.schedulers.slurm.SlurmSpawner",
                         "child_state": {"job_id": "4242"}})
     assert await wrapper.poll() is not None
     await wrapper.stop()

@@ -13,7 +13,7 @@ PACKAGES = ("batchspawner", "wrapspawner", "authenticators")
 
 # the only modules allowed to import batchspawner.compat: the 1.3 names' module path, the package's
 # lazy name table, and the two scheduler modules whose 1.3 classes had UserEnvMixin
-COMPAT_USERS = {"batchspawner", "batchspawner.batchspawner", "batchspawner.slurm", "batchspawner.condor"}
+COMPAT_USERS = {"batchspawner", "batchspawner.batchspawner", "batchspawner.schedulers.slurm", "batchspawner.schedulers.condor"}
 
 
 def modules():
@@ -105,7 +105,7 @@ def test_the_wrapper_names_no_scheduler():
     from batchspawner import schedulers
 
     scheduler_modules = {value.split(":")[0] for value in schedulers.registered().values()}
-    assert "batchspawner.slurm" in scheduler_modules
+    assert "batchspawner.schedulers.slurm" in scheduler_modules
     graph = import_graph()
     reaching = {name: sorted(graph[name] & scheduler_modules) for name in graph if name.startswith("wrapspawner")}
     assert {name: found for name, found in reaching.items() if found} == {}

@@ -3,11 +3,11 @@
 import pytest
 
 from batchspawner import GridengineSpawner, JobState, SpawnFailed
-from batchspawner.gridengine import queue_host
+from batchspawner.schedulers.gridengine import queue_host
 from fakes import fixture
 from helpers import make_spawner, verdict
 
-from batchspawner.states import GONE_CLAIM
+from batchspawner.core.states import GONE_CLAIM
 
 G = "gridengine/"
 

@@ -3,8 +3,8 @@
 import pytest
 
 from batchspawner import JobState, SlurmSpawner, SpawnFailed
-from batchspawner.slurm import first_host
-from batchspawner.states import GONE_CLAIM
+from batchspawner.schedulers.slurm import first_host
+from batchspawner.core.states import GONE_CLAIM
 from fakes import fixture
 from helpers import make_spawner
 

@@ -11,9 +11,9 @@ import asyncio
 
 import pytest
 
-from batchspawner.runners import scheduler_env
-from batchspawner.slurm import SlurmSpawner
-from batchspawner.status import StatusPoller
+from batchspawner.commands.policy import scheduler_env
+from batchspawner.schedulers.slurm import SlurmSpawner
+from batchspawner.polling.status import StatusPoller
 
 from fakes import FakeRunner, Reply
 from helpers import make_spawner

@@ -11,7 +11,7 @@ import multiprocessing
 import os
 import time
 
-from batchspawner.runner import CommandRunner
+from batchspawner.commands.runner import CommandRunner
 from wraphelpers import make_wrapper
 from wrapspawner import ProfilesSpawner
 
@@ -20,7 +20,7 @@ SLURM_PROFILE = [{"key": "hpc", "display": "Slurm", "class": "batchspawner.Slurm
 
 def _two_forms_then_exit():
     """In a forked child: render the form twice, each under its own asyncio.run, then exit."""
-    from batchspawner.cluster import ClusterInfo
+    from batchspawner.polling.cluster import ClusterInfo
 
     # a real subprocess per cluster command (sh exits at once, printing nothing): no Slurm needed
     ClusterInfo._registry.clear()
@@ -48,8 +48,8 @@ def test_asyncio_run_of_the_form_returns():
 # ---------------------------------------------------------------- the base itself
 def _status_poller(clock, interval=10.0, answers=None):
     """A real StatusPoller on an in-process query that answers RUNNING for every job (or ``answers``)."""
-    from batchspawner.states import JobState, JobStatus
-    from batchspawner.status import StatusPoller
+    from batchspawner.core.states import JobState, JobStatus
+    from batchspawner.polling.status import StatusPoller
 
     async def query(job_ids):
         if answers is not None:
@@ -100,9 +100,9 @@ async def test_backoff_doubles_per_failure_up_to_the_cap():
 
 async def test_stop_all_ends_every_task_of_every_kind():
     from batchspawner import polling
-    from batchspawner.cluster import ClusterInfo
-    from batchspawner.sessions import DetailsPoller
-    from batchspawner.status import StatusPoller
+    from batchspawner.polling.cluster import ClusterInfo
+    from batchspawner.hub.sessions import DetailsPoller
+    from batchspawner.polling.status import StatusPoller
     from fakes import FakeRunner, Reply
 
     clock = polling.ManualClock()
@@ -130,7 +130,7 @@ async def test_stop_all_ends_every_task_of_every_kind():
 
 
 def test_a_poller_of_a_closed_loop_is_dropped_not_reused():
-    from batchspawner.cluster import ClusterInfo
+    from batchspawner.polling.cluster import ClusterInfo
     from batchspawner.polling import ManualClock
     from fakes import FakeRunner
 
@@ -158,7 +158,7 @@ async def test_the_hubs_cleanup_stops_the_pollers_before_its_own_work():
     from types import SimpleNamespace
 
     from batchspawner.polling import ManualClock, hook_hub_cleanup
-    from batchspawner.status import StatusPoller
+    from batchspawner.polling.status import StatusPoller
 
     seen = []
 

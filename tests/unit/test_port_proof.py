@@ -3,7 +3,7 @@
 - the address a job reports must not be another server's of this hub (same node address and port);
 - with ``server_proof`` the hub asks the server a random nonce and only a process holding the
   server's own API token can answer ``HMAC(token, nonce, the address and port it was reached on)``
-  (batchspawner/proof.py, loaded into jupyter_server by batchspawner-singleuser). A squatter
+  (batchspawner/job/proof.py, loaded into jupyter_server by batchspawner-singleuser). A squatter
   without the token cannot answer; one that relays the question to the real server gets an
   answer bound to the real server's address, which the hub refuses.
 Real sockets and a real tornado server on loopback; the scheduler is the injected fake runner."""
@@ -15,8 +15,9 @@ import socket
 import pytest
 from tornado import httpserver, web
 
-from batchspawner import SpawnFailed, proof
-from batchspawner.api import BatchSpawnerAPIHandler
+from batchspawner import SpawnFailed
+from batchspawner.job import proof
+from batchspawner.hub.api import BatchSpawnerAPIHandler
 from test_slurm_spawner import Cluster, PortHandlerStub, _start_and_report, spawner_with
 
 TOKEN = "secret-token-value"  # what tests/unit/helpers.make_spawner gives every spawner

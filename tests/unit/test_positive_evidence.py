@@ -17,7 +17,7 @@ from helpers import make_spawner
 
 from batchspawner import JobState, SlurmSpawner
 from batchspawner.polling import ManualClock
-from batchspawner.status import StatusPoller
+from batchspawner.polling.status import StatusPoller
 from fakes import FakeRunner, Reply
 
 INVALID = "slurm_load_jobs error: Invalid job id specified\n"
@@ -160,7 +160,7 @@ async def test_batch_level_invalid_job_id_is_no_evidence_about_any_job(caplog):
 
 
 def counted(kind):
-    from batchspawner import metrics
+    from batchspawner.core import metrics
 
     return metrics.STATUS_ANSWERS.labels(poller="SlurmSpawner", kind=kind)._value.get()
 
@@ -326,7 +326,7 @@ async def test_stop_cancels_then_forgets():
 
 # ---------------------------------------------------------------- metrics
 async def test_jobs_gauge_sums_pollers_of_one_class_and_watchers_are_counted_once():
-    from batchspawner import metrics
+    from batchspawner.core import metrics
 
     a, slurm_a, _ = five()
     b, slurm_b, _ = five(req_cluster="other")

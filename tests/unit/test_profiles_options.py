@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from batchspawner.options import OptionError
+from batchspawner.core.options import OptionError
 from batchspawner.spawner import SpawnFailed
 from fakes import FakeRunner, Reply
 from wraphelpers import make_wrapper

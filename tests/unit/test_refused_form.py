@@ -8,7 +8,7 @@ import re
 import pytest
 from wraphelpers import make_wrapper
 
-from batchspawner.options import OptionError
+from batchspawner.core.options import OptionError
 from wrapspawner import ProfilesSpawner
 from wrapspawner import profiles as profiles_module
 

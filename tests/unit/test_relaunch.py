@@ -11,9 +11,9 @@ import jinja2
 import pytest
 from wraphelpers import make_wrapper
 
-from batchspawner import sessions
-from batchspawner.options import OptionError
-from batchspawner.web import TEMPLATES
+from batchspawner.hub import sessions
+from batchspawner.core.options import OptionError
+from batchspawner.hub.web import TEMPLATES
 from wrapspawner import ProfilesSpawner
 
 PROFILES = [
@@ -150,7 +150,7 @@ class EditStub:
 async def test_edit_page_prefills_the_target_form_for_the_owner_or_an_admin_only():
     from tornado import web
 
-    from batchspawner.web import EditHandler
+    from batchspawner.hub.web import EditHandler
 
     w = wrapper(server="q1", active=True, options={"profile": "custom", "nprocs": "5"})
     users = {"rita": w.user}

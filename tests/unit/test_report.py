@@ -1,7 +1,7 @@
 """jupyterhub-hpc-report's output (issue 26): every column header that has a unit names it, the
 numbers are in those units, and the HTML page's charts have axis labels with units and a scale.
 
-The usage log is written by hand (the events the hub writes, see batchspawner/report.py), so the
+The usage log is written by hand (the events the hub writes, see batchspawner/usage/report.py), so the
 expected figures are known: alice ran 1 h 30 min on 2 cores with 512M (3 core-h, 0.75 GiB-h) after
 30 s in the queue; bob 30 min on 4 cores with 2G (2 core-h, 1 GiB-h) after 90 s; bob's second
 start failed after 12 s.
@@ -14,7 +14,7 @@ import json
 import re
 from html.parser import HTMLParser
 
-from batchspawner import report
+from batchspawner.usage import report
 
 EVENTS = [
     {"time": "2026-12-01T09:00:00Z", "event": "spawn", "user": "alice", "server": "", "profile": "small",

@@ -92,7 +92,7 @@ async def test_the_end_event_is_exact_and_only_makes_the_hub_look():
     import pytest
     from tornado import web
 
-    from batchspawner.api import BatchSpawnerAPIHandler
+    from batchspawner.hub.api import BatchSpawnerAPIHandler
     from test_port_proof import PortHandlerStub
 
     run, calls = _replies("RUNNING localhost None")
@@ -113,7 +113,7 @@ async def test_the_end_event_is_exact_and_only_makes_the_hub_look():
 
 
 def test_suspended_time_is_added_back_to_the_time_left():
-    from batchspawner.states import JobState, JobStatus
+    from batchspawner.core.states import JobState, JobStatus
 
     spawner = make_spawner(SlurmSpawner)
     spawner._record_status(JobStatus(JobState.PENDING, native="SUSPENDED"))

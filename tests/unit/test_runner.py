@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from batchspawner.runner import CommandError, CommandRunner, CommandTimeout, split_command
+from batchspawner.commands.runner import CommandError, CommandRunner, CommandTimeout, split_command
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_prefix_and_remote_quoting():
 
 # ------------------------------------------------------------------ CallableRunner (a 1.3 run_command)
 async def test_callable_runner_needs_only_a_function_and_quotes_each_word():
-    from batchspawner.runner import CallableRunner, CommandError
+    from batchspawner.commands.runner import CallableRunner, CommandError
 
     seen = []
 
@@ -112,7 +112,7 @@ async def test_callable_runner_needs_only_a_function_and_quotes_each_word():
 
 
 async def test_callable_runner_times_out():
-    from batchspawner.runner import CallableRunner, CommandTimeout
+    from batchspawner.commands.runner import CallableRunner, CommandTimeout
 
     async def never(cmd, input=None, env=None):
         await asyncio.sleep(30)

@@ -6,8 +6,8 @@ from fakesched.cli import condor_split_args
 from unit.helpers import make_spawner
 
 from batchspawner import CondorSpawner, JobState, LsfSpawner, PBSSpawner, TorqueSpawner
-from batchspawner.condor import condor_quote_args
-from batchspawner.lsf import lsf_walltime
+from batchspawner.schedulers.condor import condor_quote_args
+from batchspawner.schedulers.lsf import lsf_walltime
 
 # examples from the HTCondor manual, condor_submit "arguments" (new syntax)
 CONDOR_ARGS = [
@@ -96,7 +96,7 @@ def test_queue_and_host_directive(cls):
 def test_user_option_cannot_add_directives():
     spawner = make_spawner(LsfSpawner)
     spawner.user_options = {"queue": "short\n#BSUB -u root"}
-    from batchspawner.options import validate_user_options
+    from batchspawner.core.options import validate_user_options
 
     with pytest.raises(Exception) as info:
         validate_user_options(spawner.user_options, spawner.request_vars())

@@ -19,9 +19,11 @@ import pytest
 from fakes import FakeRunner, Reply, fixture
 from helpers import make_spawner
 
-from batchspawner import SlurmSpawner, SpawnFailed, joblogs, report
-from batchspawner.sessions import parse_duration, session_facts
-from batchspawner.web import TEMPLATES, ready_or_cancelled
+from batchspawner import SlurmSpawner, SpawnFailed
+from batchspawner.core import joblogs
+from batchspawner.usage import report
+from batchspawner.hub.sessions import parse_duration, session_facts
+from batchspawner.hub.web import TEMPLATES, ready_or_cancelled
 
 DETAILS = fixture("slurm/details.txt")
 QUEUE = fixture("slurm/queue_order.txt")
@@ -268,7 +270,7 @@ async def test_ready_hook_turns_a_cancelled_start_into_a_cancelled_event():
 
 async def test_details_queries_run_as_the_status_identity_with_the_scheduler_environment(monkeypatch):
     """The card's queries follow the one runner/environment rule of the shared status query
-    (batchspawner/runners.py): SLURM_CONF reaches them, hub secrets never do, and the poller
+    (batchspawner/commands/policy.py): SLURM_CONF reaches them, hub secrets never do, and the poller
     key holds the query identity."""
     monkeypatch.setenv("SLURM_CONF", "/etc/site/slurm.conf")
     monkeypatch.setenv("CONFIGPROXY_AUTH_TOKEN", "do-not-pass")

@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from batchspawner import singleuser
+from batchspawner.job import singleuser
 
 
 class FakeHubAPI:
@@ -120,7 +120,7 @@ def test_the_wrapper_makes_its_own_log_private(tmp_path):
     it 0600 at once (no command from the hub per spawn, issue 16). Not a pipe or a terminal."""
     import stat as _stat
 
-    from batchspawner.singleuser import private_output
+    from batchspawner.job.singleuser import private_output
 
     log = tmp_path / "job.log"
     with open(log, "w") as f:

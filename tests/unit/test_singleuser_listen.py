@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from batchspawner import singleuser
+from batchspawner.job import singleuser
 
 HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
 
@@ -162,7 +162,7 @@ def test_wrapper_reports_only_after_its_server_listens_and_prints_neither_port_n
     env = dict(os.environ, JUPYTERHUB_API_URL=hub.url, JUPYTERHUB_API_TOKEN="tok-s3cret-4242",
                JUPYTERHUB_SERVICE_URL="http://0.0.0.0:0/user/alice/")
     done = subprocess.run(
-        [sys.executable, "-m", "batchspawner.singleuser", sys.executable, "-c", APP, "0.5"],
+        [sys.executable, "-m", "batchspawner.job.singleuser", sys.executable, "-c", APP, "0.5"],
         env=env, capture_output=True, text=True, timeout=60,
     )
     hub.server.shutdown()
@@ -187,7 +187,7 @@ def test_wrapper_forwards_sigterm_and_fails_clearly_when_the_server_never_listen
     env = dict(os.environ, JUPYTERHUB_API_URL=hub.url, JUPYTERHUB_API_TOKEN="tok",
                BATCHSPAWNER_LISTEN_TIMEOUT="0.5")
     done = subprocess.run(
-        [sys.executable, "-m", "batchspawner.singleuser", sys.executable, "-c", "import time; time.sleep(30)"],
+        [sys.executable, "-m", "batchspawner.job.singleuser", sys.executable, "-c", "import time; time.sleep(30)"],
         env=env, capture_output=True, text=True, timeout=60,
     )
     hub.server.shutdown()
@@ -195,7 +195,7 @@ def test_wrapper_forwards_sigterm_and_fails_clearly_when_the_server_never_listen
     assert "did not listen on a port within 0.5 s" in done.stderr
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchspawner.singleuser", sys.executable, "-c",
+        [sys.executable, "-m", "batchspawner.job.singleuser", sys.executable, "-c",
          "import signal,sys,time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(42));"
          "print('child-ready', file=sys.stderr, flush=True); time.sleep(30)"],
         env=dict(env, BATCHSPAWNER_LISTEN_TIMEOUT="30"), stderr=subprocess.PIPE, text=True,
@@ -214,7 +214,7 @@ def test_the_wrapper_does_not_import_jupyterhub():
     """The wrapper runs before the server in every job: importing JupyterHub there cost ~1.2 s.
     batchspawner/__init__.py imports its names lazily, and route registration lives in
     batchspawner.spawner; an eager import added to __init__ fails this test."""
-    code = "import sys, batchspawner.singleuser; print(sorted(m for m in sys.modules if m.split('.')[0] in ('jupyterhub', 'tornado', 'traitlets')))"
+    code = "import sys, batchspawner.job.singleuser; print(sorted(m for m in sys.modules if m.split('.')[0] in ('jupyterhub', 'tornado', 'traitlets')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert out.returncode == 0, out.stderr
@@ -246,7 +246,7 @@ def test_a_port_taken_before_the_server_binds_it_gets_the_server_started_again(t
     env = dict(os.environ, JUPYTERHUB_API_URL=hub.url, JUPYTERHUB_API_TOKEN="tok",
                JUPYTERHUB_SERVICE_URL="http://0.0.0.0:0/user/alice/")
     done = subprocess.run(
-        [sys.executable, "-m", "batchspawner.singleuser", sys.executable, "-c", RACED_APP, str(tmp_path / "flag")],
+        [sys.executable, "-m", "batchspawner.job.singleuser", sys.executable, "-c", RACED_APP, str(tmp_path / "flag")],
         env=env, capture_output=True, text=True, timeout=60,
     )
     hub.server.shutdown()

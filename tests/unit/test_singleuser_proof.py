@@ -1,4 +1,4 @@
-"""Issue 21: batchspawner-singleuser makes its server answer the hub's proof (batchspawner/proof.py)
+"""Issue 21: batchspawner-singleuser makes its server answer the hub's proof (batchspawner/job/proof.py)
 and says so in its report only when its own server answered right.
 
 The server here is a real process: a small tornado app that loads the extension the way
@@ -12,7 +12,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
-from batchspawner import proof, singleuser
+from batchspawner.job import proof, singleuser
 from test_singleuser_listen import Hub
 
 # a stand-in for Jupyter Server: loads extensions named in its config path's jupyter_server_config.d
@@ -75,7 +75,7 @@ def test_the_wrapper_claims_the_proof_only_after_its_own_server_answered_it(tmp_
                TMPDIR=str(tmp_path))
     env.pop("PYTHONPATH", None)
     done = subprocess.run(
-        [sys.executable, "-m", "batchspawner.singleuser", sys.executable, "-c", SERVER, "0.3"],
+        [sys.executable, "-m", "batchspawner.job.singleuser", sys.executable, "-c", SERVER, "0.3"],
         env=env, capture_output=True, text=True, timeout=60,
     )
     hub.server.shutdown()

@@ -15,8 +15,8 @@ from helpers import make_spawner
 from tornado import web
 
 from batchspawner import JobState, SlurmSpawner, SpawnFailed
-from batchspawner.api import BatchSpawnerAPIHandler
-from batchspawner.options import OptionError
+from batchspawner.hub.api import BatchSpawnerAPIHandler
+from batchspawner.core.options import OptionError
 from fakes import FakeRunner, Reply
 
 ERR_INVALID = "slurm_load_jobs error: Invalid job id specified\n"

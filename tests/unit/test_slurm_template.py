@@ -39,7 +39,7 @@ def test_every_directive_is_one_long_option():
 
 
 def test_kept_1_3_script_with_get_user_env_argument_is_warned_once(caplog, monkeypatch):
-    import batchspawner.slurm as slurm
+    import batchspawner.schedulers.slurm as slurm
 
     monkeypatch.setattr(slurm, "_GET_USER_ENV_WARNED", False)
     old = "#!/bin/bash\n#SBATCH --get-user-env=L\n#SBATCH --partition={{partition}}\n{{cmd}}\n"
@@ -51,7 +51,7 @@ def test_kept_1_3_script_with_get_user_env_argument_is_warned_once(caplog, monke
 
 
 def test_plain_get_user_env_script_is_not_warned(caplog, monkeypatch):
-    import batchspawner.slurm as slurm
+    import batchspawner.schedulers.slurm as slurm
 
     monkeypatch.setattr(slurm, "_GET_USER_ENV_WARNED", False)
     with caplog.at_level("WARNING"):

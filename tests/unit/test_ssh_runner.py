@@ -20,9 +20,9 @@ import pytest
 from traitlets import TraitError
 
 from batchspawner import SlurmSpawner
-from batchspawner.runner import CommandError, CommandTimeout
-from batchspawner.ssh import SshRunner, private_control_dir
-from batchspawner.sshhosts import HostHealth, SubmitHost, classify_ssh_failure
+from batchspawner.commands.runner import CommandError, CommandTimeout
+from batchspawner.commands.ssh import SshRunner, private_control_dir
+from batchspawner.commands.submit_hosts import HostHealth, SubmitHost, classify_ssh_failure
 from helpers import make_spawner
 
 FAKE_SSH = r"""#!/bin/sh

@@ -11,8 +11,8 @@ import pytest
 from helpers import make_spawner
 
 from batchspawner import JobState, SlurmSpawner
-from batchspawner.states import MISSING
-from batchspawner.status import StatusPoller
+from batchspawner.core.states import MISSING
+from batchspawner.polling.status import StatusPoller
 from fakes import FakeRunner, Reply
 
 
@@ -215,7 +215,7 @@ async def test_different_clusters_get_different_pollers():
 
 
 async def test_unknown_longer_than_grace_is_logged_once_and_counted(caplog):
-    from batchspawner import metrics
+    from batchspawner.core import metrics
 
     squeue = Squeue()
     squeue.reply = Reply(stderr="squeue: error: Munge decode failed: Expired credential\n", returncode=1)

@@ -1,6 +1,6 @@
 import pytest
 
-from batchspawner.templating import format_template, has_control_chars, load_template
+from batchspawner.core.templating import format_template, has_control_chars, load_template
 
 
 @pytest.mark.parametrize(

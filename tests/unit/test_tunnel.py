@@ -1,4 +1,4 @@
-"""The spawner's ssh tunnel (batchspawner/tunnel.py) with a fake Slurm and tests/fakessh/ssh, a FAKE ssh
+"""The spawner's ssh tunnel (batchspawner/commands/tunnel.py) with a fake Slurm and tests/fakessh/ssh, a FAKE ssh
 client that really forwards TCP (no login). The real OpenSSH client and sshd, across network
 namespaces, are in tests/e2e/test_tunnel_netns.py."""
 
@@ -12,7 +12,7 @@ import pytest
 from jupyterhub.objects import Server
 
 from batchspawner.spawner import SpawnFailed
-from batchspawner.tunnel import SshTunnel
+from batchspawner.commands.tunnel import SshTunnel
 from test_slurm_spawner import Cluster, _start_and_report, spawner_with
 
 FAKE_SSH = str(Path(__file__).resolve().parents[1] / "fakessh" / "ssh")

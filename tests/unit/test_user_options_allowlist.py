@@ -1,9 +1,9 @@
-"""batchspawner.options: a bare batch spawner's user_options are opt-in (allowed_user_options)."""
+"""batchspawner.core.options: a bare batch spawner's user_options are opt-in (allowed_user_options)."""
 
 import pytest
 
 from batchspawner import SlurmSpawner
-from batchspawner.options import OptionError, check_scalar, validate_spawner_user_options, validate_user_options
+from batchspawner.core.options import OptionError, check_scalar, validate_spawner_user_options, validate_user_options
 from helpers import make_spawner
 
 REQUEST_VARS = {"partition", "qos", "reservation", "runtime", "cluster", "prologue"}

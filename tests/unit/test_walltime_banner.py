@@ -1,6 +1,6 @@
 """The in-Lab wall-time banner (issue 26): the hub tells a job's own server (GET /hub/api/batchspawner
 with the server's token) how much wall time is left and whether to warn (walltime_warning); the job's
-server extension (batchspawner/proof.py) asks the hub at most every WALLTIME_CACHE s and puts a small
+server extension (batchspawner/job/proof.py) asks the hub at most every WALLTIME_CACHE s and puts a small
 script into its own HTML pages that shows the banner."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from fakes import FakeRunner
 from test_port_proof import serve_on_loopback
 from tornado import httpclient, web
 
-from batchspawner import proof, sessions
-from batchspawner.api import BatchSpawnerAPIHandler
+from batchspawner.job import proof
+from batchspawner.hub import sessions
+from batchspawner.hub.api import BatchSpawnerAPIHandler
 
 
 async def running_spawner(**traits):

@@ -29,7 +29,7 @@ def test_folder_without_index_lists_its_files(tmp_path):
     (folder / ".secret").write_text("z")
     (folder / "sub").mkdir()
     sock = tmp_path / "s.sock"
-    proc = subprocess.Popen([sys.executable, "-m", "batchspawner.apps", "static", "--socket", str(sock),
+    proc = subprocess.Popen([sys.executable, "-m", "batchspawner.job.apps", "static", "--socket", str(sock),
                              "--dir", str(folder)], env={"JHPC_WEBAPP_TITLE": "Shared documents", "PATH": "/usr/bin"})
     try:
         deadline = time.monotonic() + 10

@@ -12,10 +12,10 @@ from traitlets import TraitError, Unicode, default
 from traitlets.config import Config
 
 from batchspawner import SlurmSpawner
-from batchspawner.options import OptionError
+from batchspawner.core.options import OptionError
 from batchspawner.spawner import SpawnFailed
 from fakes import FakeRunner, Reply
-from batchspawner.api import _port_target
+from batchspawner.hub.api import _port_target
 from wraphelpers import slurm_responder, fake_runner, make_wrapper
 from wrapspawner import ProfilesSpawner, WrapSpawner
 
@@ -103,11 +103,11 @@ async def test_whole_api_through_profiles_spawner():
     assert await wrapper.poll() is None
     state = wrapper.get_state()
     assert state["profile"] == "hpc" and state["child_state"]["job_id"] == "4242"
-    assert state["child_class"] == "batchspawner.slurm.SlurmSpawner"
+    assert state["child_class"] == "batchspawner.schedulers.slurm.SlurmSpawner"
 
     # hub restart: a new process (no shared status cache), a new wrapper rebuilds the
     # same child from state and finds the job
-    from batchspawner.status import StatusPoller
+    from batchspawner.polling.status import StatusPoller
 
     StatusPoller._registry.clear()
     again = make_wrapper(ProfilesSpawner, profiles=profiles(runner))

@@ -1,0 +1,231 @@
+"""What the cluster offers now, for the spawn form: Slurm partitions, their limits and free cores, accounts.
+
+:class:`ClusterInfo` gathers, in a background task every ``interval`` seconds (and never
+while a form renders):
+
+- ``scontrol show partition -o``: each partition's state, MaxTime, MaxCPUsPerNode,
+  MaxMemPerNode, node count;
+- ``sinfo -h -o '%R|%a|%C'``: CPUs allocated/idle/other/total per partition now;
+- per user, on first need and then cached: ``sacctmgr -nP show assoc user=NAME format=account``.
+  Without an accounting database (``sacctmgr`` says so, as on the test cluster here) the
+  user's accounts are "unknown" and the form does not offer a list; this is logged once.
+
+The form shows each partition in words ("jhpc-small: 2 of 2 cores free now; at most 2 cores
+per node and 4 h per job"), and :meth:`ClusterInfo.check` refuses, on the server, requests
+above the chosen partition's maximum (HTTP 400 naming the field) before anything is submitted.
+Until the first answer arrives nothing is known and nothing is refused (the scheduler still is
+the judge at submission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+
+from batchspawner.polling.base import SharedPoller
+from batchspawner.commands.runner import CommandError, CommandRunner
+from batchspawner.core.durations import human_seconds, parse_duration
+
+log = logging.getLogger("batchspawner.polling.cluster")
+
+
+@dataclass
+class Partition:
+    name: str
+    up: bool = True
+    max_time: int | None = None  # seconds
+    max_cpus_per_node: int | None = None
+    max_mem_per_node_mb: int | None = None
+    nodes: int = 0
+    cpus_idle: int | None = None
+    cpus_total: int | None = None
+
+    @property
+    def cpus_free(self) -> int | None:
+        """Idle cores a job here can use now (MaxCPUsPerNode caps what one partition may take)."""
+        if self.cpus_idle is None:
+            return None
+        if self.max_cpus_per_node is not None and self.nodes:
+            return min(self.cpus_idle, self.max_cpus_per_node * self.nodes)
+        return self.cpus_idle
+
+    @property
+    def cpus_usable(self) -> int | None:
+        if self.max_cpus_per_node is not None and self.nodes:
+            return min(self.cpus_total or 10**9, self.max_cpus_per_node * self.nodes)
+        return self.cpus_total
+
+    def describe(self) -> str:
+        if not self.up:
+            return f"{self.name}: down (jobs wait until it is back)"
+        words = []
+        if self.cpus_free is not None and self.cpus_usable:
+            words.append(f"{self.cpus_free} of {self.cpus_usable} cores free now")
+        limits = []
+        if self.max_cpus_per_node is not None:
+            limits.append(f"{self.max_cpus_per_node} cores per node")
+        if self.max_mem_per_node_mb is not None:
+            limits.append(f"{self.max_mem_per_node_mb // 1024 if self.max_mem_per_node_mb >= 1024 else self.max_mem_per_node_mb}"
+                          f"{'G' if self.max_mem_per_node_mb >= 1024 else 'M'} memory per node")
+        if self.max_time:
+            limits.append(f"{human_seconds(self.max_time)} per job")
+        if limits:
+            words.append("at most " + ", ".join(limits))
+        if not self.max_time:
+            words.append("no time limit")
+        return f"{self.name}: " + "; ".join(words)
+
+
+def _limit(value: str) -> int | None:
+    if not value or value.upper() in ("UNLIMITED", "NONE", "N/A"):
+        return None
+    return int(value) if value.isdigit() else None
+
+
+def parse_scontrol_partitions(text: str) -> dict[str, Partition]:
+    """``scontrol show partition -o`` (one partition per line, KEY=VALUE words)."""
+    out = {}
+    for line in text.splitlines():
+        fields = dict(re.findall(r"(\w+)=(\S*)", line))
+        name = fields.get("PartitionName")
+        if not name:
+            continue
+        mem = fields.get("MaxMemPerNode", "")
+        out[name] = Partition(
+            name=name,
+            up=fields.get("State", "UP") == "UP",
+            max_time=parse_duration(fields.get("MaxTime", "")),
+            max_cpus_per_node=_limit(fields.get("MaxCPUsPerNode", "")),
+            max_mem_per_node_mb=_limit(mem.rstrip("M")) if mem.endswith("M") or mem.isdigit() else None,
+            nodes=int(fields.get("TotalNodes", "0") or 0),
+        )
+    return out
+
+
+def parse_sinfo_cpus(text: str) -> dict[str, tuple[int, int]]:
+    """``sinfo -h -o '%R|%a|%C'`` -> {partition: (idle cpus, total cpus)} (CPUs as A/I/O/T)."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 3:
+            continue
+        cpus = parts[2].split("/")
+        if len(cpus) == 4 and all(c.isdigit() for c in cpus):
+            out[parts[0]] = (int(cpus[1]), int(cpus[3]))
+    return out
+
+
+class ClusterInfo(SharedPoller):
+    """Background-refreshed cache of partitions and accounts for one cluster (see module docstring).
+
+    Registry, clock, background loop and stop_all() from :class:`batchspawner.polling.base.SharedPoller`:
+    a round at once when the loop starts, then one every ``interval`` seconds after the last."""
+
+    name = "cluster info"
+    log = log
+
+    def __init__(self, runner=None, interval=120.0, accounts_ttl=3600.0, clock=None):
+        super().__init__(clock=clock)
+        self.runner = runner or CommandRunner(prefix=[], timeout=30)
+        self.interval = interval
+        self.accounts_ttl = accounts_ttl
+        self.partitions: dict[str, Partition] = {}
+        self.updated_at = 0.0
+        self.rounds = 0
+        self._accounts: dict[str, tuple[list | None, float]] = {}
+        self._accounting_missing_logged = False
+        self._answered = None  # (loop, asyncio.Event), set after the first round (answer or failure)
+        self._next_round = None  # clock time of the next background round (None: at once)
+
+    @classmethod
+    def get(cls, key="slurm", **kw) -> "ClusterInfo":
+        return cls.for_key(key, **kw)
+
+    def kick(self):
+        """Start the background refresher if it is not running (never waits for it)."""
+        self.start()
+
+    def _answered_event(self) -> asyncio.Event:
+        loop = asyncio.get_running_loop()
+        if self._answered is None or self._answered[0] is not loop:  # an Event belongs to one loop
+            self._answered = (loop, asyncio.Event())
+        return self._answered[1]
+
+    async def first_answer(self, timeout: float = 5.0) -> bool:
+        """Start the refresher if needed and wait (at most ``timeout`` s) for its first round.
+
+        Only the first form after a hub start waits (one ``scontrol`` + one ``sinfo``, well under a
+        second on a healthy cluster); every later render uses the cache at once. True when the
+        partitions are known.
+        """
+        if self.updated_at:
+            return True
+        self.kick()
+        event = self._answered_event()
+        if not event.is_set():
+            try:
+                await asyncio.wait_for(event.wait(), timeout)
+            except asyncio.TimeoutError:
+                log.warning("cluster info: no answer from the scheduler within %.0f s; the form shows no "
+                            "partition facts until it answers", timeout)
+        return bool(self.updated_at)
+
+    def due_in(self) -> float:
+        return 0.0 if self._next_round is None else self._next_round - self.clock.now()
+
+    async def background_round(self):
+        try:
+            await self.refresh()
+        except Exception as e:  # keep the old answer; try again next round
+            log.warning("cluster info query failed: %s", str(e)[:200])
+        finally:
+            self._answered_event().set()
+            self._next_round = self.clock.now() + self.interval
+
+    async def refresh(self):
+        self.rounds += 1
+        parts = await self.runner.run(["scontrol", "show", "partition", "-o"])
+        found = parse_scontrol_partitions(parts.stdout)
+        cpus = await self.runner.run(["sinfo", "-h", "-o", "%R|%a|%C"])
+        for name, (idle, total) in parse_sinfo_cpus(cpus.stdout).items():
+            if name in found:
+                found[name].cpus_idle, found[name].cpus_total = idle, total
+        self.partitions = found
+        self.updated_at = self.clock.now()
+
+    def describe(self, name) -> str:
+        p = self.partitions.get(name)
+        return p.describe() if p else ""
+
+    def check(self, partition: str, nprocs=None, memory_kib=None, runtime_s=None):
+        """(field, rule) for the first request above ``partition``'s maximum, else None (also when unknown)."""
+        p = self.partitions.get(partition or "")
+        if p is None:
+            return None
+        if nprocs is not None and p.max_cpus_per_node is not None and nprocs > p.max_cpus_per_node * max(p.nodes, 1):
+            return "nprocs", f"is more than partition {p.name} allows (at most {p.max_cpus_per_node} cores per node)"
+        if runtime_s is not None and p.max_time is not None and runtime_s > p.max_time:
+            return "runtime", f"is longer than partition {p.name} allows (at most {human_seconds(p.max_time)})"
+        if memory_kib is not None and p.max_mem_per_node_mb is not None and memory_kib > p.max_mem_per_node_mb * 1024:
+            return "memory", f"is more than partition {p.name} allows (at most {p.max_mem_per_node_mb} MB per node)"
+        return None
+
+    async def user_accounts(self, username: str) -> list | None:
+        """The user's Slurm accounts (sacctmgr), cached; None when there is no accounting database."""
+        cached = self._accounts.get(username)
+        if cached is not None and self.clock.now() - cached[1] < self.accounts_ttl:
+            return cached[0]
+        try:
+            result = await self.runner.run(
+                ["sacctmgr", "-nP", "show", "assoc", f"user={username}", "format=account"], timeout=20
+            )
+            accounts = sorted({a.strip() for a in result.stdout.splitlines() if a.strip()})
+        except CommandError as e:
+            accounts = None
+            if not self._accounting_missing_logged:
+                self._accounting_missing_logged = True
+                log.info("no Slurm accounts to offer (sacctmgr: %s); account fields stay as configured", e.brief)
+        self._accounts[username] = (accounts, self.clock.now())
+        return accounts
