@@ -208,9 +208,9 @@ async def test_per_job_no_such_job_without_a_second_source_agreeing_is_kept():
 
 
 async def test_empty_query_means_finished_never_ends_a_server_alone(caplog):
-    from batchspawner.spawner import BatchSpawnerBase
+    from batchspawner.core.jobcalls import JobCalls
 
-    BatchSpawnerBase._warned_silent = False  # explained once per process: this test wants to see it
+    JobCalls._warned_silent = False  # explained once per process: this test wants to see it
     spawners, slurm, runner = five(shared_status=False)
     assert spawners[0].empty_query_means_finished
     slurm.per_job_fault = Reply(stdout="")

@@ -561,8 +561,8 @@ async def test_start_looks_up_and_stats_the_home_directory_off_the_event_loop(mo
             return True
         return real_isdir(path)
 
-    monkeypatch.setattr("batchspawner.spawner.pwd.getpwnam", getpwnam)
-    monkeypatch.setattr("batchspawner.spawner.os.path.isdir", isdir)
+    monkeypatch.setattr("batchspawner.core.traits.pwd.getpwnam", getpwnam)
+    monkeypatch.setattr("batchspawner.core.jobcalls.os.path.isdir", isdir)
     spawner, runner = spawner_with(Cluster(["RUNNING 127.0.0.1 None"]))
     await _start_and_report(spawner, listener)
     assert seen["pwd"] != loop_thread and seen["isdir"] != loop_thread
@@ -572,7 +572,7 @@ async def test_start_looks_up_and_stats_the_home_directory_off_the_event_loop(mo
 
 
 async def test_configured_homedir_is_not_looked_up(monkeypatch, listener):
-    monkeypatch.setattr("batchspawner.spawner.pwd.getpwnam", lambda name: pytest.fail("looked up"))
+    monkeypatch.setattr("batchspawner.core.traits.pwd.getpwnam", lambda name: pytest.fail("looked up"))
     spawner, runner = spawner_with(Cluster(["RUNNING 127.0.0.1 None"]), req_homedir="/nonexistent/alice")
     await _start_and_report(spawner, listener)
     assert runner.calls[0].cwd is None  # not a directory here: the submit runs from the hub's cwd
