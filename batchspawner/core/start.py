@@ -40,7 +40,51 @@ class StartPhases:
            family, where a co-tenant could listen on the same port. One connect normally; a
            bounded backoff probe serves wrappers that report before their server listens.
         5. **ready** (after this returns): JupyterHub's own HTTP check passed.
+
+        Contract:
+
+        - Before any command runs: a system account gets HTTP 403 (:class:`AccountRefused`),
+          options that break a rule get HTTP 400 naming the field (:class:`OptionError`); nothing
+          is submitted then.
+        - A job of an earlier run the hub still holds is cancelled and seen gone first.
+        - From the moment ``sbatch`` (or its kind) answers, the job id is in the hub's database: a
+          hub restart from then on adopts the start (issue 24), never loses the job.
+        - A job the scheduler refuses because of the user's own values: HTTP 400 with the
+          scheduler's reason (:class:`SubmitRefused`). A job that ends or cannot run before its
+          server is up: :class:`JobDidNotStart` (a ``RuntimeError``, as in 1.3) with how it ended,
+          its log's tail and what to do; the job is cancelled and forgotten.
+        - Cancelled (the user's Cancel, ``start_timeout``): the hub's ``stop()`` follows and
+          cancels the job; nothing here forgets it.
+        - Returns the address the hub routes to: the node's numeric address (or the tunnel's
+          local end), never the hub's loopback unless ``local_executor``.
         """
+        user_values = await self._check_request()  # 403/400 before any command runs
+        self._reset_for_start()
+        if self.job_id or self.uncancelled_jobs:
+            await self.leftovers.settle_all()  # an earlier job is never forgotten without a cancel
+        self._port_future = asyncio.get_running_loop().create_future()
+        try:
+            await self._submit(user_values)  # 1. submit
+            host = await self._wait_until_running()  # 2. running
+            self._phase("running")
+            self._session_running()  # issue 14
+            self._event(60, f"Job {self.job_id} is running on {host}; waiting for the server to start.")
+            if hasattr(self, "mock_port"):  # batchspawner 1.3's test hook (sites' own tests set it)
+                return self._mock_started(host)
+            port = await self._wait_for_port()  # 3. port
+            self._phase("port")
+            ip, port = await self._reach_server(host, port)  # 4. listening, proven
+            self._phase("listening")
+            self._event(90, f"Server is listening on {ip}:{port}.")
+        except BaseException as e:
+            await self._start_failed(e)
+            raise
+        finally:
+            self._port_future = None
+        return self._started(ip, port)  # 5. ready: JupyterHub's HTTP check follows
+
+    async def _check_request(self) -> dict:
+        """Who may run (403) and what they asked for (400), before any command: the validated values."""
         await self.check_account()  # issue 21: never as root, slurm, munge, uid < min_uid
         refused = refused_in_this_request(self)
         if refused is not None:  # the hub's same-request retry of refused options
@@ -51,6 +95,10 @@ class StartPhases:
             forget_user_options(self, e)  # refused options must not come back at the next plain Start
             raise
         await self._resolve_homedir()
+        return user_values
+
+    def _reset_for_start(self):
+        """Forget what an earlier start or run left in memory (the saved job is settled first)."""
         if self._bind_ip is None:
             self._bind_ip = self.ip  # what the server binds; self.ip is the node's address after a start
         self.ip = self._bind_ip
@@ -63,57 +111,53 @@ class StartPhases:
         self._phases = {"start": self._started_at}
         self._unknown_since = None
         self._grace_reported = False
-        if self.job_id or self.uncancelled_jobs:
-            await self.leftovers.settle_all()
         self.port = 0
-        loop = asyncio.get_running_loop()
-        self._port_future = loop.create_future()
-        try:
-            self._token_file = None
-            if self.token_via_file:
-                await self._write_token_file()
-            await joblogs.prepare_log_dir(self)  # issue 14: private log folder, pruned
-            self.job_id = await self.submit_batch_script(user_values)
-            self._starting = True  # issue 24: saved now; a hub restart adopts the start
-            self._session_submitted()  # issue 14: log file, card, usage log
+        self._token_file = None
+
+    async def _submit(self, user_values):
+        """Phase 1: write the token file if asked, submit; the job id is saved at once."""
+        if self.token_via_file:
+            await self._write_token_file()
+        await joblogs.prepare_log_dir(self)  # issue 14: private log folder, pruned
+        self.job_id = await self.submit_batch_script(user_values)
+        self._starting = True  # issue 24: saved now; a hub restart adopts the start
+        self._session_submitted()  # issue 14: log file, card, usage log
+        self._save_state_now()
+        self._phase("submit")
+        self._event(10, f"Job {self.job_id} submitted to the batch system.")
+
+    async def _reach_server(self, host, port):
+        """Phase 4: the node's numeric address, claimed for this server, maybe tunnelled; the server
+        listens there and (``server_proof``) proves it holds this server's token. Returns what the
+        hub routes to."""
+        # the server's own address family only, as a literal address (see connect_address),
+        # in both modes: a tunnel forwards to it, never to a name the login node resolves
+        target = await self.connect_address(self.resolve_host(host))
+        self._claim_address(target, port)  # issue 21 (8): not another server's address
+        if self.tunnel is not None:  # i15: the hub reaches the node only via a login node
+            ip, port = await self._open_tunnel(target, port)
+        else:
+            ip = target
+        await self._wait_for_listen(ip, port)
+        await self._prove_server(ip, port, self._job_endpoint())
+        return ip, port
+
+    async def _start_failed(self, error):
+        """A start that raised (refused, failed, cancelled): undo what it set up; a job the
+        scheduler showed ended is cancelled (idempotent) and forgotten, as 1.3 cleared it."""
+        await self._remove_token_file()
+        self._endpoint = None
+        if self.tunnel is not None:
+            await self.tunnel.close()
+        self._session_failed(error)  # issue 14: usage log
+        if self._ended_in_start == self.job_id and self.job_id:
+            # the hub's stop() that follows has nothing left to do
+            await self.leftovers.cancel_before_forget(self.job_id, "ended before its server started")
+            self.clear_state()
             self._save_state_now()
-            self._phase("submit")
-            self._event(10, f"Job {self.job_id} submitted to the batch system.")
-            host = await self._wait_until_running()
-            self._phase("running")
-            self._session_running()  # issue 14
-            self._event(60, f"Job {self.job_id} is running on {host}; waiting for the server to start.")
-            if hasattr(self, "mock_port"):  # batchspawner 1.3's test hook (sites' own tests set it)
-                return self._mock_started(host)
-            port = await self._wait_for_port()
-            self._phase("port")
-            # the server's own address family only, as a literal address (see connect_address),
-            # in both modes: a tunnel forwards to it, never to a name the login node resolves
-            target = await self.connect_address(self.resolve_host(host))
-            self._claim_address(target, port)  # issue 21 (8): not another server's address
-            if self.tunnel is not None:  # i15: the hub reaches the node only via a login node
-                ip, port = await self._open_tunnel(target, port)
-            else:
-                ip = target
-            await self._wait_for_listen(ip, port)
-            await self._prove_server(ip, port, self._job_endpoint())
-            self._phase("listening")
-            self._event(90, f"Server is listening on {ip}:{port}.")
-        except BaseException as e:
-            await self._remove_token_file()
-            self._endpoint = None
-            if self.tunnel is not None:
-                await self.tunnel.close()
-            self._session_failed(e)  # issue 14: usage log
-            if self._ended_in_start == self.job_id and self.job_id:
-                # the scheduler showed the job ended: cancelled (idempotent) and forgotten, as 1.3
-                # cleared it; the hub's stop() that follows has nothing left to do
-                await self.leftovers.cancel_before_forget(self.job_id, "ended before its server started")
-                self.clear_state()
-                self._save_state_now()
-            raise
-        finally:
-            self._port_future = None
+
+    def _started(self, ip, port):
+        """Phase 5: the server is the job's own and listens; the hub routes to ``(ip, port)``."""
         self._session_started()  # issue 14: usage log
         self._starting = False
         self.port = port
