@@ -47,7 +47,7 @@ from traitlets.config import LoggingConfigurable
 
 from batchspawner.commands import tunnelrelay
 from batchspawner.commands.runner import first_line
-from batchspawner.job.singleuser import listeners, socket_inodes
+from batchspawner.job.listeners import listeners, socket_inodes
 
 RELAY_MODULE = "batchspawner.commands.tunnelrelay"
 

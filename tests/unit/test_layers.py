@@ -1,5 +1,6 @@
-"""The package's import graph, read from the source (issue 23): no cycle, and the core never
-imports the batchspawner 1.3 layer (batchspawner/compat.py sits on top of it).
+"""The package's layout and import graph, read from the source (issue 23): no cycle, every module
+in its place, the core below the hub and the 1.3 layer, the job's code on the standard library
+only, no module over 600 lines (docs/architecture.md draws the same graph).
 
 Every import counts, also one inside a function: a lazy import hides a cycle, it does not
 remove it. The graph is computed from the files, so a new module is checked without being listed.
@@ -12,8 +13,13 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("batchspawner", "wrapspawner", "authenticators")
 
 # the only modules allowed to import batchspawner.compat: the 1.3 names' module path, the package's
-# lazy name table, and the two scheduler modules whose 1.3 classes had UserEnvMixin
+# lazy name table (and its table of moved paths), and the two scheduler modules whose 1.3 classes
+# had UserEnvMixin
 COMPAT_USERS = {"batchspawner", "batchspawner.batchspawner", "batchspawner.schedulers.slurm", "batchspawner.schedulers.condor"}
+# batchspawner/ itself holds only the public names, 1.3's module path and the composition point
+TOP_MODULES = {"batchspawner", "batchspawner.batchspawner", "batchspawner.spawner"}
+SUBPACKAGES = {"core", "commands", "polling", "schedulers", "compat", "hub", "usage", "job"}
+MAX_LINES = 600
 
 
 def modules():
@@ -93,10 +99,67 @@ def test_no_import_cycle_in_the_package():
     assert cycles(graph) == []
 
 
+def _in(name, package):
+    return name == package or name.startswith(package + ".")
+
+
 def test_the_core_never_imports_the_13_layer():
     graph = import_graph()
-    importers = {name for name, targets in graph.items() if "batchspawner.compat" in targets}
+    importers = {name for name, targets in graph.items() if any(_in(t, "batchspawner.compat") for t in targets)}
+    importers -= {n for n in importers if _in(n, "batchspawner.compat")}
     assert importers - COMPAT_USERS == set()
+
+
+def test_the_core_stays_below_the_hub_the_usage_log_and_the_schedulers():
+    """core/ is the flow and its state: it never reaches up to the pages, the usage log, a scheduler,
+    the composition point or the 1.3 layer (those hook in: hub/cards.py holds the hooks it calls)."""
+    graph = import_graph()
+    above = ("batchspawner.hub", "batchspawner.usage", "batchspawner.schedulers", "batchspawner.compat")
+    reaching = {
+        name: sorted(t for t in targets if any(_in(t, a) for a in above) or t == "batchspawner.spawner")
+        for name, targets in graph.items() if _in(name, "batchspawner.core") or _in(name, "batchspawner.commands")
+    }
+    assert {n: found for n, found in reaching.items() if found} == {}
+    assert graph["batchspawner.core.start"], "the reader found no imports in core/start.py"
+
+
+def test_only_the_composition_point_pulls_in_the_hub():
+    """hub/ (pages, port API, cards) and usage/ are put in by batchspawner/spawner.py alone."""
+    graph = import_graph()
+    for package, allowed in (("batchspawner.hub", {"batchspawner.spawner"}), ("batchspawner.usage", set())):
+        importers = {n for n, targets in graph.items() if any(_in(t, package) for t in targets)}
+        outside = {n for n in importers if not _in(n, package) and not _in(n, "batchspawner.hub")}
+        assert outside - allowed == set(), package
+
+
+def test_the_jobs_code_needs_only_the_standard_library():
+    """job/ runs inside every batch job, on the node's own Python: at import, the standard library
+    only (Jupyter and tornado are imported where the server extension runs), and nothing of the
+    hub side of this package."""
+    import sys
+
+    graph = import_graph()
+    for name, path in modules().items():
+        if not _in(name, "batchspawner.job"):
+            continue
+        assert {t for t in graph[name] if not _in(t, "batchspawner.job")} == set(), name
+        for node in ast.parse(path.read_text()).body:  # module level only
+            if isinstance(node, ast.Import):
+                roots = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                roots = [(node.module or "").split(".")[0]]
+            else:
+                continue
+            assert all(r in sys.stdlib_module_names or r in ("__future__", "batchspawner") for r in roots), (name, roots)
+
+
+def test_every_module_has_its_place_and_none_is_over_600_lines():
+    mods = modules()
+    top = {n for n in mods if n.startswith("batchspawner") and n.count(".") <= 1
+           and not any(n == f"batchspawner.{p}" for p in SUBPACKAGES)}
+    assert top == TOP_MODULES
+    long = {name: n for name, path in mods.items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
 
 
 def test_the_wrapper_names_no_scheduler():
