@@ -46,19 +46,24 @@ def name_base(key: str) -> str:
     return base or "server"
 
 
-def new_server_name(key: str, existing: dict, limit: int = 0) -> str | None:
+def new_server_name(key: str, existing: dict, limit: int = 0, free=()) -> str | None:
     """The server a tile of profile ``key`` starts. ``existing``: {server name: active?} of the
     user's servers (the default server is ``""``); ``limit``: the hub's named servers per user
-    (0: none). A name none of them has; at the limit, a stopped server of this tile's own names
-    (``<base>`` or ``<base>-N``) is used again; None if there is none."""
+    (0: none); ``free``: stopped servers with nothing saved (a form opened and left, a server
+    stopped by its user). A free server of this tile's own names (``<base>`` or ``<base>-N``) is
+    used again (tiles do not pile up empty servers), else a name none of the servers has; at the
+    limit, any stopped server of this tile's names; None if there is none."""
     base = name_base(key)
-    named = [n for n in existing if n]
+    named = sorted((n for n in existing if n), key=lambda n: (len(n), n))
+    for name in named:
+        if name in free and not existing[name] and (name == base or _SUFFIX.sub("", name) == base):
+            return name
     if not limit or len(named) < limit:
         for i in range(1, 1000):
             candidate = base if i == 1 else f"{base}-{i}"
             if candidate not in existing:
                 return candidate
-    for name in sorted(named, key=lambda n: (len(n), n)):
+    for name in named:
         if not existing[name] and (name == base or _SUFFIX.sub("", name) == base):
             return name
     return None
@@ -79,11 +84,15 @@ def initials(display: str) -> str:
     return words[0][:1].upper() + words[0][1:2].lower()
 
 
-def _servers(user) -> dict:
-    """{name: active?} of every server of ``user`` (stopped named servers too: the hub's database)."""
+def _servers(user) -> tuple[dict, set]:
+    """({name: active?} of every server of ``user``, stopped named servers too: the hub's database;
+    the set of stopped ones with no saved state)."""
     spawners = getattr(user, "spawners", {}) or {}
-    names = set(getattr(user, "orm_spawners", None) or {}) | set(spawners)
-    return {name: bool(name in spawners and getattr(spawners[name], "active", False)) for name in names}
+    orm = getattr(user, "orm_spawners", None) or {}
+    names = set(orm) | set(spawners)
+    active = {name: bool(name in spawners and getattr(spawners[name], "active", False)) for name in names}
+    free = {name for name in names if not active[name] and name in orm and not getattr(orm[name], "state", None)}
+    return active, free
 
 
 def _default_spawner(user):
@@ -168,7 +177,8 @@ class StartHandler(BaseHandler):
         server = ""
         if getattr(user, "allow_named_servers", False):
             limit = await self.get_current_user_named_server_limit()
-            server = new_server_name(key or "server", _servers(user), limit or 0)
+            active, free = _servers(user)
+            server = new_server_name(key or "server", active, limit or 0, free)
             if server is None:
                 raise web.HTTPError(
                     400, f"You have at most {limit} named servers, all in use or of other kinds: delete a "

@@ -70,6 +70,14 @@ def test_at_the_named_server_limit_a_stopped_server_of_that_tile_is_reused_else_
     assert dashboard.new_server_name("vscode", existing, limit=0) == "vscode"  # 0: no limit
 
 
+def test_a_free_server_of_the_tile_is_used_again_before_a_new_name():
+    existing = {"": False, "small": True, "small-2": False, "small-3": False, "custom": False}
+    # small-2 holds a finished session's state (not free): small-3 is free, custom is another tile's
+    assert dashboard.new_server_name("small", existing, free={"small-3", "custom"}) == "small-3"
+    assert dashboard.new_server_name("small", existing, free={"custom"}) == "small-4"
+    assert dashboard.new_server_name("small", {"small": True}, free={"small"}) == "small-2"  # active: never
+
+
 def test_initials():
     assert dashboard.initials("VS Code (code-server)") == "VC"
     assert dashboard.initials("Small: 1 core, 1 GB") == "Sm"
@@ -133,7 +141,11 @@ class Stub:
 
 async def test_a_tile_opens_the_form_of_a_new_server_with_its_profile_selected():
     w = wrapper(server="")
-    w.user.orm_spawners["vs-code-2"] = SimpleNamespace(name="vs-code-2")
+    w.user.orm_spawners["vs-code-2"] = SimpleNamespace(name="vs-code-2", state={"last_ended": {"job_id": "3"}})
+    w.user.orm_spawners["small"] = SimpleNamespace(name="small", state={})  # opened, never started
+    handler = Stub(w.user, {"rita": w.user})
+    await dashboard.StartHandler.get(handler, "small")
+    assert handler.redirected == "/hub/spawn/rita/small"
     handler = Stub(w.user, {"rita": w.user})
     await dashboard.StartHandler.get(handler, "VS%20Code_2")
     assert handler.redirected == "/hub/spawn/rita/vs-code-2-2"
@@ -154,7 +166,7 @@ async def test_a_tile_of_a_profile_the_user_may_not_start_is_404_and_the_limit_i
         with pytest.raises(web.HTTPError) as err:
             await dashboard.StartHandler.get(Stub(w.user, {"rita": w.user}), key)
         assert err.value.status_code == 404
-    w.user.orm_spawners.update({"a": None, "b": None})
+    w.user.orm_spawners.update({"a": SimpleNamespace(state={}), "b": SimpleNamespace(state={})})
     with pytest.raises(web.HTTPError) as err:
         await dashboard.StartHandler.get(Stub(w.user, {"rita": w.user}, limit=2), "small")
     assert err.value.status_code == 400 and "at most 2" in err.value.log_message
