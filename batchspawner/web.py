@@ -21,6 +21,9 @@ Importing this module (``batchspawner.spawner`` does, so every spawner class and
 - ``GET /hub/hpc/cards``: the current user's session cards and job-ended notes as an HTML
   fragment (the home and spawn pages refresh their cards from it without a reload).
 
+and :mod:`batchspawner.dashboard`'s two: ``GET /hub/hpc/start/<profile>`` (a start tile) and
+``POST /hub/hpc/dismiss/<user>/<server>`` (Dismiss on a finished session's card).
+
 Neither runs a scheduler query: the facts come from the shared pollers' caches.
 """
 
