@@ -191,7 +191,6 @@ def parsed_views(cluster: Cluster, job_ids: list[str], user: str = "alice") -> d
     from jupyterhub.objects import Hub
     from types import SimpleNamespace
 
-    from batchspawner.polling.cluster import parse_scontrol_partitions, parse_sinfo_cpus
     from batchspawner.commands.runner import split_command
     from batchspawner.schedulers.slurm import MultiSlurmSpawner
 
@@ -204,9 +203,37 @@ def parsed_views(cluster: Cluster, job_ids: list[str], user: str = "alice") -> d
     views["status"] = spawner.parse_batch_status(status.returncode, status.stdout, status.stderr, job_ids)
     details = cluster.run("login", split_command(spawner.batch_details_cmd, **variables), user=user, check=False)
     views["details"] = spawner.parse_job_details(details.returncode, details.stdout, details.stderr)
-    parts = cluster.run("login", ["scontrol", "show", "partition", "-o"], user=user).stdout
-    cpus = cluster.run("login", ["sinfo", "-h", "-o", "%R|%a|%C"], user=user).stdout
-    views["partitions"] = parse_scontrol_partitions(parts)
-    views["cpus"] = parse_sinfo_cpus(cpus)
-    views["raw"] = {"details": details.stdout + details.stderr, "partitions": parts, "cpus": cpus}
+    views["raw"] = {"details": details.stdout + details.stderr}
+    views.update(form_facts(cluster, user, views["raw"]))
     return views
+
+
+def form_facts(cluster: Cluster, user: str, raw: dict) -> dict:
+    """The spawn form's partition facts as the package gathers them (batchspawner.polling.cluster.ClusterInfo:
+    ``scontrol show partition -o``, ``sinfo``, ``sacctmgr``), its commands run on the cluster's
+    login node as ``user``; each command's answer is kept in ``raw`` (for failure messages)."""
+    import asyncio
+
+    from batchspawner.polling.cluster import ClusterInfo
+    from batchspawner.commands.runner import CommandError, CommandRunner
+
+    class Recording(CommandRunner):
+        async def run(self, argv, **kw):
+            try:
+                result = await super().run(argv, **kw)
+            except CommandError as e:
+                raw[argv[0]] = f"exit {e.returncode}: {e.stdout}{e.stderr}"
+                raise
+            raw[argv[0]] = result.stdout + result.stderr
+            return result
+
+    prefix = ["bash", str(SCRIPTS / "cluster.sh"), "exec", cluster.name, "login", "runuser", "-u", user, "--"]
+    info = ClusterInfo(runner=Recording(prefix=prefix, timeout=60))
+
+    async def gather():
+        await info.refresh()
+        return await info.user_accounts(user)
+
+    accounts = asyncio.run(gather())
+    return {"partitions": info.partitions, "accounts": accounts,
+            "form": {name: info.describe(name) for name in info.partitions}}  # fmt: skip

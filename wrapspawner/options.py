@@ -56,15 +56,18 @@ def field_may_set(trait: str) -> bool:
     return trait.startswith("req_") and NAME_RE.fullmatch(trait[4:]) is not None and trait[4:] not in PROTECTED
 
 
-def check_target_trait(field: str, trait: str, child_class) -> None:
-    """Refuse (ValueError) a field whose trait is not on the allowlist, unknown, or not one value."""
+def check_target_trait(field: str, trait: str, child_class, assoc_checked: bool = False) -> None:
+    """Refuse (ValueError) a field whose trait is not on the allowlist, unknown, or not one value.
+
+    ``assoc_checked``: an ``account``/``qos`` field (wrapspawner.formfacts), whose values are only the
+    user's own Slurm associations, may set its one admin-only trait."""
     if not field_may_set(trait):
         raise ValueError(
             f"field {field!r} may not set {child_class.__name__}.{trait}: fields may set only req_* request "
             f"traits (except {', '.join('req_' + n for n in sorted(PROTECTED))}) and "
             f"{', '.join(sorted(USER_SETTABLE_TRAITS))}"
         )
-    if trait.startswith("req_") and trait[4:] in admin_only_vars(child_class):
+    if trait.startswith("req_") and trait[4:] in admin_only_vars(child_class) and not assoc_checked:
         raise ValueError(
             f"field {field!r} may not set {child_class.__name__}.{trait}: it is admin only (it names an "
             "account, project, policy or resource); set it in the profile's config, one profile per value"

@@ -36,7 +36,7 @@ from batchspawner.core import hublog
 from batchspawner.polling.cluster import ClusterInfo
 from batchspawner.core.options import OptionError
 
-from . import remember
+from . import formfacts, remember
 from .containers import ContainerChoice, wants_gpus
 from .options import Field, check_target_trait, make_field
 from .wrap import WrapSpawner, qualname
@@ -188,7 +188,7 @@ def parse_profile(entry) -> Profile:
     fields = {}
     for name, spec in (entry.get("fields") or {}).items():
         fld: Field = make_field(name, spec)
-        check_target_trait(name, fld.trait, cls)
+        check_target_trait(name, fld.trait, cls, getattr(fld, "assoc_checked", False))
         fields[name] = fld
     visible = entry.get("visible")
     if visible is not None and not callable(visible):
@@ -269,7 +269,7 @@ class ProfilesSpawner(WrapSpawner):
     ).tag(config=True)
 
     cluster_wait = Float(
-        5.0,
+        3.0,
         help="""Seconds the first spawn form after a hub start (and the first check of a form) waits for
         the cluster's first answer (``scontrol``/``sinfo``, see ``cluster_limits``), so that form
         already shows the partitions' facts and limits. Only that first render waits; later ones use
@@ -295,6 +295,7 @@ class ProfilesSpawner(WrapSpawner):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         hublog.install(self.log)  # one line, no traceback, for a refused form (issue 26)
+        formfacts.kick_at_start(self, self.parsed_profiles)  # the first form finds the facts
 
     @default("apply_user_options")
     def _default_apply_user_options(self):
@@ -355,6 +356,7 @@ class ProfilesSpawner(WrapSpawner):
         if self._is_slurm(profile) and self.cluster_wait > 0:
             await ClusterInfo.get().first_answer(self.cluster_wait)
         self._check_cluster_limits(profile, values)
+        await formfacts.check(self, profile, values, self._is_slurm(profile))  # GRES, associations
         return profile, values
 
     async def _images(self, profile) -> dict:
@@ -734,9 +736,11 @@ class ProfilesSpawner(WrapSpawner):
             undefined=jinja2.StrictUndefined,
         )
         invalid = {"input": refused.input_id, "rule": refused.rule} if refused else {"input": "", "rule": ""}
+        slurm = [p for p in visible if self._is_slurm(p)]
+        facts = await formfacts.form_context(self, slurm, values) if slurm else {}
         return env.get_template(self.form_template_name).render(
             profiles=visible, selected=selected, values=values, user=self.user.name, containers=containers,
-            cluster=cluster, invalid=invalid,
+            cluster=cluster, invalid=invalid, facts=facts, facts_js=formfacts.script_url(self),
         )
 
     def _shown_values(self, profile, source: dict) -> dict:

@@ -427,6 +427,7 @@ ENDED_WORDS = {
     "OUT_OF_MEMORY": "ran out of memory",
     "FAILED": "failed",
     "COMPLETED": "finished (its server exited)",
+    "REMOVED": "was removed from the queue (condor_rm: by you, an administrator or a policy)",  # HTCondor
 }
 ENDED_ADVICE = {
     "TIMEOUT": "Start again, with a longer wall time if you need one.",

@@ -21,6 +21,9 @@ Importing this module (``batchspawner.spawner`` does, so every spawner class and
 - ``GET /hub/hpc/cards``: the current user's session cards and job-ended notes as an HTML
   fragment (the home and spawn pages refresh their cards from it without a reload).
 
+and :mod:`batchspawner.hub.dashboard`'s two: ``GET /hub/hpc/start/<profile>`` (a start tile) and
+``POST /hub/hpc/dismiss/<user>/<server>`` (Dismiss on a finished session's card).
+
 Neither runs a scheduler query: the facts come from the shared pollers' caches.
 """
 
@@ -34,14 +37,15 @@ from jupyterhub.handlers import BaseHandler
 from tornado import web
 
 from batchspawner.core import joblogs
-from batchspawner.hub import sessions
+from batchspawner.hub import dashboard, sessions
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
 
 
 def template_vars() -> dict:
-    """Variables the templates read (``hpc_sessions``: the current user's session cards)."""
-    return sessions.template_vars()
+    """Variables the templates read (``hpc_sessions``: the current user's session cards; the
+    dashboard's ``hpc_start_tiles`` and finished cards, :mod:`batchspawner.hub.dashboard`)."""
+    return {**sessions.template_vars(), **dashboard.template_vars()}
 
 
 def ready_or_cancelled(spawner, ready_event):
@@ -76,14 +80,21 @@ class JobLogHandler(BaseHandler):
         if me is None or (me.name != user_name and not getattr(me, "admin", False)):
             raise web.HTTPError(404)  # not yours: do not even say whether it exists
         user = self.find_user(user_name)
+        if user is not None and self.get_argument("job", ""):
+            sessions.user_ended(user)  # a finished card's server the hub dropped: loaded from its database
         if user is None or (server_name or "") not in user.spawners:
             raise web.HTTPError(404, "No such server.")
         spawner = user.spawners[server_name or ""]
         batch = sessions.batch_child(spawner)
         wanted = self.get_argument("path", "")
-        if wanted and batch is None and hasattr(spawner, "child_for_stopped_server"):
+        job = self.get_argument("job", "")  # a finished session's card: that ended job's log
+        if job and job != dashboard.ended_job_id(spawner):
+            raise web.HTTPError(404, "No such ended job of this server.")
+        if (wanted or job) and batch is None and hasattr(spawner, "child_for_stopped_server"):
             # a wrapper whose start failed has no child now: a temporary one like it (not started)
             batch = sessions.batch_child(await spawner.child_for_stopped_server("read a job log"))
+        if job and batch is not None:
+            wanted = batch.format_log_path(job)
         if wanted and batch is not None:
             # a job that already ended (the failure page links its log): only a log file in this
             # server's own log folder, read as its user like the current job's
@@ -151,7 +162,7 @@ class CardsHandler(BaseHandler):
             raise web.HTTPError(404)
         only = self.get_argument("server", None)
         cards = [s for s in sessions.user_sessions(user) if only is None or s["server"] == only]
-        ended = [e for n, e in sorted(sessions.user_ended(user).items()) if only is None or n == only]
+        ended = [e for n, e in sorted(dashboard.finished_cards(user).items()) if only is None or n == only]
         self.set_header("Cache-Control", "no-store")
         self.finish(await self.render_template("hpc_cards.html", sessions=cards, ended=ended))
 
@@ -182,6 +193,7 @@ ROUTES = [
     (r"/hpc/edit/([^/]+)/?([^/]*)", EditHandler),
     (r"/hpc/sessions", SessionsHandler),
     (r"/hpc/cards", CardsHandler),
+    *dashboard.ROUTES,
 ]
 
 

@@ -5,10 +5,12 @@ while a form renders):
 
 - ``scontrol show partition -o``: each partition's state, MaxTime, MaxCPUsPerNode,
   MaxMemPerNode, node count;
-- ``sinfo -h -o '%R|%a|%C'``: CPUs allocated/idle/other/total per partition now;
-- per user, on first need and then cached: ``sacctmgr -nP show assoc user=NAME format=account``.
-  Without an accounting database (``sacctmgr`` says so, as on the test cluster here) the
-  user's accounts are "unknown" and the form does not offer a list; this is logged once.
+- ``sinfo -h -o '%R|%a|%C|%G'``: CPUs allocated/idle/other/total per partition now, and its
+  GRES (``gpu:a100:4(S:0-1)``: GPU types and how many one node has);
+- per user, on first need and then cached: ``sacctmgr -nP show assoc user=NAME format=account,qos``
+  (the user's associations: accounts and the QOS each allows). Without an accounting database
+  (``sacctmgr`` says so, as on the test cluster here) they are "unknown": the form then offers only
+  the user's default account and QOS; this is logged once.
 
 The form shows each partition in words ("jhpc-small: 2 of 2 cores free now; at most 2 cores
 per node and 4 h per job"), and :meth:`ClusterInfo.check` refuses, on the server, requests
@@ -22,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from batchspawner.polling.base import SharedPoller
 from batchspawner.commands.runner import CommandError, CommandRunner
@@ -41,6 +43,7 @@ class Partition:
     nodes: int = 0
     cpus_idle: int | None = None
     cpus_total: int | None = None
+    gpus: dict = field(default_factory=dict)  # GPU type ("" untyped) -> most one node has
 
     @property
     def cpus_free(self) -> int | None:
@@ -105,15 +108,61 @@ def parse_scontrol_partitions(text: str) -> dict[str, Partition]:
 
 
 def parse_sinfo_cpus(text: str) -> dict[str, tuple[int, int]]:
-    """``sinfo -h -o '%R|%a|%C'`` -> {partition: (idle cpus, total cpus)} (CPUs as A/I/O/T)."""
+    """``sinfo -h -o '%R|%a|%C[|%G]'`` -> {partition: (idle cpus, total cpus)} (CPUs as A/I/O/T).
+
+    With ``%G`` sinfo gives one line per partition and GRES set: their CPUs add up."""
     out = {}
     for line in text.splitlines():
         parts = line.strip().split("|")
-        if len(parts) != 3:
+        if len(parts) not in (3, 4):
             continue
         cpus = parts[2].split("/")
         if len(cpus) == 4 and all(c.isdigit() for c in cpus):
-            out[parts[0]] = (int(cpus[1]), int(cpus[3]))
+            idle, total = out.get(parts[0], (0, 0))
+            out[parts[0]] = (idle + int(cpus[1]), total + int(cpus[3]))
+    return out
+
+
+_GPU_GRES = re.compile(r"gpu(?::([A-Za-z0-9_.-]+))?:([0-9]{1,6})(?:\([^)]*\))?")
+
+
+def parse_gres(text: str) -> dict[str, int]:
+    """One node set's GRES (``gpu:a100:4(S:0-1),gpu:v100:2``, ``gpu:2``, ``(null)``) -> {type: count}."""
+    out: dict[str, int] = {}
+    for item in re.split(r",(?![^(]*\))", text.strip()):
+        match = _GPU_GRES.fullmatch(item.strip())
+        if match:
+            kind = match.group(1) or ""
+            out[kind] = out.get(kind, 0) + int(match.group(2))
+    return out
+
+
+def parse_sinfo_gres(text: str) -> dict[str, dict[str, int]]:
+    """``sinfo -h -o '%R|%a|%C|%G'`` -> {partition: {GPU type: most GPUs of it one node has}}."""
+    out: dict[str, dict[str, int]] = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 4:
+            continue
+        gpus = out.setdefault(parts[0], {})
+        for kind, count in parse_gres(parts[3]).items():
+            gpus[kind] = max(gpus.get(kind, 0), count)
+    return out
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,63}")
+
+
+def parse_assoc(text: str) -> dict[str, set]:
+    """``sacctmgr -nP show assoc user=NAME format=account,qos`` -> {account: {QOS it allows}}.
+
+    Only plain names are kept (they reach a ``#SBATCH`` line): anything else is dropped."""
+    out: dict[str, set] = {}
+    for line in text.splitlines():
+        account, _, qos = line.strip().partition("|")
+        if not _PLAIN.fullmatch(account):
+            continue
+        out.setdefault(account, set()).update(q for q in qos.split(",") if _PLAIN.fullmatch(q))
     return out
 
 
@@ -168,7 +217,7 @@ class ClusterInfo(SharedPoller):
             try:
                 await asyncio.wait_for(event.wait(), timeout)
             except asyncio.TimeoutError:
-                log.warning("cluster info: no answer from the scheduler within %.0f s; the form shows no "
+                log.warning("cluster info: no answer from the scheduler within %.1f s; the form shows no "
                             "partition facts until it answers", timeout)
         return bool(self.updated_at)
 
@@ -188,10 +237,13 @@ class ClusterInfo(SharedPoller):
         self.rounds += 1
         parts = await self.runner.run(["scontrol", "show", "partition", "-o"])
         found = parse_scontrol_partitions(parts.stdout)
-        cpus = await self.runner.run(["sinfo", "-h", "-o", "%R|%a|%C"])
+        cpus = await self.runner.run(["sinfo", "-h", "-o", "%R|%a|%C|%G"])
         for name, (idle, total) in parse_sinfo_cpus(cpus.stdout).items():
             if name in found:
                 found[name].cpus_idle, found[name].cpus_total = idle, total
+        for name, gpus in parse_sinfo_gres(cpus.stdout).items():
+            if name in found:
+                found[name].gpus = gpus
         self.partitions = found
         self.updated_at = self.clock.now()
 
@@ -204,7 +256,7 @@ class ClusterInfo(SharedPoller):
         p = self.partitions.get(partition or "")
         if p is None:
             return None
-        if nprocs is not None and p.max_cpus_per_node is not None and nprocs > p.max_cpus_per_node * max(p.nodes, 1):
+        if nprocs is not None and p.max_cpus_per_node is not None and nprocs > p.max_cpus_per_node:
             return "nprocs", f"is more than partition {p.name} allows (at most {p.max_cpus_per_node} cores per node)"
         if runtime_s is not None and p.max_time is not None and runtime_s > p.max_time:
             return "runtime", f"is longer than partition {p.name} allows (at most {human_seconds(p.max_time)})"
@@ -214,18 +266,26 @@ class ClusterInfo(SharedPoller):
 
     async def user_accounts(self, username: str) -> list | None:
         """The user's Slurm accounts (sacctmgr), cached; None when there is no accounting database."""
+        assoc = await self.user_associations(username)
+        return None if assoc is None else sorted(assoc)
+
+    async def user_associations(self, username: str) -> dict | None:
+        """{account: {QOS}} of the user's associations (one ``sacctmgr`` argv, as the hub's user,
+        bounded, cached ``accounts_ttl``); None when there is no accounting database or it fails."""
+        if not _PLAIN.fullmatch(username or ""):
+            return None  # never an odd name on a command line, even as one argv word
         cached = self._accounts.get(username)
         if cached is not None and self.clock.now() - cached[1] < self.accounts_ttl:
             return cached[0]
         try:
             result = await self.runner.run(
-                ["sacctmgr", "-nP", "show", "assoc", f"user={username}", "format=account"], timeout=20
+                ["sacctmgr", "-nP", "show", "assoc", f"user={username}", "format=account,qos"], timeout=20
             )
-            accounts = sorted({a.strip() for a in result.stdout.splitlines() if a.strip()})
+            assoc = parse_assoc(result.stdout)
         except CommandError as e:
-            accounts = None
+            assoc = None
             if not self._accounting_missing_logged:
                 self._accounting_missing_logged = True
                 log.info("no Slurm accounts to offer (sacctmgr: %s); account fields stay as configured", e.brief)
-        self._accounts[username] = (accounts, self.clock.now())
-        return accounts
+        self._accounts[username] = (assoc, self.clock.now())
+        return assoc

@@ -211,6 +211,7 @@ class SlurmSpawner(UserEnvMixin, BatchSpawnerBase):
         "Additional resources (gres) requested, e.g. gpu:1 (admin only: it names resources; users ask for GPUs with ngpus)",
         admin_only=True,
     )
+    req_gpu_type = _req("GPU type (a GRES type of the partition, e.g. a100): --gpus=TYPE:ngpus")
     req_reservation = _req("Reservation name to submit to resource manager (admin only: a policy)", admin_only=True)
     req_srun = _req(
         "Command that launches the server inside the allocation; empty runs it directly.", "srun"

@@ -21,6 +21,7 @@ import pytest
 import requests
 from hubharness import ARTIFACTS, Hub
 
+from batchspawner.hub.sessions import ENDED_WORDS
 from e2e.conftest import require
 
 NODE_CMD = "/opt/jhpc/venv/bin/batchspawner-singleuser"
@@ -36,6 +37,13 @@ c.SlurmSpawner.startup_poll_interval = 0.25
 c.SlurmSpawner.status_interval = 2
 c.MultiSlurmSpawner.daemon_resolver = {resolver!r}
 c.JupyterHub.allow_named_servers = True
+"""
+
+# the package's pages (session cards, job-ended notes), as the example config enables them
+WEB_CONFIG = """
+import batchspawner.hub.web
+c.JupyterHub.template_paths = [batchspawner.hub.web.TEMPLATES]
+c.JupyterHub.template_vars = batchspawner.hub.web.template_vars()
 """
 
 
@@ -54,7 +62,7 @@ def hub(current, tmp_path_factory, jupyterhub_version):
     resolver = {node: current.addr[node] for node in current.nodes}
     proxy_token = secrets.token_hex(16)
     hub = Hub(workdir, CONFIG.format(hub_ip=current.hub_ip, prefix=current.ssh_prefix(str(known_hosts)),
-                                     node_cmd=NODE_CMD, resolver=resolver),
+                                     node_cmd=NODE_CMD, resolver=resolver) + WEB_CONFIG,
               env={"CONFIGPROXY_AUTH_TOKEN": proxy_token})  # fmt: skip
     hub.proxy_token = proxy_token
     hub.start()
@@ -111,8 +119,14 @@ def check_views(cluster, jobs, cpus_per_node):
         assert card["partition"] == "debug" and card["cores"] == "1", (card, raw["details"])
         assert card["time_limit"] == 1800 and card["start"] and card["submit"], (card, raw["details"])
     debug = views["partitions"]["debug"]
-    assert debug.up and debug.nodes == len(cluster.nodes) and debug.max_time is None, (debug, raw["partitions"])
-    assert views["cpus"]["debug"][1] == cpus_per_node * len(cluster.nodes), raw["cpus"]
+    assert debug.up and debug.nodes == len(cluster.nodes) and debug.max_time is None, (debug, raw["scontrol"])
+    total = cpus_per_node * len(cluster.nodes)
+    assert debug.cpus_total == total and debug.cpus_idle <= total - len(jobs), (debug, raw["sinfo"])
+    # the form's words for the partition (sinfo's idle cores of scontrol's partition)
+    assert views["form"]["debug"] == f"debug: {debug.cpus_idle} of {total} cores free now; no time limit", views["form"]
+    # no accounting database on the test clusters: this version's sacctmgr refusal means "no
+    # account list" on the form, never its words taken for account names
+    assert views["accounts"] is None, raw["sacctmgr"]
 
 
 def spawn_ready(hub, name, server=""):
@@ -146,21 +160,53 @@ def test_spawn_through_login_node_runs_on_the_nodes_own_python(current, hub):
     assert wait_job_gone(current, job_id), current.jobs("alice")
 
 
-def test_hub_restart_keeps_server_then_outside_scancel_is_noticed(current, hub):
-    spawn_ready(hub, "alice")
-    job_id = job_of(hub, "alice")
+def restart_keeps_server(hub, name="alice"):
+    """A hub restart keeps the running server: the same job, the same route, and it answers."""
+    job_id, target = job_of(hub, name), route_target(hub, name)
+    assert job_id and target, routes(hub)
     hub.restart()
-    model = hub.server_model("alice")
+    model = hub.server_model(name)
     assert model and model["ready"], hub.log_tail()
-    assert job_of(hub, "alice") == job_id
-    assert hub.user_request("alice", "api").status_code == 200
-    # an administrator cancels the job on the controller: the hub notices and drops the server
-    current.run("ctl", ["scancel", job_id])
-    deadline = time.monotonic() + 45
-    while time.monotonic() < deadline and hub.server_model("alice") is not None:
+    assert job_of(hub, name) == job_id
+    assert route_target(hub, name) == target, routes(hub)
+    assert hub.user_request(name, "api").status_code == 200
+    return job_id
+
+
+def outside_cancel_is_noticed(hub, cancel, gone, ended_state, name="alice", timeout=45):
+    """An administrator ends the job outside the hub (``cancel(job_id)``): the hub drops the server,
+    the job is gone (``gone(job_id)``), and the hub says how it ended: the server's saved state
+    and the user's job-ended note (``/hub/hpc/cards``) name the job and ``ended_state``.
+    Returns the seconds from the cancel to the server's drop."""
+    job_id = job_of(hub, name)
+    cancel(job_id)
+    t0 = time.monotonic()
+    while time.monotonic() < t0 + timeout and hub.server_model(name) is not None:
         time.sleep(0.5)
-    assert hub.server_model("alice") is None, hub.log_tail()
-    assert wait_job_gone(current, job_id)
+    seconds = time.monotonic() - t0
+    assert hub.server_model(name) is None, hub.log_tail()
+    assert gone(job_id)
+    user = hub.api("GET", f"/users/{name}", params={"include_stopped_servers": "1"}).json()
+    ended = user["servers"][""]["state"].get("last_ended") or {}
+    assert ended.get("job_id") == job_id and ended.get("state") == ended_state, user["servers"]
+    note = hub.login_session(name).get(hub.url + "/hub/hpc/cards", timeout=30).text
+    assert 'id="hpc-ended-default"' in note and f'data-job-id="{job_id}"' in note, note
+    assert f'data-state="{ended_state}"' in note and ENDED_WORDS[ended_state] in note, note
+    return seconds
+
+
+def restart_then_outside_scancel(cluster, hub):
+    """Spawn, restart the hub (the server stays), then an administrator's ``scancel`` as root on the
+    cluster's controller: the hub notices, drops the server and says the job was cancelled."""
+    spawn_ready(hub, "alice")
+    job_id = restart_keeps_server(hub)
+    seconds = outside_cancel_is_noticed(hub, lambda job: cluster.run("ctl", ["scancel", job]),
+                                        lambda job: wait_job_gone(cluster, job), "CANCELLED")  # fmt: skip
+    print(f"{cluster.name}: scancel of job {job_id} -> server dropped {seconds:.1f} s")
+
+
+def test_hub_restart_keeps_server_then_outside_scancel_is_noticed(current, hub):
+    restart_then_outside_scancel(current, hub)
 
 
 def test_two_servers_of_one_user_on_two_nodes(current, hub):

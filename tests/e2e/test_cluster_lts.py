@@ -2,7 +2,9 @@
 
 Cluster ``lts`` (scripts/cluster/cluster.sh): controller, one compute node, a login node; the hub
 on the host reaches it through the login node over ssh, as for ``current``
-(tests/e2e/test_cluster_current.py). Then one hub with two profiles: the host's own Slurm 22.05
+(tests/e2e/test_cluster_current.py): spawn, route at the node, stop, a hub restart that keeps the
+server, an outside ``scancel`` noticed, and 24.11's squeue/scontrol/sinfo/sacctmgr answers read by
+the package's own parsers (one hub for these). Then one hub with two profiles: the host's own Slurm 22.05
 (``sudo`` as the user, the package's default) and cluster ``current`` (Slurm 26.05 over ssh),
 both servers of one user running at once.
 """
@@ -17,7 +19,8 @@ import clustertools
 import pytest
 import slurmtools
 from hubharness import ARTIFACTS, Hub
-from test_cluster_current import NODE_CMD, check_views, job_of, route_target, spawn_ready, wait_job_gone
+from test_cluster_current import (NODE_CMD, WEB_CONFIG, check_views, job_of, restart_then_outside_scancel,
+                                  route_target, spawn_ready, wait_job_gone)
 
 from e2e.conftest import require
 
@@ -81,24 +84,32 @@ def lts():
     return clustertools.start("lts")
 
 
-def test_lts_spawn_route_stop(lts, tmp_path, jupyterhub_version):
-    hub = _hub(lts, LTS_CONFIG, tmp_path).start()
-    try:
-        seconds = spawn_ready(hub, "alice")
-        job_id = job_of(hub, "alice")
-        state = {j[0]: j for j in lts.jobs("alice")}[job_id]
-        assert state[1] == "RUNNING" and state[2] == "n1", state
-        target = route_target(hub, "alice")
-        assert target and target.startswith(f"http://{lts.addr['n1']}:"), target
-        assert hub.user_request("alice", "api").status_code == 200
-        check_views(lts, [state], cpus_per_node=2)
-        banner = lts.run("login", ["sbatch", "--version"]).stdout.strip()
-        assert banner.startswith("slurm-wlm 24.11"), banner
-        print(f"lts ({banner}): submit->ready {seconds:.2f} s (job {job_id})")
-        assert hub.stop_server("alice")
-        assert wait_job_gone(lts, job_id)
-    finally:
-        _teardown(hub, "cluster-lts", [lts])
+@pytest.fixture(scope="module")
+def hub(lts, tmp_path_factory, jupyterhub_version):
+    """One hub on ``lts`` for the module; each test leaves no server and no job behind."""
+    hub = _hub(lts, LTS_CONFIG + WEB_CONFIG, tmp_path_factory.mktemp("hub-lts")).start()
+    yield hub
+    _teardown(hub, "cluster-lts", [lts])
+
+
+def test_lts_spawn_route_stop(lts, hub):
+    seconds = spawn_ready(hub, "alice")
+    job_id = job_of(hub, "alice")
+    state = {j[0]: j for j in lts.jobs("alice")}[job_id]
+    assert state[1] == "RUNNING" and state[2] == "n1", state
+    target = route_target(hub, "alice")
+    assert target and target.startswith(f"http://{lts.addr['n1']}:"), target
+    assert hub.user_request("alice", "api").status_code == 200
+    check_views(lts, [state], cpus_per_node=2)
+    banner = lts.run("login", ["sbatch", "--version"]).stdout.strip()
+    assert banner.startswith("slurm-wlm 24.11"), banner
+    print(f"lts ({banner}): submit->ready {seconds:.2f} s (job {job_id})")
+    assert hub.stop_server("alice")
+    assert wait_job_gone(lts, job_id)
+
+
+def test_lts_hub_restart_keeps_server_then_outside_scancel_is_noticed(lts, hub):
+    restart_then_outside_scancel(lts, hub)  # on 24.11's controller
 
 
 def test_one_hub_host_slurm_and_current_at_once(slurm, tmp_path, jupyterhub_version):

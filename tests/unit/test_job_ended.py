@@ -106,6 +106,23 @@ async def test_profiles_spawner_keeps_the_childs_ending_not_as_a_leftover_job():
     assert user_ended(again.user)[""]["user"] == "alice"
 
 
+
+async def test_an_htcondor_removal_is_said_in_words():
+    """condor_rm from outside the hub (an administrator, the user in a terminal, a policy): the job's
+    last condor_q answer is JobStatus 3, "Removed"; the pages say it was removed, not "ended (REMOVED)"
+    (seen on a real HTCondor 23.9 pool, tests/e2e/test_cluster_condor.py)."""
+    from batchspawner import CondorSpawner
+
+    def condor_q(argv, stdin):
+        return Reply(stdout="77\t3\tundefined\tundefined\tundefined\n" if argv[0] == "condor_q" else "")
+
+    sp = make_spawner(CondorSpawner, FakeRunner(responder=condor_q), name="alice", status_min_interval=0.01)
+    sp.job_id = "77"
+    assert await sp.poll() is not None
+    assert sp.last_ended["state"] == "REMOVED"
+    facts = ended_facts(sp)
+    assert facts["what"] == "was removed from the queue (condor_rm: by you, an administrator or a policy)", facts
+
 # ---------------------------------------------------------------- the pages
 def _env():
     # the hub's own templates under "templates/", ours first (as JupyterHub's template_paths does)

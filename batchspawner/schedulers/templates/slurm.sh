@@ -11,7 +11,7 @@
 {% endif %}{% if memory %}#SBATCH --mem={{ memory }}
 {% endif %}{% if nprocs %}#SBATCH --cpus-per-task={{ nprocs }}
 {% endif %}{% if gres %}#SBATCH --gres={{ gres }}
-{% endif %}{% if ngpus %}#SBATCH --gpus={{ ngpus }}
+{% endif %}{% if ngpus %}#SBATCH --gpus={% if gpu_type %}{{ gpu_type }}:{% endif %}{{ ngpus }}
 {% endif %}{% if account %}#SBATCH --account={{ account }}
 {% endif %}{% if qos %}#SBATCH --qos={{ qos }}
 {% endif %}{% if reservation %}#SBATCH --reservation={{ reservation }}
