@@ -1,7 +1,7 @@
 """Pure functions that turn SSO header values into hub names and groups.
 
 No tornado, no traitlets: the authenticator passes its settings in, so these are
-tested as plain tables (tests/unit/test_remote_user_mapping.py).
+tested as plain tables (tests/unit/authenticators/test_remote_user_mapping.py).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ def pytest_collection_modifyitems(config, items):
 
 def _fake_cluster_info():
     """ProfilesSpawner's cluster facts: never real scontrol/sinfo in the fast tier (empty answers
-    = nothing known, nothing refused); tests/unit/test_cluster_info.py injects real captures."""
+    = nothing known, nothing refused); tests/unit/polling/test_cluster_info.py injects real captures."""
     from batchspawner.polling.cluster import ClusterInfo
     from fakes import FakeRunner
 

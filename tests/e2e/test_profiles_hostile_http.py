@@ -4,7 +4,7 @@ A property test (hypothesis, few examples: each accepted one is a real Slurm job
 is either refused with HTTP 400 naming the field, with no job submitted, or the job script Slurm
 received (``scontrol write batch_script``) holds exactly one directive for that field whose
 value is the field's canonical form of it. The in-process version with many more examples is
-tests/unit/test_profiles_options.py.
+tests/unit/wrapspawner/test_profiles_options.py.
 """
 
 import re

@@ -24,7 +24,7 @@ def make_user(name="alice"):
 
 
 # batchspawner 1.3's log paths (no {logdir}): no log-folder command runs before the submit, so
-# these tests see the submit as the first command. tests/unit/test_sessions_logs.py covers the
+# these tests see the submit as the first command. tests/unit/hub/test_sessions_logs.py covers the
 # default (the private log folder prepared as the user first).
 LEGACY_LOG_PATHS = {
     "SlurmSpawner": "{homedir}/jupyterhub_slurmspawner_{job_id}.log",
@@ -45,7 +45,7 @@ def make_spawner(cls, runner=None, name="alice", legacy_log=True, **traits):
                 traits["log_path"] = LEGACY_LOG_PATHS[klass.__name__]
                 break
     # no session-card details query either (it would add scheduler commands these tests count);
-    # tests/unit/test_sessions_logs.py covers it
+    # tests/unit/hub/test_sessions_logs.py covers it
     if legacy_log and "batch_details_cmd" not in traits and "batch_details_cmd" in cls.class_traits():
         traits["batch_details_cmd"] = ""
     user = make_user(name)

@@ -17,7 +17,7 @@ from wraphelpers import fake_runner, make_wrapper
 from wrapspawner import ProfilesSpawner
 from wrapspawner.containers import ImageCatalog, declared_args
 
-FAKE_APPTAINER = str(Path(__file__).resolve().parents[1] / "fakeapptainer" / "apptainer")
+FAKE_APPTAINER = str(Path(__file__).resolve().parents[2] / "fakeapptainer" / "apptainer")
 
 
 def make_image(folder: Path, name: str, labels: dict):

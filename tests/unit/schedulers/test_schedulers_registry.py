@@ -10,7 +10,7 @@ from pathlib import Path
 
 from batchspawner import BatchSpawnerBase, schedulers
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_the_registry_is_the_pyproject_table_as_installed():
@@ -33,4 +33,4 @@ def test_every_registered_scheduler_has_a_conformance_case():
 
     covered = {case.cls for case in CASES}
     missing = [name for name, cls in schedulers.spawner_classes().items() if cls not in covered]
-    assert missing == [], "add a Case to tests/unit/test_conformance.py for these"
+    assert missing == [], "add a Case to tests/unit/schedulers/test_conformance.py for these"

@@ -15,7 +15,7 @@ from batchspawner.spawner import SpawnFailed
 from batchspawner.commands.tunnel import SshTunnel
 from test_slurm_spawner import Cluster, _start_and_report, spawner_with
 
-FAKE_SSH = str(Path(__file__).resolve().parents[1] / "fakessh" / "ssh")
+FAKE_SSH = str(Path(__file__).resolve().parents[2] / "fakessh" / "ssh")
 
 
 @pytest.fixture

@@ -216,7 +216,7 @@ def test_the_wrapper_does_not_import_jupyterhub():
     batchspawner.spawner; an eager import added to __init__ fails this test."""
     code = "import sys, batchspawner.job.singleuser; print(sorted(m for m in sys.modules if m.split('.')[0] in ('jupyterhub', 'tornado', 'traitlets')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
