@@ -137,10 +137,18 @@
       }
     }
     input.setCustomValidity(message);
-    var live = document.getElementById(input.id + "-live");
+    // after a refused form the server's own message is under the input: while the user has not
+    // changed the value or the partition it stays alone; after a change it is stale and goes
+    var server = document.getElementById(input.id + "-error"), touched = input.hasAttribute("data-hpc-touched");
+    if (server && touched && !server.hidden) {
+      server.hidden = true;
+      server.classList.remove("d-block");
+      input.setAttribute("data-hpc-marked", "1");  // its mark goes with it when the value fits
+    }
+    var live = document.getElementById(input.id + "-live"), shown = server && !touched ? "" : message;
     if (live) {
-      live.textContent = message;
-      live.classList.toggle("d-block", !!message);
+      live.textContent = shown;
+      live.classList.toggle("d-block", !!shown);
     }
     if (message) {
       input.classList.add("is-invalid");
@@ -185,10 +193,18 @@
     var cards = root.querySelectorAll("fieldset.card");
     cards.forEach(function (card) {
       card.querySelectorAll("select[data-hpc-role]").forEach(function (select) {
-        select.addEventListener("change", function () { update(card); });
+        select.addEventListener("change", function () {
+          card.querySelectorAll("input[data-hpc-limit]").forEach(function (input) {
+            input.setAttribute("data-hpc-touched", "1");
+          });
+          update(card);
+        });
       });
       card.querySelectorAll("input[data-hpc-limit]").forEach(function (input) {
-        input.addEventListener("input", function () { check(card, input); });
+        input.addEventListener("input", function () {
+          input.setAttribute("data-hpc-touched", "1");
+          check(card, input);
+        });
       });
       card.querySelectorAll("input[name='profile']").forEach(function (radio) {
         radio.addEventListener("change", function () { cards.forEach(update); });
