@@ -31,12 +31,26 @@ STRICT_CSP = f"""
 c.JupyterHub.tornado_settings.update({{"headers": {{"Content-Security-Policy": {CSP!r}}}}})
 """
 
+# a profile with the cluster's own choices; on this host sacctmgr has no slurmdbd to ask and sinfo
+# reports no GRES: both answers are real (the parsing of real-format GPU and association output is
+# in tests/unit/test_formfacts.py)
+CLUSTER_CHOICES = """
+c.ProfilesSpawner.profiles = list(c.ProfilesSpawner.profiles) + [{
+    "key": "acct", "display": "Account, QOS and GPUs (test)", "class": "batchspawner.SlurmSpawner",
+    "config": {"req_memory": "512M", "req_runtime": "00:10:00"},
+    "fields": {"partition": {"type": "choice", "choices": ["debug", "jhpc-small"], "default": "debug"},
+               "ngpus": {"type": "int", "min": 0, "max": 4, "default": 0},
+               "gpu_type": {"type": "gpu_type"}, "account": {"type": "account"}, "qos": {"type": "qos"}},
+}]
+"""
+
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     require_gateway(USER, PARTITION, browser=True)
     tmp = tmp_path_factory.mktemp("formfacts")
-    gw = ExampleHub(tmp, WRAPPER_CONFIG.format(example=str(REPO / "jupyterhub_config.example.py")) + STRICT_CSP, USER,
+    gw = ExampleHub(tmp, WRAPPER_CONFIG.format(example=str(REPO / "jupyterhub_config.example.py")) + STRICT_CSP
+                    + CLUSTER_CHOICES, USER,
                     f"debug {PARTITION}", service_token=True)
     gw.wait_up()
     from playwright.sync_api import sync_playwright
@@ -148,6 +162,30 @@ def test_an_over_limit_value_is_flagged_at_once_and_nothing_is_submitted(hub):
     # the strict CSP blocks the hub pages' own inline scripts (JupyterHub's), never the form's script:
     # everything above worked with it alone
     assert hub["violations"] and not [v for v in hub["violations"] if "formfacts" in v], hub["violations"]
+
+
+def test_accounts_qos_and_gpu_types_come_from_the_real_cluster(hub):
+    from playwright.sync_api import expect
+
+    page = hub["page"]
+    page.goto(hub["base"] + "/hub/spawn")
+    fill_form(page, "acct", partition=PARTITION)
+    values = "e => Array.from(e.options).map(o => o.value)"
+    # no slurmdbd here (sacctmgr: "not running a supported accounting_storage plugin"): the default only
+    assert page.eval_on_selector("[name='acct.account']", values) == [""]
+    assert page.eval_on_selector("[name='acct.qos']", values) == [""]
+    assert page.eval_on_selector("[name='acct.gpu_type']", values) == [""]  # sinfo %G: (null)
+    expect(page.locator("[id='acct.ngpus-hint']")).to_have_text("max 0 GPUs on jhpc-small")
+    page.fill("[name='acct.ngpus']", "1")
+    expect(page.locator("[id='acct.ngpus-live']")).to_have_text("GPUs: at most 0 GPUs on jhpc-small")
+    page.fill("[name='acct.ngpus']", "0")
+    before = _submitted(hub)
+    for options, field in (({"account": "proj042"}, "account"), ({"qos": "normal"}, "qos"),
+                           ({"gpu_type": "a100", "ngpus": "1"}, "gpu_type"), ({"ngpus": "1"}, "ngpus")):
+        r = _api(hub, "POST", f"/users/{USER}/servers/ff",
+                 json={"profile": "acct", "partition": PARTITION, **options})
+        assert r.status_code == 400 and field in r.text, (options, r.status_code, r.text[:300])
+    assert _submitted(hub) == before
 
 
 def test_a_within_limit_spawn_reaches_ready(hub):

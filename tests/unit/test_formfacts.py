@@ -183,7 +183,7 @@ def test_association_fields_set_only_their_own_admin_trait():
 # ------------------------------------------------------------------ the first form after a hub start
 async def test_a_hanging_scheduler_delays_the_first_form_at_most_the_bound_and_the_form_says_so():
     install(FakeRunner(lambda argv, stdin: Reply(stdout="", delay=30)))
-    wrapper = make_wrapper(ProfilesSpawner, profiles=PROFILES, cluster_wait=0.3)
+    wrapper = make_wrapper(ProfilesSpawner, profiles=PROFILES, cluster_wait=0.1)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     form = await wrapper.get_options_form()
