@@ -208,6 +208,7 @@ async def form_context(spawner, profiles, values: dict) -> dict:
             "hints": {name: hint(fld, part) for name, fld in p.fields.items()},
             "choices": choices,
             "gpu_partitions": {k: " ".join(sorted(v)) for k, v in gpu_types.items()},
+            "account_qos": {a: " ".join(sorted(q)) for a, q in (assoc or {}).items()},
         }
     return out
 

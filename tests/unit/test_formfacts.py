@@ -118,6 +118,7 @@ async def test_form_offers_the_users_accounts_qos_and_the_partitions_gpu_types()
     form = await wrapper.get_options_form()
     account = re.search(r'<select[^>]*name="custom.account".*?</select>', form, re.S).group(0)
     assert re.findall(r'value="([^"]*)"', account) == ["", "chem-lab", "proj042", "teaching"]
+    assert re.search(r'<option value="proj042"\s+data-qos="long normal"', account)  # the QOS follow the account
     qos = re.search(r'<select[^>]*name="custom.qos".*?</select>', form, re.S).group(0)
     assert re.findall(r'value="([^"]*)"', qos) == ["", "gpu-high", "long", "normal"]
     gpu = re.search(r'<select[^>]*name="custom.gpu_type".*?</select>', form, re.S).group(0)

@@ -178,8 +178,28 @@
     }
   }
 
+  function followAccount(card) {  // the QOS an account allows (no account chosen: any of the user's)
+    var account = card.querySelector("select[data-hpc-role='account']");
+    var qos = card.querySelector("select[data-hpc-role='qos']");
+    if (!account || !qos || account.selectedIndex < 0) {
+      return;
+    }
+    var chosen = account.options[account.selectedIndex];
+    var allowed = chosen.value ? " " + (chosen.getAttribute("data-qos") || "") + " " : null;
+    for (var i = 0; i < qos.options.length; i++) {
+      var o = qos.options[i];
+      if (o.value) {
+        o.disabled = allowed !== null && allowed.indexOf(" " + o.value + " ") < 0;
+        if (o.disabled && o.selected) {
+          qos.value = "";
+        }
+      }
+    }
+  }
+
   function update(card) {
     followGpuTypes(card);
+    followAccount(card);
     card.querySelectorAll("input[data-hpc-limit]").forEach(function (input) {
       check(card, input);
     });
