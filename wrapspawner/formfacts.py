@@ -181,16 +181,16 @@ async def form_context(spawner, profiles, values: dict) -> dict:
     assoc = None
     if any(isinstance(f, (AccountField, QosField)) for p in profiles for f in p.fields.values()):
         assoc = await associations(info, spawner.user.name, spawner.cluster_wait)
+    gpu_types: dict[str, list] = {}  # GPU type -> the partitions that have it
+    for name, part_info in info.partitions.items():
+        for kind in part_info.gpus:
+            if kind:
+                gpu_types.setdefault(kind, []).append(name)
     out = {}
     for p in profiles:
         part_field = next((n for n, f in p.fields.items() if f.trait == "req_partition"), None)
         chosen = values.get(f"{p.key}.{part_field}") if part_field else p.config.get("req_partition")
         part = info.partitions.get(chosen or "")
-        gpu_types: dict[str, list] = {}
-        for name, part_info in info.partitions.items():
-            for kind in part_info.gpus:
-                if kind:
-                    gpu_types.setdefault(kind, []).append(name)
         choices = {}
         for name, fld in p.fields.items():
             if isinstance(fld, AccountField):
@@ -208,6 +208,7 @@ async def form_context(spawner, profiles, values: dict) -> dict:
             "hints": {name: hint(fld, part) for name, fld in p.fields.items()},
             "choices": choices,
             "gpu_partitions": {k: " ".join(sorted(v)) for k, v in gpu_types.items()},
+            "account_qos": {a: " ".join(sorted(q)) for a, q in (assoc or {}).items()},
         }
     return out
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from jupyterhub.handlers import BaseHandler
 from tornado import web
@@ -165,7 +165,7 @@ class StartHandler(BaseHandler):
         user = self.current_user
         if user is None:
             raise web.HTTPError(404)
-        key = unquote(key or "")
+        key = key or ""  # tornado has decoded the path argument already
         spawner = _default_spawner(user)
         profile = None
         if _is_profiles(spawner):

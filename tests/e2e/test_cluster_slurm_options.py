@@ -63,7 +63,7 @@ def emitted():
                     cases.append((f"{cls.__name__} {trait}", split_command(template, **variables), None))
     # the profile form's partition facts (batchspawner/polling/cluster.py)
     cases.append(("ClusterInfo partitions", ["scontrol", "show", "partition", "-o"], None))
-    cases.append(("ClusterInfo free CPUs", ["sinfo", "-h", "-o", "%R|%a|%C"], None))
+    cases.append(("ClusterInfo free CPUs and GRES", ["sinfo", "-h", "-o", "%R|%a|%C|%G"], None))
     return cases
 
 

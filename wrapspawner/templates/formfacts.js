@@ -137,10 +137,18 @@
       }
     }
     input.setCustomValidity(message);
-    var live = document.getElementById(input.id + "-live");
+    // after a refused form the server's own message is under the input: while the user has not
+    // changed the value or the partition it stays alone; after a change it is stale and goes
+    var server = document.getElementById(input.id + "-error"), touched = input.hasAttribute("data-hpc-touched");
+    if (server && touched && !server.hidden) {
+      server.hidden = true;
+      server.classList.remove("d-block");
+      input.setAttribute("data-hpc-marked", "1");  // its mark goes with it when the value fits
+    }
+    var live = document.getElementById(input.id + "-live"), shown = server && !touched ? "" : message;
     if (live) {
-      live.textContent = message;
-      live.classList.toggle("d-block", !!message);
+      live.textContent = shown;
+      live.classList.toggle("d-block", !!shown);
     }
     if (message) {
       input.classList.add("is-invalid");
@@ -170,8 +178,28 @@
     }
   }
 
+  function followAccount(card) {  // the QOS an account allows (no account chosen: any of the user's)
+    var account = card.querySelector("select[data-hpc-role='account']");
+    var qos = card.querySelector("select[data-hpc-role='qos']");
+    if (!account || !qos || account.selectedIndex < 0) {
+      return;
+    }
+    var chosen = account.options[account.selectedIndex];
+    var allowed = chosen.value ? " " + (chosen.getAttribute("data-qos") || "") + " " : null;
+    for (var i = 0; i < qos.options.length; i++) {
+      var o = qos.options[i];
+      if (o.value) {
+        o.disabled = allowed !== null && allowed.indexOf(" " + o.value + " ") < 0;
+        if (o.disabled && o.selected) {
+          qos.value = "";
+        }
+      }
+    }
+  }
+
   function update(card) {
     followGpuTypes(card);
+    followAccount(card);
     card.querySelectorAll("input[data-hpc-limit]").forEach(function (input) {
       check(card, input);
     });
@@ -185,10 +213,18 @@
     var cards = root.querySelectorAll("fieldset.card");
     cards.forEach(function (card) {
       card.querySelectorAll("select[data-hpc-role]").forEach(function (select) {
-        select.addEventListener("change", function () { update(card); });
+        select.addEventListener("change", function () {
+          card.querySelectorAll("input[data-hpc-limit]").forEach(function (input) {
+            input.setAttribute("data-hpc-touched", "1");
+          });
+          update(card);
+        });
       });
       card.querySelectorAll("input[data-hpc-limit]").forEach(function (input) {
-        input.addEventListener("input", function () { check(card, input); });
+        input.addEventListener("input", function () {
+          input.setAttribute("data-hpc-touched", "1");
+          check(card, input);
+        });
       });
       card.querySelectorAll("input[name='profile']").forEach(function (radio) {
         radio.addEventListener("change", function () { cards.forEach(update); });

@@ -147,7 +147,7 @@ async def test_a_tile_opens_the_form_of_a_new_server_with_its_profile_selected()
     await dashboard.StartHandler.get(handler, "small")
     assert handler.redirected == "/hub/spawn/rita/small"
     handler = Stub(w.user, {"rita": w.user})
-    await dashboard.StartHandler.get(handler, "VS%20Code_2")
+    await dashboard.StartHandler.get(handler, "VS Code_2")  # tornado decodes the path argument
     assert handler.redirected == "/hub/spawn/rita/vs-code-2-2"
     other = wrapper(server="vs-code-2-2")
     html = await other.get_options_form()
@@ -256,3 +256,14 @@ async def test_the_log_link_of_a_finished_card_reads_only_that_ended_job():
     with pytest.raises(web.HTTPError) as err:  # not the job the card shows (or shown no longer)
         await JobLogHandler.get(LogStub(w.user, {"rita": w.user}), "rita", "q1")
     assert err.value.status_code == 404 and "ended job" in err.value.log_message
+
+
+async def test_a_profile_key_with_a_percent_sign_is_not_decoded_twice():
+    w = make_wrapper(ProfilesSpawner, name="rita", cluster_limits=False, remember_file="",
+                     profiles=[{"key": "gpu%41", "display": "GPU", "class": "batchspawner.SlurmSpawner"}])
+    w.user.allow_named_servers = False
+    w.user.spawners[""] = w
+    assert dashboard.start_tiles(w.user)[0]["href"] == "hpc/start/gpu%2541"
+    handler = Stub(w.user, {"rita": w.user})
+    await dashboard.StartHandler.get(handler, "gpu%41")  # what tornado hands over for /hpc/start/gpu%2541
+    assert handler.redirected == "/hub/spawn/rita"

@@ -118,6 +118,7 @@ async def test_form_offers_the_users_accounts_qos_and_the_partitions_gpu_types()
     form = await wrapper.get_options_form()
     account = re.search(r'<select[^>]*name="custom.account".*?</select>', form, re.S).group(0)
     assert re.findall(r'value="([^"]*)"', account) == ["", "chem-lab", "proj042", "teaching"]
+    assert re.search(r'<option value="proj042"\s+data-qos="long normal"', account)  # the QOS follow the account
     qos = re.search(r'<select[^>]*name="custom.qos".*?</select>', form, re.S).group(0)
     assert re.findall(r'value="([^"]*)"', qos) == ["", "gpu-high", "long", "normal"]
     gpu = re.search(r'<select[^>]*name="custom.gpu_type".*?</select>', form, re.S).group(0)
@@ -183,7 +184,7 @@ def test_association_fields_set_only_their_own_admin_trait():
 # ------------------------------------------------------------------ the first form after a hub start
 async def test_a_hanging_scheduler_delays_the_first_form_at_most_the_bound_and_the_form_says_so():
     install(FakeRunner(lambda argv, stdin: Reply(stdout="", delay=30)))
-    wrapper = make_wrapper(ProfilesSpawner, profiles=PROFILES, cluster_wait=0.3)
+    wrapper = make_wrapper(ProfilesSpawner, profiles=PROFILES, cluster_wait=0.1)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     form = await wrapper.get_options_form()
