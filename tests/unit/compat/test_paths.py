@@ -13,8 +13,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 # one fresh interpreter for every pair (in this order: the light wrapper path first)
-PAIRS = [("batchspawner.job.singleuser", "batchspawner.job.singleuser"), ("batchspawner.hub.api", "batchspawner.hub.api"),
-         ("batchspawner.schedulers.slurm", "batchspawner.schedulers.slurm")]
+PAIRS = [("batchspawner.singleuser", "batchspawner.job.singleuser"), ("batchspawner.api", "batchspawner.hub.api"),
+         ("batchspawner.slurm", "batchspawner.schedulers.slurm")]
 PROBE = r"""
 import importlib, json, sys, warnings
 found = {}
@@ -41,8 +41,8 @@ def probed():
     return json.loads(out.stdout)
 
 
-@pytest.mark.parametrize("old,new", [("batchspawner.hub.api", "batchspawner.hub.api"),
-                                     ("batchspawner.job.singleuser", "batchspawner.job.singleuser")])
+@pytest.mark.parametrize("old,new", [("batchspawner.api", "batchspawner.hub.api"),
+                                     ("batchspawner.singleuser", "batchspawner.job.singleuser")])
 def test_13_paths_are_the_new_modules_without_a_warning(probed, old, new):
     found = probed[old]
     assert found["same"] and found["spec"] == new
@@ -50,7 +50,7 @@ def test_13_paths_are_the_new_modules_without_a_warning(probed, old, new):
 
 
 def test_01_paths_are_the_new_modules_with_one_warning_naming_the_new_path(probed):
-    found = probed["batchspawner.schedulers.slurm"]
+    found = probed["batchspawner.slurm"]
     assert found["same"] and found["spec"] == "batchspawner.schedulers.slurm"
     assert len(found["warnings"]) == 1
     assert "batchspawner.schedulers.slurm" in found["warnings"][0] and "0.3.0" in found["warnings"][0]
@@ -58,7 +58,7 @@ def test_01_paths_are_the_new_modules_with_one_warning_naming_the_new_path(probe
 
 def test_the_wrapper_path_stays_light(probed):
     """1.3's wrapper module path loads the job's wrapper, not JupyterHub (it runs in every job)."""
-    assert probed["batchspawner.job.singleuser"]["jupyterhub"] is False
+    assert probed["batchspawner.singleuser"]["jupyterhub"] is False
 
 
 def test_every_moved_path_points_at_a_module_that_exists():
