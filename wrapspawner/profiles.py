@@ -215,8 +215,9 @@ class ProfilesSpawner(ProfileForm, WrapSpawner):
         3.0,
         help="""Seconds the first spawn form after a hub start (and the first check of a form) waits for
         the cluster's first answer (``scontrol``/``sinfo``, see ``cluster_limits``), so that form
-        already shows the partitions' facts and limits. Only that first render waits; later ones use
-        the background cache. 0: never wait (the first form then shows no partition facts).""",
+        already shows the partitions' facts and limits (else it says they are not known yet); the
+        user's Slurm associations (account/qos fields) are waited for as long. Later renders use the
+        cache. 0: never wait. The live checks in the browser: wrapspawner.formfacts.""",
     ).tag(config=True)
 
     remember_file = Unicode(

@@ -15,15 +15,19 @@ so any inline script would be blocked: the live checks work with the one same-or
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from hubharness import ARTIFACTS
+
 from gatewaytools import CHROMIUM, CHROMIUM_ARGS, WRAPPER_CONFIG, ExampleHub, fill_form, require_gateway, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
+SHOT = REPO / "docs" / "screenshots" / "form-live-limit.png"  # docs/users.md shows it
 USER = "erin"
 PARTITION = "jhpc-small"
 CSP = "script-src 'self'; frame-ancestors 'none'"
@@ -131,6 +135,9 @@ def test_an_over_limit_value_is_flagged_at_once_and_nothing_is_submitted(hub):
     # so is a wall time above the partition's (the field itself would allow 08:00:00)
     fill_form(page, "custom", runtime="05:00:00")
     expect(page.locator("[id='custom.runtime-live']")).to_have_text("Wall time: at most 4 h on jhpc-small")
+    page.locator("#profile-custom").screenshot(path=str(SHOT))
+    (ARTIFACTS / "screenshots").mkdir(parents=True, exist_ok=True)
+    shutil.copy(SHOT, ARTIFACTS / "screenshots" / SHOT.name)
     page.click("form button[type=submit]")
     time.sleep(1.5)
     assert re.search(r"/hub/spawn/?$", page.url), page.url  # still the form: the browser sent nothing
