@@ -3,41 +3,37 @@
 Each case replays fixture files (the real tools' output formats) through the
 FakeRunner: render -> submit argv -> job id -> pending -> running (host) ->
 finished; cancel; unknown when a command fails in a way never seen before.
-Adding a scheduler is one ``Case`` entry. Grid Engine's fixtures were captured
-from the real Son of Grid Engine here; the other schedulers' follow their
-documentation (see each fixture's header).
+Each registered scheduler (pyproject.toml's entry points) has its case as data next to its
+fixtures: ``tests/fixtures/<name>/case.toml`` (a second class on the same fixtures, as
+multislurm on Slurm's, adds ``case-<name>.toml`` there); see docs/new-scheduler.md. Adding a
+scheduler edits nothing here. Grid Engine's fixtures were captured from the real Son of Grid
+Engine here; the other schedulers' follow their documentation (see each fixture's header).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import tomllib
 from dataclasses import dataclass, field
 
 import pytest
-from fakes import FakeRunner, Reply, fixture
+from fakes import FIXTURES, FakeRunner, Reply, fixture
 from unit.helpers import make_spawner
 
-from batchspawner import (
-    CondorSpawner,
-    GridengineSpawner,
-    JobState,
-    LsfSpawner,
-    MoabSpawner,
-    MultiSlurmSpawner,
-    PBSSpawner,
-    SlurmSpawner,
-    TorqueSpawner,
-)
+from batchspawner import JobState, schedulers
 
 REQUESTS = dict(
     req_nprocs="4", req_memory="4gb", req_runtime="01:00:00", req_queue="short", req_account="proj7", req_ngpus="2"
 )
+CASE_FILES = "*/case*.toml"  # under tests/fixtures: case.toml, or case-<name>.toml for a second one
 
 
 @dataclass
 class Case:
-    id: str
+    """One scheduler's conformance case, read from ``tests/fixtures/<folder>/case*.toml``."""
+
+    id: str  # the entry point name (``scheduler`` in the file)
     cls: type
     submit: str  # argv[0] of the submit command
     query: str  # argv[0] of the query command
@@ -71,88 +67,49 @@ def _f(path):
     return Reply(stdout=fixture(path))
 
 
-CASES = [
-    Case(
-        "slurm", SlurmSpawner, "sbatch", "squeue", "scancel", "15", "localhost",
-        "slurm/submit.txt", "slurm/pending.txt", "slurm/running.txt", "slurm/finished.txt",
-        gone={"squeue": Reply(stderr=fixture("slurm/gone.stderr"), returncode=1),
-              "scontrol": Reply(stderr=fixture("slurm/gone.stderr"), returncode=1)},
-        directives=("#SBATCH --cpus-per-task=4", "#SBATCH --mem=4gb", "#SBATCH --time=01:00:00",
-                    "#SBATCH --account=proj7", "#SBATCH --gpus=2", "#SBATCH --partition=short",
-                    "#SBATCH --gres=nvme:1"),
-        requests={"req_partition": "short", "req_gres": "nvme:1"},
-    ),
-    Case(
-        # squeue reports the node as Slurm names it; daemon_resolver gives the hub an address
-        "multislurm", MultiSlurmSpawner, "sbatch", "squeue", "scancel", "15", "10.20.0.17",
-        "slurm/submit.txt", "slurm/pending.txt", "slurm/running.txt", "slurm/finished.txt",
-        gone={"squeue": Reply(stderr=fixture("slurm/gone.stderr"), returncode=1),
-              "scontrol": Reply(stderr=fixture("slurm/gone.stderr"), returncode=1)},
-        directives=("#SBATCH --cpus-per-task=4", "#SBATCH --mem=4gb", "#SBATCH --time=01:00:00",
-                    "#SBATCH --account=proj7", "#SBATCH --gpus=2", "#SBATCH --partition=short",
-                    "#SBATCH --gres=nvme:1"),
-        requests={"req_partition": "short", "req_gres": "nvme:1"},
-        config={"daemon_resolver": {"localhost": "10.20.0.17"}},
-    ),
-    Case(
-        "torque", TorqueSpawner, "qsub", "qstat", "qdel", "123.torque-server.example.org", "node1",
-        "torque/submit.txt", "torque/pending.xml", "torque/running.xml", "torque/finished.xml",
-        # qstat forgot the job; tracejob (the second source) still shows its end record
-        gone={"qstat": Reply(stderr=fixture("torque/gone.stderr"), returncode=153),
-              "tracejob": _f("torque/tracejob_ended.txt")},
-        directives=("#PBS -l nodes=1:ppn=4:gpus=2", "#PBS -l mem=4gb", "#PBS -l walltime=01:00:00",
-                    "#PBS -q short", "#PBS -A proj7"),
-    ),
-    Case(
-        "pbs", PBSSpawner, "qsub", "qstat", "qdel", "4711.pbs-server", "node1",
-        "pbs/submit.txt", "pbs/pending.txt", "pbs/running.json", "pbs/finished.json",
-        gone={"qstat": Reply(stderr=fixture("pbs/gone.stderr"), returncode=153),
-              "tracejob": _f("pbs/tracejob_killed.txt")},
-        directives=("#PBS -l select=1:ncpus=4:mem=4gb:ngpus=2", "#PBS -l walltime=01:00:00", "#PBS -q short",
-                    "#PBS -A proj7", "#PBS -P astro"),
-        requests={"req_project": "astro"},
-    ),
-    Case(
-        "moab", MoabSpawner, "msub", "mdiag", "mjobctl", "123", "node1",
-        "moab/submit.txt", "moab/pending.xml", "moab/running.xml", "moab/finished.xml",
-        gone={"mdiag": _f("moab/gone.xml"), "checkjob": _f("moab/checkjob_completed.xml")},
-        directives=("#PBS -l nodes=1:ppn=4:gpus=2", "#PBS -l mem=4gb", "#PBS -l walltime=01:00:00",
-                    "#PBS -q short", "#PBS -A proj7"),
-    ),
-    Case(
-        "lsf", LsfSpawner, "bsub", "bjobs", "bkill", "1234", "host1",
-        "lsf/submit.txt", "lsf/pending.json", "lsf/running.json", "lsf/finished.json",
-        gone={"bjobs": Reply(stdout=fixture("lsf/gone.json"), returncode=255), "bhist": _f("lsf/bhist_done.txt")},
-        directives=("#BSUB -n 4", "#BSUB -M 4gb", "#BSUB -W 1:00", "#BSUB -q short", "#BSUB -P proj7",
-                    '#BSUB -gpu "num=2"'),
-    ),
-    Case(
-        "condor", CondorSpawner, "condor_submit", "condor_q", "condor_rm", "42", "host.domain",
-        "condor/submit.txt", "condor/pending.txt", "condor/running.txt", "",
-        gone={"condor_q": Reply(), "condor_history": Reply()},
-        directives=("request_cpus = 4", "request_memory = 4gb", "allowed_execute_duration = 3600",
-                    "accounting_group = proj7", "request_gpus = 2"),
-        # the job left the queue: condor_q prints nothing, condor_history has the record
-        finished_replies={"condor_q": Reply(), "condor_history": _f("condor/finished.txt")},
-    ),
-    Case(
-        # real SGE 8.1.9 captures: qsub -terse printed job 1; qstat -xml -u alice lists the user's jobs
-        "gridengine", GridengineSpawner, "qsub", "qstat", "qdel", "1", "localhost",
-        "gridengine/submit_terse.txt", "gridengine/qstat_pending_error.xml", "gridengine/qstat_running_held.xml",
-        "gridengine/qstat_empty.xml",
-        # an ended job is simply not listed; qacct (the second source) has its accounting record
-        gone={"qstat": _f("gridengine/qstat_empty.xml"), "qacct": _f("gridengine/qacct_ended_exit3.txt")},
-        finished_replies={"qstat": _f("gridengine/qstat_empty.xml"), "qacct": _f("gridengine/qacct_ended_exit3.txt")},
-        directives=("#$ -pe smp 4", "#$ -l h_vmem=4gb", "#$ -l h_rt=01:00:00", "#$ -q short", "#$ -A proj7",
-                    "#$ -l gpu=2", "#$ -P astro"),
-        requests={"req_project": "astro"},
-        config={"req_pe": "smp", "req_gpu_resource": "gpu"},
-        query_selects="alice",
-        # the capture's waiting job (qw) is job 4; job 1 was already running then
-        stand_in={"pending": "4"},
-        job_id_re=r"(?<=<JB_job_number>)\d+(?=</JB_job_number>)",
-    ),
-]
+def _reply(folder, spec):
+    """``{stdout = "file", stderr = "file", returncode = N}`` (file names in the case's folder) -> Reply."""
+    unknown = set(spec) - {"stdout", "stderr", "returncode"}
+    assert not unknown, f"{folder}: unknown reply keys {sorted(unknown)}"
+    return Reply(
+        stdout=fixture(f"{folder}/{spec['stdout']}") if "stdout" in spec else "",
+        stderr=fixture(f"{folder}/{spec['stderr']}") if "stderr" in spec else "",
+        returncode=spec.get("returncode", 0),
+    )
+
+
+def load_case(path, classes):
+    """The Case a ``case*.toml`` describes; ``classes`` maps entry point names to spawner classes."""
+    data = tomllib.loads(path.read_text())
+    folder = path.parent.name
+    name = data.pop("scheduler")
+    assert name in classes, f"{path}: scheduler {name!r} is not a registered entry point"
+    for key in ("submit_out", "pending", "running", "finished"):
+        data[key] = f"{folder}/{data[key]}" if data.get(key) else ""
+    for key in ("gone", "finished_replies"):
+        data[key] = {argv0: _reply(folder, spec) for argv0, spec in data.get(key, {}).items()}
+    data["directives"] = tuple(data["directives"])
+    return Case(id=name, cls=classes[name], **data)
+
+
+def case_paths():
+    return sorted(FIXTURES.glob(CASE_FILES))
+
+
+def load_cases(classes=None):
+    """One Case per registered scheduler that has a case file (the registry order).
+
+    A registered scheduler without one is caught by tests/unit/test_schedulers_registry.py."""
+    classes = schedulers.spawner_classes() if classes is None else classes
+    found = {}
+    for path in case_paths():
+        case = load_case(path, classes)
+        assert case.id not in found, f"two case files for {case.id!r}"
+        found[case.id] = case
+    return [found[name] for name in classes if name in found]
+
+
+CASES = load_cases()
 IDS = [c.id for c in CASES]
 
 
