@@ -61,6 +61,8 @@ class Case:
     # id, so the responder swaps the two ids (matched by `job_id_re`) and nothing else
     stand_in: dict = field(default_factory=dict)
     job_id_re: str = ""
+    # the request traits tagged admin_only on the class (tests/unit/test_fail_closed_units.py)
+    admin_only: tuple = ()
 
 
 def _f(path):
@@ -83,12 +85,12 @@ def load_case(path, classes):
     data = tomllib.loads(path.read_text())
     folder = path.parent.name
     name = data.pop("scheduler")
-    assert name in classes, f"{path}: scheduler {name!r} is not a registered entry point"
     for key in ("submit_out", "pending", "running", "finished"):
         data[key] = f"{folder}/{data[key]}" if data.get(key) else ""
     for key in ("gone", "finished_replies"):
         data[key] = {argv0: _reply(folder, spec) for argv0, spec in data.get(key, {}).items()}
     data["directives"] = tuple(data["directives"])
+    data["admin_only"] = tuple(data.get("admin_only", ()))
     return Case(id=name, cls=classes[name], **data)
 
 
@@ -99,13 +101,16 @@ def case_paths():
 def load_cases(classes=None):
     """One Case per registered scheduler that has a case file (the registry order).
 
-    A registered scheduler without one is caught by tests/unit/test_schedulers_registry.py."""
+    tests/unit/test_schedulers_registry.py fails for a registered scheduler without a case file
+    and for a case file naming no entry point of pyproject.toml (one the installed metadata does
+    not list yet, before a reinstall, is left out here)."""
     classes = schedulers.spawner_classes() if classes is None else classes
     found = {}
     for path in case_paths():
-        case = load_case(path, classes)
-        assert case.id not in found, f"two case files for {case.id!r}"
-        found[case.id] = case
+        name = tomllib.loads(path.read_text())["scheduler"]
+        assert name not in found, f"two case files for {name!r}"
+        if name in classes:
+            found[name] = load_case(path, classes)
     return [found[name] for name in classes if name in found]
 
 

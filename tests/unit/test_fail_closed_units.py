@@ -16,17 +16,7 @@ from helpers import make_spawner
 from tornado import web
 from traitlets import TraitError
 
-from batchspawner import (
-    CondorSpawner,
-    GridengineSpawner,
-    LsfSpawner,
-    MoabSpawner,
-    MultiSlurmSpawner,
-    PBSSpawner,
-    SlurmSpawner,
-    SpawnFailed,
-    TorqueSpawner,
-)
+from batchspawner import GridengineSpawner, SlurmSpawner, SpawnFailed
 from batchspawner import schedulers
 from batchspawner.hub.api import BatchSpawnerAPIHandler
 from batchspawner.core.hosts import usable_host
@@ -183,21 +173,17 @@ def test_custom_exechost_exp_that_does_not_match_is_no_host():
 
 # ------------------------------------------------------------------ item 4: admin-only request traits
 
-ADMIN_ONLY = {
-    SlurmSpawner: {"account", "host", "qos", "reservation", "cluster", "gres"},
-    MultiSlurmSpawner: {"account", "host", "qos", "reservation", "cluster", "gres"},
-    TorqueSpawner: {"account", "host"},
-    PBSSpawner: {"account", "host", "project"},
-    MoabSpawner: {"account", "host"},
-    LsfSpawner: {"account", "host"},
-    CondorSpawner: {"account", "host"},
-    GridengineSpawner: {"account", "host", "pe", "memory_resource", "gpu_resource", "project"},
-}
+def _admin_only():
+    """{class: its admin-only request names}, from each scheduler's conformance case
+    (``admin_only`` in tests/fixtures/<name>/case.toml)."""
+    from test_conformance import CASES
+
+    return {case.cls: set(case.admin_only) for case in CASES}
 
 
 @pytest.mark.parametrize("cls", ALL_SCHEDULERS, ids=lambda c: c.__name__)
 def test_every_scheduler_marks_its_admin_only_request_traits(cls):
-    assert set(admin_only_vars(cls)) == ADMIN_ONLY[cls]
+    assert set(admin_only_vars(cls)) == _admin_only()[cls]
     for var in admin_only_vars(cls):
         assert cls.class_traits()[f"req_{var}"].metadata.get("admin_only") is True
 
