@@ -63,6 +63,10 @@ class Case:
     job_id_re: str = ""
     # the request traits tagged admin_only on the class (tests/unit/test_fail_closed_units.py)
     admin_only: tuple = ()
+    # "module:function" reading one host field of the query's answer, and how that field holds a
+    # host word (Grid Engine's queue instance: "all.q@{word}"); tests/unit/test_fail_closed_units.py
+    host_parser: str = ""
+    host_field: str = "{word}"
 
 
 def _f(path):

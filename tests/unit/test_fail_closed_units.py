@@ -44,26 +44,19 @@ def test_real_host_names_are_kept(text):
     assert usable_host(text) == text
 
 
-def _extractors():
-    from batchspawner.core import hosts
-    from batchspawner.schedulers import slurm
-    from batchspawner.schedulers.gridengine import queue_host
+def _host_parsers():
+    """{entry point name: (host parser, field format)} of every registered scheduler, from its
+    conformance case (``host_parser``, ``host_field`` in tests/fixtures/<name>/case.toml)."""
+    from test_conformance import CASES
 
-    return {
-        "slurm": slurm.first_host,
-        "pbs": hosts.pbs_first_host,
-        "torque": hosts.torque_first_host,
-        "lsf": hosts.lsf_first_host,
-        "condor": hosts.condor_host,
-        "moab": hosts.moab_first_host,
-        "gridengine": lambda word: queue_host(f"all.q@{word}" if word.strip() else word),
-    }
+    return {case.id: (schedulers.load(case.host_parser), case.host_field) for case in CASES}
 
 
-@pytest.mark.parametrize("scheduler", sorted(_extractors()))
+@pytest.mark.parametrize("scheduler", sorted(schedulers.registered()))
 @pytest.mark.parametrize("word", ["", " ", "n/a", "(null)", "None", "undefined", "-"], ids=repr)
 def test_every_schedulers_host_extraction_then_the_one_check_gives_no_host(scheduler, word):
-    assert usable_host(_extractors()[scheduler](word)) == ""
+    parse, field = _host_parsers()[scheduler]
+    assert usable_host(parse(field.format(word=word) if word.strip() else word)) == ""
 
 
 class NoHostCluster:
