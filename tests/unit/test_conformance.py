@@ -19,9 +19,12 @@ from dataclasses import dataclass, field
 
 import pytest
 from fakes import FIXTURES, FakeRunner, Reply, fixture
+from traitlets import TraitError
 from unit.helpers import make_spawner
 
+
 from batchspawner import JobState, schedulers
+from batchspawner.core.states import MISSING
 
 REQUESTS = dict(
     req_nprocs="4", req_memory="4gb", req_runtime="01:00:00", req_queue="short", req_account="proj7", req_ngpus="2"
@@ -67,6 +70,15 @@ class Case:
     # host word (Grid Engine's queue instance: "all.q@{word}"); tests/unit/test_fail_closed_units.py
     host_parser: str = ""
     host_field: str = "{word}"
+    # optional answer tables, each checked for the cases that have one (see the tests below):
+    # [[answers]] more per-job query answers; [[confirm]] the second source's answers;
+    # [batch_status] one shared status answer; [[refused]] configurations the class refuses;
+    # script_exports: the script itself exports the job's variables (the scheduler passes none)
+    answers: list = field(default_factory=list)
+    confirm: list = field(default_factory=list)
+    batch_status: dict = field(default_factory=dict)
+    refused: list = field(default_factory=list)
+    script_exports: bool = False
 
 
 def _f(path):
@@ -95,6 +107,10 @@ def load_case(path, classes):
         data[key] = {argv0: _reply(folder, spec) for argv0, spec in data.get(key, {}).items()}
     data["directives"] = tuple(data["directives"])
     data["admin_only"] = tuple(data.get("admin_only", ()))
+    for key in ("answers", "confirm"):
+        data[key] = [dict(entry, reply=_reply(folder, entry["reply"])) for entry in data.get(key, [])]
+    if "batch_status" in data:
+        data["batch_status"] = dict(data["batch_status"], reply=_reply(folder, data["batch_status"]["reply"]))
     return Case(id=name, cls=classes[name], **data)
 
 
@@ -275,3 +291,101 @@ async def test_failed_query_is_unknown_and_keeps_the_server(case, reply):
     status = await spawner.query_job_status()
     assert status.state is JobState.UNKNOWN, status
     assert await spawner.poll() is None  # alive: a scheduler hiccup never drops the server
+
+
+# ------------------------------------------------------------------ optional answer tables
+
+STATES = {"pending": JobState.PENDING, "running": JobState.RUNNING, "finished": JobState.FINISHED,
+          "unknown": JobState.UNKNOWN}
+
+
+def _with(attr):
+    chosen = [c for c in CASES if getattr(c, attr)]
+    return dict(argvalues=chosen, ids=[c.id for c in chosen])
+
+
+def _entries(attr):
+    chosen = [(c, i) for c in CASES for i in range(len(getattr(c, attr)))]
+    return dict(argvalues=chosen, ids=[f"{c.id}-{i}" for c, i in chosen])
+
+
+def _check(status, entry):
+    assert status.state is STATES[entry["state"]], status.describe()
+    if "host" in entry:
+        assert status.host == entry["host"], status
+    if "exit_code" in entry:
+        assert status.exit_code == entry["exit_code"], status
+
+
+@pytest.mark.parametrize("case,i", **_entries("answers"))
+def test_more_query_answers(case, i):
+    """``[[answers]]``: ``{reply = {...}, state = "finished", host = "", exit_code = 3}``."""
+    entry = case.answers[i]
+    spawner, _, _ = _spawner(case)
+    spawner.job_id = case.job_id
+    reply = entry["reply"]
+    _check(spawner.read_query_result(reply.returncode, reply.stdout, reply.stderr), entry)
+
+
+@pytest.mark.parametrize("case,i", **_entries("confirm"))
+def test_second_source_answers(case, i):
+    """``[[confirm]]``: what ``parse_confirm_output`` makes of the second source's answers."""
+    entry = case.confirm[i]
+    spawner, _, _ = _spawner(case)
+    spawner.job_id = case.job_id
+    reply = entry["reply"]
+    _check(spawner.parse_confirm_output(reply.returncode, reply.stdout, reply.stderr), entry)
+
+
+@pytest.mark.parametrize("case", **_with("confirm"))
+@pytest.mark.parametrize("reply", [f[1] for f in FAILURES if not f[1].timeout] + [Reply()],
+                         ids=[f[0] for f in FAILURES if not f[1].timeout] + ["empty"])
+def test_second_source_that_cannot_tell_is_unknown(case, reply):
+    spawner, _, _ = _spawner(case)
+    spawner.job_id = case.job_id
+    assert spawner.parse_confirm_output(reply.returncode, reply.stdout, reply.stderr).state is JobState.UNKNOWN
+
+
+@pytest.mark.parametrize("case", **_with("batch_status"))
+def test_shared_status_answer(case):
+    """``[batch_status]``: ``reply`` and ``expected = {job id = [state or "missing", host]}``."""
+    spawner, _, _ = _spawner(case)
+    reply, expected = case.batch_status["reply"], case.batch_status["expected"]
+    answer = spawner.parse_batch_status(reply.returncode, reply.stdout, reply.stderr, list(expected))
+    seen = {j: ["missing" if s.native == MISSING else s.state.name.lower(), s.host] for j, s in answer.items()}
+    assert seen == expected
+
+
+@pytest.mark.parametrize("case", **_with("batch_status"))
+@pytest.mark.parametrize("reply", [f[1] for f in FAILURES if not f[1].timeout],
+                         ids=[f[0] for f in FAILURES if not f[1].timeout])
+def test_shared_status_answer_that_cannot_be_trusted_fails_the_round(case, reply):
+    spawner, _, _ = _spawner(case)
+    with pytest.raises(Exception):
+        spawner.parse_batch_status(reply.returncode, reply.stdout, reply.stderr, list(case.batch_status["expected"]))
+
+
+@pytest.mark.parametrize("case,i", **_entries("refused"))
+def test_refused_configuration(case, i):
+    """``[[refused]]``: ``{config = {trait = value}, match = "words of the error"}`` raises TraitError."""
+    entry = case.refused[i]
+    with pytest.raises(TraitError, match=entry["match"]):
+        make_spawner(case.cls, **entry["config"])
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_the_script_never_holds_the_token(case):
+    """No template writes a variable's value that holds the token; one whose scheduler passes the
+    job no environment (``script_exports = true``) exports every kept variable but the token."""
+    spawner, _, _ = _spawner(case)
+    script = spawner.render_script()
+    if case.script_exports:
+        names = [n for n in spawner.get_req_subvars()["keepvars"].split(",") if n]
+        assert names and "JUPYTERHUB_API_TOKEN" not in spawner.get_env()
+        for name in names:
+            assert f"export {name}=" in script, name
+    assert "secret-token-value" not in script
+    # a value holding the token is never written, whatever its name
+    spawner.environment = {"SITE_VAR": "x-secret-token-value-y"}
+    spawner.req_keepvars_extra = "SITE_VAR"
+    assert "secret-token-value" not in spawner.render_script()
