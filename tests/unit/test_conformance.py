@@ -79,6 +79,8 @@ class Case:
     batch_status: dict = field(default_factory=dict)
     refused: list = field(default_factory=list)
     script_exports: bool = False
+    # the scheduler's own service accounts: never a hub user's job account (denied_users)
+    service_accounts: tuple = ()
 
 
 def _f(path):
@@ -107,6 +109,7 @@ def load_case(path, classes):
         data[key] = {argv0: _reply(folder, spec) for argv0, spec in data.get(key, {}).items()}
     data["directives"] = tuple(data["directives"])
     data["admin_only"] = tuple(data.get("admin_only", ()))
+    data["service_accounts"] = tuple(data.get("service_accounts", ()))
     for key in ("answers", "confirm"):
         data[key] = [dict(entry, reply=_reply(folder, entry["reply"])) for entry in data.get(key, [])]
     if "batch_status" in data:
@@ -371,6 +374,12 @@ def test_refused_configuration(case, i):
     entry = case.refused[i]
     with pytest.raises(TraitError, match=entry["match"]):
         make_spawner(case.cls, **entry["config"])
+
+
+@pytest.mark.parametrize("case", **_with("service_accounts"))
+def test_the_schedulers_service_accounts_are_denied(case):
+    spawner, _, _ = _spawner(case)
+    assert set(case.service_accounts) <= spawner.denied_users
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
