@@ -28,6 +28,16 @@ def test_every_registered_class_is_a_batch_spawner_with_a_script():
         assert script.strip() and script != BatchSpawnerBase.class_traits()["batch_script"].default_value, name
 
 
+def test_every_registered_class_is_importable_from_batchspawner_by_its_name():
+    """``batchspawner.OarSpawner`` (a profile's "class" string) for a scheduler registered only in
+    pyproject.toml, as for the names batchspawner 1.3 exported."""
+    import batchspawner
+
+    for name, cls in schedulers.spawner_classes().items():
+        assert getattr(batchspawner, cls.__name__) is cls, name
+    assert not hasattr(batchspawner, "NoSuchSpawner")
+
+
 def _case_names():
     from test_conformance import case_paths
 
