@@ -81,6 +81,9 @@ class Case:
     script_exports: bool = False
     # the scheduler's own service accounts: never a hub user's job account (denied_users)
     service_accounts: tuple = ()
+    # the submit tool reads a file, not stdin (OAR's oarsub): batch_submit_cmd is a shell step that
+    # writes the script to a file and ends in this tool, which gets the file's path last
+    submit_file_tool: str = ""
 
 
 def _f(path):
@@ -398,3 +401,49 @@ def test_the_script_never_holds_the_token(case):
     spawner.environment = {"SITE_VAR": "x-secret-token-value-y"}
     spawner.req_keepvars_extra = "SITE_VAR"
     assert "secret-token-value" not in spawner.render_script()
+
+
+def _stub_tool(bindir, name, returncode):
+    """A stand-in for the scheduler's submit tool: records its arguments and the file it was given
+    (its last argument: content and mode), prints the submit answer, exits with ``returncode``."""
+    stub = bindir / name
+    stub.write_text(
+        "#!/bin/sh\n"
+        'printf "%s\\n" "$@" > "$STUB_DIR/argv"\n'
+        'for last in "$@"; do :; done\n'
+        'cp "$last" "$STUB_DIR/script" && stat -c %a "$last" > "$STUB_DIR/mode"\n'
+        'cat "$STUB_DIR/answer"\n'
+        f"exit {returncode}\n"
+    )
+    stub.chmod(0o755)
+
+
+@pytest.mark.parametrize("case", **_with("submit_file_tool"))
+@pytest.mark.parametrize("refused", [False, True], ids=["accepted", "refused"])
+def test_the_file_submit_step_really_runs(case, refused, tmp_path):
+    """The shell step of a file-reading submit tool, run for real with a stub tool on PATH: the file
+    holds exactly the rendered script, is the user's alone (0700) and in the home (the nodes run
+    it later); when the tool refuses, its exit status is the submit's and the file is removed."""
+    import subprocess
+
+    from batchspawner.commands.runner import split_command
+
+    home, bindir, stubdir = tmp_path / "home", tmp_path / "bin", tmp_path / "stub"
+    for d in (home, bindir, stubdir):
+        d.mkdir()
+    (stubdir / "answer").write_text(fixture(case.submit_out))
+    _stub_tool(bindir, case.submit_file_tool, 3 if refused else 0)
+    spawner, _, _ = _spawner(case, req_homedir=str(home), **REQUESTS)
+    script = spawner.render_script()
+    argv = split_command(spawner.batch_submit_cmd, **spawner.command_vars())
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "STUB_DIR": str(stubdir)}
+    done = subprocess.run(argv, input=script, capture_output=True, text=True, env=env, cwd=home, timeout=30)
+    given = (stubdir / "argv").read_text().splitlines()[-1]
+    assert os.path.dirname(given) == str(home)
+    assert (stubdir / "script").read_text() == script and (stubdir / "mode").read_text().strip() == "700"
+    if refused:
+        assert done.returncode == 3 and not os.path.exists(given)
+    else:
+        assert done.returncode == 0, done.stderr
+        assert os.path.exists(given)  # the job runs this file when it starts (and removes it then)
+        assert spawner.parse_job_id(done.stdout) == case.job_id
