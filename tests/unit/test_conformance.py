@@ -404,26 +404,29 @@ def test_the_script_never_holds_the_token(case):
 
 
 def _stub_tool(bindir, name, returncode):
-    """A stand-in for the scheduler's submit tool: records its arguments and the file it was given
-    (its last argument: content and mode), prints the submit answer, exits with ``returncode``."""
+    """A stand-in for the scheduler's submit tool: records its arguments, its stdin and the file
+    its last argument names (content and mode), prints the submit answer, exits ``returncode``."""
     stub = bindir / name
     stub.write_text(
         "#!/bin/sh\n"
         'printf "%s\\n" "$@" > "$STUB_DIR/argv"\n'
+        'cat > "$STUB_DIR/stdin"\n'
         'for last in "$@"; do :; done\n'
-        'cp "$last" "$STUB_DIR/script" && stat -c %a "$last" > "$STUB_DIR/mode"\n'
+        'if [ -f "$last" ]; then cp "$last" "$STUB_DIR/file" && stat -c %a "$last" > "$STUB_DIR/mode"; fi\n'
         'cat "$STUB_DIR/answer"\n'
         f"exit {returncode}\n"
     )
     stub.chmod(0o755)
 
 
-@pytest.mark.parametrize("case", **_with("submit_file_tool"))
+@pytest.mark.parametrize("case", CASES, ids=IDS)
 @pytest.mark.parametrize("refused", [False, True], ids=["accepted", "refused"])
-def test_the_file_submit_step_really_runs(case, refused, tmp_path):
-    """The shell step of a file-reading submit tool, run for real with a stub tool on PATH: the file
-    holds exactly the rendered script, is the user's alone (0700) and in the home (the nodes run
-    it later); when the tool refuses, its exit status is the submit's and the file is removed."""
+def test_the_submit_command_really_runs(case, refused, tmp_path):
+    """batch_submit_cmd run for real, with a stub submit tool on PATH. A tool that reads stdin gets
+    exactly the rendered script there. A tool that reads a file (``submit_file_tool``: OAR's
+    oarsub) gets one that holds exactly the script, is the user's alone (0700) and lies in the
+    home (the nodes run it later); it is kept when the tool accepts the job and removed when it
+    refuses. Either way a refusal's exit status is the submit's and an answer gives the job id."""
     import subprocess
 
     from batchspawner.commands.runner import split_command
@@ -432,18 +435,19 @@ def test_the_file_submit_step_really_runs(case, refused, tmp_path):
     for d in (home, bindir, stubdir):
         d.mkdir()
     (stubdir / "answer").write_text(fixture(case.submit_out))
-    _stub_tool(bindir, case.submit_file_tool, 3 if refused else 0)
-    spawner, _, _ = _spawner(case, req_homedir=str(home), **REQUESTS)
+    _stub_tool(bindir, case.submit_file_tool or case.submit, 3 if refused else 0)
+    spawner, _, _ = _spawner(case, req_homedir=str(home), **REQUESTS, **case.requests)
     script = spawner.render_script()
     argv = split_command(spawner.batch_submit_cmd, **spawner.command_vars())
     env = {"PATH": f"{bindir}:/usr/bin:/bin", "STUB_DIR": str(stubdir)}
     done = subprocess.run(argv, input=script, capture_output=True, text=True, env=env, cwd=home, timeout=30)
-    given = (stubdir / "argv").read_text().splitlines()[-1]
-    assert os.path.dirname(given) == str(home)
-    assert (stubdir / "script").read_text() == script and (stubdir / "mode").read_text().strip() == "700"
-    if refused:
-        assert done.returncode == 3 and not os.path.exists(given)
+    assert done.returncode == (3 if refused else 0), done.stderr
+    if case.submit_file_tool:
+        given = (stubdir / "argv").read_text().splitlines()[-1]
+        assert os.path.dirname(given) == str(home)
+        assert (stubdir / "file").read_text() == script and (stubdir / "mode").read_text().strip() == "700"
+        assert os.path.exists(given) is not refused  # accepted: the job runs it when it starts
     else:
-        assert done.returncode == 0, done.stderr
-        assert os.path.exists(given)  # the job runs this file when it starts (and removes it then)
+        assert (stubdir / "stdin").read_text() == script
+    if not refused:
         assert spawner.parse_job_id(done.stdout) == case.job_id
