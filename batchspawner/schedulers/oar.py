@@ -125,10 +125,13 @@ class OarSpawner(BatchSpawnerBase):
         *unknown* (the same database answers both, so its silence is no evidence).""",
     ).tag(config=True)
     batch_status_cmd = Unicode(
-        "oarstat -J",
+        "",
         help=BatchSpawnerBase.batch_status_cmd.help
-        + """ OAR: ``oarstat -J`` lists every active job in one answer; a job it does not list
-        (ended) is asked about per job.""",
+        + """ OAR: off by default (one ``oarstat -f -J -j ID`` per job). ``oarstat -J`` lists every
+        active job in one answer and is parsed (a job it does not list is asked about per job);
+        set it where oarstat prints ``null`` for an empty listing (Perl JSON 4): with an older
+        JSON module oarstat fails when no job is active, and a failing shared query keeps every
+        job *unknown*.""",
     ).tag(config=True)
 
     # batchspawner 1.3-style regexes over the JSON, for sites that set state_exechost_exp or
