@@ -44,10 +44,26 @@ _NAMES = {
 def __getattr__(name):
     module = _NAMES.get(name)
     if module is None:
-        raise AttributeError(f"module 'batchspawner' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+        value = _registered_class(name)
+        if value is None:
+            raise AttributeError(f"module 'batchspawner' has no attribute {name!r}")
+    else:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
+
+
+def _registered_class(name):
+    """A scheduler class registered after the names above (``batchspawner.OarSpawner``): every
+    spawner of the entry point table is importable from here by its class name."""
+    if name.startswith("_") or not name.endswith("Spawner"):
+        return None
+    from batchspawner import schedulers
+
+    for value in schedulers.registered().values():
+        if value.rpartition(":")[2] == name:
+            return schedulers.load(value)
+    return None
 
 
 def __dir__():

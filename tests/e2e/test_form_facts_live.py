@@ -37,7 +37,7 @@ c.JupyterHub.tornado_settings.update({{"headers": {{"Content-Security-Policy": {
 
 # a profile with the cluster's own choices; on this host sacctmgr has no slurmdbd to ask and sinfo
 # reports no GRES: both answers are real (the parsing of real-format GPU and association output is
-# in tests/unit/test_formfacts.py)
+# in tests/unit/wrapspawner/test_formfacts.py)
 CLUSTER_CHOICES = """
 c.ProfilesSpawner.profiles = list(c.ProfilesSpawner.profiles) + [{
     "key": "acct", "display": "Account, QOS and GPUs (test)", "class": "batchspawner.SlurmSpawner",

@@ -16,17 +16,7 @@ from helpers import make_spawner
 from tornado import web
 from traitlets import TraitError
 
-from batchspawner import (
-    CondorSpawner,
-    GridengineSpawner,
-    LsfSpawner,
-    MoabSpawner,
-    MultiSlurmSpawner,
-    PBSSpawner,
-    SlurmSpawner,
-    SpawnFailed,
-    TorqueSpawner,
-)
+from batchspawner import GridengineSpawner, SlurmSpawner, SpawnFailed
 from batchspawner import schedulers
 from batchspawner.hub.api import BatchSpawnerAPIHandler
 from batchspawner.core.hosts import usable_host
@@ -54,26 +44,19 @@ def test_real_host_names_are_kept(text):
     assert usable_host(text) == text
 
 
-def _extractors():
-    from batchspawner.core import hosts
-    from batchspawner.schedulers import slurm
-    from batchspawner.schedulers.gridengine import queue_host
+def _host_parsers():
+    """{entry point name: (host parser, field format)} of every registered scheduler, from its
+    conformance case (``host_parser``, ``host_field`` in tests/fixtures/<name>/case.toml)."""
+    from test_conformance import CASES
 
-    return {
-        "slurm": slurm.first_host,
-        "pbs": hosts.pbs_first_host,
-        "torque": hosts.torque_first_host,
-        "lsf": hosts.lsf_first_host,
-        "condor": hosts.condor_host,
-        "moab": hosts.moab_first_host,
-        "gridengine": lambda word: queue_host(f"all.q@{word}" if word.strip() else word),
-    }
+    return {case.id: (schedulers.load(case.host_parser), case.host_field) for case in CASES}
 
 
-@pytest.mark.parametrize("scheduler", sorted(_extractors()))
+@pytest.mark.parametrize("scheduler", sorted(schedulers.registered()))
 @pytest.mark.parametrize("word", ["", " ", "n/a", "(null)", "None", "undefined", "-"], ids=repr)
 def test_every_schedulers_host_extraction_then_the_one_check_gives_no_host(scheduler, word):
-    assert usable_host(_extractors()[scheduler](word)) == ""
+    parse, field = _host_parsers()[scheduler]
+    assert usable_host(parse(field.format(word=word) if word.strip() else word)) == ""
 
 
 class NoHostCluster:
@@ -183,21 +166,17 @@ def test_custom_exechost_exp_that_does_not_match_is_no_host():
 
 # ------------------------------------------------------------------ item 4: admin-only request traits
 
-ADMIN_ONLY = {
-    SlurmSpawner: {"account", "host", "qos", "reservation", "cluster", "gres"},
-    MultiSlurmSpawner: {"account", "host", "qos", "reservation", "cluster", "gres"},
-    TorqueSpawner: {"account", "host"},
-    PBSSpawner: {"account", "host", "project"},
-    MoabSpawner: {"account", "host"},
-    LsfSpawner: {"account", "host"},
-    CondorSpawner: {"account", "host"},
-    GridengineSpawner: {"account", "host", "pe", "memory_resource", "gpu_resource", "project"},
-}
+def _admin_only():
+    """{class: its admin-only request names}, from each scheduler's conformance case
+    (``admin_only`` in tests/fixtures/<name>/case.toml)."""
+    from test_conformance import CASES
+
+    return {case.cls: set(case.admin_only) for case in CASES}
 
 
 @pytest.mark.parametrize("cls", ALL_SCHEDULERS, ids=lambda c: c.__name__)
 def test_every_scheduler_marks_its_admin_only_request_traits(cls):
-    assert set(admin_only_vars(cls)) == ADMIN_ONLY[cls]
+    assert set(admin_only_vars(cls)) == _admin_only()[cls]
     for var in admin_only_vars(cls):
         assert cls.class_traits()[f"req_{var}"].metadata.get("admin_only") is True
 

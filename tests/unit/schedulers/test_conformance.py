@@ -3,41 +3,40 @@
 Each case replays fixture files (the real tools' output formats) through the
 FakeRunner: render -> submit argv -> job id -> pending -> running (host) ->
 finished; cancel; unknown when a command fails in a way never seen before.
-Adding a scheduler is one ``Case`` entry. Grid Engine's fixtures were captured
-from the real Son of Grid Engine here; the other schedulers' follow their
-documentation (see each fixture's header).
+Each registered scheduler (pyproject.toml's entry points) has its case as data next to its
+fixtures: ``tests/fixtures/<name>/case.toml`` (a second class on the same fixtures, as
+multislurm on Slurm's, adds ``case-<name>.toml`` there); see docs/new-scheduler.md. Adding a
+scheduler edits nothing here. Grid Engine's fixtures were captured from the real Son of Grid
+Engine here; the other schedulers' follow their documentation (see each fixture's header).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import tomllib
 from dataclasses import dataclass, field
 
 import pytest
-from fakes import FakeRunner, Reply, fixture
+from fakes import FIXTURES, FakeRunner, Reply, fixture
+from traitlets import TraitError
 from unit.helpers import make_spawner
 
-from batchspawner import (
-    CondorSpawner,
-    GridengineSpawner,
-    JobState,
-    LsfSpawner,
-    MoabSpawner,
-    MultiSlurmSpawner,
-    PBSSpawner,
-    SlurmSpawner,
-    TorqueSpawner,
-)
+
+from batchspawner import JobState, schedulers
+from batchspawner.core.states import MISSING
 
 REQUESTS = dict(
     req_nprocs="4", req_memory="4gb", req_runtime="01:00:00", req_queue="short", req_account="proj7", req_ngpus="2"
 )
+CASE_FILES = "*/case*.toml"  # under tests/fixtures: case.toml, or case-<name>.toml for a second one
 
 
 @dataclass
 class Case:
-    id: str
+    """One scheduler's conformance case, read from ``tests/fixtures/<folder>/case*.toml``."""
+
+    id: str  # the entry point name (``scheduler`` in the file)
     cls: type
     submit: str  # argv[0] of the submit command
     query: str  # argv[0] of the query command
@@ -65,94 +64,83 @@ class Case:
     # id, so the responder swaps the two ids (matched by `job_id_re`) and nothing else
     stand_in: dict = field(default_factory=dict)
     job_id_re: str = ""
+    # the request traits tagged admin_only on the class (tests/unit/core/test_fail_closed_units.py)
+    admin_only: tuple = ()
+    # "module:function" reading one host field of the query's answer, and how that field holds a
+    # host word (Grid Engine's queue instance: "all.q@{word}"); tests/unit/core/test_fail_closed_units.py
+    host_parser: str = ""
+    host_field: str = "{word}"
+    # optional answer tables, each checked for the cases that have one (see the tests below):
+    # [[answers]] more per-job query answers; [[confirm]] the second source's answers;
+    # [batch_status] one shared status answer; [[refused]] configurations the class refuses;
+    # script_exports: the script itself exports the job's variables (the scheduler passes none)
+    answers: list = field(default_factory=list)
+    confirm: list = field(default_factory=list)
+    batch_status: dict = field(default_factory=dict)
+    refused: list = field(default_factory=list)
+    script_exports: bool = False
+    # the scheduler's own service accounts: never a hub user's job account (denied_users)
+    service_accounts: tuple = ()
+    # the submit tool reads a file, not stdin (OAR's oarsub): batch_submit_cmd is a shell step that
+    # writes the script to a file and ends in this tool, which gets the file's path last
+    submit_file_tool: str = ""
 
 
 def _f(path):
     return Reply(stdout=fixture(path))
 
 
-CASES = [
-    Case(
-        "slurm", SlurmSpawner, "sbatch", "squeue", "scancel", "15", "localhost",
-        "slurm/submit.txt", "slurm/pending.txt", "slurm/running.txt", "slurm/finished.txt",
-        gone={"squeue": Reply(stderr=fixture("slurm/gone.stderr"), returncode=1),
-              "scontrol": Reply(stderr=fixture("slurm/gone.stderr"), returncode=1)},
-        directives=("#SBATCH --cpus-per-task=4", "#SBATCH --mem=4gb", "#SBATCH --time=01:00:00",
-                    "#SBATCH --account=proj7", "#SBATCH --gpus=2", "#SBATCH --partition=short",
-                    "#SBATCH --gres=nvme:1"),
-        requests={"req_partition": "short", "req_gres": "nvme:1"},
-    ),
-    Case(
-        # squeue reports the node as Slurm names it; daemon_resolver gives the hub an address
-        "multislurm", MultiSlurmSpawner, "sbatch", "squeue", "scancel", "15", "10.20.0.17",
-        "slurm/submit.txt", "slurm/pending.txt", "slurm/running.txt", "slurm/finished.txt",
-        gone={"squeue": Reply(stderr=fixture("slurm/gone.stderr"), returncode=1),
-              "scontrol": Reply(stderr=fixture("slurm/gone.stderr"), returncode=1)},
-        directives=("#SBATCH --cpus-per-task=4", "#SBATCH --mem=4gb", "#SBATCH --time=01:00:00",
-                    "#SBATCH --account=proj7", "#SBATCH --gpus=2", "#SBATCH --partition=short",
-                    "#SBATCH --gres=nvme:1"),
-        requests={"req_partition": "short", "req_gres": "nvme:1"},
-        config={"daemon_resolver": {"localhost": "10.20.0.17"}},
-    ),
-    Case(
-        "torque", TorqueSpawner, "qsub", "qstat", "qdel", "123.torque-server.example.org", "node1",
-        "torque/submit.txt", "torque/pending.xml", "torque/running.xml", "torque/finished.xml",
-        # qstat forgot the job; tracejob (the second source) still shows its end record
-        gone={"qstat": Reply(stderr=fixture("torque/gone.stderr"), returncode=153),
-              "tracejob": _f("torque/tracejob_ended.txt")},
-        directives=("#PBS -l nodes=1:ppn=4:gpus=2", "#PBS -l mem=4gb", "#PBS -l walltime=01:00:00",
-                    "#PBS -q short", "#PBS -A proj7"),
-    ),
-    Case(
-        "pbs", PBSSpawner, "qsub", "qstat", "qdel", "4711.pbs-server", "node1",
-        "pbs/submit.txt", "pbs/pending.txt", "pbs/running.json", "pbs/finished.json",
-        gone={"qstat": Reply(stderr=fixture("pbs/gone.stderr"), returncode=153),
-              "tracejob": _f("pbs/tracejob_killed.txt")},
-        directives=("#PBS -l select=1:ncpus=4:mem=4gb:ngpus=2", "#PBS -l walltime=01:00:00", "#PBS -q short",
-                    "#PBS -A proj7", "#PBS -P astro"),
-        requests={"req_project": "astro"},
-    ),
-    Case(
-        "moab", MoabSpawner, "msub", "mdiag", "mjobctl", "123", "node1",
-        "moab/submit.txt", "moab/pending.xml", "moab/running.xml", "moab/finished.xml",
-        gone={"mdiag": _f("moab/gone.xml"), "checkjob": _f("moab/checkjob_completed.xml")},
-        directives=("#PBS -l nodes=1:ppn=4:gpus=2", "#PBS -l mem=4gb", "#PBS -l walltime=01:00:00",
-                    "#PBS -q short", "#PBS -A proj7"),
-    ),
-    Case(
-        "lsf", LsfSpawner, "bsub", "bjobs", "bkill", "1234", "host1",
-        "lsf/submit.txt", "lsf/pending.json", "lsf/running.json", "lsf/finished.json",
-        gone={"bjobs": Reply(stdout=fixture("lsf/gone.json"), returncode=255), "bhist": _f("lsf/bhist_done.txt")},
-        directives=("#BSUB -n 4", "#BSUB -M 4gb", "#BSUB -W 1:00", "#BSUB -q short", "#BSUB -P proj7",
-                    '#BSUB -gpu "num=2"'),
-    ),
-    Case(
-        "condor", CondorSpawner, "condor_submit", "condor_q", "condor_rm", "42", "host.domain",
-        "condor/submit.txt", "condor/pending.txt", "condor/running.txt", "",
-        gone={"condor_q": Reply(), "condor_history": Reply()},
-        directives=("request_cpus = 4", "request_memory = 4gb", "allowed_execute_duration = 3600",
-                    "accounting_group = proj7", "request_gpus = 2"),
-        # the job left the queue: condor_q prints nothing, condor_history has the record
-        finished_replies={"condor_q": Reply(), "condor_history": _f("condor/finished.txt")},
-    ),
-    Case(
-        # real SGE 8.1.9 captures: qsub -terse printed job 1; qstat -xml -u alice lists the user's jobs
-        "gridengine", GridengineSpawner, "qsub", "qstat", "qdel", "1", "localhost",
-        "gridengine/submit_terse.txt", "gridengine/qstat_pending_error.xml", "gridengine/qstat_running_held.xml",
-        "gridengine/qstat_empty.xml",
-        # an ended job is simply not listed; qacct (the second source) has its accounting record
-        gone={"qstat": _f("gridengine/qstat_empty.xml"), "qacct": _f("gridengine/qacct_ended_exit3.txt")},
-        finished_replies={"qstat": _f("gridengine/qstat_empty.xml"), "qacct": _f("gridengine/qacct_ended_exit3.txt")},
-        directives=("#$ -pe smp 4", "#$ -l h_vmem=4gb", "#$ -l h_rt=01:00:00", "#$ -q short", "#$ -A proj7",
-                    "#$ -l gpu=2", "#$ -P astro"),
-        requests={"req_project": "astro"},
-        config={"req_pe": "smp", "req_gpu_resource": "gpu"},
-        query_selects="alice",
-        # the capture's waiting job (qw) is job 4; job 1 was already running then
-        stand_in={"pending": "4"},
-        job_id_re=r"(?<=<JB_job_number>)\d+(?=</JB_job_number>)",
-    ),
-]
+def _reply(folder, spec):
+    """``{stdout = "file", stderr = "file", returncode = N}`` (file names in the case's folder) -> Reply."""
+    unknown = set(spec) - {"stdout", "stderr", "returncode"}
+    assert not unknown, f"{folder}: unknown reply keys {sorted(unknown)}"
+    return Reply(
+        stdout=fixture(f"{folder}/{spec['stdout']}") if "stdout" in spec else "",
+        stderr=fixture(f"{folder}/{spec['stderr']}") if "stderr" in spec else "",
+        returncode=spec.get("returncode", 0),
+    )
+
+
+def load_case(path, classes):
+    """The Case a ``case*.toml`` describes; ``classes`` maps entry point names to spawner classes."""
+    data = tomllib.loads(path.read_text())
+    folder = path.parent.name
+    name = data.pop("scheduler")
+    for key in ("submit_out", "pending", "running", "finished"):
+        data[key] = f"{folder}/{data[key]}" if data.get(key) else ""
+    for key in ("gone", "finished_replies"):
+        data[key] = {argv0: _reply(folder, spec) for argv0, spec in data.get(key, {}).items()}
+    data["directives"] = tuple(data["directives"])
+    data["admin_only"] = tuple(data.get("admin_only", ()))
+    data["service_accounts"] = tuple(data.get("service_accounts", ()))
+    for key in ("answers", "confirm"):
+        data[key] = [dict(entry, reply=_reply(folder, entry["reply"])) for entry in data.get(key, [])]
+    if "batch_status" in data:
+        data["batch_status"] = dict(data["batch_status"], reply=_reply(folder, data["batch_status"]["reply"]))
+    return Case(id=name, cls=classes[name], **data)
+
+
+def case_paths():
+    return sorted(FIXTURES.glob(CASE_FILES))
+
+
+def load_cases(classes=None):
+    """One Case per registered scheduler that has a case file (the registry order).
+
+    tests/unit/schedulers/test_schedulers_registry.py fails for a registered scheduler without a case file
+    and for a case file naming no entry point of pyproject.toml (one the installed metadata does
+    not list yet, before a reinstall, is left out here)."""
+    classes = schedulers.spawner_classes() if classes is None else classes
+    found = {}
+    for path in case_paths():
+        name = tomllib.loads(path.read_text())["scheduler"]
+        assert name not in found, f"two case files for {name!r}"
+        if name in classes:
+            found[name] = load_case(path, classes)
+    return [found[name] for name in classes if name in found]
+
+
+CASES = load_cases()
 IDS = [c.id for c in CASES]
 
 
@@ -309,3 +297,157 @@ async def test_failed_query_is_unknown_and_keeps_the_server(case, reply):
     status = await spawner.query_job_status()
     assert status.state is JobState.UNKNOWN, status
     assert await spawner.poll() is None  # alive: a scheduler hiccup never drops the server
+
+
+# ------------------------------------------------------------------ optional answer tables
+
+STATES = {"pending": JobState.PENDING, "running": JobState.RUNNING, "finished": JobState.FINISHED,
+          "unknown": JobState.UNKNOWN}
+
+
+def _with(attr):
+    chosen = [c for c in CASES if getattr(c, attr)]
+    return dict(argvalues=chosen, ids=[c.id for c in chosen])
+
+
+def _entries(attr):
+    chosen = [(c, i) for c in CASES for i in range(len(getattr(c, attr)))]
+    return dict(argvalues=chosen, ids=[f"{c.id}-{i}" for c, i in chosen])
+
+
+def _check(status, entry):
+    assert status.state is STATES[entry["state"]], status.describe()
+    if "host" in entry:
+        assert status.host == entry["host"], status
+    if "exit_code" in entry:
+        assert status.exit_code == entry["exit_code"], status
+
+
+@pytest.mark.parametrize("case,i", **_entries("answers"))
+def test_more_query_answers(case, i):
+    """``[[answers]]``: ``{reply = {...}, state = "finished", host = "", exit_code = 3}``."""
+    entry = case.answers[i]
+    spawner, _, _ = _spawner(case)
+    spawner.job_id = case.job_id
+    reply = entry["reply"]
+    _check(spawner.read_query_result(reply.returncode, reply.stdout, reply.stderr), entry)
+
+
+@pytest.mark.parametrize("case,i", **_entries("confirm"))
+def test_second_source_answers(case, i):
+    """``[[confirm]]``: what ``parse_confirm_output`` makes of the second source's answers."""
+    entry = case.confirm[i]
+    spawner, _, _ = _spawner(case)
+    spawner.job_id = case.job_id
+    reply = entry["reply"]
+    _check(spawner.parse_confirm_output(reply.returncode, reply.stdout, reply.stderr), entry)
+
+
+@pytest.mark.parametrize("case", **_with("confirm"))
+@pytest.mark.parametrize("reply", [f[1] for f in FAILURES if not f[1].timeout] + [Reply()],
+                         ids=[f[0] for f in FAILURES if not f[1].timeout] + ["empty"])
+def test_second_source_that_cannot_tell_is_unknown(case, reply):
+    spawner, _, _ = _spawner(case)
+    spawner.job_id = case.job_id
+    assert spawner.parse_confirm_output(reply.returncode, reply.stdout, reply.stderr).state is JobState.UNKNOWN
+
+
+@pytest.mark.parametrize("case", **_with("batch_status"))
+def test_shared_status_answer(case):
+    """``[batch_status]``: ``reply`` and ``expected = {job id = [state or "missing", host]}``."""
+    spawner, _, _ = _spawner(case)
+    reply, expected = case.batch_status["reply"], case.batch_status["expected"]
+    answer = spawner.parse_batch_status(reply.returncode, reply.stdout, reply.stderr, list(expected))
+    seen = {j: ["missing" if s.native == MISSING else s.state.name.lower(), s.host] for j, s in answer.items()}
+    assert seen == expected
+
+
+@pytest.mark.parametrize("case", **_with("batch_status"))
+@pytest.mark.parametrize("reply", [f[1] for f in FAILURES if not f[1].timeout],
+                         ids=[f[0] for f in FAILURES if not f[1].timeout])
+def test_shared_status_answer_that_cannot_be_trusted_fails_the_round(case, reply):
+    spawner, _, _ = _spawner(case)
+    with pytest.raises(Exception):
+        spawner.parse_batch_status(reply.returncode, reply.stdout, reply.stderr, list(case.batch_status["expected"]))
+
+
+@pytest.mark.parametrize("case,i", **_entries("refused"))
+def test_refused_configuration(case, i):
+    """``[[refused]]``: ``{config = {trait = value}, match = "words of the error"}`` raises TraitError."""
+    entry = case.refused[i]
+    with pytest.raises(TraitError, match=entry["match"]):
+        make_spawner(case.cls, **entry["config"])
+
+
+@pytest.mark.parametrize("case", **_with("service_accounts"))
+def test_the_schedulers_service_accounts_are_denied(case):
+    spawner, _, _ = _spawner(case)
+    assert set(case.service_accounts) <= spawner.denied_users
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_the_script_never_holds_the_token(case):
+    """No template writes a variable's value that holds the token; one whose scheduler passes the
+    job no environment (``script_exports = true``) exports every kept variable but the token."""
+    spawner, _, _ = _spawner(case)
+    script = spawner.render_script()
+    if case.script_exports:
+        names = [n for n in spawner.get_req_subvars()["keepvars"].split(",") if n]
+        assert names and "JUPYTERHUB_API_TOKEN" not in spawner.get_env()
+        for name in names:
+            assert f"export {name}=" in script, name
+    assert "secret-token-value" not in script
+    # a value holding the token is never written, whatever its name
+    spawner.environment = {"SITE_VAR": "x-secret-token-value-y"}
+    spawner.req_keepvars_extra = "SITE_VAR"
+    assert "secret-token-value" not in spawner.render_script()
+
+
+def _stub_tool(bindir, name, returncode):
+    """A stand-in for the scheduler's submit tool: records its arguments, its stdin and the file
+    its last argument names (content and mode), prints the submit answer, exits ``returncode``."""
+    stub = bindir / name
+    stub.write_text(
+        "#!/bin/sh\n"
+        'printf "%s\\n" "$@" > "$STUB_DIR/argv"\n'
+        'cat > "$STUB_DIR/stdin"\n'
+        'for last in "$@"; do :; done\n'
+        'if [ -f "$last" ]; then cp "$last" "$STUB_DIR/file" && stat -c %a "$last" > "$STUB_DIR/mode"; fi\n'
+        'cat "$STUB_DIR/answer"\n'
+        f"exit {returncode}\n"
+    )
+    stub.chmod(0o755)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("refused", [False, True], ids=["accepted", "refused"])
+def test_the_submit_command_really_runs(case, refused, tmp_path):
+    """batch_submit_cmd run for real, with a stub submit tool on PATH. A tool that reads stdin gets
+    exactly the rendered script there. A tool that reads a file (``submit_file_tool``: OAR's
+    oarsub) gets one that holds exactly the script, is the user's alone (0700) and lies in the
+    home (the nodes run it later); it is kept when the tool accepts the job and removed when it
+    refuses. Either way a refusal's exit status is the submit's and an answer gives the job id."""
+    import subprocess
+
+    from batchspawner.commands.runner import split_command
+
+    home, bindir, stubdir = tmp_path / "home", tmp_path / "bin", tmp_path / "stub"
+    for d in (home, bindir, stubdir):
+        d.mkdir()
+    (stubdir / "answer").write_text(fixture(case.submit_out))
+    _stub_tool(bindir, case.submit_file_tool or case.submit, 3 if refused else 0)
+    spawner, _, _ = _spawner(case, req_homedir=str(home), **REQUESTS, **case.requests)
+    script = spawner.render_script()
+    argv = split_command(spawner.batch_submit_cmd, **spawner.command_vars())
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "STUB_DIR": str(stubdir)}
+    done = subprocess.run(argv, input=script, capture_output=True, text=True, env=env, cwd=home, timeout=30)
+    assert done.returncode == (3 if refused else 0), done.stderr
+    if case.submit_file_tool:
+        given = (stubdir / "argv").read_text().splitlines()[-1]
+        assert os.path.dirname(given) == str(home)
+        assert (stubdir / "file").read_text() == script and (stubdir / "mode").read_text().strip() == "700"
+        assert os.path.exists(given) is not refused  # accepted: the job runs it when it starts
+    else:
+        assert (stubdir / "stdin").read_text() == script
+    if not refused:
+        assert spawner.parse_job_id(done.stdout) == case.job_id
