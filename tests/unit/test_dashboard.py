@@ -267,3 +267,22 @@ async def test_a_profile_key_with_a_percent_sign_is_not_decoded_twice():
     handler = Stub(w.user, {"rita": w.user})
     await dashboard.StartHandler.get(handler, "gpu%41")  # what tornado hands over for /hpc/start/gpu%2541
     assert handler.redirected == "/hub/spawn/rita"
+
+
+def test_the_tiles_render_as_links_or_a_disabled_card():
+    from helpers import make_spawner
+
+    from batchspawner import SlurmSpawner
+
+    slurm = make_spawner(SlurmSpawner, None, name="rita")
+    slurm.user.allow_named_servers = True
+    slurm.user.spawners[""] = slurm
+    tiles = dashboard.start_tiles(slurm.user) + dashboard.start_tiles(wrapper().user)
+    tiles[-1] = dict(tiles[-1], disabled="Your server is running: stop it to start another.")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    html = str(env.get_template("hpc_tiles.html").module.hpc_tiles(tiles, "/hub/"))
+    assert '<a class="card h-100 hpc-tile" id="hpc-tile-start" data-profile="" href="/hub/hpc/start">' in html
+    assert 'id="hpc-tile-small" data-profile="small" href="/hub/hpc/start/small"' in html
+    assert 'id="hpc-tile-vs-code-2" data-profile="VS Code_2" aria-disabled="true"' in html
+    assert "stop it to start another" in html and html.count("<a ") == len(tiles) - 1
+    assert str(env.get_template("hpc_tiles.html").module.hpc_tiles([], "/hub/")).strip() == ""
