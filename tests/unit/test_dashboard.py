@@ -286,3 +286,16 @@ def test_the_tiles_render_as_links_or_a_disabled_card():
     assert 'id="hpc-tile-vs-code-2" data-profile="VS Code_2" aria-disabled="true"' in html
     assert "stop it to start another" in html and html.count("<a ") == len(tiles) - 1
     assert str(env.get_template("hpc_tiles.html").module.hpc_tiles([], "/hub/")).strip() == ""
+
+
+def test_the_tiles_are_worked_out_only_on_the_page_that_shows_them():
+    # JupyterHub calls every template_vars callable for every page it renders (the cards fragment
+    # every 5 s too): the tiles (and a site's visible() callables) only when the home page asks
+    calls = []
+    w = make_wrapper(ProfilesSpawner, name="rita", cluster_limits=False, remember_file="", profiles=[
+        {"key": "v", "display": "V", "class": "batchspawner.SlurmSpawner", "visible": lambda s: calls.append(1) or True}])
+    w.user.allow_named_servers = True
+    w.user.spawners[""] = w
+    lazy = dashboard.template_vars()["hpc_start_tiles"](w.user)
+    assert calls == []
+    assert [t["key"] for t in lazy()] == ["v"] and calls == [1]
