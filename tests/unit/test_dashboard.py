@@ -46,9 +46,17 @@ def _restore_active():
 
 
 # ------------------------------------------------------------------ server names and initials
-def test_a_new_server_name_is_a_valid_slug_that_collides_with_nothing():
-    from jupyterhub.slugs import is_valid_safe_slug
+def is_valid_safe_slug(name):
+    """JupyterHub 6's rule for new server names (jupyterhub.slugs; JupyterHub 5 has no such module
+    and allows more): 1-30 lowercase letters, digits, single hyphens, a letter first, no hyphen last."""
+    try:
+        from jupyterhub.slugs import is_valid_safe_slug as check
+    except ImportError:
+        return bool(re.fullmatch(r"[a-z](?:-?[a-z0-9])*", name)) and len(name) <= 30
+    return check(name)
 
+
+def test_a_new_server_name_is_a_valid_slug_that_collides_with_nothing():
     assert dashboard.new_server_name("small", {}) == "small"
     assert dashboard.new_server_name("small", {"": True, "small": False}) == "small-2"
     assert dashboard.new_server_name("small", {"small": True, "small-2": False, "small-3": True}) == "small-4"
