@@ -261,9 +261,16 @@ class DismissHandler(BaseHandler):
         self.redirect(self.hub.base_url + "home", status=303)
 
 
+def _tiles_when_asked(user):
+    """JupyterHub calls each template_vars callable for every page it renders: the tiles (and a
+    site's ``visible`` callables) are worked out only when the home page calls ``hpc_start_tiles()``."""
+    return lambda: start_tiles(user)
+
+
 def template_vars() -> dict:
-    """Added to :func:`batchspawner.hub.web.template_vars`: the tiles, and the richer finished cards."""
-    return {"hpc_start_tiles": start_tiles, "hpc_ended": finished_cards}
+    """Added to :func:`batchspawner.hub.web.template_vars`: the tiles (``hpc_start_tiles()``), and the
+    richer finished cards."""
+    return {"hpc_start_tiles": _tiles_when_asked, "hpc_ended": finished_cards}
 
 
 ROUTES = [

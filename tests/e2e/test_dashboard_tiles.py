@@ -180,8 +180,11 @@ def test_finished_card_stays_until_dismissed_by_its_owner(hub):
     assert _post(page, hub, path, {"_xsrf": xsrf, "job_id": "1;reboot"}) == 400
     page.reload()
     expect(card.locator(".hpc-dismiss")).to_have_count(1)  # nothing above removed it
-    # erin dismisses it (keyboard: the button is focusable)
+    # erin dismisses it with the keyboard: the focus stays on the button through the page's live
+    # refresh (every 5 s; an unchanged note is not rebuilt)
     card.locator(".hpc-dismiss").focus()
+    page.wait_for_timeout(6000)
+    assert page.evaluate("document.activeElement.classList.contains('hpc-dismiss')"), "the refresh took the focus"
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r"/hub/home$"))
     expect(page.locator("#hpc-ended-small")).to_have_count(0)

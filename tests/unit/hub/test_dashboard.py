@@ -46,9 +46,17 @@ def _restore_active():
 
 
 # ------------------------------------------------------------------ server names and initials
-def test_a_new_server_name_is_a_valid_slug_that_collides_with_nothing():
-    from jupyterhub.slugs import is_valid_safe_slug
+def is_valid_safe_slug(name):
+    """JupyterHub 6's rule for new server names (jupyterhub.slugs; JupyterHub 5 has no such module
+    and allows more): 1-30 lowercase letters, digits, single hyphens, a letter first, no hyphen last."""
+    try:
+        from jupyterhub.slugs import is_valid_safe_slug as check
+    except ImportError:
+        return bool(re.fullmatch(r"[a-z](?:-?[a-z0-9])*", name)) and len(name) <= 30
+    return check(name)
 
+
+def test_a_new_server_name_is_a_valid_slug_that_collides_with_nothing():
     assert dashboard.new_server_name("small", {}) == "small"
     assert dashboard.new_server_name("small", {"": True, "small": False}) == "small-2"
     assert dashboard.new_server_name("small", {"small": True, "small-2": False, "small-3": True}) == "small-4"
@@ -267,3 +275,35 @@ async def test_a_profile_key_with_a_percent_sign_is_not_decoded_twice():
     handler = Stub(w.user, {"rita": w.user})
     await dashboard.StartHandler.get(handler, "gpu%41")  # what tornado hands over for /hpc/start/gpu%2541
     assert handler.redirected == "/hub/spawn/rita"
+
+
+def test_the_tiles_render_as_links_or_a_disabled_card():
+    from helpers import make_spawner
+
+    from batchspawner import SlurmSpawner
+
+    slurm = make_spawner(SlurmSpawner, None, name="rita")
+    slurm.user.allow_named_servers = True
+    slurm.user.spawners[""] = slurm
+    tiles = dashboard.start_tiles(slurm.user) + dashboard.start_tiles(wrapper().user)
+    tiles[-1] = dict(tiles[-1], disabled="Your server is running: stop it to start another.")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    html = str(env.get_template("hpc_tiles.html").module.hpc_tiles(tiles, "/hub/"))
+    assert '<a class="card h-100 hpc-tile" id="hpc-tile-start" data-profile="" href="/hub/hpc/start">' in html
+    assert 'id="hpc-tile-small" data-profile="small" href="/hub/hpc/start/small"' in html
+    assert 'id="hpc-tile-vs-code-2" data-profile="VS Code_2" aria-disabled="true"' in html
+    assert "stop it to start another" in html and html.count("<a ") == len(tiles) - 1
+    assert str(env.get_template("hpc_tiles.html").module.hpc_tiles([], "/hub/")).strip() == ""
+
+
+def test_the_tiles_are_worked_out_only_on_the_page_that_shows_them():
+    # JupyterHub calls every template_vars callable for every page it renders (the cards fragment
+    # every 5 s too): the tiles (and a site's visible() callables) only when the home page asks
+    calls = []
+    w = make_wrapper(ProfilesSpawner, name="rita", cluster_limits=False, remember_file="", profiles=[
+        {"key": "v", "display": "V", "class": "batchspawner.SlurmSpawner", "visible": lambda s: calls.append(1) or True}])
+    w.user.allow_named_servers = True
+    w.user.spawners[""] = w
+    lazy = dashboard.template_vars()["hpc_start_tiles"](w.user)
+    assert calls == []
+    assert [t["key"] for t in lazy()] == ["v"] and calls == [1]
