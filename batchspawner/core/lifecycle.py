@@ -29,61 +29,99 @@ class PollAndStop:
         changed.set()
 
     async def poll(self):
+        """Whether the server's job still lives: None while it does, an exit status once it ended.
+
+        JupyterHub calls this on every server every ``poll_interval``, and once for each restored
+        server at hub start. Contract:
+
+        - **None** (alive) while the job runs, pends, is suspended, or its state is *unknown*: a
+          failed, empty, garbled or hung scheduler answer is never an end. The answer comes from
+          the shared status poller (one query per cluster per ``status_interval`` for every
+          server), so a poll normally runs no command of its own.
+        - **An exit status** (never 0) only on positive evidence that *this* job ended: a terminal
+          state, or "no such job" confirmed by a second source. The job is cancelled (idempotent)
+          before it is forgotten, and how it ended is recorded for the user's pages.
+        - A ready server whose job went back to the queue (requeue, hold, node failure) is
+          unrouted at once and followed as a pending start (issue 24); with ``follow_requeue``
+          off it ends (1).
+        - A start that was under way when the hub restarted is adopted and followed.
+        - A tunnel that can no longer be rebuilt ends the server (its job cancelled): a route
+          never points at a local port the hub does not hold (issue 21).
+        - **1** when no job is known (batchspawner 1.3's meaning: a stopped server).
+        """
         # no _resolve_homedir() here: start() did it for this spawner; only the first poll of a
         # spawner restored at hub startup (before the hub serves requests) looks it up inline,
         # and an await here would split one shared status round of many polls into two
         if not self.job_id:
-            return 1  # 1.3: no job is a stopped server with exit status 1
-        if self.leftovers.may_forget(self.job_id):
-            self.clear_state()  # seen ended (or cancelled and seen gone): forgotten, as 1.3 did
-            self._save_state_now()  # saved at submit, so forgotten in the database too
             return 1
+        if self.leftovers.may_forget(self.job_id):
+            return self._forget_settled_job()
         self._track_session()  # issue 14: session card facts (idempotent)
         status = await self.job_status_now()
         if status.state is JobState.FINISHED:
-            # issue 14: the pages say how and when the job ended (scancel, wall time, node failure)
-            self._session_ended(status.native, status.exit_code, served=not (self._starting or self._restored_starting),
-                                reason=status.describe())
-            # the hub forgets the job after this (clear_state): cancel it first, as its user
-            await self.leftovers.cancel_before_forget(self.job_id, f"has ended ({status.describe()})")
-            self._forget_job()
-            if self._rerun_task is not None:  # issue 24: no rerun to follow any more
-                self._rerun_task.cancel()
-            if self.tunnel is not None:
-                await self.tunnel.close()
-            code = 1 if status.exit_code is None else (status.exit_code or 1)
-            self.clear_state()  # 1.3: an ended job is forgotten by poll() (cancelled first, above)
-            self._save_state_now()
-            return code
+            return await self._job_finished(status)
         if self._rerun_failed:
             return 1  # issue 24: the requeued job's rerun cannot be followed; stop() cancels it
         if self._restored_starting and self._rerun_task is None and not getattr(self, "_spawn_pending", False):
-            # issue 24: the hub restarted while this start waited: go on waiting, as a pending start
-            self._restored_starting = False
-            self._follow(f"The hub restarted while your server was starting; it goes on following your "
-                         f"job {self.job_id}.", adopt=True)
-            return None
-        if (status.state is JobState.PENDING and self._rerun_task is None
-                and self._follow_cancelled != self.job_id  # Cancel pressed: the hub's stop follows
-                and not getattr(self, "_spawn_pending", False) and not self.job_is_suspended(status)
-                and not getattr(self._hub_spawner(), "_stop_pending", False)):  # a stop cancels it anyway
-            # issue 24: a ready server's job left RUNNING without ending (requeue, hold, node failure)
+            return self._adopt_restored_start()
+        if self._left_running(status):
             await self._job_back_in_queue(status)
             return 1 if self._rerun_failed else None
         if self.tunnel is not None and status.state is JobState.RUNNING:
-            # after a hub restart, or if the relay died; a route must never point at a port the
-            # hub does not hold: when no forward can be rebuilt, the server ends (issue 21)
-            if not await self._reopen_tunnel():
-                reason = (f"its ssh tunnel through {self.tunnel_login_host} could not be rebuilt "
-                          "(see the errors above)")
-                self.log.error("%s: ending the server of job %s: %s. The user can start a new one.",
-                               self._log_name, self.job_id, reason)
-                await self.leftovers.cancel_before_forget(self.job_id, reason)
-                await self.tunnel.close()
-                self._endpoint = None
-                self._forget_job()
-                return 1
+            return await self._keep_tunnel()
         return None
+
+    def _forget_settled_job(self):
+        """The job was seen ended (or cancelled and seen gone) before: forgotten, as 1.3 did."""
+        self.clear_state()
+        self._save_state_now()  # saved at submit, so forgotten in the database too
+        return 1
+
+    async def _job_finished(self, status):
+        """The scheduler showed the job ended: record how, cancel it (as its user) before the hub
+        forgets it, close its tunnel, forget and save; the exit status for JupyterHub."""
+        # issue 14: the pages say how and when the job ended (scancel, wall time, node failure)
+        self._session_ended(status.native, status.exit_code, served=not (self._starting or self._restored_starting),
+                            reason=status.describe())
+        await self.leftovers.cancel_before_forget(self.job_id, f"has ended ({status.describe()})")
+        self._forget_job()
+        if self._rerun_task is not None:  # issue 24: no rerun to follow any more
+            self._rerun_task.cancel()
+        if self.tunnel is not None:
+            await self.tunnel.close()
+        code = 1 if status.exit_code is None else (status.exit_code or 1)
+        self.clear_state()  # 1.3: an ended job is forgotten by poll() (cancelled first, above)
+        self._save_state_now()
+        return code
+
+    def _adopt_restored_start(self):
+        """Issue 24: the hub restarted while this start waited: go on waiting, as a pending start."""
+        self._restored_starting = False
+        self._follow(f"The hub restarted while your server was starting; it goes on following your "
+                     f"job {self.job_id}.", adopt=True)
+        return None
+
+    def _left_running(self, status) -> bool:
+        """Issue 24: a ready server's job is pending again (requeue, hold, node failure), and
+        nothing else is already dealing with it (a follow, a Cancel, a spawn, a stop, a suspend)."""
+        return (status.state is JobState.PENDING and self._rerun_task is None
+                and self._follow_cancelled != self.job_id  # Cancel pressed: the hub's stop follows
+                and not getattr(self, "_spawn_pending", False) and not self.job_is_suspended(status)
+                and not getattr(self._hub_spawner(), "_stop_pending", False))  # a stop cancels it anyway
+
+    async def _keep_tunnel(self):
+        """After a hub restart, or if the relay died, rebuild the tunnel; when no forward can be
+        rebuilt, the server ends and its job is cancelled (issue 21). None while it holds."""
+        if await self._reopen_tunnel():
+            return None
+        reason = f"its ssh tunnel through {self.tunnel_login_host} could not be rebuilt (see the errors above)"
+        self.log.error("%s: ending the server of job %s: %s. The user can start a new one.",
+                       self._log_name, self.job_id, reason)
+        await self.leftovers.cancel_before_forget(self.job_id, reason)
+        await self.tunnel.close()
+        self._endpoint = None
+        self._forget_job()
+        return 1
 
     # ---------------------------------------------------------------- issue 24: requeued jobs
     SUSPENDED_WORDS = frozenset({"SUSPENDED", "S", "T", "USUSP", "SSUSP", "PSUSP"})
@@ -272,14 +310,13 @@ class PollAndStop:
         handler swallows the exception (raising would only skip deleting the server's token).
         So a job that cannot be cancelled is not raised about but kept in ``uncancelled_jobs``
         (saved with the state, cancelled before the next start) and logged as an error.
+
+        Phases: stop following a requeued job and close the tunnel; cancel (retried unless
+        ``now``); wait until the job is seen gone (``cancel_wait_timeout``; no wait with
+        ``now``); forget it, or keep it for the next start with the admin's manual command in
+        the log.
         """
-        if self._rerun_task is not None:  # issue 24
-            self._rerun_task.cancel()
-        if getattr(self, "_saved_http_timeout", None) is not None:
-            self._hub_spawner().http_timeout = self._saved_http_timeout
-            self._saved_http_timeout = None
-        if self.tunnel is not None:
-            await self.tunnel.close()
+        await self._stop_following()
         if not self.job_id:
             return
         if self.leftovers.may_forget(self.job_id):
@@ -290,40 +327,56 @@ class PollAndStop:
         error = await self.leftovers.cancel_with_retries(self.job_id, retry=not now)
         if error is None:
             self._cancel_accepted_for = self.job_id
-            deadline = time.monotonic() + (0 if now else self.cancel_wait_timeout)
-            while True:
-                status = await self.job_status_now(max_age=self.startup_poll_interval)
-                if status.state is JobState.FINISHED:
-                    self.leftovers.cancelled.add(self.job_id)
-                    self._forget_job()
-                    return
-                if time.monotonic() >= deadline:
-                    break
-                await asyncio.sleep(self.startup_poll_interval)
-            self.leftovers.keep()
-            self.log.warning(
-                "%s: job %s still %s %.0f s after its cancel was accepted; it is kept in the server's "
-                "state and checked (and cancelled again if alive) at the next start. If it stays, "
-                "cancel it by hand: %s",
-                self._log_name,
-                self.job_id,
-                status.describe(),
-                0 if now else self.cancel_wait_timeout,
-                self.leftovers.manual_cancel_cmd(self.job_id),
-            )
+            status = await self._wait_until_gone(0 if now else self.cancel_wait_timeout)
+            if status is None:
+                return  # seen gone: forgotten
+            self._keep_alive_after_cancel(status, 0 if now else self.cancel_wait_timeout)
         else:
-            self.leftovers.keep()
-            self.log.error(
-                "%s: could not cancel job %s: %s. The job may still be running and holding its "
-                "allocation. The hub stops the server anyway (proxy route and token removed); the job "
-                "is kept in the server's state and cancelled before the user's next start. Admin: check "
-                "that the scheduler answers, then cancel it by hand: %s",
-                self._log_name,
-                self.job_id,
-                error,
-                self.leftovers.manual_cancel_cmd(self.job_id),
-            )
+            self._keep_uncancelled(error)
         self._forget_job()
+
+    async def _stop_following(self):
+        """Stop following a requeued job (issue 24), give the hub its timeout back, close the tunnel."""
+        if self._rerun_task is not None:
+            self._rerun_task.cancel()
+        if getattr(self, "_saved_http_timeout", None) is not None:
+            self._hub_spawner().http_timeout = self._saved_http_timeout
+            self._saved_http_timeout = None
+        if self.tunnel is not None:
+            await self.tunnel.close()
+
+    async def _wait_until_gone(self, timeout):
+        """None once the scheduler shows the cancelled job ended (it is then forgotten); else the
+        last status seen when ``timeout`` seconds have passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = await self.job_status_now(max_age=self.startup_poll_interval)
+            if status.state is JobState.FINISHED:
+                self.leftovers.cancelled.add(self.job_id)
+                self._forget_job()
+                return None
+            if time.monotonic() >= deadline:
+                return status
+            await asyncio.sleep(self.startup_poll_interval)
+
+    def _keep_alive_after_cancel(self, status, waited):
+        self.leftovers.keep()
+        self.log.warning(
+            "%s: job %s still %s %.0f s after its cancel was accepted; it is kept in the server's "
+            "state and checked (and cancelled again if alive) at the next start. If it stays, "
+            "cancel it by hand: %s",
+            self._log_name, self.job_id, status.describe(), waited, self.leftovers.manual_cancel_cmd(self.job_id),
+        )  # fmt: skip
+
+    def _keep_uncancelled(self, error):
+        self.leftovers.keep()
+        self.log.error(
+            "%s: could not cancel job %s: %s. The job may still be running and holding its "
+            "allocation. The hub stops the server anyway (proxy route and token removed); the job "
+            "is kept in the server's state and cancelled before the user's next start. Admin: check "
+            "that the scheduler answers, then cancel it by hand: %s",
+            self._log_name, self.job_id, error, self.leftovers.manual_cancel_cmd(self.job_id),
+        )  # fmt: skip
 
     async def progress(self):
         """Spawn progress: submission, queue state and reason, host, listening.
