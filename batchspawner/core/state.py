@@ -39,6 +39,9 @@ class SavedState(HasTraits):
             ]
 
     def get_state(self):
+        """What the hub must know after a restart to keep or end this server: the job and how to
+        reach and recognise it, never display facts (the session card's facts are read live from
+        the pollers: ``GET /hub/hpc/cards?format=json``)."""
         state = super().get_state()
         if self.job_id:
             state["job_id"] = self.job_id
@@ -52,13 +55,6 @@ class SavedState(HasTraits):
             digest = self.token_digest()
             if digest:
                 state["token_sha256"] = digest  # to know the job's own report after a restart
-            try:  # the REST API's server model shows the session card's facts (caches only)
-                facts = self.session_facts()
-            except Exception:  # never fail a state save over display facts
-                self.log.exception("%s: session facts", self._log_name)
-                facts = None
-            if facts:
-                state["session"] = facts
         if self.uncancelled_jobs:
             state["uncancelled_jobs"] = [dict(e) for e in self.uncancelled_jobs]
         if self.last_ended:

@@ -1,7 +1,7 @@
 """What users and admins see about a batch session: the facts behind the session card.
 
 The hub's pages (home, spawn-pending, every page's walltime warning, the admin's
-sessions page) and the REST API's server model (``state["session"]``) all read
+sessions page) and ``GET /hub/hpc/cards?format=json`` all read
 :func:`session_facts`, which only reads caches: the shared status poller's last
 answer, and this module's :class:`DetailsPoller`. A page view never runs a
 scheduler command.

@@ -29,6 +29,7 @@ Neither runs a scheduler query: the facts come from the shared pollers' caches.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -149,7 +150,8 @@ class CardsHandler(BaseHandler):
     """The session cards and job-ended notes of one user, as an HTML fragment the home and spawn
     pages fetch every few seconds to stay current without a reload (after Stop, a job that
     started or ended). ``?server=NAME``: that server only; ``?user=NAME``: another user's, for
-    admins (404 for anyone else). Reads caches only (no scheduler command)."""
+    admins (404 for anyone else); ``?format=json``: the same facts as JSON (``{"sessions": [...],
+    "ended": [...]}``) for scripts. Reads caches only (no scheduler command)."""
 
     @web.authenticated
     async def get(self):
@@ -164,6 +166,10 @@ class CardsHandler(BaseHandler):
         cards = [s for s in sessions.user_sessions(user) if only is None or s["server"] == only]
         ended = [e for n, e in sorted(dashboard.finished_cards(user).items()) if only is None or n == only]
         self.set_header("Cache-Control", "no-store")
+        if self.get_argument("format", "") == "json":  # for scripts and monitoring (same rules)
+            self.set_header("Content-Type", "application/json; charset=utf-8")
+            self.finish(json.dumps({"sessions": cards, "ended": ended}, default=str))
+            return
         self.finish(await self.render_template("hpc_cards.html", sessions=cards, ended=ended))
 
 

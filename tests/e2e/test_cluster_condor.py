@@ -112,7 +112,7 @@ def test_condor_spawn_route_stop(pool, hub):
     # the session card: HTCondor has no details command, so the card holds what the hub's status
     # poller read from this pool's condor_q (state, RemoteHost's node) and the job's own facts
     assert not spawner.batch_details_cmd
-    card = hub.api("GET", "/users/alice").json()["servers"][""]["state"]["session"]
+    card = hub.login_session("alice").get(hub.url + "/hub/hpc/cards?format=json", timeout=30).json()["sessions"][0]
     assert (card["scheduler"], card["job_id"], card["state"], card["native_state"], card["node"]) == (
         "Condor", job_id, "running", "Running", "n1"), card
     assert card["log_path"].endswith(f"-job{job_id}.log"), card

@@ -189,10 +189,11 @@ def test_gateway_in_a_browser(gateway):
             assert re.fullmatch(rf"/home/{USER}/\.jupyterhub-hpc/logs/jupyter-\d{{8}}-\d{{6}}-default-job{job}\.log",
                                 log_path), log_path
             _shot(home, "card-running.png")
-            # the same facts in the REST API's server model (state is shown to admin:server_state)
+            # the same facts as JSON for scripts (the user's own session); none in the saved state
+            facts = home.request.get(base + "/hub/hpc/cards?format=json").json()["sessions"][0]
             model = requests.get(base + f"/hub/api/users/{USER}", timeout=30,
                                  headers={"Authorization": f"token {gateway['token']}"}).json()
-            facts = model["servers"][""]["state"]["child_state"]["session"]
+            assert "session" not in model["servers"][""]["state"]["child_state"]
             assert facts["job_id"] == job and facts["node"] == "localhost" and facts["state"] in ("running",
                                                                                                   "starting")
             assert facts["time_left"] and 0 < facts["time_left"] <= 1800
