@@ -138,12 +138,57 @@ def start_tiles(user) -> list[dict]:
             visible = False
         if not visible:
             continue
+        per_image = _image_tiles(p, busy)
+        if per_image:
+            tiles.extend(per_image)
+            continue
         tiles.append({
             "key": p.key, "id": name_base(p.key), "title": p.display, "description": p.description,
             "initials": initials(p.display), "hue": zlib.crc32(p.key.encode()) % 360,
             "href": "hpc/start/" + quote(p.key, safe=""), "disabled": busy,
         })  # fmt: skip
     return tiles
+
+
+def _image_tiles(profile, busy) -> list[dict]:
+    """A container profile's tiles: one per usable image the catalog already holds ("Jupyter in
+    <image>", opening the form with that image selected); [] (the profile's one tile) for any other
+    profile, or while the catalog has not listed its folder yet. Reads the catalog's cache only: the
+    first page that finds it never listed starts that one listing in the background."""
+    container = getattr(profile, "container", None)
+    if container is None:
+        return []
+    try:
+        catalog = container.catalog(sessions.log)
+        if not catalog.loaded_at:
+            _first_listing(catalog)
+            return []
+        names = sorted(container.usable())
+    except Exception:  # a page must render even without these tiles
+        sessions.log.exception("image tiles of profile %s", profile.key)
+        return []
+    tiles = []
+    for image in names:
+        tiles.append({
+            "key": profile.key, "image": image, "id": name_base(f"{profile.key}-{image}")
+            + "-" + format(zlib.crc32(f"{profile.key}/{image}".encode()), "08x"),
+            "title": f"Jupyter in {image}", "description": profile.description or profile.display,
+            "initials": initials(image), "hue": zlib.crc32(f"{profile.key}/{image}".encode()) % 360,
+            "href": "hpc/start/" + quote(profile.key, safe="") + "?image=" + quote(image, safe=""),
+            "disabled": busy,
+        })  # fmt: skip
+    return tiles
+
+
+def _first_listing(catalog) -> None:
+    """Start the catalog's very first listing (once, in the background), when a loop runs."""
+    task = getattr(catalog, "_task", None)
+    if task is not None:
+        return
+    try:
+        catalog.refresh_soon()
+    except RuntimeError:  # no running loop (a test, a script): the form's first render lists it
+        pass
 
 
 def _remembered(spawner, key: str) -> dict:
@@ -184,7 +229,11 @@ class StartHandler(BaseHandler):
                     400, f"You have at most {limit} named servers, all in use or of other kinds: delete a "
                     "stopped one on your home page first.")  # fmt: skip
         if profile is not None:
-            spawner.prefill_form(server, {**_remembered(spawner, key), "profile": key})
+            values = {**_remembered(spawner, key), "profile": key}
+            image = self.get_argument("image", "") if profile.container is not None else ""
+            if image and len(image) <= 255 and image.isprintable():
+                values[profile.container.field] = image  # the form selects it only if it is offered
+            spawner.prefill_form(server, values)
         path = "spawn/" + quote(user.name, safe="@~") + ("/" + server if server else "")
         self.redirect(self.hub.base_url + path)
 
