@@ -12,7 +12,7 @@ import asyncio
 import time
 
 from batchspawner.core import joblogs
-from batchspawner.hub import sessions
+from batchspawner.hub import sessions, stopped
 from batchspawner.usage import report
 from batchspawner.commands.runner import split_command
 
@@ -117,6 +117,12 @@ class SessionCards:
                       queue_wait=self._queue_wait() if getattr(self, "_running_at", None) else None)
 
     def _session_stopped(self):
+        """stop() is cancelling a job: the usage log's stop record, and (issue 26) the finished card of
+        a server that had started ("stopped by you", an administrator, a hub service), kept in
+        ``last_ended`` as an ended job's is; a cancelled start says so on its own page instead."""
+        if self.job_id and not (getattr(self, "_starting", False) or getattr(self, "_restored_starting", False)):
+            owner = getattr(getattr(self, "user", None), "name", "") or ""
+            self.last_ended = stopped.stopped_record(self.job_id, *stopped.who_stopped(owner))
         served = getattr(self, "_served_at", None)
         if self.job_id and served:
             report.record(self, "stop", outcome="stopped", run_time=time.time() - served)

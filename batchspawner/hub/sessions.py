@@ -28,6 +28,7 @@ import re
 import time
 
 from batchspawner.core.durations import clock, human_seconds, parse_duration, parse_timestamp  # noqa: F401 (also this module's names)
+from batchspawner.hub import stopped
 from batchspawner.polling.base import SharedPoller
 
 log = logging.getLogger("batchspawner.hub.sessions")
@@ -473,6 +474,9 @@ def ended_facts(spawner) -> dict | None:
     never_started = record.get("served") is False
     if never_started and state == "CANCELLED":
         what = "was cancelled (by an administrator or the batch system, not from your spawn page)"
+    was_stopped = stopped.is_stopped(record)  # its server was stopped (batchspawner.hub.stopped)
+    if was_stopped:
+        state, what, never_started = "stopped", stopped.stopped_words(record), False
     user = getattr(getattr(spawner, "user", None), "name", "") or ""
     server = getattr(spawner, "name", "") or ""
     return {
@@ -485,6 +489,8 @@ def ended_facts(spawner) -> dict | None:
         "what": what,
         "at": at,
         "at_text": clock(at),
+        "stopped": was_stopped,
+        "stopped_by": record.get("stopped_by", "") if was_stopped else "",
         "advice": ENDED_ADVICE.get(state, "Start again to get a new server.") if not never_started else (
             "Your server never ran, so no work was lost. Start again; if it keeps happening, ask your "
             "site's support (give them the job id)."),
