@@ -141,3 +141,21 @@ def test_a_session_entering_the_last_minutes_is_notified_then_with_the_time_left
 def test_the_home_pages_button_asks_for_both_notifications():
     text = open(os.path.join(TEMPLATES, "home.html")).read()
     assert "Notify me when a queued session starts or is about to end" in text
+
+
+def test_the_home_pages_refresh_brings_fresh_clocks():
+    """The home page's live refresh (GET /hub/hpc/cards) carries the clocks too, so a session whose
+    time left was not known yet when the page loaded still gets its notification."""
+    env = jinja2.Environment(autoescape=True, loader=jinja2.FileSystemLoader(TEMPLATES))
+    fragment = env.get_template("hpc_cards.html").render(
+        sessions=[session(server="q<1>"), session(job_id="9", state="queued", time_left=None)], ended=[],
+        base_url="/hub/", xsrf="t")
+    assert clocks(fragment) == [{"user": "rita", "server": "q<1>", "jobId": "55", "timeLeft": "800", "warn": "900"}]
+    assert "q<1>" not in fragment
+    empty = env.get_template("hpc_cards.html").render(sessions=[], ended=[], base_url="/hub/", xsrf="t")
+    assert '<div class="hpc-clocks"></div>' in empty
+    macros = open(os.path.join(TEMPLATES, "hpc_macros.html")).read()
+    home = open(os.path.join(TEMPLATES, "home.html")).read()
+    assert 'clocks: Array.from(box.querySelectorAll(".hpc-clock"))' in macros
+    assert 'clocks.replaceChildren.apply(clocks, fresh.clocks)' in home
+    assert '<div id="hpc-clocks" hidden>' in render([])  # there to be refreshed, also with no session yet
