@@ -36,7 +36,7 @@ import re
 from traitlets import Unicode, default
 
 from batchspawner.core.hosts import condor_host
-from batchspawner.schedulers.native import regex_parse, check_batch_answer, failed_query, garbled, mapped_host, status_from_native, to_int
+from batchspawner.schedulers.native import parse_one_job, check_batch_answer, mapped_host, status_from_native, to_int
 from batchspawner.commands.runner import CommandError, split_command
 from batchspawner.compat import UserEnvMixin
 from batchspawner.spawner import BatchSpawnerBase, SpawnFailed, _req
@@ -155,22 +155,20 @@ class CondorSpawner(UserEnvMixin, BatchSpawnerBase):
         return ""
 
     def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
-        configured = regex_parse(self, returncode, stdout, stderr)
-        if configured is not None:
-            if configured.state is JobState.UNKNOWN and returncode == 0 and not stdout.strip():
+        def configured(verdict):
+            if verdict.state is JobState.UNKNOWN and returncode == 0 and not stdout.strip():
                 # condor_q prints nothing once the job left the queue: ask condor_history
-                configured.extra["left_queue"] = True
-            return configured
-        failed = failed_query(self, returncode, stdout, stderr)
-        if failed is not None:
-            return failed
-        try:
-            fields = parse_af_line(stdout)
-        except ValueError:
-            return garbled(stdout, "condor_q output", self)
-        if fields is None:
-            return JobStatus(JobState.UNKNOWN, reason="not in the queue", extra={"left_queue": True})
-        return self.status_from_fields(fields, stdout)
+                verdict.extra["left_queue"] = True
+            return verdict
+
+        def read(out):
+            fields = parse_af_line(out)
+            if fields is None:
+                return JobStatus(JobState.UNKNOWN, reason="not in the queue", extra={"left_queue": True})
+            return self.status_from_fields(fields, out)
+
+        return parse_one_job(self, returncode, stdout, stderr, what="condor_q output", read=read,
+                             configured=configured)
 
     def parse_batch_status(self, returncode, stdout, stderr, job_ids):
         """Every job's state from one ``condor_q ID ID ... -af:t ClusterId ...``; unlisted jobs are missing."""

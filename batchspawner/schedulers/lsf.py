@@ -18,17 +18,7 @@ import re
 from traitlets import Unicode, default
 
 from batchspawner.core.hosts import lsf_first_host
-from batchspawner.schedulers.native import (
-    check_batch_answer,
-    failed_query,
-    garbled,
-    history_ended,
-    history_unknown,
-    mapped_host,
-    regex_parse,
-    status_from_native,
-    to_int,
-)
+from batchspawner.schedulers.native import parse_one_job, check_batch_answer, history_ended, history_unknown, mapped_host, status_from_native, to_int
 from batchspawner.spawner import BatchSpawnerBase, SpawnFailed, _req
 from batchspawner.core.states import JobState, JobStatus, missing, gone_claim
 from batchspawner.core.templating import load_template
@@ -198,23 +188,20 @@ class LsfSpawner(BatchSpawnerBase):
         return match.group(1)
 
     def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
-        configured = regex_parse(self, returncode, stdout, stderr)
-        if configured is not None:
-            return configured
-        if returncode != 0 and stdout.strip().startswith("{") and NOT_FOUND.search(stdout):
-            return gone_claim("bjobs: job not found")
-        failed = failed_query(self, returncode, stdout, stderr)
-        if failed is not None:
-            return failed
-        try:
-            rec = parse_bjobs(stdout, self.job_id)
-        except ValueError:
-            return garbled(stdout, "bjobs output", self)
-        if "ERROR" in rec:
-            if NOT_FOUND.search(rec["ERROR"]):
-                return gone_claim(rec["ERROR"])
-            return JobStatus(JobState.UNKNOWN, reason=rec["ERROR"][:200])
-        return self.status_from_record(rec, stdout)
+        def first(rc, out, err):
+            if rc != 0 and out.strip().startswith("{") and NOT_FOUND.search(out):
+                return gone_claim("bjobs: job not found")
+            return None
+
+        def read(out):
+            rec = parse_bjobs(out, self.job_id)
+            if "ERROR" in rec:
+                if NOT_FOUND.search(rec["ERROR"]):
+                    return gone_claim(rec["ERROR"])
+                return JobStatus(JobState.UNKNOWN, reason=rec["ERROR"][:200])
+            return self.status_from_record(rec, out)
+
+        return parse_one_job(self, returncode, stdout, stderr, what="bjobs output", read=read, first=first)
 
     def parse_confirm_output(self, returncode, stdout, stderr) -> JobStatus:
         """``bhist -l`` about a job ``bjobs`` no longer knows (see :func:`parse_bhist_long`)."""

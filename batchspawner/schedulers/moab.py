@@ -20,17 +20,7 @@ import xml.etree.ElementTree as ET
 from traitlets import Unicode
 
 from batchspawner.core.hosts import moab_first_host
-from batchspawner.schedulers.native import (
-    check_batch_answer,
-    failed_query,
-    garbled,
-    history_ended,
-    history_unknown,
-    mapped_host,
-    regex_parse,
-    status_from_native,
-    to_int,
-)
+from batchspawner.schedulers.native import parse_one_job, check_batch_answer, history_ended, history_unknown, mapped_host, status_from_native, to_int
 from batchspawner.spawner import BatchSpawnerBase, SpawnFailed
 from batchspawner.core.states import JobState, JobStatus, missing, gone_claim
 from batchspawner.schedulers.torque import TorqueSpawner
@@ -134,19 +124,12 @@ class MoabSpawner(TorqueSpawner):
         raise SpawnFailed(f"Could not find a job id in the msub output: {output.strip()[:200]!r}")
 
     def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
-        configured = regex_parse(self, returncode, stdout, stderr)
-        if configured is not None:
-            return configured
-        failed = failed_query(self, returncode, stdout, stderr)
-        if failed is not None:
-            return failed
-        try:
-            job, req = parse_mdiag_xml(stdout, self.job_id)
-        except ValueError:
-            return garbled(stdout, "mdiag XML", self)
-        if not job:
-            return gone_claim("mdiag lists no such job")
-        return self.status_from_attrs(job, req, stdout)
+        def read(out):
+            job, req = parse_mdiag_xml(out, self.job_id)
+            return self.status_from_attrs(job, req, out) if job else None
+
+        return parse_one_job(self, returncode, stdout, stderr, what="mdiag XML", read=read,
+                             missing=gone_claim("mdiag lists no such job"))
 
     def parse_confirm_output(self, returncode, stdout, stderr) -> JobStatus:
         """``checkjob --xml ID``: the job's Moab state, FINISHED only for a terminal one.

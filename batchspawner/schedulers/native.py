@@ -64,6 +64,38 @@ def regex_parse(spawner, returncode, stdout, stderr):
     return QueryParsingMixin.parse_query_output(spawner, returncode, stdout, stderr)
 
 
+def parse_one_job(spawner, returncode, stdout, stderr, *, what, read, missing=None, first=None, configured=None):
+    """The one per-job parse skeleton of the structured-output schedulers (Torque, PBS, Moab, LSF,
+    HTCondor, OAR): each module gives only what is its own.
+
+    1. A site's own query or regexes (batchspawner 1.3's ``state_*_re``) decide (:func:`regex_parse`);
+       ``configured(status)`` may add to that verdict (HTCondor marks an empty answer).
+    2. ``first(returncode, stdout, stderr)``: a verdict the scheduler gives before the generic rule
+       (LSF's JSON "job not found" with a non-zero exit), or None.
+    3. A failed command, a known error text or an oversized answer: the base verdict
+       (:func:`failed_query`: *unknown*, or a "gone" claim only through ``state_gone_re``).
+    4. ``read(stdout)``: this job's :class:`JobStatus`, or None when the answer does not list the
+       job (then ``missing``, a claim that a second source must confirm). An answer ``read`` cannot
+       make sense of (ValueError) is ``what`` garbled: *unknown* unless the module's regexes match,
+       never an end.
+    """
+    verdict = regex_parse(spawner, returncode, stdout, stderr)
+    if verdict is not None:
+        return configured(verdict) if configured is not None else verdict
+    if first is not None:
+        verdict = first(returncode, stdout, stderr)
+        if verdict is not None:
+            return verdict
+    verdict = failed_query(spawner, returncode, stdout, stderr)
+    if verdict is not None:
+        return verdict
+    try:
+        verdict = read(stdout)
+    except ValueError:
+        return garbled(stdout, what, spawner)
+    return missing if verdict is None else verdict
+
+
 def to_int(value):
     try:
         return int(str(value).strip())

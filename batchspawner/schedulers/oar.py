@@ -39,17 +39,7 @@ from traitlets import TraitError, Unicode, default, validate
 from batchspawner.core import accounts
 from batchspawner.core.states import JobState, JobStatus, missing, silent_claim
 from batchspawner.core.templating import load_template
-from batchspawner.schedulers.native import (
-    check_batch_answer,
-    failed_query,
-    garbled,
-    history_ended,
-    history_unknown,
-    mapped_host,
-    regex_parse,
-    status_from_native,
-    to_int,
-)
+from batchspawner.schedulers.native import parse_one_job, check_batch_answer, history_ended, history_unknown, mapped_host, status_from_native, to_int
 from batchspawner.spawner import BatchSpawnerBase, SpawnFailed, _req
 
 OAR_STATES = {
@@ -208,20 +198,12 @@ class OarSpawner(BatchSpawnerBase):
         return found[0]
 
     def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
-        configured = regex_parse(self, returncode, stdout, stderr)
-        if configured is not None:
-            return configured
-        failed = failed_query(self, returncode, stdout, stderr)
-        if failed is not None:
-            return failed
-        try:
-            jobs = oarstat_jobs(stdout)
-        except ValueError:
-            return garbled(stdout, "oarstat JSON", self)
-        job = jobs.get(str(self.job_id))
-        if job is None:
-            return silent_claim("oarstat exited 0 but listed no such job")
-        return self.status_from_fields(job, stdout)
+        def read(out):
+            job = oarstat_jobs(out).get(str(self.job_id))
+            return self.status_from_fields(job, out) if job is not None else None
+
+        return parse_one_job(self, returncode, stdout, stderr, what="oarstat JSON", read=read,
+                             missing=silent_claim("oarstat exited 0 but listed no such job"))
 
     def parse_confirm_output(self, returncode, stdout, stderr) -> JobStatus:
         """``oarstat -s -J -j ID``: ``{"ID": "Terminated"}``; FINISHED only for a terminal state."""

@@ -19,7 +19,7 @@ import json
 from traitlets import Unicode
 
 from batchspawner.core.hosts import pbs_first_host
-from batchspawner.schedulers.native import regex_parse, check_batch_answer, failed_query, garbled, mapped_host, short_id, status_from_native, to_int
+from batchspawner.schedulers.native import parse_one_job, check_batch_answer, mapped_host, short_id, status_from_native, to_int
 from batchspawner.spawner import BatchSpawnerBase, _req
 from batchspawner.core.states import JobState, JobStatus, missing, silent_claim
 from batchspawner.core.templating import load_template
@@ -124,19 +124,12 @@ class PBSSpawner(TorqueSpawner):
     native_states = PBS_STATES
 
     def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
-        configured = regex_parse(self, returncode, stdout, stderr)
-        if configured is not None:
-            return configured
-        failed = failed_query(self, returncode, stdout, stderr)
-        if failed is not None:
-            return failed
-        try:
-            job = parse_qstat_full(stdout, self.job_id)
-        except ValueError:
-            return garbled(stdout, "qstat -f output", self)
-        if not job:
-            return silent_claim("qstat exited 0 but listed no such job")
-        return self.status_from_fields(job, stdout)
+        def read(out):
+            job = parse_qstat_full(out, self.job_id)
+            return self.status_from_fields(job, out) if job else None
+
+        return parse_one_job(self, returncode, stdout, stderr, what="qstat -f output", read=read,
+                             missing=silent_claim("qstat exited 0 but listed no such job"))
 
     def parse_batch_status(self, returncode, stdout, stderr, job_ids):
         """Every job's state from one ``qstat -fx ID ID ...``; jobs it does not list are missing."""

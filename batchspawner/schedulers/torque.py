@@ -19,18 +19,7 @@ import xml.etree.ElementTree as ET
 from traitlets import TraitError, Unicode, default, validate
 
 from batchspawner.core.hosts import torque_first_host
-from batchspawner.schedulers.native import (
-    check_batch_answer,
-    failed_query,
-    garbled,
-    history_ended,
-    history_unknown,
-    mapped_host,
-    regex_parse,
-    short_id,
-    status_from_native,
-    to_int,
-)
+from batchspawner.schedulers.native import parse_one_job, check_batch_answer, history_ended, history_unknown, mapped_host, short_id, status_from_native, to_int
 from batchspawner.spawner import BatchSpawnerBase, _req
 from batchspawner.core.states import JobState, JobStatus, missing, silent_claim
 from batchspawner.core.templating import load_template
@@ -185,19 +174,12 @@ class TorqueSpawner(BatchSpawnerBase):
     native_query_parser = True  # shared_status_fits: configured regexes need per-job queries
 
     def parse_query_output(self, returncode, stdout, stderr) -> JobStatus:
-        configured = regex_parse(self, returncode, stdout, stderr)
-        if configured is not None:
-            return configured
-        failed = failed_query(self, returncode, stdout, stderr)
-        if failed is not None:
-            return failed
-        try:
-            job = parse_qstat_xml(stdout, self.job_id)
-        except ValueError:
-            return garbled(stdout, "qstat XML", self)
-        if not job:
-            return silent_claim("qstat exited 0 but listed no such job")
-        return self.status_from_fields(job, stdout)
+        def read(out):
+            job = parse_qstat_xml(out, self.job_id)
+            return self.status_from_fields(job, out) if job else None
+
+        return parse_one_job(self, returncode, stdout, stderr, what="qstat XML", read=read,
+                             missing=silent_claim("qstat exited 0 but listed no such job"))
 
     def parse_confirm_output(self, returncode, stdout, stderr) -> JobStatus:
         """``tracejob`` about a job ``qstat`` no longer knows (see :func:`parse_tracejob`)."""
