@@ -17,7 +17,6 @@ import jinja2
 from jupyterhub.spawner import Spawner
 from traitlets import HasTraits, default
 
-from batchspawner.polling.cluster import ClusterInfo
 from batchspawner.core.options import OptionError
 
 from . import formfacts, remember
@@ -184,13 +183,14 @@ class ProfileForm(HasTraits):
             refused = None
         if self.form_template:
             return self._legacy_form(visible, selected)
-        cluster = {}
-        if any(self._is_slurm(p) for p in visible):
-            info = ClusterInfo.get()
-            info.kick()  # background refresh; this render uses what is cached...
-            if self.cluster_wait > 0:
-                await info.first_answer(self.cluster_wait)  # ...except the first after a hub start
-            cluster = {name: part.describe() for name, part in info.partitions.items()}
+        slurm = [p for p in visible if self._is_slurm(p)]
+        infos = [self.cluster_info(p) for p in slurm]  # each profile's own cluster (factsource)
+        # background refreshes; this render uses what is cached, except the first after a hub
+        # start (all clusters waited for together, at most cluster_wait)
+        await formfacts.first_answers(infos, self.cluster_wait)
+        cluster = {}  # 1.x templates' one partition list: only when every Slurm profile has one cluster
+        if infos and infos[0] is not None and all(i is infos[0] for i in infos):
+            cluster = {name: part.describe() for name, part in infos[0].partitions.items()}
 
         def source(p) -> dict:
             """Where this profile's shown values come from: the session being edited, else what this
@@ -232,7 +232,6 @@ class ProfileForm(HasTraits):
             undefined=jinja2.StrictUndefined,
         )
         invalid = {"input": refused.input_id, "rule": refused.rule} if refused else {"input": "", "rule": ""}
-        slurm = [p for p in visible if self._is_slurm(p)]
         facts = await formfacts.form_context(self, slurm, values) if slurm else {}
         return env.get_template(self.form_template_name).render(
             profiles=visible, selected=selected, values=values, user=self.user.name, containers=containers,

@@ -1,7 +1,8 @@
 """The spawn form knows the cluster, live in the browser and again on the server (issue 26).
 
 What :class:`wrapspawner.ProfilesSpawner` adds to its form for profiles whose class reads the Slurm
-facts (``cluster_facts = "slurm"``; facts from :class:`batchspawner.polling.cluster.ClusterInfo`):
+facts (``cluster_facts = "slurm"``; facts from :class:`batchspawner.polling.cluster.ClusterInfo`, each
+profile's from its own cluster, asked as its spawner asks the scheduler: :mod:`wrapspawner.factsource`):
 
 - each ``<option>`` of the partition field carries that partition's maxima (``data-max-cores``,
   ``data-max-mem`` in KiB, ``data-max-time`` in seconds, ``data-max-gpus`` as ``type:count``
@@ -33,7 +34,6 @@ import os
 from jupyterhub import handlers as hub_handlers
 from tornado import web
 
-from batchspawner.polling.cluster import ClusterInfo
 from batchspawner.core.options import SAFE_VALUE, OptionError
 
 from .options import FIELD_TYPES, Field, format_memory, format_walltime
@@ -173,24 +173,37 @@ def hint(fld, part) -> str:
     return f"max {_words(limit, best)} on {part.name}"
 
 
+async def first_answers(infos, bound: float) -> None:
+    """Start each cluster's refresher and wait for the first rounds together, at most ``bound`` s in all."""
+    infos = list({id(i): i for i in infos if i is not None}.values())
+    for info in infos:
+        info.kick()
+    if bound > 0 and infos:
+        await asyncio.gather(*(info.first_answer(bound) for info in infos))
+
+
 async def form_context(spawner, profiles, values: dict) -> dict:
     """What the template needs beyond the fields: per profile key, the partition attributes, hints,
-    cluster choices (accounts, QOS, GPU types) and whether the facts are known."""
-    info = ClusterInfo.get()
-    known = bool(info.updated_at)
-    assoc = None
-    if any(isinstance(f, (AccountField, QosField)) for p in profiles for f in p.fields.values()):
-        assoc = await associations(info, spawner.user.name, spawner.cluster_wait)
-    gpu_types: dict[str, list] = {}  # GPU type -> the partitions that have it
-    for name, part_info in info.partitions.items():
-        for kind in part_info.gpus:
-            if kind:
-                gpu_types.setdefault(kind, []).append(name)
+    cluster choices (accounts, QOS, GPU types) and whether the facts are known, each from the
+    profile's own cluster (``spawner.cluster_info(profile)``, wrapspawner.factsource)."""
+    infos = {p.key: spawner.cluster_info(p) for p in profiles}
+    wanted = {id(infos[p.key]): infos[p.key] for p in profiles if infos[p.key] is not None
+              and any(isinstance(f, (AccountField, QosField)) for f in p.fields.values())}
+    found = await asyncio.gather(*(associations(i, spawner.user.name, spawner.cluster_wait) for i in wanted.values()))
+    assoc_of = dict(zip(wanted, found))
     out = {}
     for p in profiles:
+        info = infos[p.key]
+        partitions = info.partitions if info is not None else {}
+        assoc = assoc_of.get(id(info))
+        gpu_types: dict[str, list] = {}  # GPU type -> the partitions that have it
+        for name, part_info in partitions.items():
+            for kind in part_info.gpus:
+                if kind:
+                    gpu_types.setdefault(kind, []).append(name)
         part_field = next((n for n, f in p.fields.items() if f.trait == "req_partition"), None)
         chosen = values.get(f"{p.key}.{part_field}") if part_field else p.config.get("req_partition")
-        part = info.partitions.get(chosen or "")
+        part = partitions.get(chosen or "")
         choices = {}
         for name, fld in p.fields.items():
             if isinstance(fld, AccountField):
@@ -201,9 +214,10 @@ async def form_context(spawner, profiles, values: dict) -> dict:
             elif isinstance(fld, GpuTypeField):
                 choices[name] = {"": "Any GPU", **{k: k for k in sorted(gpu_types)}}
         out[p.key] = {
-            "known": known,
+            "known": bool(info is not None and info.updated_at),
             "partition_field": part_field,
-            "options": {name: partition_attrs(pi) for name, pi in info.partitions.items()},
+            "described": {name: pi.describe() for name, pi in partitions.items()},
+            "options": {name: partition_attrs(pi) for name, pi in partitions.items()},
             "inputs": {name: input_attrs(fld) for name, fld in p.fields.items()},
             "hints": {name: hint(fld, part) for name, fld in p.fields.items()},
             "choices": choices,
@@ -229,11 +243,11 @@ async def check(spawner, profile, values: dict, slurm: bool) -> None:
             return str(values[names[trait]])
         return str(profile.config.get(trait) or "")
 
-    info = ClusterInfo.get()
+    info = spawner.cluster_info(profile) if slurm else None  # this profile's own cluster (factsource)
     account, qos = value("req_account"), value("req_qos")
     assoc_fields = [n for n, f in profile.fields.items() if isinstance(f, (AccountField, QosField)) and values.get(n)]
     if assoc_fields:
-        assoc = await associations(info, spawner.user.name, spawner.cluster_wait) if slurm else None
+        assoc = await associations(info, spawner.user.name, spawner.cluster_wait) if info is not None else None
         if assoc is None:
             raise OptionError(assoc_fields[0], "cannot be checked now (the cluster's accounting database does not "
                                                "answer); leave it empty to use your default")
@@ -244,7 +258,7 @@ async def check(spawner, profile, values: dict, slurm: bool) -> None:
             if qos not in allowed:
                 where = f"account {account}" if account else "your accounts"
                 raise OptionError(names["req_qos"], f"is not a QOS of {where}: " + (", ".join(sorted(allowed)) or "none"))
-    part = info.partitions.get(value("req_partition")) if slurm else None
+    part = info.partitions.get(value("req_partition")) if info is not None else None
     if part is None:
         return  # facts not known (yet): the scheduler judges at submission
     gpu_type = value("req_gpu_type")
@@ -260,10 +274,17 @@ async def check(spawner, profile, values: dict, slurm: bool) -> None:
 
 
 def kick_at_start(spawner, profiles) -> None:
-    """Start the background facts query when a Slurm profile spawner is made (the hub makes its
-    users' spawners at start), so the first form finds them; never waits."""
-    if any(spawner._is_slurm(p) for p in profiles):
-        ClusterInfo.get().kick()
+    """Start the background facts query of each Slurm profile's cluster when a profiles spawner is
+    made (the hub makes its users' spawners at start), so the first form finds them; never waits.
+    Outside an event loop nothing could start: no profile's endpoint is worked out then."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    for p in profiles:
+        info = spawner.cluster_info(p) if spawner._is_slurm(p) else None
+        if info is not None:
+            info.kick()
 
 
 # ------------------------------------------------------------------ the script

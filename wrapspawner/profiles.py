@@ -30,10 +30,9 @@ from jupyterhub.utils import maybe_future
 from traitlets import Any, Bool, Float, List, TraitError, Unicode, default, import_item, validate
 
 from batchspawner.core import hublog
-from batchspawner.polling.cluster import ClusterInfo
 from batchspawner.core.options import OptionError
 
-from . import formfacts, remember
+from . import factsource, formfacts, remember
 from .containers import ContainerChoice, wants_gpus
 from .form import (  # noqa: F401 (also this module's names, as in 0.1)
     PREFILL_TTL, REFUSED_FORM_TTL, REFUSED_FORMS_MAX, ProfileForm, RefusedForm, _prefills, _refused_forms,
@@ -205,8 +204,11 @@ class ProfilesSpawner(ProfileForm, WrapSpawner):
         help="""Know the Slurm cluster on the form: show each partition's free cores and limits next to
         a ``partition`` field, and refuse (HTTP 400 naming the field) cores, memory or wall time above
         the chosen partition's maximum before anything is submitted. The facts come from
-        ``batchspawner.polling.cluster.ClusterInfo``, refreshed in the background (``scontrol``/``sinfo`` as
-        the hub's user), never queried while a form renders; until the first answer nothing is refused.
+        ``batchspawner.polling.cluster.ClusterInfo``, refreshed in the background (``scontrol``/``sinfo``),
+        never queried while a form renders; until the first answer nothing is refused. Each profile's
+        come from its own cluster, asked as its spawner asks the scheduler (the status query's runner
+        and identity: over ssh for an ssh ``exec_prefix`` or ``submit_hosts``, else as the hub's user;
+        wrapspawner.factsource).
         Applies to profiles whose class reads them (``cluster_facts = "slurm"``: SlurmSpawner and
         its subclasses).""",
     ).tag(config=True)
@@ -297,8 +299,7 @@ class ProfilesSpawner(ProfileForm, WrapSpawner):
             raise OptionError("profile", "is not a profile available to you")
         profile = self.profile(key)
         values = profile.parse_values(options, await self._images(profile))
-        if self._is_slurm(profile) and self.cluster_wait > 0:
-            await ClusterInfo.get().first_answer(self.cluster_wait)
+        await formfacts.first_answers([self.cluster_info(profile)], self.cluster_wait)
         self._check_cluster_limits(profile, values)
         await formfacts.check(self, profile, values, self._is_slurm(profile))  # GRES, associations
         return profile, values
@@ -315,11 +316,16 @@ class ProfilesSpawner(ProfileForm, WrapSpawner):
         profile: its class says so (``cluster_facts = "slurm"``); the wrapper names no scheduler."""
         return bool(self.cluster_limits) and getattr(profile.spawner_class, "cluster_facts", None) == "slurm"
 
+    def cluster_info(self, profile):
+        """The ClusterInfo of ``profile``'s own cluster, asked as its spawner asks the scheduler
+        (wrapspawner.factsource: the status query's runner and identity); None: no facts for it."""
+        return factsource.cluster_info(self, profile) if self._is_slurm(profile) else None
+
     def _check_cluster_limits(self, profile, values):
         """OptionError when a value is above the chosen partition's maximum (cached facts only)."""
-        if not self._is_slurm(profile):
+        info = self.cluster_info(profile)
+        if info is None:
             return
-        info = ClusterInfo.get()
         info.kick()
         by_trait = {fld.trait: (name, values.get(name)) for name, fld in profile.fields.items()}
 

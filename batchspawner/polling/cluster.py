@@ -175,9 +175,12 @@ class ClusterInfo(SharedPoller):
     name = "cluster info"
     log = log
 
-    def __init__(self, runner=None, interval=120.0, accounts_ttl=3600.0, clock=None):
+    def __init__(self, runner=None, interval=120.0, accounts_ttl=3600.0, clock=None, env=None):
         super().__init__(clock=clock)
         self.runner = runner or CommandRunner(prefix=[], timeout=30)
+        # None: the hub's own environment (the hub's Slurm); a cluster asked over ssh gets {} (its
+        # login sets its own: wrapspawner.factsource)
+        self.env = env
         self.interval = interval
         self.accounts_ttl = accounts_ttl
         self.partitions: dict[str, Partition] = {}
@@ -235,9 +238,9 @@ class ClusterInfo(SharedPoller):
 
     async def refresh(self):
         self.rounds += 1
-        parts = await self.runner.run(["scontrol", "show", "partition", "-o"])
+        parts = await self.runner.run(["scontrol", "show", "partition", "-o"], env=self.env)
         found = parse_scontrol_partitions(parts.stdout)
-        cpus = await self.runner.run(["sinfo", "-h", "-o", "%R|%a|%C|%G"])
+        cpus = await self.runner.run(["sinfo", "-h", "-o", "%R|%a|%C|%G"], env=self.env)
         for name, (idle, total) in parse_sinfo_cpus(cpus.stdout).items():
             if name in found:
                 found[name].cpus_idle, found[name].cpus_total = idle, total
@@ -270,7 +273,7 @@ class ClusterInfo(SharedPoller):
         return None if assoc is None else sorted(assoc)
 
     async def user_associations(self, username: str) -> dict | None:
-        """{account: {QOS}} of the user's associations (one ``sacctmgr`` argv, as the hub's user,
+        """{account: {QOS}} of the user's associations (one ``sacctmgr`` argv, as this poller's identity,
         bounded, cached ``accounts_ttl``); None when there is no accounting database or it fails."""
         if not _PLAIN.fullmatch(username or ""):
             return None  # never an odd name on a command line, even as one argv word
@@ -279,7 +282,7 @@ class ClusterInfo(SharedPoller):
             return cached[0]
         try:
             result = await self.runner.run(
-                ["sacctmgr", "-nP", "show", "assoc", f"user={username}", "format=account,qos"], timeout=20
+                ["sacctmgr", "-nP", "show", "assoc", f"user={username}", "format=account,qos"], timeout=20, env=self.env
             )
             assoc = parse_assoc(result.stdout)
         except CommandError as e:

@@ -1,0 +1,90 @@
+"""Which cluster a profile's form facts come from: the cluster its spawner asks, asked the same way.
+
+The spawn form's partition facts and the user's associations (:class:`batchspawner.polling.cluster.ClusterInfo`)
+belong to the cluster a profile's spawner submits to. A profile whose spawner reaches its cluster
+over ssh (``exec_prefix = "ssh ... login"`` or ``submit_hosts``) must not show the hub host's
+partitions, and two profiles on two clusters must not share facts. This module is the one place
+that decides, for a profile, which :class:`ClusterInfo` serves it (:func:`cluster_info`, used by
+:meth:`wrapspawner.ProfilesSpawner.cluster_info` and through it by every call site: the form per
+profile, the server's limit checks, the association checks, the kick at start).
+
+The rule follows the spawner's own runner policy (:class:`batchspawner.commands.policy.RunnerPolicy`):
+the facts are asked by the runner and identity of the shared status query
+(``status_endpoint()``: ``status_exec_prefix``, else ``submit_hosts`` as this user, else an ssh
+``exec_prefix`` as this user, else the hub's own user, locally).
+
+- The status runner runs locally (``runs_elsewhere`` is False): today's shared ``"slurm"`` key,
+  ``scontrol``/``sinfo``/``sacctmgr`` as the hub's user with the hub's environment.
+- It runs elsewhere: one ClusterInfo per ``("slurm", identity)`` (the identity as the status
+  poller's key has it: runner kind, prefix argv, ssh user and hosts), using that runner and no
+  variable of the hub's environment. Profiles and users that would run the same query as the same
+  identity share it; a per-user ssh identity gives one per user.
+- A profile naming another Slurm cluster of a multi-cluster client (``req_cluster``), or whose
+  spawner cannot say how it would ask: no facts (the form says they are not known, nothing is
+  refused over limits, the scheduler judges at submission). Never another cluster's facts.
+
+The endpoint of a profile is worked out once per wrapper (one spawner of that profile's class and
+config, built but never started), not per render.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from batchspawner.polling.cluster import ClusterInfo
+
+LOCAL_KEY = "slurm"  # the hub's own Slurm, as the hub's user (tests/conftest.py fakes this key)
+_UNSET = object()
+log = logging.getLogger("wrapspawner.factsource")
+
+# hub objects a probe spawner does not need (it is built to read its runner policy, never started)
+_PROBE_DROPS = ("orm_spawner", "db", "oauth_client_id", "server")
+
+
+def facts_endpoint(child):
+    """``(key, runner, env)`` of the facts queries for a spawner of the profile; None: no facts.
+
+    ``runner``/``env`` are None for the local key (the registered local ClusterInfo's own)."""
+    policy = getattr(child, "runner_policy", None)
+    if policy is None or not hasattr(policy, "status_endpoint"):
+        return (LOCAL_KEY, None, None)
+    if getattr(child, "req_cluster", ""):
+        return None  # another cluster of a multi-cluster client (--clusters): ClusterInfo asks the default one
+    key, runner, env = policy.status_endpoint()
+    if not policy.runs_elsewhere(runner):
+        return (LOCAL_KEY, None, None)
+    return ((LOCAL_KEY, policy.identity_of(runner)), runner, dict(env or {}))
+
+
+def probe(wrapper, profile):
+    """A spawner of ``profile``'s class and config as the wrapper would build it (never started)."""
+    kwargs = wrapper.child_kwargs(profile.spawner_class, profile.config, {})
+    for name in _PROBE_DROPS:
+        kwargs.pop(name, None)
+    return profile.spawner_class(**kwargs)
+
+
+def endpoint_of(wrapper, profile):
+    """:func:`facts_endpoint` of ``profile`` for this wrapper's user, worked out once per wrapper."""
+    cache = wrapper.__dict__.setdefault("_facts_endpoints", {})
+    found = cache.get(profile.key, _UNSET)
+    if found is _UNSET:
+        try:
+            found = facts_endpoint(probe(wrapper, profile))
+        except Exception as e:  # fail closed: no facts, never another cluster's
+            log.warning("profile %r: cannot tell how its spawner asks the cluster (%s); its form shows no "
+                        "partition facts", profile.key, str(e)[:200])
+            found = None
+        cache[profile.key] = found
+    return found
+
+
+def cluster_info(wrapper, profile):
+    """The :class:`ClusterInfo` serving ``profile``'s form and checks; None when none may."""
+    found = endpoint_of(wrapper, profile)
+    if found is None:
+        return None
+    key, runner, env = found
+    if key == LOCAL_KEY:
+        return ClusterInfo.get()
+    return ClusterInfo.get(key, runner=runner, env=env)
