@@ -57,6 +57,8 @@ import sys
 import tempfile
 import time
 
+from batchspawner.job import appbanner
+
 NOVNC_DIR = os.environ.get("JHPC_NOVNC_DIR", "/usr/share/novnc")
 APP_TIMEOUT = 60.0  # seconds an app may take to answer on its socket the first time
 
@@ -85,6 +87,9 @@ def setup_vscode():
         "timeout": APP_TIMEOUT,
         "launcher_entry": {"title": "VS Code"},
         "new_browser_tab": True,
+        # the wall-time banner in the editor's page (appbanner.py); gzip, not br: the page can be read
+        "rewrite_response": appbanner.rewriter(("/",), gzip_asked=True),
+        "request_headers_override": dict(appbanner.GZIP_ONLY),
     }
 
 
@@ -95,6 +100,7 @@ def setup_desktop():
         "unix_socket": True,
         "timeout": APP_TIMEOUT,
         "launcher_entry": {"title": "Desktop"},
+        "rewrite_response": appbanner.rewriter(("/vnc.html",)),  # the wall-time banner over noVNC
     }
 
 

@@ -119,7 +119,7 @@ WALLTIME_CACHE = 20.0
 PAGE_PREFIXES = ("lab", "tree", "notebooks", "edit", "doc", "consoles", "terminals")
 BANNER_ID = "jhpc-walltime-banner"
 
-_BANNER_JS = """<script>(function() {
+_BANNER_CORE = """(function() {
   /* jupyterhub-hpc: the batch job's wall time is about to run out (batchspawner proof extension) */
   var url = %(url)s, dismissed = false;
   function human(s) {
@@ -149,8 +149,7 @@ _BANNER_JS = """<script>(function() {
       el.appendChild(close);
       document.body.appendChild(el);
     }
-    el.querySelector(".jhpc-walltime-text").textContent = "Your batch job reaches its wall time in " +
-      human(a.time_left) + ": save your work now. This server stops when the job ends.";
+    el.querySelector(".jhpc-walltime-text").textContent = %(say)s;
   }
   function xsrf() {  /* JupyterHub's cookie auth wants the _xsrf token on every non-navigation request */
     var m = document.cookie.match(/(?:^|; *)_xsrf=([^;]*)/);
@@ -163,14 +162,30 @@ _BANNER_JS = """<script>(function() {
   }
   ask();
   setInterval(ask, %(poll)d);
-})();</script>"""
+})();"""
+_BANNER_JS = "<script>" + _BANNER_CORE + "</script>"
+_LAB_SAY = ('"Your batch job reaches its wall time in " + human(a.time_left) + '
+            '": save your work now. This server stops when the job ends."')
+# VS Code and the desktop (batchspawner/job/appbanner.py): the same banner in the app's own page, as
+# a same-origin script file (code-server's Content-Security-Policy allows 'self' scripts, not inline ones)
+APP_SCRIPT_PATH = "batchspawner/walltime-app.js"
+_APP_SAY = '"This session ends in " + Math.max(1, Math.ceil(a.time_left / 60)) + " min; save your work."'
 
 
-def banner_script(base_url: str) -> bytes:
+def _banner(template: str, base_url: str, say: str) -> bytes:
     url = json.dumps((base_url or "/").rstrip("/") + "/" + WALLTIME_PATH)
     # json.dumps leaves "</" as is: a path with "</script>" would end the script early
     url = url.replace("</", "<\\/")
-    return (_BANNER_JS % {"url": url, "id": BANNER_ID, "poll": WALLTIME_POLL * 1000}).encode()
+    return (template % {"url": url, "id": BANNER_ID, "poll": WALLTIME_POLL * 1000, "say": say}).encode()
+
+
+def banner_script(base_url: str) -> bytes:
+    return _banner(_BANNER_JS, base_url, _LAB_SAY)
+
+
+def app_banner_script(base_url: str) -> bytes:
+    """The banner as a script file for VS Code's and the desktop's pages (GET {base_url}APP_SCRIPT_PATH)."""
+    return _banner(_BANNER_CORE, base_url, _APP_SAY)
 
 
 def insert_banner(chunk: bytes, script: bytes) -> bytes:
@@ -257,7 +272,16 @@ def walltime_handlers(base_url: str, source: WalltimeSource):
             self.set_header("Cache-Control", "no-store")
             self.finish(json.dumps(await source.get()))
 
-    return [((base_url or "/").rstrip("/") + "/" + WALLTIME_PATH, WalltimeHandler)]
+    class AppBannerScript(web.RequestHandler):  # constant, no secret: served like a static file
+        def get(self):
+            self.set_header("Content-Type", "text/javascript; charset=utf-8")
+            self.set_header("X-Content-Type-Options", "nosniff")
+            self.set_header("Cache-Control", "no-cache")
+            self.finish(app_script)
+
+    app_script = app_banner_script(base_url)
+    base = (base_url or "/").rstrip("/") + "/"
+    return [(base + WALLTIME_PATH, WalltimeHandler), (base + APP_SCRIPT_PATH, AppBannerScript)]
 
 
 def _jupyter_server_extension_points():
