@@ -11,6 +11,7 @@ both servers of one user running at once.
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 import time
@@ -44,13 +45,20 @@ c.Spawner.poll_interval = 2
 c.SlurmSpawner.startup_poll_interval = 0.25
 c.SlurmSpawner.status_interval = 2
 c.SlurmSpawner.req_runtime = '00:30:00'
+c.ProfilesSpawner.cluster_wait = 10
+_runtime = {{'type': 'walltime', 'max': '08:00:00', 'default': '00:30:00'}}
 c.ProfilesSpawner.profiles = [
-    {{'key': 'host', 'display': 'This host (Slurm 22.05)', 'class': 'batchspawner.SlurmSpawner', 'config': {{}}}},
+    {{'key': 'host', 'display': 'This host (Slurm 22.05)', 'class': 'batchspawner.SlurmSpawner', 'config': {{}},
+      'fields': {{'partition': {{'type': 'choice', 'choices': {{'debug': 'debug', 'jhpc-small': 'jhpc-small'}},
+                                'default': 'debug'}}, 'runtime': _runtime}}}},
     {{'key': 'current', 'display': 'Cluster current (Slurm 26.05)', 'class': 'batchspawner.MultiSlurmSpawner',
       'config': {{'exec_prefix': {prefix!r}, 'batchspawner_singleuser_cmd': {node_cmd!r},
-                 'daemon_resolver': {resolver!r}}}}},
+                 'daemon_resolver': {resolver!r}}},
+      'fields': {{'partition': {{'type': 'choice', 'choices': {{'debug': 'debug', {short!r}: {short!r}}},
+                                'default': 'debug'}}, 'runtime': _runtime}}}},
 ]
 """
+SHORT = "short"  # a partition only cluster current has (made live by the test; the host has jhpc-small)
 
 
 def _hub(cluster, config, workdir, **fmt):
@@ -116,10 +124,25 @@ def test_one_hub_host_slurm_and_current_at_once(slurm, tmp_path, jupyterhub_vers
     ok, why = clustertools.available()
     require(ok, why)
     current = clustertools.start("current")
-    hub = _hub(current, MULTI_CONFIG, tmp_path).start()
+    # issue 22: a partition with limits that only current has (20 min, 1 core per node)
+    current.run("ctl", ["scontrol", "delete", f"PartitionName={SHORT}"], check=False)
+    current.run("ctl", ["scontrol", "create", f"PartitionName={SHORT}", "Nodes=n1,n2", "MaxTime=00:20:00",
+                        "MaxCPUsPerNode=1", "State=UP"])  # fmt: skip
+    hub = _hub(current, MULTI_CONFIG, tmp_path, short=SHORT).start()
     here = None
     try:
-        spawn_ready_with = lambda server, profile: hub.spawn("alice", {"profile": profile}, server=server)  # noqa: E731
+        t0 = time.monotonic()
+        form_shows_each_clusters_own_partitions(hub, current)
+        # the server checks current's own limit: 1 h is over short's 20 min there (400 naming the field)...
+        r = hub.api("POST", "/users/alice/servers/toolong",
+                    json={"profile": "current", "partition": SHORT, "runtime": "01:00:00"})  # fmt: skip
+        assert r.status_code == 400 and "runtime" in r.text.lower() and SHORT in r.text, (r.status_code, r.text)
+        assert hub.server_model("alice", "toolong") is None and not current.jobs("alice")
+        print(f"form facts of two clusters + the refusal: {time.monotonic() - t0:.2f} s")
+        # ...and the same 1 h is fine on the host's jhpc-small (4 h): the spawn below uses it
+        options = {"host": {"partition": "jhpc-small", "runtime": "01:00:00"}, "current": {}}
+        spawn_ready_with = lambda server, profile: hub.spawn("alice", {"profile": profile, **options[profile]},  # noqa: E731
+                                                             server=server)  # fmt: skip
         for server, profile in (("here", "host"), ("there", "current")):
             r, _ = spawn_ready_with(server, profile)
             assert r.status_code in (201, 202), r.text
@@ -143,9 +166,35 @@ def test_one_hub_host_slurm_and_current_at_once(slurm, tmp_path, jupyterhub_vers
         assert here not in slurmtools.live_jobs()
     finally:
         _teardown(hub, "cluster-multi", [current])
+        current.run("ctl", ["scontrol", "delete", f"PartitionName={SHORT}"], check=False)
         # job ids of the two clusters overlap: cancel on the host only the job this test saw there
         if here and here in slurmtools.live_jobs():
             slurmtools.cancel([here])
+
+
+def form_shows_each_clusters_own_partitions(hub, current):
+    """The spawn form of the two-profile hub: the host profile's section describes the host's
+    partitions (jhpc-small, the host's many cores), current's section current's (its 2 one-core
+    nodes, short's 20 min), each asked the way its spawner asks (sudo here, ssh to current's login)."""
+    session = hub.login_session("alice")
+    form = session.get(f"{hub.url}/hub/spawn/alice/formcheck", timeout=60)
+    assert form.status_code == 200, form.text[:500]
+
+    def section(key):
+        start = form.text.index(f'id="profile-{key}"')
+        end = form.text.find("<fieldset", start)
+        return form.text[start:end if end > 0 else len(form.text)]
+
+    def described(key):
+        return dict(re.findall(r'<li class="hpc-partition" data-partition="([^"]+)">([^<]*)</li>', section(key)))
+
+    host, there = described("host"), described("current")
+    assert set(there) == {"debug", SHORT}, there
+    assert there["debug"].startswith("debug: ") and " of 2 cores free now" in there["debug"], there
+    assert "at most 1 cores per node, 20 min per job" in there[SHORT], there
+    assert "jhpc-small" in host and " of 2 cores free now" not in host["debug"], host
+    short = re.search(rf'<option value="{SHORT}"[^>]*>', section("current")).group(0)
+    assert 'data-max-time="1200"' in short and 'data-max-cores="1"' in short, short
 
 
 def job_of_child(hub, name, server):

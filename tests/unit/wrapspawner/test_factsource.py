@@ -179,3 +179,33 @@ async def test_kick_at_start_starts_each_profiles_cluster():
     await asyncio.sleep(0.05)
     assert "scontrol" in remote.commands()
     assert factsource.LOCAL_KEY == "slurm"
+
+
+async def test_account_fields_offer_and_check_the_users_associations_on_its_own_cluster():
+    def with_assoc(scontrol, sinfo, assoc):
+        base = answering(scontrol, sinfo)
+
+        def respond(argv, stdin):
+            if argv[0] == "sacctmgr":
+                assert "user=alice" in argv
+                return Reply(stdout=assoc)
+            return base(argv, stdin)
+
+        return respond
+
+    ClusterInfo._registry["slurm"] = ClusterInfo(runner=FakeRunner(with_assoc(HOST_SCONTROL, HOST_SINFO, "hostproj|normal\n")))
+    remote = FakeRunner(with_assoc(REMOTE_SCONTROL, REMOTE_SINFO, "farproj|long\n"), prefix=["ssh", "login"],
+                        remote_shell=True)
+    both = [dict(p, fields={**p["fields"], "account": {"type": "account"}}) for p in profiles(remote)]
+    wrapper = make_wrapper(ProfilesSpawner, profiles=both, cluster_wait=1)
+    form = await wrapper.get_options_form()
+    accounts = {key: re.findall(r'value="([^"]*)"', re.search(r'<select[^>]*name="%s.account".*?</select>' % key,
+                                                             section(form, key), re.S).group(0))
+                for key in ("host", "remote")}  # fmt: skip
+    assert accounts == {"host": ["", "hostproj"], "remote": ["", "farproj"]}
+    with pytest.raises(OptionError) as err:
+        await wrapper.validate_options({"profile": "remote", "account": "hostproj"})
+    assert err.value.field == "account"
+    await wrapper.validate_options({"profile": "remote", "account": "farproj"})
+    await wrapper.validate_options({"profile": "host", "account": "hostproj"})
+    assert any(c.argv[0] == "sacctmgr" for c in remote.calls)
