@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
+import shutil
+import subprocess
 import zlib
 from types import SimpleNamespace
 
@@ -128,3 +131,52 @@ async def test_the_script_is_served_by_the_server_extension_and_asks_the_servers
     assert b"textContent" in body and b"innerHTML" not in body
     assert b".catch(function() {})" in body  # a failing endpoint shows nothing and breaks nothing
     assert proof.app_banner_script("/user/a</script>/").count(b"</script") == 0
+
+
+# the app's page, in Node: the DOM and fetch the script touches, faked; what the banner says
+HARNESS = r"""
+const vm = require("vm");
+const input = JSON.parse(require("fs").readFileSync(0, "utf8"));
+(async () => {
+  const out = [];
+  for (const answer of input.answers) {
+    const byId = {}, asked = [];
+    function element(tag) {
+      const el = {tag, children: [], style: {}, attrs: {}, textContent: "", className: "",
+        setAttribute(k, v) { this.attrs[k] = v; },
+        appendChild(c) { this.children.push(c); c.parent = this; if (c.id) byId[c.id] = c; },
+        querySelector(sel) { return this.children.find(c => "." + c.className === sel) || null; },
+        remove() { delete byId[this.id]; }};
+      return el;
+    }
+    const ctx = {
+      document: {cookie: "_xsrf=tok%2Fen", body: element("body"), createElement: element,
+                 getElementById: id => byId[id] || null},
+      setInterval() {},
+      fetch: (url, opts) => { asked.push([url, opts.headers["X-XSRFToken"]]);
+        return answer === "fail" ? Promise.reject(new Error("down"))
+          : Promise.resolve({ok: answer !== "403", json: () => Promise.resolve(answer)}); },
+    };
+    vm.runInNewContext(input.script, ctx);
+    await new Promise(r => setTimeout(r, 20));
+    const banner = Object.values(byId)[0];
+    out.push({asked, text: banner ? banner.children[0].textContent : null});
+  }
+  console.log(JSON.stringify(out));
+})().catch(e => { console.error(e); process.exit(1); });
+"""
+
+
+def test_the_script_says_the_minutes_left_only_when_the_server_says_so_and_survives_failures():
+    node = shutil.which("node") or shutil.which("nodejs")
+    assert node, "Node.js runs the app's banner script in this test (Debian: apt-get install nodejs)"
+    answers = [{"ends_soon": True, "time_left": 700}, {"ends_soon": True, "time_left": 20},
+               {"ends_soon": False, "time_left": 700}, "fail", "403"]
+    script = proof.app_banner_script("/user/alice/").decode()
+    r = subprocess.run([node, "-e", HARNESS], input=json.dumps({"script": script, "answers": answers}),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [o["text"] for o in out] == ["This session ends in 12 min; save your work.",
+                                        "This session ends in 1 min; save your work.", None, None, None]
+    assert out[0]["asked"] == [["/user/alice/batchspawner/walltime", "tok/en"]]
