@@ -87,4 +87,13 @@ def cluster_info(wrapper, profile):
     key, runner, env = found
     if key == LOCAL_KEY:
         return ClusterInfo.get()
-    return ClusterInfo.get(key, runner=runner, env=env)
+    return ClusterInfo.get(key, runner=runner, env=env, label=where(runner))
+
+
+def where(runner) -> str:
+    """Where a remote runner asks, for the log: its ssh destination(s), never its options or keys."""
+    hosts = [str(getattr(h, "host", h)) for h in (getattr(runner, "hosts", ()) or ())]
+    if hosts:
+        return "over ssh to " + ", ".join(hosts)
+    prefix = list(getattr(runner, "prefix", ()) or ())
+    return f"over {prefix[0].rsplit('/', 1)[-1]} to {prefix[-1]}" if len(prefix) > 1 else "elsewhere"

@@ -175,8 +175,9 @@ class ClusterInfo(SharedPoller):
     name = "cluster info"
     log = log
 
-    def __init__(self, runner=None, interval=120.0, accounts_ttl=3600.0, clock=None, env=None):
+    def __init__(self, runner=None, interval=120.0, accounts_ttl=3600.0, clock=None, env=None, label=""):
         super().__init__(clock=clock)
+        self.label = label  # where it asks, for the log ("" the hub's own Slurm; "over ssh to login")
         self.runner = runner or CommandRunner(prefix=[], timeout=30)
         # None: the hub's own environment (the hub's Slurm); a cluster asked over ssh gets {} (its
         # login sets its own: wrapspawner.factsource)
@@ -220,9 +221,12 @@ class ClusterInfo(SharedPoller):
             try:
                 await asyncio.wait_for(event.wait(), timeout)
             except asyncio.TimeoutError:
-                log.warning("cluster info: no answer from the scheduler within %.1f s; the form shows no "
-                            "partition facts until it answers", timeout)
+                log.warning("cluster info%s: no answer from the scheduler within %.1f s; the form shows no "
+                            "partition facts until it answers", self._where(), timeout)
         return bool(self.updated_at)
+
+    def _where(self) -> str:
+        return f" ({self.label})" if self.label else ""
 
     def due_in(self) -> float:
         return 0.0 if self._next_round is None else self._next_round - self.clock.now()
@@ -231,7 +235,7 @@ class ClusterInfo(SharedPoller):
         try:
             await self.refresh()
         except Exception as e:  # keep the old answer; try again next round
-            log.warning("cluster info query failed: %s", str(e)[:200])
+            log.warning("cluster info query%s failed: %s", self._where(), str(e)[:200])
         finally:
             self._answered_event().set()
             self._next_round = self.clock.now() + self.interval
@@ -289,6 +293,7 @@ class ClusterInfo(SharedPoller):
             assoc = None
             if not self._accounting_missing_logged:
                 self._accounting_missing_logged = True
-                log.info("no Slurm accounts to offer (sacctmgr: %s); account fields stay as configured", e.brief)
+                log.info("no Slurm accounts to offer%s (sacctmgr: %s); account fields stay as configured",
+                         self._where(), e.brief)
         self._accounts[username] = (assoc, self.clock.now())
         return assoc

@@ -209,3 +209,17 @@ async def test_account_fields_offer_and_check_the_users_associations_on_its_own_
     await wrapper.validate_options({"profile": "remote", "account": "farproj"})
     await wrapper.validate_options({"profile": "host", "account": "hostproj"})
     assert any(c.argv[0] == "sacctmgr" for c in remote.calls)
+
+
+async def test_a_failing_remote_cluster_is_named_in_the_log(caplog):
+    def refuse(argv, stdin):
+        return Reply(returncode=255, stderr="ssh: connect to host login port 22: Connection refused")
+
+    remote = FakeRunner(refuse, prefix=["ssh", "-i", "/etc/jhpc/key", "svc@login"], remote_shell=True)
+    wrapper = make_wrapper(ProfilesSpawner, profiles=profiles(remote), cluster_wait=0.5)
+    caplog.set_level("WARNING", logger="batchspawner.polling.cluster")
+    form = await wrapper.get_options_form()
+    assert "not known yet" in section(form, "remote")
+    assert any("over ssh to svc@login" in r.getMessage() and "failed" in r.getMessage() for r in caplog.records), \
+        [r.getMessage() for r in caplog.records]
+    assert not any("/etc/jhpc/key" in r.getMessage() for r in caplog.records)
