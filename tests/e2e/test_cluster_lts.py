@@ -132,12 +132,13 @@ def test_one_hub_host_slurm_and_current_at_once(slurm, tmp_path, jupyterhub_vers
     here = None
     try:
         t0 = time.monotonic()
+        before = set(current.live_jobs("alice"))
         form_shows_each_clusters_own_partitions(hub, current)
         # the server checks current's own limit: 1 h is over short's 20 min there (400 naming the field)...
         r = hub.api("POST", "/users/alice/servers/toolong",
                     json={"profile": "current", "partition": SHORT, "runtime": "01:00:00"})  # fmt: skip
         assert r.status_code == 400 and "runtime" in r.text.lower() and SHORT in r.text, (r.status_code, r.text)
-        assert hub.server_model("alice", "toolong") is None and not current.jobs("alice")
+        assert hub.wait_stopped("alice", "toolong", timeout=20) and set(current.live_jobs("alice")) == before
         print(f"form facts of two clusters + the refusal: {time.monotonic() - t0:.2f} s")
         # ...and the same 1 h is fine on the host's jhpc-small (4 h): the spawn below uses it
         options = {"host": {"partition": "jhpc-small", "runtime": "01:00:00"}, "current": {}}
