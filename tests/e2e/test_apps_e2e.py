@@ -274,3 +274,75 @@ def test_container_profile_form_refusals_and_command_line(apps_hub):
     assert "IN-IMAGE analysis threads=8 dataset=unset verbose=true tolerance=unset" in log, log[-2000:]
     assert hub.user_request("alice", "api", server="box1").status_code == 200
     assert hub.stop_server("alice", "box1")
+
+
+def test_vscode_and_desktop_show_the_walltime_banner_for_a_job_ending_soon(apps_hub):
+    """Issue 26: 10 minutes of wall time is inside walltime_warning (900 s) from the start, so the
+    app's own page (code-server's workbench, noVNC) shows "This session ends in N min; save your work"
+    (jupyter-server-proxy's rewrite_response adds the script; code-server's CSP allows it: same origin)."""
+    import shutil
+
+    from playwright.sync_api import expect
+
+    hub = apps_hub[0]
+    apps = []
+    if shutil.which("Xvnc") and os.path.isdir("/usr/share/novnc"):
+        apps.append(("deskwt", "desktop", "/desktop/vnc.html",
+                     "document.documentElement.classList.contains('noVNC_connected')"))
+    if shutil.which("code-server"):
+        apps.append(("vswt", "vscode", "/vscode/", "!!document.querySelector('.monaco-workbench')"))
+    require(bool(apps), "neither code-server nor TigerVNC/noVNC installed (scripts/setup-apps.sh)")
+    for server, profile, _, _ in apps:
+        seconds = _spawn(hub, "alice", server, {"profile": profile, "memory": "1G", "runtime": "00:10:00"})
+        print(f"{profile} with 10 min of wall time: submit -> ready {seconds:.1f} s")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with _browser() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 800})
+            page = context.new_page()
+            errors = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            _browser_login(page, hub, "alice")
+            for server, profile, path, loaded in apps:
+                t0 = time.monotonic()
+                page.goto(f"{hub.url}/user/alice/{server}/")
+                page.wait_for_function(loaded, timeout=120000)
+                assert f"/user/alice/{server}{path}" in page.url, page.url
+                banner = page.locator("#jhpc-walltime-banner")
+                expect(banner).to_be_visible(timeout=60000)
+                text = banner.inner_text()
+                minutes = int(re.search(r"This session ends in (\d+) min; save your work", text).group(1))
+                assert 5 <= minutes <= 10, text
+                print(f"{profile}: banner {time.monotonic() - t0:.1f} s after opening the app: {text!r}")
+                assert page.locator("script[data-jhpc-walltime]").count() == 1
+                assert not [e for e in errors if "Content Security Policy" in e], errors
+                page.wait_for_timeout(1500)
+                page.screenshot(path=str(SCREENSHOTS / f"{profile}-walltime-banner.png"))
+                banner.locator("button").click()
+                expect(banner).to_have_count(0)
+        finally:
+            browser.close()
+    for server, _, _, _ in apps:
+        assert hub.stop_server("alice", server)
+
+
+def test_a_start_tile_per_container_image(apps_hub):
+    """Issue 26: once the hub has listed the images (any form render), the home page has a tile per
+    usable image that opens the form with the profile and that image selected."""
+    hub = apps_hub[0]
+    hub.ensure_user("alice")
+    session = _login(hub, "alice")
+    assert session.get(hub.url + "/hub/spawn/alice/tiles0", timeout=30).status_code == 200  # lists the images
+    home = session.get(hub.url + "/hub/home", timeout=30)
+    assert home.status_code == 200
+    tile = re.search(r'<a [^>]*data-profile="box" data-image="analysis" href="([^"]+)"', home.text)
+    assert tile, home.text[:4000]
+    assert "Jupyter in analysis" in home.text
+    form = session.get(hub.url + tile.group(1).replace("&amp;", "&"), timeout=30)
+    assert form.status_code == 200 and "/hub/spawn/alice/" in form.url
+    assert re.search(r'value="box"\s+checked', form.text), form.text[:3000]
+    assert re.search(r'<option value="analysis"\s+selected', form.text), form.text[:3000]
+    odd = session.get(hub.url + "/hub/hpc/start/box?image=%3Cnot-there%3E", timeout=30)
+    assert odd.status_code == 200 and 'name="box.image"' in odd.text
+    assert "selected" not in odd.text.split('name="box.image"')[1].split("</select>")[0]
