@@ -18,7 +18,9 @@ the facts are asked by the runner and identity of the shared status query
 - It runs elsewhere: one ClusterInfo per ``("slurm", identity)`` (the identity as the status
   poller's key has it: runner kind, prefix argv, ssh user and hosts), using that runner and no
   variable of the hub's environment. Profiles and users that would run the same query as the same
-  identity share it; a per-user ssh identity gives one per user.
+  identity share it; a per-user ssh identity gives one per user. Such a task stops after
+  ``REMOTE_IDLE_AFTER`` s without a form or check (the local one runs for the hub's life, as before)
+  and forgets its facts then: the next form asks afresh, within ``cluster_wait``.
 - A profile naming another Slurm cluster of a multi-cluster client (``req_cluster``), or whose
   spawner cannot say how it would ask: no facts (the form says they are not known, nothing is
   refused over limits, the scheduler judges at submission). Never another cluster's facts.
@@ -34,6 +36,7 @@ import logging
 from batchspawner.polling.cluster import ClusterInfo
 
 LOCAL_KEY = "slurm"  # the hub's own Slurm, as the hub's user (tests/conftest.py fakes this key)
+REMOTE_IDLE_AFTER = 1800.0  # a remote identity's task stops after 30 min without a form or check
 _UNSET = object()
 log = logging.getLogger("wrapspawner.factsource")
 
@@ -87,7 +90,7 @@ def cluster_info(wrapper, profile):
     key, runner, env = found
     if key == LOCAL_KEY:
         return ClusterInfo.get()
-    return ClusterInfo.get(key, runner=runner, env=env, label=where(runner))
+    return ClusterInfo.get(key, runner=runner, env=env, label=where(runner), idle_after=REMOTE_IDLE_AFTER)
 
 
 def where(runner) -> str:

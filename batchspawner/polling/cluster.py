@@ -175,8 +175,13 @@ class ClusterInfo(SharedPoller):
     name = "cluster info"
     log = log
 
-    def __init__(self, runner=None, interval=120.0, accounts_ttl=3600.0, clock=None, env=None, label=""):
+    def __init__(self, runner=None, interval=120.0, accounts_ttl=3600.0, clock=None, env=None, label="",
+                 idle_after=None):
         super().__init__(clock=clock)
+        # None: refresh for the hub's life; else the task stops when nobody kicked it for this many
+        # seconds (one task per user's ssh identity need not run for users who do not come back)
+        self.idle_after = idle_after
+        self._kicked_at = None
         self.label = label  # where it asks, for the log ("" the hub's own Slurm; "over ssh to login")
         self.runner = runner or CommandRunner(prefix=[], timeout=30)
         # None: the hub's own environment (the hub's Slurm); a cluster asked over ssh gets {} (its
@@ -197,8 +202,21 @@ class ClusterInfo(SharedPoller):
         return cls.for_key(key, **kw)
 
     def kick(self):
-        """Start the background refresher if it is not running (never waits for it)."""
+        """Start the background refresher if it is not running (never waits for it).
+
+        A refresher that stopped unused (``idle_after``) forgets its old facts first: the next form
+        waits for a fresh answer (bounded) or says they are not known, never shows stale ones."""
+        now = self.clock.now()
+        self._kicked_at = now
+        if self.idle_after is not None and not self.running() and self.updated_at \
+                and now - self.updated_at > 2 * self.interval:
+            self.partitions, self.updated_at, self._answered, self._next_round = {}, 0.0, None, None
         self.start()
+
+    def wanted(self) -> bool:
+        if self.idle_after is None or self._kicked_at is None:
+            return True
+        return self.clock.now() - self._kicked_at < self.idle_after
 
     def _answered_event(self) -> asyncio.Event:
         loop = asyncio.get_running_loop()

@@ -111,3 +111,29 @@ def test_text_field_rule_in_words():
     with pytest.raises(OptionError) as err:
         words.parse("x")
     assert "project code like proj042" in str(err.value)
+
+
+async def test_an_idle_remote_facts_task_stops_and_a_later_form_asks_afresh():
+    from batchspawner.polling.base import ManualClock
+
+    clock = ManualClock()
+    runner = FakeRunner(respond)
+    info = ClusterInfo(runner=runner, clock=clock, interval=100, idle_after=300)
+    assert await info.first_answer(1) and info.rounds == 1
+    for _ in range(3):
+        await clock.advance(100)
+    assert info.rounds <= 4 and not info.running()  # nobody kicked it for 300 s: it stopped
+    stopped_at = info.rounds
+    await clock.advance(1000)
+    assert info.rounds == stopped_at and info.partitions  # no more queries while unused
+    info.kick()  # a form again: the old facts are forgotten, a fresh round answers
+    assert not info.partitions and not info.updated_at
+    assert await info.first_answer(1) and info.rounds == stopped_at + 1 and info.running()
+    info._task.cancel()
+    # the hub's own cluster (no idle_after) keeps refreshing unused, as before
+    local = ClusterInfo(runner=FakeRunner(respond), clock=clock, interval=100)
+    await local.first_answer(1)
+    for _ in range(5):
+        await clock.advance(100)
+    assert local.running() and local.rounds >= 5
+    local._task.cancel()
