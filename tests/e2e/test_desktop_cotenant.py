@@ -287,7 +287,7 @@ def node(tmp_path_factory):
     base = Path(tempfile.mkdtemp(prefix="jhpc-desk-", dir="/var/tmp"))
     base.chmod(0o755)
     apps = base / "apps.py"
-    shutil.copy(REPO / "batchspawner" / "apps.py", apps)
+    shutil.copy(REPO / "batchspawner" / "job" / "apps.py", apps)
     apps.chmod(0o644)
     started = []
 
