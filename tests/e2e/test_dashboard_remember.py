@@ -13,7 +13,8 @@ hub's state folder); the user ``erin``. Order matters and is the order below:
 3. Edit and launch opens the form pre-filled with that session's values (not the last ones
    submitted); what is changed there is what the job gets;
 4. a job with a short wall time: its JupyterLab shows the wall-time banner;
-5. with notifications allowed, the home page notifies when a queued session starts.
+5. with notifications allowed, the home page notifies when a queued session starts, and (a job with a
+   short wall time) once before its end; the user's Stop leaves a "stopped by you" card until dismissed.
 """
 
 from __future__ import annotations
@@ -294,6 +295,66 @@ def test_notification_when_a_queued_session_starts(hub):
     finally:
         context.close()
     _stop(hub, "nq")
+
+
+def test_notification_before_the_end_then_stop_leaves_a_stopped_card(hub):
+    """A running session with 10 minutes of wall time (inside walltime_warning, 900 s, from its
+    start): the home page (opened at once, before the hub knows the job's start: its live refresh
+    brings the time left) notifies once, naming the server, the job and the time left; not again on
+    the next refreshes or a reload. Then the user's own Stop on that page leaves a "stopped by you"
+    card with Relaunch and the log, which Dismiss removes (also after a reload)."""
+    from playwright.sync_api import expect
+
+    context = hub["browser"].new_context(viewport={"width": 1100, "height": 900})
+    context.grant_permissions(["notifications"], origin=hub["base"])
+    context.add_init_script(RECORD_NOTIFICATIONS)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        _goto(hub, f"/hub/spawn/{USER}/we", page)
+        fill_form(page, "custom", partition="debug", nprocs="1", memory="512M", runtime="00:10:00")
+        _submit_and_wait_ready(page, "we")
+        t0 = time.monotonic()
+        page.goto(hub["base"] + "/hub/home")
+        card = page.locator("#hpc-card-we")
+        expect(card).to_have_attribute("data-state", "running")
+        job = card.get_attribute("data-job-id")
+        notes = wait_for(lambda: page.evaluate("window._notes"), 60, "the end notification")
+        print(f"end notification {time.monotonic() - t0:.1f} s after the home page opened: {notes}")
+        assert len(notes) == 1 and notes[0][0] == "Your session ends soon", notes
+        m = re.fullmatch(rf"Server we \(job {job}\) reaches its wall time in (\d+) min: save your work now\.", notes[0][1])
+        assert m and 5 <= int(m.group(1)) <= 10, notes
+        expect(card.locator(".hpc-time-left")).to_contain_text("the job ends soon")
+        page.wait_for_timeout(6000)  # the next refreshes: no second notification for this job
+        assert len(page.evaluate("window._notes")) == 1
+        page.reload()
+        page.wait_for_timeout(2500)
+        assert page.evaluate("window._notes") == []  # another page of the user's: not again
+        # the user's own Stop (the home page's button): a finished card, "stopped by you"
+        t1 = time.monotonic()
+        page.locator('tr.home-server-row[data-server-name="we"] .stop-server').click()
+        note = page.locator("#hpc-ended-we")
+        expect(note).to_contain_text("was stopped by you", timeout=60_000)
+        print(f"stopped card {time.monotonic() - t1:.1f} s after Stop")
+        expect(note).to_have_attribute("data-state", "stopped")
+        expect(note).to_contain_text(f"its batch job {job}")
+        expect(note.locator(".hpc-relaunch")).to_have_text("Relaunch with the same settings")
+        expect(note.locator(".hpc-finished-log")).to_have_attribute("href", re.compile(rf"hpc/log/{USER}/we\?job={job}$"))
+        assert "we" not in _servers(hub)
+        page.reload()  # kept through the hub's clear_state (saved in the server's state)
+        expect(note).to_contain_text("was stopped by you")
+        note.scroll_into_view_if_needed()
+        _shot(page, "stopped-card.png")
+        note.locator(".hpc-dismiss").click()
+        page.wait_for_load_state("load")
+        expect(page.locator("#hpc-ended-we")).to_have_count(0)
+        page.reload()
+        expect(page.locator("#hpc-ended-we")).to_have_count(0)
+        assert len(page.evaluate("window._notes")) == 0
+    finally:
+        context.close()
+    if "we" in _servers(hub):
+        _stop(hub, "we")
 
 
 def test_relaunch_a_finished_session(hub):
