@@ -80,6 +80,9 @@ def apps_hub(tmp_path_factory):
     (webdir / "index.html").chmod(0o644)
     config = f"""
 c.JupyterHub.allow_named_servers = True
+import batchspawner.hub.web  # the home page's start tiles (as the gateway's config has them)
+c.JupyterHub.template_paths = [batchspawner.hub.web.TEMPLATES]
+c.JupyterHub.template_vars = batchspawner.hub.web.template_vars()
 exec(open({str(REPO / 'examples' / 'apps' / 'jupyterhub_config.py')!r}).read())
 c.SlurmSpawner.startup_poll_interval = 0.25
 c.ProfilesSpawner.profiles = c.ProfilesSpawner.profiles + [
