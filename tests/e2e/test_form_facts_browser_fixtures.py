@@ -19,6 +19,7 @@ from gatewaytools import CHROMIUM, CHROMIUM_ARGS
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "unit"))
+sys.path.insert(0, str(HERE.parent / "unit" / "wrapspawner"))  # test_formfacts, wraphelpers
 
 
 def _render() -> str:
