@@ -17,6 +17,10 @@ per node and 4 h per job"), and :meth:`ClusterInfo.check` refuses, on the server
 above the chosen partition's maximum (HTTP 400 naming the field) before anything is submitted.
 Until the first answer arrives nothing is known and nothing is refused (the scheduler still is
 the judge at submission).
+
+One ClusterInfo per cluster and identity: the hub's own Slurm under the key ``"slurm"`` (as the
+hub's user, refreshed for the hub's life), a cluster reached over ssh under its own key with the
+runner its spawner's status query uses (:mod:`wrapspawner.factsource` decides which serves a profile).
 """
 
 from __future__ import annotations
