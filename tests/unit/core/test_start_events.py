@@ -80,7 +80,9 @@ async def test_after_a_report_a_failing_round_falls_back_to_one_per_job_query(li
     cluster = Cluster(["PENDING n/a None", down, "RUNNING localhost None"])
     spawner = spawner_for(cluster, startup_poll_interval=30, running_check_interval=30)
     task = asyncio.ensure_future(spawner.start())
-    while not spawner._events:
+    # report once the first round said PENDING (the start then waits for the report): a report
+    # that beats the first answer is another case (it cancels that query), not this one
+    while not any("waiting in the queue" in e["message"] for e in spawner._events):
         await asyncio.sleep(0.01)
     spawner.report_port(listener)
     assert await asyncio.wait_for(task, 5) == ("127.0.0.1", listener)
