@@ -57,7 +57,6 @@ import sys
 import tempfile
 import time
 
-from batchspawner.job import appbanner
 
 NOVNC_DIR = os.environ.get("JHPC_NOVNC_DIR", "/usr/share/novnc")
 APP_TIMEOUT = 60.0  # seconds an app may take to answer on its socket the first time
@@ -70,6 +69,8 @@ def _py():
 # ------------------------------------------------------------ jupyter-server-proxy entry points
 def setup_vscode():
     """VS Code (code-server) on a unix socket; the hub's login protects it, so ``--auth none``."""
+    from batchspawner.job import appbanner  # the server's side only: `apps vnc` runs on the node's own Python
+
     binary = os.environ.get("JHPC_CODE_SERVER") or shutil.which("code-server") or "code-server"
     return {
         "command": [
@@ -95,6 +96,8 @@ def setup_vscode():
 
 def setup_desktop():
     """noVNC's web client; ``/`` redirects to it with the websocket path of ``desktop-vnc``."""
+    from batchspawner.job import appbanner  # the server's side only (see setup_vscode)
+
     return {
         "command": [*_py(), "static", "--socket", "{unix_socket}", "--dir", NOVNC_DIR, "--novnc-base", "{base_url}"],
         "unix_socket": True,

@@ -172,3 +172,14 @@ def test_the_wrapper_names_no_scheduler():
     graph = import_graph()
     reaching = {name: sorted(graph[name] & scheduler_modules) for name in graph if name.startswith("wrapspawner")}
     assert {name: found for name, found in reaching.items() if found} == {}
+
+
+def test_the_desktop_app_runs_as_a_file_on_the_nodes_python():
+    """``apps vnc`` (the desktop's X server and session) is run by the node's own Python as one
+    file (tests/e2e/test_desktop_cotenant.py does exactly that): nothing of this package at
+    module level, only inside the jupyter-server-proxy entry points."""
+    path = modules()["batchspawner.job.apps"]
+    top = [n for n in ast.parse(path.read_text()).body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module or "" for n in top if isinstance(n, ast.ImportFrom) and not n.level]
+    assert [n for n in names if n.split(".")[0] == "batchspawner"] == []
