@@ -314,6 +314,14 @@ def test_notification_before_the_end_then_stop_leaves_a_stopped_card(hub):
     page = context.new_page()
     page.set_default_timeout(30_000)
     try:
+        # servers the tests above stopped with the "tester" service's token (_stop): their cards do
+        # not blame the user (in this module's order: wt, e1, e1-2, r2, r2-2, e-other, nq...)
+        _goto(hub, "/hub/home", page)
+        by_service = page.locator(".hpc-ended[data-state=stopped]")
+        for i in range(by_service.count()):
+            text = by_service.nth(i).inner_text()
+            assert "was stopped by the hub (its tester service)" in text and "by you" not in text, text
+        print(f"{by_service.count()} cards of servers the tester service stopped")
         _goto(hub, f"/hub/spawn/{USER}/we", page)
         fill_form(page, "custom", partition="debug", nprocs="1", memory="512M", runtime="00:10:00")
         _submit_and_wait_ready(page, "we")
