@@ -12,7 +12,7 @@ Who asked, cheaply: JupyterHub stops a server in a task whose coroutine is the `
 (``_jupyterhub_user``: the server's owner, another user = an administrator, or a hub service such
 as the idle culler). :func:`who_stopped` walks up the current stack (a few frames, once per stop)
 to that closure. The hub's own stops (shutdown with ``cleanup_servers``, a start's cleanup) have no
-such frame: "" (the card says "stopped", blaming nobody). Nothing here is trusted for anything but
+such frame: "" (and then no card is kept: see ``SessionCards._session_stopped``). Nothing here is trusted for anything but
 these words.
 """
 

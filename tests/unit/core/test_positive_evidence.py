@@ -321,7 +321,7 @@ async def test_stop_cancels_then_forgets():
     assert slurm.cancels(runner) == [sp.job_id]
     assert slurm.jobs[sp.job_id] == "CANCELLED"
     sp.clear_state()
-    assert set(sp.get_state()) == {"last_ended"}  # the stopped card only (issue 26)
+    assert sp.get_state() == {}
 
 
 # ---------------------------------------------------------------- metrics

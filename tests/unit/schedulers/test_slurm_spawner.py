@@ -367,7 +367,7 @@ async def test_failed_cancel_is_retried_until_accepted(caplog):
     assert "cancel of job 57 accepted on attempt 3" in caplog.text
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
     spawner.clear_state()
-    assert set(spawner.get_state()) == {"last_ended"}  # the stopped card only (issue 26)
+    assert spawner.get_state() == {}
 
 
 async def test_cancel_that_keeps_failing_is_kept_and_cancelled_at_next_start(caplog, listener):
@@ -597,5 +597,4 @@ async def test_clear_state_after_a_clean_stop_keeps_nothing():
     spawner.job_id = "55"
     await spawner.stop()
     spawner.clear_state()
-    assert set(spawner.get_state()) == {"last_ended"}  # the stopped card only (issue 26)
-    assert spawner.last_ended["job_id"] == "55" and spawner.last_ended["stopped_by"] == ""
+    assert spawner.get_state() == {}

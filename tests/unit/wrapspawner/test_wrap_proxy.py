@@ -122,8 +122,7 @@ async def test_whole_api_through_profiles_spawner():
     await again.stop()
     assert any(c.argv[0] == "scancel" and "4242" in c.argv for c in runner.calls)
     again.clear_state()
-    # the wrapper keeps only its child's stopped-session card (issue 26)
-    assert again.child_spawner is None and set(again.get_state()) == {"last_ended"}
+    assert again.child_spawner is None and again.get_state() == {}
 
 
 class Recording(LocalProcessSpawner):
