@@ -10,6 +10,7 @@ test-artifacts/hub-logs and cancels the user's jobs that this hub submitted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -41,6 +42,23 @@ c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@contextlib.contextmanager
+def chromium_page(width=1100, height=900):
+    """Headless Debian Chromium through Playwright: ``(browser, page)`` with a 30 s default
+    timeout; the browser and Playwright are stopped on leaving."""
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    try:
+        page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+        page.set_default_timeout(30_000)
+        yield browser, page
+    finally:
+        browser.close()
+        pw.stop()
 
 
 def wait_for(check, timeout, what, interval=0.5):

@@ -27,7 +27,7 @@ import pytest
 import requests
 
 import slurmtools
-from gatewaytools import CHROMIUM, CHROMIUM_ARGS, ExampleHub, fill_form, require_gateway, wait_for
+from gatewaytools import chromium_page, ExampleHub, fill_form, require_gateway, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 USER = "erin"
@@ -70,27 +70,19 @@ def hub(tmp_path_factory):
                     env_drop=("JHPC_WEBAPP_DIR",), service_token=True)
     fillers: list[str] = []
     gw.wait_up()
-    from playwright.sync_api import sync_playwright
-
-    pw = sync_playwright().start()
-    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-    context = browser.new_context(viewport={"width": 1000, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    h = {"base": gw.base, "token": gw.token, "password": gw.password, "tmp": tmp, "proc": gw.proc, "page": page,
-         "fillers": fillers, "log": gw.log_path, "up": gw.up}
-
-    def restart():  # the same hub again (same database), its output appended to the same log
-        h["proc"] = gw.launch()
-        gw.wait_up("the restarted hub")
-        return h["proc"]
-
-    h["restart"] = restart
     try:
-        yield h
+        with chromium_page(1000, 900) as (browser, page):
+            h = {"base": gw.base, "token": gw.token, "password": gw.password, "tmp": tmp, "proc": gw.proc,
+                 "page": page, "fillers": fillers, "log": gw.log_path, "up": gw.up}
+
+            def restart():  # the same hub again (same database), its output appended to the same log
+                h["proc"] = gw.launch()
+                gw.wait_up("the restarted hub")
+                return h["proc"]
+
+            h["restart"] = restart
+            yield h
     finally:
-        browser.close()
-        pw.stop()
         gw.stop()
         gw.cleanup("dashboard-issue26.log", fillers)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from gatewaytools import CHROMIUM, CHROMIUM_ARGS, WRAPPER_CONFIG, ExampleHub, require_gateway, wait_for
+from gatewaytools import chromium_page, WRAPPER_CONFIG, ExampleHub, require_gateway, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "docs" / "screenshots"  # docs/users.md shows these
@@ -41,20 +41,12 @@ def hub(tmp_path_factory):
                     env={"JHPC_PARTITION": "debug", "JHPC_NAMED_SERVER_LIMIT": "20",
                          "JHPC_DEMO_USERS": f"{USER} {OTHER}"}, service_token=True)
     gw.wait_up()
-    from playwright.sync_api import sync_playwright
-
-    pw = sync_playwright().start()
-    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    h = {"gw": gw, "base": gw.base, "token": gw.token, "password": gw.password, "tmp": tmp, "page": page,
-         "browser": browser}
     try:
-        yield h
+        with chromium_page(1100, 900) as (browser, page):
+            h = {"gw": gw, "base": gw.base, "token": gw.token, "password": gw.password, "tmp": tmp, "page": page,
+                 "browser": browser}
+            yield h
     finally:
-        browser.close()
-        pw.stop()
         gw.stop()
         gw.cleanup("dashboard-tiles.log")
 
