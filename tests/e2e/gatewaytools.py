@@ -61,6 +61,13 @@ def chromium_page(width=1100, height=900):
         pw.stop()
 
 
+def hub_api(h, method, path, **kw):
+    """``method`` on the hub's REST API (``/hub/api`` + ``path``) with the tester service's token;
+    ``h`` is a test module's hub dict (``base``, ``token``)."""
+    return requests.request(method, h["base"] + "/hub/api" + path, timeout=60,
+                            headers={"Authorization": f"token {h['token']}"}, **kw)
+
+
 def wait_for(check, timeout, what, interval=0.5):
     """``check()``'s first true value; AssertionError naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

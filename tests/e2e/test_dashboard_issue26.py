@@ -27,7 +27,7 @@ import pytest
 import requests
 
 import slurmtools
-from gatewaytools import chromium_page, ExampleHub, fill_form, require_gateway, wait_for
+from gatewaytools import chromium_page, hub_api, ExampleHub, fill_form, require_gateway, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 USER = "erin"
@@ -85,11 +85,6 @@ def hub(tmp_path_factory):
     finally:
         gw.stop()
         gw.cleanup("dashboard-issue26.log", fillers)
-
-
-def _api(h, method, path, **kw):
-    return requests.request(method, h["base"] + "/hub/api" + path, timeout=60,
-                            headers={"Authorization": f"token {h['token']}"}, **kw)
 
 
 def test_first_form_after_hub_start_knows_the_partitions(hub):
@@ -346,17 +341,17 @@ def test_hub_log_is_quiet_and_sigterm_is_quick(hub):
     filler = r.stdout.strip().split(";")[0]
     hub["fillers"].append(filler)
     wait_for(lambda: slurmtools.job_state(filler) == "RUNNING", 30, "the filler to run")
-    r = _api(hub, "POST", f"/users/{USER}/servers/q",
+    r = hub_api(hub, "POST", f"/users/{USER}/servers/q",
              json={"profile": "custom", "partition": PARTITION, "nprocs": "1", "runtime": "00:10:00"})
     assert r.status_code == 202, r.text
     wait_for(lambda: any(j != filler and s == "PENDING" for j, s in slurmtools.live_jobs((USER,)).items()), 30,
              "the queued job")
     time.sleep(2)
     problems = []
-    r = _api(hub, "DELETE", f"/users/{USER}/servers/q")
+    r = hub_api(hub, "DELETE", f"/users/{USER}/servers/q")
     if r.status_code not in (202, 204):
         problems.append(f"cancel answered {r.status_code}: {r.text[:200]}")
-    wait_for(lambda: (_api(hub, "GET", f"/users/{USER}").json()["servers"].get("q") or {}).get("pending") is None,
+    wait_for(lambda: (hub_api(hub, "GET", f"/users/{USER}").json()["servers"].get("q") or {}).get("pending") is None,
              60, "the cancel")
     time.sleep(3)  # late log lines of the failed start and the cancel
     text = hub["log"].read_text(errors="replace")
@@ -373,7 +368,7 @@ def test_hub_log_is_quiet_and_sigterm_is_quick(hub):
         problems.append("no one-line 'refused spawn form' naming nprocs in the hub log")
 
     # SIGTERM with the web app's server running: the hub ends in < 5 s, the job keeps running
-    model = _api(hub, "GET", f"/users/{USER}").json()["servers"]["web"]
+    model = hub_api(hub, "GET", f"/users/{USER}").json()["servers"]["web"]
     assert model["ready"], model
     web_jobs = [j for j, s in slurmtools.live_jobs((USER,)).items() if s == "RUNNING" and j != filler]
     assert web_jobs, slurmtools.live_jobs((USER,))

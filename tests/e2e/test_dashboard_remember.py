@@ -26,11 +26,10 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
 import slurmtools
 from gatewaytools import (
-    chromium_page, WRAPPER_CONFIG, ExampleHub, fill_form, require_gateway, wait_for,
+    chromium_page, hub_api, WRAPPER_CONFIG, ExampleHub, fill_form, require_gateway, wait_for,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,11 +58,6 @@ def hub(tmp_path_factory):
         gw.cleanup("dashboard-remember.log", fillers)
 
 
-def _api(h, method, path, **kw):
-    return requests.request(method, h["base"] + "/hub/api" + path, timeout=60,
-                            headers={"Authorization": f"token {h['token']}"}, **kw)
-
-
 def _goto(h, path, page=None):
     page = page or h["page"]
     page.goto(h["base"] + path)
@@ -78,13 +72,13 @@ def _goto(h, path, page=None):
 
 
 def _servers(h):
-    r = _api(h, "GET", f"/users/{USER}")
+    r = hub_api(h, "GET", f"/users/{USER}")
     assert r.status_code == 200, r.text
     return r.json().get("servers", {})
 
 
 def _stop(h, server):
-    r = _api(h, "DELETE", f"/users/{USER}/servers/{server}")
+    r = hub_api(h, "DELETE", f"/users/{USER}/servers/{server}")
     assert r.status_code in (202, 204), r.text
     wait_for(lambda: server not in _servers(h), 60, f"server {server} to stop")
 

@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
-from gatewaytools import chromium_page, WRAPPER_CONFIG, ExampleHub, require_gateway, wait_for
+from gatewaytools import chromium_page, hub_api, WRAPPER_CONFIG, ExampleHub, require_gateway, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "docs" / "screenshots"  # docs/users.md shows these
@@ -51,13 +50,8 @@ def hub(tmp_path_factory):
         gw.cleanup("dashboard-tiles.log")
 
 
-def _api(h, method, path, **kw):
-    return requests.request(method, h["base"] + "/hub/api" + path, timeout=60,
-                            headers={"Authorization": f"token {h['token']}"}, **kw)
-
-
 def _servers(h, user=USER):
-    r = _api(h, "GET", f"/users/{user}")
+    r = hub_api(h, "GET", f"/users/{user}")
     assert r.status_code == 200, r.text
     return r.json().get("servers", {})
 
