@@ -21,9 +21,14 @@ the facts are asked by the runner and identity of the shared status query
   identity share it; a per-user ssh identity gives one per user. Such a task stops after
   ``REMOTE_IDLE_AFTER`` s without a form or check (the local one runs for the hub's life, as before)
   and forgets its facts then: the next form asks afresh, within ``cluster_wait``.
-- A profile naming another Slurm cluster of a multi-cluster client (``req_cluster``), or whose
-  spawner cannot say how it would ask: no facts (the form says they are not known, nothing is
-  refused over limits, the scheduler judges at submission). Never another cluster's facts.
+- A profile naming a cluster of a multi-cluster client (``req_cluster``, Slurm's ``--clusters``):
+  that cluster's facts, asked by the same runner and identity (on this machine or over ssh) with
+  ``--clusters=NAME`` / ``cluster=NAME`` in every query; one ClusterInfo per ``("slurm", identity,
+  "--clusters=NAME")``, so two profiles on two clusters never share facts. A name that is not one
+  Slurm cluster (a comma list, ``all``, anything but letters, digits, ``_``, ``-``) gets none.
+- A profile whose spawner cannot say how it would ask: no facts (the form says they are not
+  known, nothing is refused over limits, the scheduler judges at submission). Never another
+  cluster's facts.
 
 The endpoint of a profile is worked out once per wrapper (one spawner of that profile's class and
 config, built but never started), not per render.
@@ -33,7 +38,7 @@ from __future__ import annotations
 
 import logging
 
-from batchspawner.polling.cluster import ClusterInfo
+from batchspawner.polling.cluster import ClusterInfo, cluster_name
 
 LOCAL_KEY = "slurm"  # the hub's own Slurm, as the hub's user (tests/conftest.py fakes this key)
 REMOTE_IDLE_AFTER = 1800.0  # a remote identity's task stops after 30 min without a form or check
@@ -45,18 +50,21 @@ _PROBE_DROPS = ("orm_spawner", "db", "oauth_client_id", "server")
 
 
 def facts_endpoint(child):
-    """``(key, runner, env)`` of the facts queries for a spawner of the profile; None: no facts.
+    """``(key, runner, env, cluster)`` of the facts queries for a spawner of the profile; None: no facts.
 
-    ``runner``/``env`` are None for the local key (the registered local ClusterInfo's own)."""
+    ``runner``/``env`` are None for the local key (the registered local ClusterInfo's own);
+    ``cluster`` is the ``req_cluster`` every query names ("" the client's default cluster)."""
     policy = getattr(child, "runner_policy", None)
     if policy is None or not hasattr(policy, "status_endpoint"):
-        return (LOCAL_KEY, None, None)
-    if getattr(child, "req_cluster", ""):
-        return None  # another cluster of a multi-cluster client (--clusters): ClusterInfo asks the default one
+        return (LOCAL_KEY, None, None, "")
+    cluster = getattr(child, "req_cluster", "") or ""
+    if cluster:
+        cluster = cluster_name(cluster)  # ValueError: no facts (endpoint_of logs it)
     key, runner, env = policy.status_endpoint()
-    if not policy.runs_elsewhere(runner):
-        return (LOCAL_KEY, None, None)
-    return ((LOCAL_KEY, policy.identity_of(runner)), runner, dict(env or {}))
+    if not cluster and not policy.runs_elsewhere(runner):
+        return (LOCAL_KEY, None, None, "")
+    key = (LOCAL_KEY, policy.identity_of(runner)) + ((f"--clusters={cluster}",) if cluster else ())
+    return (key, runner, dict(env or {}), cluster)
 
 
 def probe(wrapper, profile):
@@ -87,14 +95,21 @@ def cluster_info(wrapper, profile):
     found = endpoint_of(wrapper, profile)
     if found is None:
         return None
-    key, runner, env = found
+    key, runner, env, cluster = found
     if key == LOCAL_KEY:
         return ClusterInfo.get()
-    return ClusterInfo.get(key, runner=runner, env=env, label=where(runner), idle_after=REMOTE_IDLE_AFTER)
+    label = ", ".join(w for w in (f"cluster {cluster}" if cluster else "", where(runner)) if w)
+    # a remote identity's task stops when unused (one per user for a per-user ssh identity); one per
+    # configured cluster on this machine runs for the hub's life, as the default cluster's does
+    idle = REMOTE_IDLE_AFTER if getattr(runner, "remote_shell", False) else None
+    return ClusterInfo.get(key, runner=runner, env=env, label=label, idle_after=idle, cluster=cluster)
 
 
 def where(runner) -> str:
-    """Where a remote runner asks, for the log: its ssh destination(s), never its options or keys."""
+    """Where a remote runner asks, for the log: its ssh destination(s), never its options or keys
+    ("" on this machine)."""
+    if not getattr(runner, "remote_shell", False):
+        return ""
     hosts = [str(getattr(h, "host", h)) for h in (getattr(runner, "hosts", ()) or ())]
     if hosts:
         return "over ssh to " + ", ".join(hosts)

@@ -21,6 +21,17 @@ the judge at submission).
 One ClusterInfo per cluster and identity: the hub's own Slurm under the key ``"slurm"`` (as the
 hub's user, refreshed for the hub's life), a cluster reached over ssh under its own key with the
 runner its spawner's status query uses (:mod:`wrapspawner.factsource` decides which serves a profile).
+
+Another cluster of a multi-cluster client (``cluster``: a profile's ``req_cluster``, Slurm's
+``--clusters``): every query names it, ``scontrol --clusters=NAME show partition -o``, ``sinfo
+--clusters=NAME -o ...`` and ``sacctmgr ... cluster=NAME``. The name is checked first
+(:func:`cluster_name`: letters, digits, ``_`` and ``-``, one cluster, never ``all``) and goes into
+one argv word. Slurm's own format (26.05, src/sinfo/sinfo.c and src/scontrol/scontrol.c): without
+``-h``, ``sinfo -M NAME`` prints ``CLUSTER: NAME`` before its column titles and partitions, so the
+sinfo query leaves ``-h`` out and its answer counts only under that line naming this cluster
+(:func:`cluster_table`); ``scontrol -M NAME`` prints no such line (one prints, it must name this
+cluster). Another cluster's answer, none, garbage or an error: the round fails, no facts (the form
+says they are not known, nothing is refused, the scheduler judges at submission).
 """
 
 from __future__ import annotations
@@ -155,6 +166,38 @@ def parse_sinfo_gres(text: str) -> dict[str, dict[str, int]]:
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,63}")
+# slurm.conf(5) ClusterName: at most 40 characters (stored lower case); one name, never a list or "all"
+_CLUSTER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,39}")
+_CLUSTER_LINE = re.compile(r"CLUSTER: (\S*)\s*")
+
+
+def cluster_name(value) -> str:
+    """``value`` if it names one Slurm cluster (letters, digits, ``_``, ``-``; not ``all``), else ValueError."""
+    if not isinstance(value, str) or not _CLUSTER.fullmatch(value) or value.lower() == "all":
+        raise ValueError(f"not one Slurm cluster name: {str(value)[:60]!r}")
+    return value
+
+
+def cluster_table(text: str, cluster: str, header_required: bool) -> str:
+    """The lines of a ``--clusters=NAME`` answer under Slurm's ``CLUSTER: NAME`` line for ``cluster``.
+
+    ``header_required`` (sinfo without ``-h``): no such line, or a table of another cluster, is
+    ValueError; otherwise (scontrol) a ``CLUSTER:`` line, if any, must name ``cluster`` too. The
+    column titles sinfo prints after it (``PARTITION|...``) are left out. Names compare without case
+    (Slurm keeps cluster names in lower case)."""
+    lines, seen = [], None
+    for line in text.splitlines():
+        header = _CLUSTER_LINE.fullmatch(line.strip())
+        if header:
+            seen = header.group(1)
+            if seen.lower() != cluster.lower():
+                raise ValueError(f"the answer is about cluster {seen[:40]!r}, not {cluster!r}")
+            continue
+        if not line.strip().startswith("PARTITION|"):
+            lines.append(line)
+    if header_required and seen is None:
+        raise ValueError(f"no 'CLUSTER: {cluster}' line in the answer: {text.strip()[:120]!r}")
+    return "\n".join(lines)
 
 
 def parse_assoc(text: str) -> dict[str, set]:
@@ -180,8 +223,10 @@ class ClusterInfo(SharedPoller):
     log = log
 
     def __init__(self, runner=None, interval=120.0, accounts_ttl=3600.0, clock=None, env=None, label="",
-                 idle_after=None):
+                 idle_after=None, cluster=""):
         super().__init__(clock=clock)
+        # "": the client's default cluster; else the one every query names (--clusters=NAME)
+        self.cluster = cluster_name(cluster) if cluster else ""
         # None: refresh for the hub's life; else the task stops when nobody kicked it for this many
         # seconds (one task per user's ssh identity need not run for users who do not come back)
         self.idle_after = idle_after
@@ -264,13 +309,20 @@ class ClusterInfo(SharedPoller):
 
     async def refresh(self):
         self.rounds += 1
-        parts = await self.runner.run(["scontrol", "show", "partition", "-o"], env=self.env)
-        found = parse_scontrol_partitions(parts.stdout)
-        cpus = await self.runner.run(["sinfo", "-h", "-o", "%R|%a|%C|%G"], env=self.env)
-        for name, (idle, total) in parse_sinfo_cpus(cpus.stdout).items():
+        if self.cluster:
+            where = f"--clusters={self.cluster}"
+            parts = await self.runner.run(["scontrol", where, "show", "partition", "-o"], env=self.env)
+            text = cluster_table(parts.stdout, self.cluster, header_required=False)
+            cpus = await self.runner.run(["sinfo", where, "-o", "%R|%a|%C|%G"], env=self.env)
+            table = cluster_table(cpus.stdout, self.cluster, header_required=True)
+        else:
+            text = (await self.runner.run(["scontrol", "show", "partition", "-o"], env=self.env)).stdout
+            table = (await self.runner.run(["sinfo", "-h", "-o", "%R|%a|%C|%G"], env=self.env)).stdout
+        found = parse_scontrol_partitions(text)
+        for name, (idle, total) in parse_sinfo_cpus(table).items():
             if name in found:
                 found[name].cpus_idle, found[name].cpus_total = idle, total
-        for name, gpus in parse_sinfo_gres(cpus.stdout).items():
+        for name, gpus in parse_sinfo_gres(table).items():
             if name in found:
                 found[name].gpus = gpus
         self.partitions = found
@@ -307,8 +359,10 @@ class ClusterInfo(SharedPoller):
         if cached is not None and self.clock.now() - cached[1] < self.accounts_ttl:
             return cached[0]
         try:
+            where = [f"cluster={self.cluster}"] if self.cluster else []
             result = await self.runner.run(
-                ["sacctmgr", "-nP", "show", "assoc", f"user={username}", "format=account,qos"], timeout=20, env=self.env
+                ["sacctmgr", "-nP", "show", "assoc", f"user={username}", *where, "format=account,qos"], timeout=20,
+                env=self.env,
             )
             assoc = parse_assoc(result.stdout)
         except CommandError as e:

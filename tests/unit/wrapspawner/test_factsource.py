@@ -164,10 +164,11 @@ def test_submit_hosts_profiles_ask_over_ssh_per_ssh_user():
     assert [h.host for h in a.runner.hosts] == ["login1", "login2"]
 
 
-def test_a_multi_cluster_profile_gets_no_facts_rather_than_the_default_clusters():
+def test_a_multi_cluster_profile_gets_its_own_clusters_facts_never_the_default_clusters():
     other = [{"key": "c", "class": "batchspawner.SlurmSpawner", "config": {"req_cluster": "beta"}}]
     wrapper = make_wrapper(ProfilesSpawner, profiles=other)
-    assert wrapper.cluster_info(wrapper.profile("c")) is None
+    info = wrapper.cluster_info(wrapper.profile("c"))
+    assert info is not ClusterInfo._registry["slurm"] and info.cluster == "beta"  # test_factsource_clusters.py
 
 
 async def test_kick_at_start_starts_each_profiles_cluster():
