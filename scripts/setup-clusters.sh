@@ -6,9 +6,10 @@
 #
 # Roots are built once per machine under $JHPC_CLUSTER_CACHE (default
 # /var/cache/jupyterhub-hpc/clusters; ~2 min each on a fresh machine, packages from Debian's
-# registry, pip from PyPI) and rebuilt when scripts/cluster/build-root.sh changes. Starting a
-# cluster that is up and healthy does nothing; otherwise its leftovers are stopped by PID and it
-# boots again (~4 s). Stop them with: bash scripts/cluster/cluster.sh stop current|lts
+# registry, pip from PyPI) and rebuilt when scripts/cluster/build-root.sh changes (its common part,
+# or that suite's own line). Starting a cluster that is up and healthy does nothing; otherwise its
+# leftovers are stopped by PID and it boots again (~4 s; current, with slurmdbd on MariaDB, ~2-3 s
+# from its kept database, ~8 s the first time). Stop them with: bash scripts/cluster/cluster.sh stop current|lts
 # JHPC_CLUSTERS (default "current lts condor") lists the clusters to start.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,11 +6,12 @@
 #   bash scripts/cluster/build-root.sh SUITE --check   exit 0 when the cached root is up to date
 #
 # The root lands in $JHPC_CLUSTER_CACHE/roots/SUITE (default /var/cache/jupyterhub-hpc/clusters),
-# outside the checkout, stamped with a hash of this script: a changed script rebuilds it, an
-# unchanged one returns at once. A build goes to SUITE.new and is renamed only when complete, so
+# outside the checkout, stamped with a hash of this script (each suite's own line only for its
+# own root): a changed script rebuilds it, an unchanged one returns at once. A build goes to SUITE.new and is renamed only when complete, so
 # an interrupted build never leaves a half root that looks finished.
 #
 # Contents: debootstrap --variant=minbase, Slurm (controller, node daemon, client), munge, sshd,
+# for sid also slurmdbd and MariaDB (the accounting database of cluster "current"),
 # and the root's own python3 with a venv /opt/jhpc/venv holding JupyterHub 6.1 (the hub's
 # major), JupyterLab and this package (its job side: batchspawner-singleuser). pip runs on the
 # host's network during the build; no daemon is started (policy-rc.d refuses them).
@@ -18,16 +19,20 @@
 # checkout changed (a hash of its sources), so a code change does not rebuild the root.
 set -euo pipefail
 suite=${1:?usage: build-root.sh sid|trixie|condor}
+# each suite's own line (#@suite): its packages enter its stamp as values, so a change to one
+# suite's line rebuilds that suite's root only
+extra=""
 case $suite in
-  sid|trixie) dist=$suite; sched="slurmctld slurmd slurm-client munge" ;;
-  condor) dist=trixie; sched="htcondor" ;;
+  sid) dist=sid; sched="slurmctld slurmd slurm-client munge"; extra="slurmdbd mariadb-server" ;;  #@suite
+  trixie) dist=trixie; sched="slurmctld slurmd slurm-client munge" ;;  #@suite
+  condor) dist=trixie; sched="htcondor" ;;  #@suite
   *) echo "build-root.sh: unknown suite '$suite' (sid, trixie or condor)" >&2; exit 2 ;;
 esac
 CACHE=${JHPC_CLUSTER_CACHE:-/var/cache/jupyterhub-hpc/clusters}
 MIRROR=${JHPC_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 JH_SPEC=${JHPC_NODE_JUPYTERHUB:-jupyterhub==6.1.*}
 root=$CACHE/roots/$suite
-stamp=$( { cat "$0"; echo "$suite $MIRROR $JH_SPEC"; } | sha256sum | cut -c1-16)
+stamp=$( { grep -v '#@suite$' "$0"; echo "$suite $dist $sched $extra $MIRROR $JH_SPEC"; } | sha256sum | cut -c1-16)
 
 if [ -f "$root/.jhpc-stamp" ] && [ "$(cat "$root/.jhpc-stamp")" = "$stamp" ]; then
   echo "$root"
@@ -66,7 +71,7 @@ mount --bind /dev "$new/dev"
 mount --bind /dev/pts "$new/dev/pts"
 chroot "$new" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
 chroot "$new" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-  $sched openssh-server openssh-client python3 python3-venv \
+  $sched $extra openssh-server openssh-client python3 python3-venv \
   procps iproute2 ca-certificates >"$CACHE/roots/$suite.apt.log" 2>&1 || {
   tail -20 "$CACHE/roots/$suite.apt.log" >&2; exit 1; }
 chroot "$new" apt-get clean

@@ -10,7 +10,10 @@
 #   bash scripts/cluster/cluster.sh exec NAME MACHINE CMD...   run CMD as root in a machine
 #
 # Clusters (NAME):
-#   current  Debian sid, Slurm 26.05: ctl (slurmctld), n1 n2 (slurmd, 1 CPU each), login (sshd)
+#   current  Debian sid, Slurm 26.05: ctl (slurmctld; slurmdbd on MariaDB, the accounting database),
+#            n1 n2 (slurmd, 1 CPU each; n2 has 2 GPUs gpu:a100 without devices), login (sshd);
+#            partitions debug (n1 n2, default) and gpu (n2); accounts physics and chem with alice
+#            in both (physics: QOS normal, her default; chem: QOS long only)
 #   lts      Debian trixie, Slurm 24.11: ctl, n1 (2 CPUs), login
 #   condor   Debian trixie, HTCondor 23.9: login (central manager: collector, negotiator, and the
 #            schedd; sshd), n1 (startd, 2 CPUs)
@@ -35,11 +38,13 @@ CACHE=${JHPC_CLUSTER_CACHE:-/var/cache/jupyterhub-hpc/clusters}
 cmd=${1:?usage: cluster.sh start|stop|status|env|exec NAME}
 name=${2:?usage: cluster.sh $cmd NAME}
 case $name in
-  current) kind=slurm; suite=sid; K=1; machines="ctl:2 n1:3 n2:4 login:5"; nodes="n1 n2"; node_cpus=1 ;;
+  current) kind=slurm; suite=sid; K=1; machines="ctl:2 n1:3 n2:4 login:5"; nodes="n1 n2"; node_cpus=1
+           accounting=slurmdbd; gpu_node=n2; gpu_gres=gpu:a100:2 ;;
   lts) kind=slurm; suite=trixie; K=2; machines="ctl:2 n1:3 login:5"; nodes="n1"; node_cpus=2 ;;
   condor) kind=condor; suite=condor; K=3; machines="login:2 n1:3"; nodes="n1"; node_cpus=2 ;;
   *) echo "cluster.sh: unknown cluster '$name' (current, lts or condor)" >&2; exit 2 ;;
 esac
+accounting=${accounting:-}; gpu_node=${gpu_node:-}; gpu_gres=${gpu_gres:-}
 RUN=$CACHE/run/$name
 root=$CACHE/roots/$suite
 bridge=jhpc-$name
@@ -68,6 +73,7 @@ machine_pids() {  # every process whose root directory is inside this cluster's 
 
 do_stop() {
   local m pids i
+  stop_mariadb
   # daemons and jobs first (their root is a machine's), then the holders
   for i in 1 2 3 4 5 6 7 8 9 10; do
     pids=$(machine_pids)
@@ -124,6 +130,9 @@ healthy() {
     grep -q "jhpc-holder-$name-$m" "/proc/$h/cmdline" 2>/dev/null || return 1  # alive (not a zombie)
   done
   if [ "$kind" = slurm ]; then in_machine ctl scontrol ping 2>/dev/null | grep -q UP || return 1; fi
+  if [ -n "$accounting" ]; then  # slurmdbd answers from its database, and knows this cluster
+    in_machine ctl sacctmgr -nP show cluster format=cluster 2>/dev/null | grep -qx "$name" || return 1
+  fi
   in_machine login sh -c 'test -f /run/sshd.pid && kill -0 $(cat /run/sshd.pid)' || return 1
   nodes_up
 }
@@ -212,9 +221,10 @@ CONF
 
 write_config() {
   mkdir -p "$RUN/etc-slurm" "$RUN/etc-munge" "$RUN/etc-jhpc"
-  local m a nodeconf=""
+  local m a nodeconf="" gres
   for m in $nodes; do
-    nodeconf+="NodeName=$m NodeAddr=$net4.$(addr "$m") CPUs=$node_cpus RealMemory=1000 State=UNKNOWN"$'\n'
+    gres=""; [ "$m" = "$gpu_node" ] && gres=" Gres=$gpu_gres"
+    nodeconf+="NodeName=$m NodeAddr=$net4.$(addr "$m") CPUs=$node_cpus RealMemory=1000$gres State=UNKNOWN"$'\n'
   done
   cat >"$RUN/etc-slurm/slurm.conf" <<EOF
 # test cluster '$name' (scripts/cluster/cluster.sh)
@@ -239,8 +249,12 @@ MpiDefault=none
 MinJobAge=300
 SlurmctldTimeout=30
 SlurmdTimeout=60
+$(extra_slurm_conf)
 ${nodeconf}PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+$( [ -z "$gpu_node" ] || echo "PartitionName=gpu Nodes=$gpu_node MaxTime=INFINITE State=UP")
 EOF
+  write_gres_conf
+  write_slurmdbd_conf
   echo "CgroupPlugin=disabled" >"$RUN/etc-slurm/cgroup.conf"
   local munge_uid
   munge_uid=$(awk -F: '$1 == "munge" {print $3}' "$root/etc/passwd")
@@ -283,6 +297,10 @@ LogLevel VERBOSE
 EOF
 }
 
+# slurmdbd, MariaDB and GPUs of the clusters that have them
+# shellcheck source=scripts/cluster/accounting.sh
+. "$here/accounting.sh"
+
 do_start() {
   if bash "$here/build-root.sh" "$suite" --check >/dev/null && healthy; then
     echo "cluster.sh: $name is up"; return 0
@@ -316,6 +334,7 @@ do_start() {
       condor_config "$m" >"$merged/etc/condor/config.d/99-jhpc.conf"
     fi
     mount --bind "$RUN/etc-jhpc" "$merged/etc/jhpc"
+    machine_extras "$m" "$merged"
     mount -o remount,bind,ro "$merged/etc/jhpc" 2>/dev/null || :
     cp "$RUN/etc-jhpc/hosts" "$merged/etc/hosts"
     echo "$m" >"$merged/etc/hostname"
@@ -353,6 +372,7 @@ do_start() {
     fi
   done
   if [ "$kind" = slurm ]; then
+    start_accounting
     in_machine ctl /usr/sbin/slurmctld
     for m in $nodes; do in_machine "$m" /usr/sbin/slurmd; done
   fi

@@ -106,9 +106,10 @@ def wait_job_gone(cluster, job_id, timeout=30):
     return False
 
 
-def check_views(cluster, jobs, cpus_per_node):
+def check_views(cluster, jobs, cpus_per_node, accounts=None):
     """This Slurm version's squeue/scontrol/sinfo answers, parsed by the package's own parsers:
-    the shared status query, the session card's details and the form's partition facts."""
+    the shared status query, the session card's details and the form's partition facts.
+    ``accounts``: alice's accounts as sacctmgr lists them (None: the cluster has no slurmdbd)."""
     views = clustertools.parsed_views(cluster, [j[0] for j in jobs])
     raw = views["raw"]
     for job_id, _, node in jobs:
@@ -124,9 +125,10 @@ def check_views(cluster, jobs, cpus_per_node):
     assert debug.cpus_total == total and debug.cpus_idle <= total - len(jobs), (debug, raw["sinfo"])
     # the form's words for the partition (sinfo's idle cores of scontrol's partition)
     assert views["form"]["debug"] == f"debug: {debug.cpus_idle} of {total} cores free now; no time limit", views["form"]
-    # no accounting database on the test clusters: this version's sacctmgr refusal means "no
-    # account list" on the form, never its words taken for account names
-    assert views["accounts"] is None, raw["sacctmgr"]
+    # with an accounting database (current: scripts/cluster/accounting.sh) alice's own accounts;
+    # without (lts), this version's sacctmgr refusal means "no account list" on the form, never
+    # its words taken for account names
+    assert views["accounts"] == accounts, raw["sacctmgr"]
 
 
 def spawn_ready(hub, name, server=""):
@@ -221,7 +223,7 @@ def test_two_servers_of_one_user_on_two_nodes(current, hub):
         target = route_target(hub, "alice", server)
         assert target and target.startswith(f"http://{current.addr[job[2]]}:"), (server, target)
         assert hub.user_request("alice", "api", server=server).status_code == 200
-    check_views(current, [first, second], cpus_per_node=1)
+    check_views(current, [first, second], cpus_per_node=1, accounts=["chem", "physics"])
     for server, job in (("one", first), ("two", second)):
         assert hub.stop_server("alice", server)
         assert wait_job_gone(current, job[0])
