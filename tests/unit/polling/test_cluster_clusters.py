@@ -16,7 +16,7 @@ from batchspawner.polling.cluster import ClusterInfo, cluster_name, cluster_tabl
 SCONTROL = fixture("slurm/scontrol_clusters_partitions.txt")
 SINFO = fixture("slurm/sinfo_clusters_cpus.txt")
 UNKNOWN = fixture("slurm/sinfo_clusters_unknown.stderr")
-ASSOC = fixture("slurm/sacctmgr_assoc_account_qos.txt")
+ASSOC = fixture("slurm/sacctmgr_assoc_cluster.txt")
 
 
 def cluster_answers(scontrol=SCONTROL, sinfo=SINFO, assoc=ASSOC):
@@ -47,7 +47,8 @@ def test_anything_but_one_cluster_name_is_refused(name):
 
 def test_cluster_table_keeps_the_named_clusters_rows_only():
     assert cluster_table(SINFO, "current", header_required=True).splitlines() == [
-        "debug|up|0/2/0/2|(null)", "short|up|1/1/0/2|(null)"]
+        "debug|up|0/1/0/1|(null)", "debug|up|0/1/0/1|gpu:a100:2", "gpu|up|0/1/0/1|gpu:a100:2",
+        "short|up|0/1/0/1|(null)", "short|up|0/1/0/1|gpu:a100:2"]
     assert cluster_table(SINFO, "CURRENT", header_required=True)  # Slurm stores names in lower case
     with pytest.raises(ValueError, match="cluster 'current', not 'beta'"):
         cluster_table(SINFO, "beta", header_required=True)
@@ -64,17 +65,16 @@ async def test_every_query_names_the_cluster_and_the_facts_are_its_own():
         ["scontrol", "--clusters=current", "show", "partition", "-o"],
         ["sinfo", "--clusters=current", "-o", "%R|%a|%C|%G"],  # no -h: the CLUSTER line is the proof
     ]
-    assert set(info.partitions) == {"debug", "short"}
+    assert set(info.partitions) == {"debug", "gpu", "short"}
     short = info.partitions["short"]
     assert (short.max_cpus_per_node, short.max_time, short.max_mem_per_node_mb) == (1, 20 * 60, 1000)
-    assert (short.cpus_idle, short.cpus_total) == (1, 2)
-    assert info.describe("short") == "short: 1 of 2 cores free now; at most 1 cores per node, 1000M memory per node, " \
+    assert (short.cpus_idle, short.cpus_total, short.gpus) == (2, 2, {"a100": 2})
+    assert info.describe("short") == "short: 2 of 2 cores free now; at most 1 cores per node, 1000M memory per node, " \
                                      "20 min per job"
     assert info.check("short", nprocs=2) == ("nprocs", "is more than partition short allows (at most 1 cores per node)")
     assert info.check("short", runtime_s=3600)[0] == "runtime"
     assert info.check("debug", nprocs=2) is None
-    assert await info.user_associations("alice") == {"proj042": {"normal", "long"}, "chem-lab": {"normal", "gpu-high"},
-                                                     "teaching": set()}
+    assert await info.user_associations("alice") == {"chem": {"long"}, "physics": {"normal"}}
     assert runner.calls[-1].argv == ["sacctmgr", "-nP", "show", "assoc", "user=alice", "cluster=current",
                                      "format=account,qos"]
 

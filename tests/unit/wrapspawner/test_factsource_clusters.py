@@ -72,7 +72,7 @@ def profiles(alpha, beta, fields=FIELDS):
 
 
 def two_clusters(**kw):
-    alpha = runner_for("alpha", ALPHA_SCONTROL, ALPHA_SINFO, "proj042|normal,long\n")
+    alpha = runner_for("alpha", ALPHA_SCONTROL, ALPHA_SINFO, fixture("slurm/sacctmgr_assoc_cluster.txt"))
     beta = runner_for("beta", BETA_SCONTROL, BETA_SINFO, "chem-lab|normal\n")
     return alpha, beta, make_wrapper(ProfilesSpawner, profiles=profiles(alpha, beta), cluster_wait=1, **kw)
 
@@ -81,7 +81,7 @@ async def test_two_profiles_on_two_clusters_show_each_their_own_facts():
     alpha, beta, wrapper = two_clusters()
     form = await wrapper.get_options_form()
     a, b = described(section(form, "alpha")), described(section(form, "beta"))
-    assert a["short"] == "short: 1 of 2 cores free now; at most 1 cores per node, 1000M memory per node, 20 min per job"
+    assert a["short"] == "short: 2 of 2 cores free now; at most 1 cores per node, 1000M memory per node, 20 min per job"
     assert b["short"] == "short: 24 of 32 cores free now; at most 8 cores per node, 4 h 00 min per job"
     assert a["debug"] != b["debug"] and "32 cores" in b["debug"]
     # the default cluster's profile keeps the hub's registered "slurm" facts (none here): never alpha's or beta's
@@ -90,7 +90,7 @@ async def test_two_profiles_on_two_clusters_show_each_their_own_facts():
     accounts = {key: re.findall(r'value="([^"]*)"', re.search(r'<select[^>]*name="%s.account".*?</select>' % key,
                                                              section(form, key), re.S).group(0))
                 for key in ("alpha", "beta")}  # fmt: skip
-    assert accounts == {"alpha": ["", "proj042"], "beta": ["", "chem-lab"]}
+    assert accounts == {"alpha": ["", "chem", "physics"], "beta": ["", "chem-lab"]}
     short = re.search(r'<option value="short"[^>]*>', section(form, "alpha")).group(0)
     assert 'data-max-cores="1"' in short
     infos = [wrapper.cluster_info(wrapper.profile(k)) for k in ("alpha", "beta", "home")]
@@ -109,12 +109,12 @@ async def test_over_the_clusters_limit_is_400_naming_the_field():
         await wrapper.validate_options({"profile": "alpha", "partition": "short", "runtime": "01:00:00"})
     assert err.value.field == "runtime"
     with pytest.raises(OptionError) as err:
-        await wrapper.validate_options({"profile": "beta", "account": "proj042"})  # alpha's account, not beta's
+        await wrapper.validate_options({"profile": "beta", "account": "physics"})  # alpha's account, not beta's
     assert err.value.field == "account"
     # beta allows 8 cores on short; alpha's debug has no limit
     await wrapper.validate_options({"profile": "beta", "partition": "short", "nprocs": "8"})
     await wrapper.validate_options({"profile": "alpha", "partition": "debug", "nprocs": "2"})
-    await wrapper.validate_options({"profile": "alpha", "partition": "short", "nprocs": "1", "account": "proj042"})
+    await wrapper.validate_options({"profile": "alpha", "partition": "short", "nprocs": "1", "account": "physics"})
 
 
 async def test_a_profile_over_ssh_asks_its_cluster_through_the_login_node():
