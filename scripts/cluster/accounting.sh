@@ -32,6 +32,14 @@ extra_slurm_conf() {  # slurm.conf lines of the accounting and GPUs this cluster
 
 GPU_DIR=/run/jhpc-gpu  # the GPU node's stand-in device files (its own /run; /dev is the host's)
 
+gpu_partitions() {  # "gpu": the GPU node; "cpu": the other nodes (no GPUs); debug keeps them all
+  [ -n "$gpu_node" ] || return 0
+  local m others=""
+  for m in $nodes; do [ "$m" = "$gpu_node" ] || others+="${others:+,}$m"; done
+  echo "PartitionName=gpu Nodes=$gpu_node MaxTime=INFINITE State=UP"
+  echo "PartitionName=cpu Nodes=$others MaxTime=INFINITE State=UP"
+}
+
 write_gres_conf() {  # GPUs without devices: AutoDetect off, File= naming empty files (Slurm 26.05
   # drops a file-less GPU line: "Ignoring file-less GPU gpu:a100 from final GRES list")
   rm -f "$RUN/etc-slurm/gres.conf"

@@ -12,7 +12,7 @@
 # Clusters (NAME):
 #   current  Debian sid, Slurm 26.05: ctl (slurmctld; slurmdbd on MariaDB, the accounting database),
 #            n1 n2 (slurmd, 1 CPU each; n2 has 2 GPUs gpu:a100 without devices), login (sshd);
-#            partitions debug (n1 n2, default) and gpu (n2); accounts physics and chem with alice
+#            partitions debug (n1 n2, default), gpu (n2) and cpu (n1); accounts physics and chem with alice
 #            in both (physics: QOS normal, her default; chem: QOS long only)
 #   lts      Debian trixie, Slurm 24.11: ctl, n1 (2 CPUs), login
 #   condor   Debian trixie, HTCondor 23.9: login (central manager: collector, negotiator, and the
@@ -251,7 +251,7 @@ SlurmctldTimeout=30
 SlurmdTimeout=60
 $(extra_slurm_conf)
 ${nodeconf}PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
-$( [ -z "$gpu_node" ] || echo "PartitionName=gpu Nodes=$gpu_node MaxTime=INFINITE State=UP")
+$(gpu_partitions)
 EOF
   write_gres_conf
   write_slurmdbd_conf
