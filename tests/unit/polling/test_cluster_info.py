@@ -137,3 +137,28 @@ async def test_an_idle_remote_facts_task_stops_and_a_later_form_asks_afresh():
         await clock.advance(100)
     assert local.running() and local.rounds >= 5
     local._task.cancel()
+
+
+async def test_real_26_05_gres_and_associations_of_cluster_current():
+    """What Slurm 26.05.5 with slurmdbd and a GPU node really prints (cluster current,
+    scripts/cluster/accounting.sh): a partition over a GPU and a CPU node comes as two sinfo lines
+    (CPUs added, the GPUs one node has); alice's associations; bob's empty answer (no association,
+    exit 0) is "no accounts", not "unknown"."""
+    sinfo = fixture("slurm/sinfo_gres_current.txt")
+    assoc = fixture("slurm/sacctmgr_assoc_cluster.txt")
+    scontrol = "".join(f"PartitionName={p} State=UP MaxTime=UNLIMITED MaxCPUsPerNode=UNLIMITED TotalNodes={n}\n"
+                       for p, n in (("debug", 2), ("gpu", 1), ("cpu", 1)))
+
+    def answer(argv, stdin):
+        if argv[0] == "sacctmgr":
+            return Reply(stdout=assoc if "user=alice" in argv else "")
+        return Reply(stdout=scontrol if argv[0] == "scontrol" else sinfo)
+
+    info = ClusterInfo(runner=FakeRunner(answer))
+    await info.refresh()
+    parts = info.partitions
+    assert {n: (p.cpus_idle, p.cpus_total, p.gpus) for n, p in parts.items()} == {
+        "debug": (2, 2, {"a100": 2}), "gpu": (1, 1, {"a100": 2}), "cpu": (1, 1, {})}
+    assert await info.user_associations("alice") == {"chem": {"long"}, "physics": {"normal"}}
+    assert await info.user_associations("bob") == {}
+    assert await info.user_accounts("bob") == []
