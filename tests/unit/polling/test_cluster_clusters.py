@@ -17,6 +17,7 @@ SCONTROL = fixture("slurm/scontrol_clusters_partitions.txt")
 SINFO = fixture("slurm/sinfo_clusters_cpus.txt")
 UNKNOWN = fixture("slurm/sinfo_clusters_unknown.stderr")
 ASSOC = fixture("slurm/sacctmgr_assoc_cluster.txt")
+DBD_DOWN = fixture("slurm/squeue_clusters_dbd_down.stderr").replace("squeue", "scontrol")
 
 
 def cluster_answers(scontrol=SCONTROL, sinfo=SINFO, assoc=ASSOC):
@@ -98,6 +99,7 @@ async def test_the_default_cluster_asks_as_before():
     pytest.param(SCONTROL, "\n".join(SINFO.splitlines()[1:]), id="sinfo-without-its-cluster-line"),
     pytest.param(SCONTROL, "", id="empty-sinfo"),
     pytest.param(SCONTROL, Reply(timeout=True), id="sinfo-hangs"),
+    pytest.param(Reply(returncode=1, stderr=DBD_DOWN), SINFO, id="accounting-database-down"),
 ])
 async def test_no_facts_when_the_answer_is_not_the_named_clusters(scontrol, sinfo):
     info = ClusterInfo(runner=FakeRunner(cluster_answers(scontrol, sinfo)), cluster="current")

@@ -113,3 +113,26 @@ async def test_cluster_printed_by_sbatch_is_used_for_query_and_cancel():
     _, calls = await submit_query_cancel(sp, runner)
     assert "--clusters=clusterb" in calls["squeue"].argv
     assert "--clusters=clusterb" in calls["scancel"].argv
+
+
+async def test_2605_with_its_accounting_database_down_the_job_is_unknown_never_gone():
+    """Slurm 26.05's --clusters answer while slurmdbd is down (exit 1, 'Could not get cluster
+    information'): neither the query nor the confirm may end the server."""
+    down = fixture("slurm/squeue_clusters_dbd_down.stderr")
+    runner = FakeRunner(lambda argv, stdin: Reply("", down.replace("squeue", argv[0]), 1))
+    sp = make_spawner(MultiSlurmSpawner, runner, req_cluster="current")
+    sp.job_id = "7"
+    assert (await sp.query_job_status()).state is JobState.UNKNOWN
+    assert runner.calls[-1].argv[-1] == "--clusters=current"
+    assert sp.parse_confirm_output(1, "", down.replace("squeue", "scontrol")).state is JobState.UNKNOWN
+
+
+async def test_2605_clusters_answers_as_captured_submit_query_cancel():
+    """sbatch --parsable --clusters=current ('4;current') and squeue -h --clusters=current (no
+    CLUSTER line with -h) as Slurm 26.05.5 printed them on the test cluster current."""
+    runner = FakeRunner(responder("4;current\n", fixture("slurm/squeue_clusters_running_2605.txt")))
+    sp = make_spawner(MultiSlurmSpawner, runner, req_cluster="current")
+    status, calls = await submit_query_cancel(sp, runner)
+    assert (sp.job_id, sp.job_cluster) == ("4", "current")
+    assert (status.state, status.host) == (JobState.RUNNING, "n2")
+    assert calls["scancel"].argv == ["scancel", "--clusters=current", "4"]
