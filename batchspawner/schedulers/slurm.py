@@ -6,7 +6,8 @@ Behaviour of Slurm 22.05 that matters here (measured on the real daemons):
   prints nothing; with ``-t all`` it prints COMPLETED/CANCELLED/FAILED...
 - Later ``squeue -j ID`` exits 1 with "Invalid job id specified".
 - With slurmctld down: "Unable to contact slurm controller" (state unknown).
-- With ``--clusters``/``-M``, squeue prints a ``CLUSTER: name`` line first.
+- With ``--clusters``/``-M``, squeue (and sinfo) print a ``CLUSTER: name`` line first, only
+  without ``-h`` (26.05 measured: the queries here use ``-h`` and get none; the parsers skip one).
 """
 
 from __future__ import annotations
