@@ -108,7 +108,8 @@ def _clean_env():
 # The same extension shows the user, inside JupyterLab (and Notebook 7), a banner when the job's
 # wall time is about to run out: Lab's HTML pages get a small script (an output transform of the
 # server's own pages; nothing is installed in Lab) that asks ``{base_url}batchspawner/walltime``
-# (logged-in users of this server only) every WALLTIME_POLL seconds. That handler asks the hub,
+# (logged-in users of this server only) every WALLTIME_POLL seconds, and once more when a running
+# job's time left reaches the warning window (so a Lab open before then shows it at the crossing). That handler asks the hub,
 # ``GET $JUPYTERHUB_API_URL/batchspawner`` with the server's own token, at most once per
 # WALLTIME_CACHE seconds; the hub answers from its caches (time left, warn or not:
 # ``BatchSpawnerBase.walltime_warning``), so it works for every scheduler and needs no scheduler
@@ -155,10 +156,17 @@ _BANNER_CORE = """(function() {
     var m = document.cookie.match(/(?:^|; *)_xsrf=([^;]*)/);
     return m ? decodeURIComponent(m[1]) : "";
   }
+  var crossing = null;
+  function expect(a) {  /* a running job not warned yet: ask again when it enters the warning window */
+    if (crossing !== null) { clearTimeout(crossing); crossing = null; }
+    if (!a || a.ends_soon || a.state !== "running" || typeof a.time_left !== "number" ||
+        typeof a.warn_seconds !== "number" || !(a.warn_seconds > 0) || !(a.time_left > a.warn_seconds)) { return; }
+    crossing = setTimeout(ask, (a.time_left - a.warn_seconds) * 1000 + 1000);
+  }
   function ask() {
     fetch(url, {credentials: "same-origin", cache: "no-store", headers: {"X-XSRFToken": xsrf()}})
       .then(function(r) { return r.ok ? r.json() : null; })
-      .then(show).catch(function() {});
+      .then(function(a) { show(a); expect(a); }).catch(function() {});
   }
   ask();
   setInterval(ask, %(poll)d);
@@ -257,7 +265,12 @@ class WalltimeSource:
         left = answer.get("time_left")
         if isinstance(left, (int, float)) and not isinstance(left, bool):
             answer["time_left"] = max(0, int(left - (now - self.at)))
-        answer["ends_soon"] = bool(answer.get("ends_soon"))
+        # counted down into the warning window since the hub's answer (a running job's wall time runs)
+        warn = answer.get("warn_seconds")
+        left = answer.get("time_left")
+        crossed = (answer.get("state") == "running" and type(left) is int
+                   and type(warn) in (int, float) and 0 < left <= warn)
+        answer["ends_soon"] = bool(answer.get("ends_soon")) or crossed
         return {k: answer.get(k) for k in ("ends_soon", "time_left", "warn_seconds", "state")}
 
 

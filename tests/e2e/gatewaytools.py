@@ -80,6 +80,64 @@ def wait_for(check, timeout, what, interval=0.5):
         time.sleep(interval)
 
 
+def hub_login(h, page, user, path="/hub/home"):
+    """``page`` at ``path`` of the hub ``h`` (``base``, ``password``), through the login form as
+    ``user`` if the hub asks."""
+    page.goto(h["base"] + path)
+    if "/hub/login" in page.url:
+        page.fill("#username_input", user)
+        page.fill("#password_input", h["password"])
+        page.click("#login_submit")
+        page.wait_for_load_state("load")
+        if path not in page.url:
+            page.goto(h["base"] + path)
+    return page
+
+
+# every Notification a page creates, recorded in window._notes as [title, body] (and still shown by
+# the browser); window._noteTimes has each one's Date.now()
+RECORD_NOTIFICATIONS = """
+(() => {
+  const Real = window.Notification;
+  if (!Real) { return; }
+  window._notes = [];
+  window._noteTimes = [];
+  function Recorded(title, options) {
+    window._notes.push([title, (options || {}).body || ""]);
+    window._noteTimes.push(Date.now());
+    return new Real(title, options);
+  }
+  Object.defineProperty(Recorded, "permission", {get: () => Real.permission});
+  Recorded.requestPermission = (...a) => Real.requestPermission(...a);
+  window.Notification = Recorded;
+})();
+"""
+
+
+def notifying_page(browser, origin, width=1100, height=900):
+    """A page in a new context of ``browser`` where ``origin`` may show notifications, each one
+    recorded (RECORD_NOTIFICATIONS); close it with ``page.context.close()``."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    context.grant_permissions(["notifications"], origin=origin)
+    context.add_init_script(RECORD_NOTIFICATIONS)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    return page
+
+
+def start_filler(user, partition, fillers):
+    """A running 2-core job of ``user``'s own in ``partition`` (at most 2 cores per node): the next
+    start there waits in the queue until it is cancelled. Its id is added to ``fillers``."""
+    r = subprocess.run(["sudo", "-u", user, "sbatch", "--parsable", "-p", partition, "-c", "2", "-t", "10",
+                        "-J", "jhpc-filler", "-o", "/dev/null", "--wrap", "sleep 600"],
+                       capture_output=True, text=True, timeout=30, cwd="/tmp")
+    assert r.returncode == 0, r.stderr
+    filler = r.stdout.strip().split(";")[0]
+    fillers.append(filler)
+    wait_for(lambda: slurmtools.job_state(filler) == "RUNNING", 30, "the filler to run")
+    return filler
+
+
 def fill_form(page, profile, **fields):
     """In the spawn form on ``page``: choose ``profile`` and set its fields (select or type)."""
     page.wait_for_selector(f"#profile-radio-{profile}")

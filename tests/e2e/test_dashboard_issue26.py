@@ -27,7 +27,7 @@ import pytest
 import requests
 
 import slurmtools
-from gatewaytools import chromium_page, hub_api, ExampleHub, fill_form, require_gateway, wait_for
+from gatewaytools import chromium_page, hub_api, ExampleHub, fill_form, require_gateway, start_filler, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 USER = "erin"
@@ -198,13 +198,7 @@ def _queue_filler(h):
     filler = h.get("filler")
     if filler and slurmtools.job_state(filler) == "RUNNING":
         return filler
-    r = subprocess.run(["sudo", "-u", USER, "sbatch", "--parsable", "-p", PARTITION, "-c", "2", "-t", "10",
-                        "-J", "jhpc-filler", "-o", "/dev/null", "--wrap", "sleep 600"],
-                       capture_output=True, text=True, timeout=30, cwd="/tmp")
-    assert r.returncode == 0, r.stderr
-    filler = h["filler"] = r.stdout.strip().split(";")[0]
-    h["fillers"].append(filler)
-    wait_for(lambda: slurmtools.job_state(filler) == "RUNNING", 30, "the filler to run")
+    filler = h["filler"] = start_filler(USER, PARTITION, h["fillers"])
     return filler
 
 

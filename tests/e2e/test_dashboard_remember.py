@@ -29,7 +29,8 @@ import pytest
 
 import slurmtools
 from gatewaytools import (
-    chromium_page, hub_api, WRAPPER_CONFIG, ExampleHub, fill_form, require_gateway, wait_for,
+    chromium_page, hub_api, hub_login, notifying_page, start_filler, WRAPPER_CONFIG, ExampleHub, fill_form,
+    require_gateway, wait_for,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,16 +60,7 @@ def hub(tmp_path_factory):
 
 
 def _goto(h, path, page=None):
-    page = page or h["page"]
-    page.goto(h["base"] + path)
-    if "/hub/login" in page.url:
-        page.fill("#username_input", USER)
-        page.fill("#password_input", h["password"])
-        page.click("#login_submit")
-        page.wait_for_load_state("load")
-        if path not in page.url:
-            page.goto(h["base"] + path)
-    return page
+    return hub_login(h, page or h["page"], USER, path)
 
 
 def _servers(h):
@@ -231,37 +223,14 @@ def test_lab_shows_the_walltime_banner_for_a_job_ending_soon(hub):
     _stop(hub, "wt")
 
 
-# every Notification the page creates, recorded (and still shown by the browser)
-RECORD_NOTIFICATIONS = """
-(() => {
-  const Real = window.Notification;
-  if (!Real) { return; }
-  window._notes = [];
-  function Recorded(title, options) { window._notes.push([title, (options || {}).body || ""]); return new Real(title, options); }
-  Object.defineProperty(Recorded, "permission", {get: () => Real.permission});
-  Recorded.requestPermission = (...a) => Real.requestPermission(...a);
-  window.Notification = Recorded;
-})();
-"""
-
-
 def test_notification_when_a_queued_session_starts(hub):
     from playwright.sync_api import expect
 
-    context = hub["browser"].new_context(viewport={"width": 1100, "height": 900})
-    context.grant_permissions(["notifications"], origin=hub["base"])
-    context.add_init_script(RECORD_NOTIFICATIONS)
-    page = context.new_page()
-    page.set_default_timeout(30_000)
+    page = notifying_page(hub["browser"], hub["base"])
+    context = page.context
     try:
         # a running 2-core job of the user's own fills jhpc-small (2 cores): the next start there waits
-        r = subprocess.run(["sudo", "-u", USER, "sbatch", "--parsable", "-p", PARTITION, "-c", "2", "-t", "10",
-                            "-J", "jhpc-filler", "-o", "/dev/null", "--wrap", "sleep 600"],
-                           capture_output=True, text=True, timeout=30, cwd="/tmp")
-        assert r.returncode == 0, r.stderr
-        filler = r.stdout.strip().split(";")[0]
-        hub["fillers"].append(filler)
-        wait_for(lambda: slurmtools.job_state(filler) == "RUNNING", 30, "the filler to run")
+        filler = start_filler(USER, PARTITION, hub["fillers"])
         _goto(hub, f"/hub/spawn/{USER}/nq", page)
         fill_form(page, "custom", partition=PARTITION, nprocs="1", memory="512M", runtime="00:10:00")
         page.click("form button[type=submit]")
@@ -295,11 +264,8 @@ def test_notification_before_the_end_then_stop_leaves_a_stopped_card(hub):
     card with Relaunch and the log, which Dismiss removes (also after a reload)."""
     from playwright.sync_api import expect
 
-    context = hub["browser"].new_context(viewport={"width": 1100, "height": 900})
-    context.grant_permissions(["notifications"], origin=hub["base"])
-    context.add_init_script(RECORD_NOTIFICATIONS)
-    page = context.new_page()
-    page.set_default_timeout(30_000)
+    page = notifying_page(hub["browser"], hub["base"])
+    context = page.context
     try:
         # servers the tests above stopped with the "tester" service's token (_stop): their cards do
         # not blame the user (in this module's order: wt, e1, e1-2, r2, r2-2, e-other, nq...)

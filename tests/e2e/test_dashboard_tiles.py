@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewaytools import chromium_page, hub_api, WRAPPER_CONFIG, ExampleHub, require_gateway, wait_for
+from gatewaytools import chromium_page, hub_api, hub_login, WRAPPER_CONFIG, ExampleHub, require_gateway, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "docs" / "screenshots"  # docs/users.md shows these
@@ -56,18 +56,6 @@ def _servers(h, user=USER):
     return r.json().get("servers", {})
 
 
-def _login(h, page, user=USER, path="/hub/home"):
-    page.goto(h["base"] + path)
-    if "/hub/login" in page.url:
-        page.fill("#username_input", user)
-        page.fill("#password_input", h["password"])
-        page.click("#login_submit")
-        page.wait_for_load_state("load")
-        if path not in page.url:
-            page.goto(h["base"] + path)
-    return page
-
-
 def _shot(page, name, **kw):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / name), **kw)
@@ -76,7 +64,7 @@ def _shot(page, name, **kw):
 def test_one_tile_per_profile_reachable_with_the_keyboard(hub):
     from playwright.sync_api import expect
 
-    page = _login(hub, hub["page"])
+    page = hub_login(hub, hub["page"], USER)
     tiles = page.locator("#hpc-tiles a.hpc-tile")
     expect(tiles).to_have_count(len(PROFILES))
     assert tiles.evaluate_all("ts => ts.map(t => t.dataset.profile)") == PROFILES
@@ -98,7 +86,7 @@ def test_one_tile_per_profile_reachable_with_the_keyboard(hub):
 
 
 def test_a_tile_opens_its_form_and_the_spawn_reaches_ready(hub):
-    page = _login(hub, hub["page"])
+    page = hub_login(hub, hub["page"], USER)
     t0 = time.monotonic()
     page.click("#hpc-tile-small")
     page.wait_for_url(re.compile(rf"/hub/spawn/{USER}/small$"))
@@ -110,7 +98,7 @@ def test_a_tile_opens_its_form_and_the_spawn_reaches_ready(hub):
     print(f"tile click to a ready server: {time.monotonic() - t0:.1f} s")
     assert _servers(hub)["small"]["ready"]
     # the same tile again: a new server, not the running one
-    page = _login(hub, page)
+    page = hub_login(hub, page, USER)
     page.click("#hpc-tile-small")
     page.wait_for_url(re.compile(rf"/hub/spawn/{USER}/small-2$"))
     assert page.is_checked("#profile-radio-small")
@@ -130,11 +118,11 @@ def _post(page, h, path, form):
 def test_finished_card_stays_until_dismissed_by_its_owner(hub):
     from playwright.sync_api import expect
 
-    page = _login(hub, hub["page"])
+    page = hub_login(hub, hub["page"], USER)
     job = _job_of(page, "small")
     subprocess.run(["scancel", job], check=True, timeout=20)
     wait_for(lambda: "small" not in _servers(hub), 60, "the hub to notice the job's end")
-    page = _login(hub, page)
+    page = hub_login(hub, page, USER)
     card = page.locator("#hpc-ended-small")
     expect(card).to_contain_text("was cancelled", timeout=20_000)
     expect(card.locator(".hpc-exit-code")).to_contain_text("Exit code")
@@ -153,7 +141,7 @@ def test_finished_card_stays_until_dismissed_by_its_owner(hub):
     # bob, logged in with his own XSRF token, cannot dismiss erin's card
     other = hub["browser"].new_context()
     try:
-        bob = _login(hub, other.new_page(), OTHER)
+        bob = hub_login(hub, other.new_page(), OTHER)
         expect(bob.locator("#hpc-tiles a.hpc-tile")).to_have_count(len(PROFILES))  # his own tiles
         bob_xsrf = bob.evaluate("window.jhdata.xsrf_token")
         assert _post(bob, hub, path, {"_xsrf": bob_xsrf, "job_id": job}) == 404
@@ -183,7 +171,7 @@ def test_finished_card_stays_until_dismissed_by_its_owner(hub):
     gw.proc.wait(30)
     gw.launch()
     gw.wait_up("the restarted hub")
-    page = _login(hub, page)
+    page = hub_login(hub, page, USER)
     expect(page.locator("#hpc-tiles a.hpc-tile")).to_have_count(len(PROFILES))
     expect(page.locator("#hpc-ended-small")).to_have_count(0)
 

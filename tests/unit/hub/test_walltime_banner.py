@@ -124,3 +124,92 @@ async def test_the_server_asks_the_hub_with_its_token_caches_and_counts_down():
         server.stop()
     nothing = proof.WalltimeSource("http://127.0.0.1:9/hub/api", "t")
     assert await nothing.get() == {"ends_soon": False, "time_left": None}
+
+
+async def test_the_cached_answer_crosses_into_the_warning_window_without_asking_the_hub():
+    """Issue 26, live: a Lab opened before the job's last walltime_warning seconds gets the banner
+    when the time left counted down from the cached answer reaches them (not at the next hub
+    answer); not while the job is suspended (its wall time does not run)."""
+    server, url = _serve(web.Application([(r"/hub/api/batchspawner", FakeHub)]))
+    now = [100.0]
+    source = proof.WalltimeSource(url + "/hub/api/", "tok-2", clock=lambda: now[0])
+    FakeHub.tokens = []
+    FakeHub.answers = [(200, {"time_left": 140, "ends_soon": False, "warn_seconds": 130, "state": "running"}),
+                       (200, {"time_left": 100, "ends_soon": False, "warn_seconds": 130, "state": "suspended"})]
+    try:
+        assert (await source.get())["ends_soon"] is False
+        now[0] += 9
+        assert (await source.get()) == {"ends_soon": False, "time_left": 131, "warn_seconds": 130, "state": "running"}
+        now[0] += 1
+        assert (await source.get()) == {"ends_soon": True, "time_left": 130, "warn_seconds": 130, "state": "running"}
+        assert len(FakeHub.tokens) == 1
+        now[0] += proof.WALLTIME_CACHE
+        assert (await source.get())["ends_soon"] is False  # suspended: the hub's word stands
+    finally:
+        server.stop()
+
+
+# the banner's script in Node: fetch answers from a list, timers recorded, the banner's text read
+BANNER_HARNESS = r"""
+const vm = require("vm");
+const input = JSON.parse(require("fs").readFileSync(0, "utf8"));
+const answers = input.answers.slice(), timeouts = [], intervals = [];
+let asked = 0, banner = null;
+function el(tag) {
+  return {tag, style: {}, children: [], className: "", textContent: "", setAttribute() {},
+          appendChild(c) { this.children.push(c); return c; }, remove() { banner = null; },
+          querySelector(sel) { return this.children.find(c => "." + c.className === sel) || null; }};
+}
+const ctx = {
+  document: {cookie: "", getElementById: () => banner, createElement: el,
+             body: {appendChild(e) { banner = e; }}},
+  fetch: () => { asked += 1; const a = answers.shift(); return Promise.resolve({ok: true, json: () => a}); },
+  setTimeout: (fn, ms) => { timeouts.push([fn, ms]); return timeouts.length; }, clearTimeout() {},
+  setInterval: (fn, ms) => { intervals.push(ms); },
+};
+ctx.window = ctx;
+const settle = () => new Promise(r => setImmediate(r));
+(async () => {
+  vm.runInNewContext(input.script, ctx);
+  await settle();
+  const out = {asked: [asked], timeouts: timeouts.map(t => t[1]), intervals, text: []};
+  out.text.push(banner ? banner.children[0].textContent : null);
+  if (timeouts.length) { timeouts[timeouts.length - 1][0](); await settle(); }
+  out.asked.push(asked);
+  out.text.push(banner ? banner.children[0].textContent : null);
+  console.log(JSON.stringify(out));
+})();
+"""
+
+
+def _run_banner(answers):
+    import shutil
+    import subprocess
+
+    node = shutil.which("node") or shutil.which("nodejs")
+    assert node, "Node.js runs the banner's script in this test (Debian: apt-get install nodejs)"
+    script = proof.banner_script("/user/a/").decode()
+    script = script[len("<script>"):-len("</script>")]
+    r = subprocess.run([node, "-e", BANNER_HARNESS], input=json.dumps({"script": script, "answers": answers}),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_the_banner_asks_again_when_the_job_enters_its_last_minutes():
+    out = _run_banner([{"time_left": 170, "ends_soon": False, "warn_seconds": 130, "state": "running"},
+                       {"time_left": 130, "ends_soon": True, "warn_seconds": 130, "state": "running"}])
+    assert out["intervals"] == [proof.WALLTIME_POLL * 1000]
+    assert out["text"][0] is None and out["asked"] == [1, 2]
+    # the crossing in 40 s: asked then (a little after), not at the next 30-second round
+    assert len(out["timeouts"]) == 1 and 40_000 <= out["timeouts"][0] <= 42_000, out["timeouts"]
+    assert out["text"][1] == ("Your batch job reaches its wall time in 2 min: save your work now. "
+                              "This server stops when the job ends.")
+
+
+def test_the_banner_sets_no_timer_without_a_crossing_ahead():
+    for answer in [{"time_left": 100, "ends_soon": True, "warn_seconds": 130, "state": "running"},
+                   {"time_left": 500, "ends_soon": False, "warn_seconds": 0, "state": "running"},
+                   {"time_left": None, "ends_soon": False, "warn_seconds": 130, "state": "queued"},
+                   {"time_left": 500, "ends_soon": False, "warn_seconds": 130, "state": "suspended"}]:
+        assert _run_banner([answer, answer])["timeouts"] == [], answer
