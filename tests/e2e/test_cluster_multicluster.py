@@ -16,10 +16,9 @@ import secrets
 import shutil
 import time
 
-import clustertools
 import pytest
 from hubharness import ARTIFACTS, Hub
-from test_cluster_current import NODE_CMD, WEB_CONFIG, route_target, wait_job_gone
+from test_cluster_current import NODE_CMD, WEB_CONFIG, current, route_target, wait_job_gone  # noqa: F401 (fixture)
 
 from e2e.conftest import require
 
@@ -48,22 +47,19 @@ c.ProfilesSpawner.profiles = [
 
 
 @pytest.fixture(scope="module")
-def current():
-    ok, why = clustertools.available()
-    require(ok, why)
-    require(bool(shutil.which("configurable-http-proxy")), "configurable-http-proxy not installed")
-    cluster = clustertools.start("current")
-    known = cluster.run("ctl", ["sacctmgr", "-nP", "show", "cluster", "format=cluster"], check=False).stdout.split()
+def limited(current):
+    """test_cluster_current's ``current``, with slurmdbd knowing it and the partition LIMITED live."""
+    known = current.run("ctl", ["sacctmgr", "-nP", "show", "cluster", "format=cluster"], check=False).stdout.split()
     require("current" in known, "cluster current has no slurmdbd that knows it (multi-cluster -M needs one)")
-    cluster.run("ctl", ["scontrol", "delete", f"PartitionName={LIMITED}"], check=False)
-    cluster.run("ctl", ["scontrol", "create", f"PartitionName={LIMITED}", "Nodes=n1,n2", "MaxTime=00:20:00",
+    current.run("ctl", ["scontrol", "delete", f"PartitionName={LIMITED}"], check=False)
+    current.run("ctl", ["scontrol", "create", f"PartitionName={LIMITED}", "Nodes=n1,n2", "MaxTime=00:20:00",
                         "MaxCPUsPerNode=1", "State=UP"])  # fmt: skip
-    yield cluster
-    cluster.run("ctl", ["scontrol", "delete", f"PartitionName={LIMITED}"], check=False)
+    yield current
+    current.run("ctl", ["scontrol", "delete", f"PartitionName={LIMITED}"], check=False)
 
 
 @pytest.fixture(scope="module")
-def hub(current, tmp_path_factory, jupyterhub_version):
+def hub(current, limited, tmp_path_factory, jupyterhub_version):
     workdir = tmp_path_factory.mktemp("hub-multicluster")
     token = secrets.token_hex(16)
     config = CONFIG.format(hub_ip=current.hub_ip, prefix=current.ssh_prefix(str(workdir / "known_hosts")),
@@ -97,7 +93,7 @@ def child_state(hub, user, server):
     return hub.api("GET", f"/users/{user}").json()["servers"][server]["state"]["child_state"]
 
 
-def test_the_form_shows_current_partitions_limits_and_accounts(current, hub):
+def test_the_form_shows_current_partitions_limits_and_accounts(current, limited, hub):
     t0 = time.monotonic()
     form = form_of(hub)
     seconds = time.monotonic() - t0
@@ -117,7 +113,7 @@ def test_the_form_shows_current_partitions_limits_and_accounts(current, hub):
     ({"runtime": "01:00:00"}, "runtime"),
     ({"nprocs": "2"}, "nprocs"),
 ])
-def test_over_currents_limit_is_400_naming_the_field(current, hub, options, field):
+def test_over_currents_limit_is_400_naming_the_field(current, limited, hub, options, field):
     before = set(current.live_jobs("alice"))
     r = hub.api("POST", "/users/alice/servers/toolong", json={"profile": "mc", "partition": LIMITED, **options})
     assert r.status_code == 400 and field in r.text.lower() and LIMITED in r.text, (r.status_code, r.text)
@@ -126,7 +122,7 @@ def test_over_currents_limit_is_400_naming_the_field(current, hub, options, fiel
     assert "Traceback" not in hub.log_tail()
 
 
-def test_a_spawn_within_the_limits_reaches_ready_on_current_and_stops(current, hub):
+def test_a_spawn_within_the_limits_reaches_ready_on_current_and_stops(current, limited, hub):
     t0 = time.monotonic()
     r = hub.api("POST", "/users/alice/servers/mc",
                 json={"profile": "mc", "partition": LIMITED, "runtime": "00:15:00", "nprocs": "1",
