@@ -36,8 +36,8 @@ c.JupyterHub.tornado_settings.update({{"headers": {{"Content-Security-Policy": {
 """
 
 # a profile with the cluster's own choices; on this host sacctmgr has no slurmdbd to ask and sinfo
-# reports no GRES: both answers are real (the parsing of real-format GPU and association output is
-# in tests/unit/wrapspawner/test_formfacts.py)
+# reports no GRES: both answers are real (real associations and GPUs, from slurmdbd and GRES on test
+# cluster current, are in tests/e2e/test_cluster_accounting.py)
 CLUSTER_CHOICES = """
 c.ProfilesSpawner.profiles = list(c.ProfilesSpawner.profiles) + [{
     "key": "acct", "display": "Account, QOS and GPUs (test)", "class": "batchspawner.SlurmSpawner",
