@@ -142,7 +142,7 @@ class JobCalls:
             status = self.read_query_result(result.returncode, result.stdout, result.stderr)
         if status.native == GONE_CLAIM:
             status = await self._confirm_gone(status, job_id)
-        return self._record_status(status)
+        return self._record_status(status, job_id)
 
     _warned_silent = False  # empty_query_means_finished explained once per process
 
@@ -221,7 +221,13 @@ class JobCalls:
             raise RuntimeError(result.stderr.strip())
         return result.stdout.strip()
 
-    def _record_status(self, status: JobStatus) -> JobStatus:
+    def _record_status(self, status: JobStatus, job_id: str | None = None) -> JobStatus:
+        """``status`` as this spawner's last known job state (the card, suspend time, the unknown clock).
+
+        ``job_id``: the job the answer is about. When the spawner no longer has that job (a stop
+        cleared it while the query ran), the answer is returned but not recorded or logged."""
+        if job_id is not None and job_id != self.job_id:
+            return status
         self._last_status = status
         # issue 4 of 24: suspended time does not count against the wall time (the card's time left)
         if self.job_is_suspended(status):

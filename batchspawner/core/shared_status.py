@@ -187,7 +187,7 @@ class JobWatch:
         poller = self.poller()
         status = await poller.status(job_id, max_age, watcher=sp)
         if status.native != MISSING:
-            return sp._record_status(status)
+            return sp._record_status(status, job_id)
         confirmed = await sp.query_job_status()
         if poller.answer_kind == "partial" and confirmed.alive and confirmed.state is not JobState.UNKNOWN:
             log = sp.log.debug if poller.warned_missing else sp.log.warning

@@ -208,12 +208,13 @@ class CondorSpawner(UserEnvMixin, BatchSpawnerBase):
         """condor_q; when the job left the queue, condor_history (one recorded status)."""
         if not self.job_id or (job_id is not None and job_id != self.job_id):
             return await super().query_job_status(job_id)
+        job_id = self.job_id
         status = await self._query(self.batch_query_cmd)
         if status.extra.get("left_queue"):
             status = await self._query(self.batch_history_cmd)
             if status.extra.get("left_queue"):
                 status = JobStatus(JobState.FINISHED, native="gone", reason="in neither condor_q nor condor_history")
-        return self._record_status(status)
+        return self._record_status(status, job_id)
 
 def _seconds(runtime):
     match = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d{1,2})", runtime.strip())
