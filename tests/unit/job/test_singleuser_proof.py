@@ -75,7 +75,9 @@ def test_the_wrapper_claims_the_proof_only_after_its_own_server_answered_it(tmp_
                TMPDIR=str(tmp_path))
     env.pop("PYTHONPATH", None)
     done = subprocess.run(
-        [sys.executable, "-m", "batchspawner.job.singleuser", sys.executable, "-c", SERVER, "0.3"],
+        # the server lives 1.5 s: time enough for the wrapper to see it answer and report, also on a
+        # loaded machine (0.3 s failed about once in 20 fast-tier runs next to e2e tests)
+        [sys.executable, "-m", "batchspawner.job.singleuser", sys.executable, "-c", SERVER, "1.5"],
         env=env, capture_output=True, text=True, timeout=60,
     )
     hub.server.shutdown()
