@@ -200,6 +200,20 @@ def cluster_table(text: str, cluster: str, header_required: bool) -> str:
     return "\n".join(lines)
 
 
+_CLUSTER_NAME_LINE = re.compile(r"^ClusterName\s*=\s*(\S+)\s*$", re.MULTILINE)
+
+
+def parse_cluster_name(text: str) -> str:
+    """``scontrol show config`` -> its ``ClusterName`` ("" when absent or not a plain cluster name)."""
+    match = _CLUSTER_NAME_LINE.search(text or "")
+    if not match:
+        return ""
+    try:
+        return cluster_name(match.group(1))
+    except ValueError:
+        return ""
+
+
 def parse_assoc(text: str) -> dict[str, set]:
     """``sacctmgr -nP show assoc user=NAME format=account,qos`` -> {account: {QOS it allows}}.
 
@@ -242,6 +256,9 @@ class ClusterInfo(SharedPoller):
         self.updated_at = 0.0
         self.rounds = 0
         self._accounts: dict[str, tuple[list | None, float]] = {}
+        # the default cluster's own name (scontrol show config), asked once for sacctmgr: without
+        # cluster=NAME it lists the user's associations on every cluster of the accounting database
+        self._local_cluster: tuple[str, float] | None = None
         self._accounting_missing_logged = False
         self._answered = None  # (loop, asyncio.Event), set after the first round (answer or failure)
         self._next_round = None  # clock time of the next background round (None: at once)
@@ -359,7 +376,8 @@ class ClusterInfo(SharedPoller):
         if cached is not None and self.clock.now() - cached[1] < self.accounts_ttl:
             return cached[0]
         try:
-            where = [f"cluster={self.cluster}"] if self.cluster else []
+            cluster = self.cluster or await self.local_cluster()
+            where = [f"cluster={cluster}"] if cluster else []
             result = await self.runner.run(
                 ["sacctmgr", "-nP", "show", "assoc", f"user={username}", *where, "format=account,qos"], timeout=20,
                 env=self.env,
@@ -373,3 +391,18 @@ class ClusterInfo(SharedPoller):
                          self._where(), e.brief)
         self._accounts[username] = (assoc, self.clock.now())
         return assoc
+
+    async def local_cluster(self) -> str:
+        """The default cluster's name (``ClusterName`` of ``scontrol show config``), asked once and kept
+        ``accounts_ttl``; "" when it cannot be learned (then sacctmgr is asked without a cluster, as
+        before: on a site with one cluster in its accounting database that is the same answer)."""
+        if self._local_cluster is not None and self.clock.now() - self._local_cluster[1] < self.accounts_ttl:
+            return self._local_cluster[0]
+        try:
+            result = await self.runner.run(["scontrol", "show", "config"], timeout=20, env=self.env)
+            name = parse_cluster_name(result.stdout)
+        except CommandError as e:
+            log.info("cluster info%s: no cluster name (scontrol show config: %s)", self._where(), e.brief)
+            name = ""
+        self._local_cluster = (name, self.clock.now())
+        return name

@@ -88,6 +88,7 @@ async def test_the_default_cluster_asks_as_before():
     await info.user_associations("alice")
     assert [c.argv for c in runner.calls] == [
         ["scontrol", "show", "partition", "-o"], ["sinfo", "-h", "-o", "%R|%a|%C|%G"],
+        ["scontrol", "show", "config"],  # its name (this answer has none: sacctmgr as before)
         ["sacctmgr", "-nP", "show", "assoc", "user=alice", "format=account,qos"]]
 
 

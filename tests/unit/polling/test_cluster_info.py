@@ -97,7 +97,7 @@ async def test_accounts_without_an_accounting_database_are_unknown_not_an_error(
     info = ClusterInfo(runner=runner)
     assert await info.user_accounts("carol") is None
     assert await info.user_accounts("carol") is None
-    assert [c.argv[0] for c in runner.calls] == ["sacctmgr"]  # cached
+    assert [c.argv[0] for c in runner.calls] == ["scontrol", "sacctmgr"]  # its name, then cached
     assert sum("no Slurm accounts" in r.message for r in caplog.records) == 1
     runner.responder = lambda argv, stdin: Reply(stdout="proj001\nproj042\n")
     assert await ClusterInfo(runner=runner).user_accounts("dave") == ["proj001", "proj042"]

@@ -85,8 +85,8 @@ async def test_associations_query_is_an_argv_cached_and_absent_without_slurmdbd(
     info = ClusterInfo(runner=runner)
     assert await info.user_associations("dave") == parse_assoc(ASSOC)
     await info.user_associations("dave")
-    assert [c.argv for c in runner.calls] == [
-        ["sacctmgr", "-nP", "show", "assoc", "user=dave", "format=account,qos"]]
+    assert [c.argv for c in runner.calls] == [  # the default cluster's name first (none in this answer)
+        ["scontrol", "show", "config"], ["sacctmgr", "-nP", "show", "assoc", "user=dave", "format=account,qos"]]
     assert await info.user_accounts("dave") == ["chem-lab", "proj042", "teaching"]
     assert await ClusterInfo(runner=FakeRunner(responder(assoc=None))).user_associations("dave") is None
 
