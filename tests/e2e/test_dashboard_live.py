@@ -7,8 +7,8 @@ are, started through the REST API, i.e. elsewhere than the open pages) and ``bob
 is open at the same time and must see nothing of erin's). Notifications are allowed in the test
 browser and recorded (gatewaytools.RECORD_NOTIFICATIONS).
 
-1. erin's home page, open in a background tab before she has any session, gets a queued card for a
-   session started through the REST API, then "Your session started" once when its job runs; the
+1. erin's home pages, open before she has any session in a background tab and in the tab she looks
+   at, get a queued card for a session started through the REST API, then "Your session started" once when its job runs; the
    card says "stopped" when the session is stopped elsewhere;
 2. erin's home page and her JupyterLab, open before the session enters its last 130 s, show the
    "ends soon" notification and the in-Lab banner when it does (without a reload, within a few
@@ -109,33 +109,44 @@ def test_background_home_tab_shows_a_session_started_elsewhere_and_notifies_its_
     """erin's home page stays open in a background tab (where she is not looking: the reason for a
     notification) while a session is started elsewhere (the REST API)."""
     erin, bob = _home(hub, USER, background=True), _home(hub, OTHER)
+    # and another home page of erin's in a tab of the same browser that she looks at
+    front = hub_login(hub, erin.context.new_page(), USER)
+    front.evaluate("window._sameDocument = true")
+    pages = {"front": front, "background": erin}
     try:
-        assert erin.evaluate("document.hidden") is True
-        assert erin.locator(".hpc-card").count() == 0
+        assert erin.evaluate("document.hidden") is True and front.evaluate("document.hidden") is False
+        assert erin.locator(".hpc-card").count() == 0 and front.locator(".hpc-card").count() == 0
         filler = start_filler(USER, PARTITION, hub["fillers"])
         t0 = time.monotonic()
         _start(hub, "q", PARTITION, "00:10:00")  # waits behind the filler
-        card = erin.locator("#hpc-card-q")
-        expect(card).to_have_attribute("data-state", "queued", timeout=30_000)
-        print(f"queued card {time.monotonic() - t0:.1f} s after the REST start")
-        expect(erin.locator("#hpc-cards-heading")).to_be_visible()
-        expect(erin.locator("#hpc-sessions .hpc-no-session")).to_be_hidden()
-        assert erin.evaluate("window._notes") == []
-        t1 = time.monotonic()
+        for name, page in pages.items():
+            expect(page.locator("#hpc-card-q")).to_have_attribute("data-state", "queued", timeout=30_000)
+            print(f"queued card on the {name} tab {time.monotonic() - t0:.1f} s after the REST start was sent (its POST answers after up to 10 s)")
+            expect(page.locator("#hpc-cards-heading")).to_be_visible()
+            expect(page.locator("#hpc-sessions .hpc-no-session")).to_be_hidden()
+            assert page.evaluate("window._notes") == []
+        t1 = time.time()
         subprocess.run(["scancel", filler], check=True, timeout=20)
-        notes = wait_for(lambda: erin.evaluate("window._notes"), 60, "the start notification")
-        print(f"notified {time.monotonic() - t1:.1f} s after the queue freed: {notes}")
-        assert notes == [["Your session started", "q: the batch job left the queue and is starting."]], notes
+        started = [["Your session started", "q: the batch job left the queue and is starting."]]
+        for name, page in pages.items():
+            notes = wait_for(lambda: page.evaluate("window._notes"), 60, f"the start notification on the {name} tab")
+            at = page.evaluate("window._noteTimes[0]") / 1000 - t1
+            print(f"notified on the {name} tab {at:.1f} s after the queue freed: {notes}")
+            assert notes == started, notes
+        job = front.locator("#hpc-card-q").get_attribute("data-job-id")
+        print(f"(Slurm started job {job} {_job_start_epoch(job) - t1:.0f} s after the queue freed)")
         wait_for(lambda: _servers(hub).get("q", {}).get("ready"), 120, "server q to be ready")
-        expect(card).to_have_attribute("data-state", "running", timeout=30_000)
+        for page in pages.values():
+            expect(page.locator("#hpc-card-q")).to_have_attribute("data-state", "running", timeout=30_000)
         erin.wait_for_timeout(6000)  # the next refreshes: no second notification for the same start
-        assert erin.evaluate("window._notes") == notes
-        assert _not_reloaded(erin)
+        for page in pages.values():
+            assert page.evaluate("window._notes") == started and _not_reloaded(page)
         _sees_nothing_of_erin(bob)
-        # a session gone (stopped through the REST API, elsewhere): its card on the open page says so
+        # a session gone (stopped through the REST API, elsewhere): its card on the open pages says so
         _stop(hub, "q")
-        expect(card).to_have_attribute("data-state", "stopped", timeout=30_000)
-        assert _not_reloaded(erin)
+        for page in pages.values():
+            expect(page.locator("#hpc-card-q")).to_have_attribute("data-state", "stopped", timeout=30_000)
+            assert _not_reloaded(page)
         _sees_nothing_of_erin(bob)
     finally:
         erin.context.close()
