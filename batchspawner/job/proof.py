@@ -161,7 +161,8 @@ _BANNER_CORE = """(function() {
     if (crossing !== null) { clearTimeout(crossing); crossing = null; }
     if (!a || a.ends_soon || a.state !== "running" || typeof a.time_left !== "number" ||
         typeof a.warn_seconds !== "number" || !(a.warn_seconds > 0) || !(a.time_left > a.warn_seconds)) { return; }
-    crossing = setTimeout(ask, (a.time_left - a.warn_seconds) * 1000 + 1000);
+    /* at most an hour ahead (a timer beyond 2^31 ms would fire at once): the answer then sets the next */
+    crossing = setTimeout(ask, Math.min((a.time_left - a.warn_seconds) * 1000 + 1000, 3600000));
   }
   function ask() {
     fetch(url, {credentials: "same-origin", cache: "no-store", headers: {"X-XSRFToken": xsrf()}})

@@ -207,6 +207,14 @@ def test_the_banner_asks_again_when_the_job_enters_its_last_minutes():
                               "This server stops when the job ends.")
 
 
+def test_a_crossing_days_ahead_is_looked_at_again_within_the_hour():
+    """Browsers fire a timer of more than 2**31 ms (24.8 days) at once: a month-long job must not make
+    the banner ask the hub in a loop."""
+    answer = {"time_left": 40 * 86400, "ends_soon": False, "warn_seconds": 900, "state": "running"}
+    out = _run_banner([answer, answer])
+    assert out["timeouts"] == [3600_000] and out["text"] == [None, None]
+
+
 def test_the_banner_sets_no_timer_without_a_crossing_ahead():
     for answer in [{"time_left": 100, "ends_soon": True, "warn_seconds": 130, "state": "running"},
                    {"time_left": 500, "ends_soon": False, "warn_seconds": 0, "state": "running"},
