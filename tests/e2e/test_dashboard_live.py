@@ -160,6 +160,9 @@ def _job_start_epoch(job):
 
 
 def test_end_warning_and_lab_banner_appear_when_the_session_crosses_into_its_last_minutes(hub):
+    """A real 3-minute job (not the browser's clock moved: the hub and the job's server decide when
+    the window starts): erin's home page and her Lab, both open before the job's last WARN seconds,
+    notify and show the banner at the crossing (from Slurm's start time), once."""
     erin, bob = _home(hub, USER), _home(hub, OTHER)
     try:
         _start(hub, "w", "debug", "00:03:00")
