@@ -66,15 +66,18 @@ write_slurmdbd_conf() {
 # test cluster '$name' (scripts/cluster/accounting.sh): its accounting database
 AuthType=auth/munge
 DbdHost=ctl
-SlurmUser=slurm
+# as slurm.conf's SlurmUser (root here): slurmctld takes slurmdbd's updates (a change made with
+# sacctmgr while the cluster runs) only from its own SlurmUser; with "slurm" each such change hung
+# ("Security violation, REQUEST_PERSIST_INIT RPC from uid=64030" in slurmctld's log)
+SlurmUser=root
 PidFile=/run/slurmdbd/slurmdbd.pid
 LogFile=/var/log/slurm/slurmdbd.log
 StorageType=accounting_storage/mysql
 StorageHost=localhost
 StorageLoc=slurm_acct_db
-StorageUser=slurm
+StorageUser=root
 EOF
-  chown "$(awk -F: '$1 == "slurm" {print $3":"$4}' "$root/etc/passwd")" "$RUN/etc-slurm/slurmdbd.conf"
+  chown 0:0 "$RUN/etc-slurm/slurmdbd.conf"
   chmod 600 "$RUN/etc-slurm/slurmdbd.conf"
 }
 
@@ -106,13 +109,12 @@ start_accounting() {  # MariaDB, slurmdbd, then the cluster's accounts (before s
   fi
   in_machine ctl sh -c 'setsid mariadbd --user=mysql --datadir=/var/lib/mysql --skip-networking \
       --socket=/run/mariadbd/mysqld.sock --pid-file=/run/mariadbd/mysqld.pid --log-error=/var/log/mariadb.log \
-      --innodb-buffer-pool-size=32M </dev/null >/dev/null 2>&1 & echo $!' >"$RUN/mariadb.pid"
+      --innodb-buffer-pool-size=128M --innodb-lock-wait-timeout=900 --innodb-snapshot-isolation=OFF \
+      </dev/null >/dev/null 2>&1 & echo $!' >"$RUN/mariadb.pid"
   wait_for 30 MariaDB in_machine ctl mariadb-admin --socket=/run/mariadbd/mysqld.sock ping \
     || { tail -5 "$RUN/m/ctl/merged/var/log/mariadb.log" >&2; return 1; }
   in_machine ctl mariadb --socket=/run/mariadbd/mysqld.sock -e "
-    CREATE DATABASE IF NOT EXISTS slurm_acct_db;
-    CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED VIA unix_socket;
-    GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
+    CREATE DATABASE IF NOT EXISTS slurm_acct_db;"  # slurmdbd logs in as root through the socket
   in_machine ctl /usr/sbin/slurmdbd
   wait_for 60 slurmdbd in_machine ctl sacctmgr -n show cluster \
     || { tail -5 "$RUN/m/ctl/merged/var/log/slurm/slurmdbd.log" >&2; return 1; }

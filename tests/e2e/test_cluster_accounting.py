@@ -14,7 +14,11 @@ account, QOS, GPU type and GPU count fields:
    account, QOS and GPU TRES; then an administrator's ``scancel``: the hub says it was cancelled,
    and ``sacct`` (now answering) lists the finished job with the same account, QOS, TRES and end;
 4. an account alice does not have, a QOS her account does not allow, a GPU type the partition
-   lacks, 3 GPUs: each HTTP 400 naming the field, and nothing is submitted.
+   lacks, 3 GPUs: each HTTP 400 naming the field, and nothing is submitted;
+5. a second cluster in the same accounting database (``jhpcother``, registered for this module
+   only) where alice has account ``astro``: sacctmgr without ``cluster=`` lists it, but the form on
+   ``current`` does not offer it and a spawn naming it is 400 (the facts ask ``cluster=current``,
+   the name from ``scontrol show config``).
 """
 
 from __future__ import annotations
@@ -63,8 +67,25 @@ def current():
     return clustertools.start("current")
 
 
+OTHER = [  # another cluster of the accounting database, and alice's association there (sacctmgr -i, root on ctl)
+    ["add", "cluster", "jhpcother"],
+    ["add", "account", "astro", "cluster=jhpcother"],
+    ["add", "user", "alice", "account=astro", "cluster=jhpcother"],
+]
+
+
 @pytest.fixture(scope="module")
-def hub(current, tmp_path_factory, jupyterhub_version):
+def other_cluster(current):
+    for argv in OTHER:
+        current.run("ctl", ["sacctmgr", "-i", *argv], check=False)  # "nothing new added" on a rerun
+    yield "jhpcother"
+    current.run("ctl", ["sacctmgr", "-i", "delete", "user", "alice", "account=astro", "cluster=jhpcother"], check=False)
+    current.run("ctl", ["sacctmgr", "-i", "delete", "account", "astro"], check=False)
+    current.run("ctl", ["sacctmgr", "-i", "delete", "cluster", "jhpcother"], check=False)
+
+
+@pytest.fixture(scope="module")
+def hub(current, other_cluster, tmp_path_factory, jupyterhub_version):
     workdir = tmp_path_factory.mktemp("hub-accounting")
     token = secrets.token_hex(16)
     config = CONFIG.format(hub_ip=current.hub_ip, prefix=current.ssh_prefix(str(workdir / "known_hosts")),
@@ -82,9 +103,10 @@ def hub(current, tmp_path_factory, jupyterhub_version):
             current.run("ctl", ["scancel", job_id], check=False)
 
 
-def real_assoc(cluster, user):
-    """{account: [QOS]} as the real sacctmgr on the login node lists them for ``user``."""
-    out = cluster.run("login", ["sacctmgr", "-nP", "show", "assoc", f"user={user}", "format=account,qos"],
+def real_assoc(cluster, user, where=()):
+    """{account: [QOS]} as the real sacctmgr on the login node lists them for ``user`` (``where``:
+    e.g. ``["cluster=current"]``; without, every cluster of the accounting database)."""
+    out = cluster.run("login", ["sacctmgr", "-nP", "show", "assoc", f"user={user}", *where, "format=account,qos"],
                       user=user).stdout  # fmt: skip
     return {a: sorted(q.split(",")) for a, _, q in (line.partition("|") for line in out.splitlines() if line)}
 
@@ -112,7 +134,9 @@ def submitted(hub) -> int:
 
 
 def test_form_offers_alices_own_accounts_qos_and_the_partitions_gpus(current, hub):
-    assoc = real_assoc(current, "alice")
+    everywhere = real_assoc(current, "alice")  # the other cluster's astro too (fixture other_cluster)
+    assert set(everywhere) == {"astro", "chem", "physics"}, everywhere
+    assoc = real_assoc(current, "alice", ["cluster=current"])
     assert assoc == {"chem": ["long"], "physics": ["normal"]}, assoc  # scripts/cluster/accounting.sh
     page = spawn_form(hub, "alice", "formcheck")
     accounts = select_options(page, "current.account")
@@ -134,6 +158,7 @@ def test_form_offers_alices_own_accounts_qos_and_the_partitions_gpus(current, hu
 
 @pytest.mark.parametrize("options, field", [
     ({"partition": "gpu", "account": "biology"}, "account"),  # not one of alice's accounts
+    ({"partition": "gpu", "account": "astro"}, "account"),  # hers on another cluster, not on current
     ({"partition": "gpu", "account": "chem", "qos": "normal"}, "qos"),  # chem allows long only
     ({"partition": "cpu", "gpu_type": "a100", "ngpus": "1"}, "gpu_type"),  # cpu (n1) has no GPU
     ({"partition": "gpu", "gpu_type": "a100", "ngpus": "3"}, "ngpus"),  # n2 has 2
