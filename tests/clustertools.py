@@ -237,3 +237,41 @@ def form_facts(cluster: Cluster, user: str, raw: dict) -> dict:
     accounts = asyncio.run(gather())
     return {"partitions": info.partitions, "accounts": accounts,
             "form": {name: info.describe(name) for name in info.partitions}}  # fmt: skip
+
+
+# ------------------------------------------------------------------ a hub on a cluster (e2e modules)
+def cluster_hub(cluster: Cluster, config: str, workdir: Path, **fmt):
+    """A hub (tests/hubharness.Hub, not started yet) that reaches ``cluster`` through its login node.
+
+    ``config`` is formatted with the cluster's ``hub_ip``, its ssh ``prefix`` (known hosts kept in
+    ``workdir``), the nodes' ``resolver`` and ``fmt``; the hub gets its own proxy token."""
+    import secrets
+
+    from hubharness import Hub
+
+    token = secrets.token_hex(16)
+    text = config.format(hub_ip=cluster.hub_ip, prefix=cluster.ssh_prefix(str(Path(workdir) / "known_hosts")),
+                         resolver={n: cluster.addr[n] for n in cluster.nodes}, **fmt)  # fmt: skip
+    hub = Hub(workdir, text, env={"CONFIGPROXY_AUTH_TOKEN": token})
+    hub.proxy_token = token
+    return hub
+
+
+def finish_hub(hub, log_name: str, clusters=(), user: str | None = None, only=None, cancel=None) -> None:
+    """Stop ``hub``, keep its log as test-artifacts/hub-logs/``log_name``.log, then cancel what is still
+    alive on ``clusters`` (Slurm: ``scancel`` on the controller): the jobs of ``user`` (None: all),
+    only those in ``only`` when given. ``cancel``: another way to clean up (HTCondor), called instead."""
+    from hubharness import ARTIFACTS
+
+    try:
+        hub.stop()
+    finally:
+        ARTIFACTS.joinpath("hub-logs").mkdir(parents=True, exist_ok=True)
+        if hub.log_path.exists():
+            shutil.copy(hub.log_path, ARTIFACTS / "hub-logs" / f"{log_name}.log")
+        if cancel is not None:
+            cancel()
+        for cluster in clusters:
+            for job_id, _, _ in cluster.live_jobs(user):
+                if only is None or job_id in only:
+                    cluster.run("ctl", ["scancel", job_id], check=False)

@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import html
 import re
-import secrets
 import shutil
 import time
 
 import clustertools
 import pytest
-from hubharness import ARTIFACTS, Hub
 from test_cluster_current import NODE_CMD, WEB_CONFIG, wait_job_gone
 
 from batchspawner.hub.sessions import ended_record
@@ -86,21 +84,10 @@ def other_cluster(current):
 
 @pytest.fixture(scope="module")
 def hub(current, other_cluster, tmp_path_factory, jupyterhub_version):
-    workdir = tmp_path_factory.mktemp("hub-accounting")
-    token = secrets.token_hex(16)
-    config = CONFIG.format(hub_ip=current.hub_ip, prefix=current.ssh_prefix(str(workdir / "known_hosts")),
-                           node_cmd=NODE_CMD, resolver={n: current.addr[n] for n in current.nodes})  # fmt: skip
-    hub = Hub(workdir, config + WEB_CONFIG, env={"CONFIGPROXY_AUTH_TOKEN": token})
-    hub.start()
+    hub = clustertools.cluster_hub(current, CONFIG + WEB_CONFIG, tmp_path_factory.mktemp("hub-accounting"),
+                                   node_cmd=NODE_CMD).start()  # fmt: skip
     yield hub
-    try:
-        hub.stop()
-    finally:
-        ARTIFACTS.joinpath("hub-logs").mkdir(parents=True, exist_ok=True)
-        if hub.log_path.exists():
-            shutil.copy(hub.log_path, ARTIFACTS / "hub-logs" / "cluster-accounting.log")
-        for job_id, _, _ in current.live_jobs():
-            current.run("ctl", ["scancel", job_id], check=False)
+    clustertools.finish_hub(hub, "cluster-accounting", [current])
 
 
 def real_assoc(cluster, user, where=()):

@@ -17,7 +17,7 @@ import time
 
 import clustertools
 import pytest
-from hubharness import ARTIFACTS, Hub
+from hubharness import Hub
 from test_cluster_current import (NODE_CMD, WEB_CONFIG, job_of, outside_cancel_is_noticed, restart_keeps_server,
                                   route_target, spawn_ready)
 
@@ -83,14 +83,8 @@ def hub(pool, tmp_path_factory, jupyterhub_version):
                           'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts)]  # fmt: skip
     hub.start()
     yield hub
-    try:
-        hub.stop()
-    finally:
-        ARTIFACTS.joinpath("hub-logs").mkdir(parents=True, exist_ok=True)
-        if hub.log_path.exists():
-            shutil.copy(hub.log_path, ARTIFACTS / "hub-logs" / "cluster-condor.log")
-        for cluster_id in condor_jobs(pool):
-            pool.run("login", ["condor_rm", cluster_id], check=False)
+    clustertools.finish_hub(hub, "cluster-condor", cancel=lambda: [pool.run("login", ["condor_rm", cluster_id], check=False)
+                                                                   for cluster_id in condor_jobs(pool)])  # fmt: skip
 
 
 def test_condor_spawn_route_stop(pool, hub):

@@ -11,7 +11,6 @@ module; each test leaves no server and no job behind.
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import time
@@ -57,25 +56,11 @@ def current():
 
 @pytest.fixture(scope="module")
 def hub(current, tmp_path_factory, jupyterhub_version):
-    workdir = tmp_path_factory.mktemp("hub-current")
-    known_hosts = workdir / "known_hosts"
-    resolver = {node: current.addr[node] for node in current.nodes}
-    proxy_token = secrets.token_hex(16)
-    hub = Hub(workdir, CONFIG.format(hub_ip=current.hub_ip, prefix=current.ssh_prefix(str(known_hosts)),
-                                     node_cmd=NODE_CMD, resolver=resolver) + WEB_CONFIG,
-              env={"CONFIGPROXY_AUTH_TOKEN": proxy_token})  # fmt: skip
-    hub.proxy_token = proxy_token
-    hub.start()
+    hub = clustertools.cluster_hub(current, CONFIG + WEB_CONFIG, tmp_path_factory.mktemp("hub-current"),
+                                   node_cmd=NODE_CMD).start()  # fmt: skip
     yield hub
-    try:
-        hub.stop()
-    finally:
-        ARTIFACTS.joinpath("hub-logs").mkdir(parents=True, exist_ok=True)
-        if hub.log_path.exists():
-            shutil.copy(hub.log_path, ARTIFACTS / "hub-logs" / "cluster-current.log")
-        # jobs of this hub's users still alive: cancelled by the controller (only this cluster's)
-        for job_id, _, _ in current.live_jobs():
-            current.run("ctl", ["scancel", job_id], check=False)
+    # jobs of this hub's users still alive: cancelled by the controller (only this cluster's)
+    clustertools.finish_hub(hub, "cluster-current", [current])
 
 
 def routes(hub):

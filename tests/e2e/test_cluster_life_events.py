@@ -20,11 +20,9 @@ failed would keep it off. Only this test's own jobs are cancelled (other tests u
 from __future__ import annotations
 
 import re
-import secrets
-import shutil
 import time
 
-from hubharness import ARTIFACTS, Hub
+import clustertools
 
 from e2e.test_cluster_current import CONFIG, NODE_CMD, current, route_target, routes  # noqa: F401 (fixture)
 from e2e.test_life_events import progress_messages, wait_for
@@ -33,14 +31,8 @@ USER = "bob"  # other cluster tests may use bob too: only this test's own job id
 
 
 def make_hub(cluster, workdir, extra=""):
-    known_hosts = workdir / "known_hosts"
-    resolver = {node: cluster.addr[node] for node in cluster.nodes}
-    proxy_token = secrets.token_hex(16)
-    hub = Hub(workdir, CONFIG.format(hub_ip=cluster.hub_ip, prefix=cluster.ssh_prefix(str(known_hosts)),
-                                     node_cmd=NODE_CMD, resolver=resolver) + extra,
-              env={"CONFIGPROXY_AUTH_TOKEN": proxy_token})  # fmt: skip
-    hub.proxy_token = proxy_token
-    return hub
+    return clustertools.cluster_hub(cluster, CONFIG + extra.replace("{", "{{").replace("}", "}}"), workdir,
+                                    node_cmd=NODE_CMD)  # fmt: skip
 
 
 def finish(cluster, hub, node, log_name, job_ids):
@@ -49,15 +41,7 @@ def finish(cluster, hub, node, log_name, job_ids):
         if node:
             cluster.run("ctl", ["scontrol", "update", f"nodename={node}", "state=resume"], check=False)
     finally:
-        try:
-            hub.stop()
-        finally:
-            ARTIFACTS.joinpath("hub-logs").mkdir(parents=True, exist_ok=True)
-            if hub.log_path.exists():
-                shutil.copy(hub.log_path, ARTIFACTS / "hub-logs" / log_name)
-            for job_id, _, _ in cluster.live_jobs(USER):
-                if job_id in job_ids:
-                    cluster.run("ctl", ["scancel", job_id], check=False)
+        clustertools.finish_hub(hub, log_name.removesuffix(".log"), [cluster], user=USER, only=job_ids)
 
 
 def job_row(cluster, job_id):

@@ -12,14 +12,12 @@ both servers of one user running at once.
 from __future__ import annotations
 
 import re
-import secrets
 import shutil
 import time
 
 import clustertools
 import pytest
 import slurmtools
-from hubharness import ARTIFACTS, Hub
 from test_cluster_current import (NODE_CMD, WEB_CONFIG, check_views, job_of, restart_then_outside_scancel,
                                   route_target, spawn_ready, wait_job_gone)
 
@@ -61,29 +59,6 @@ c.ProfilesSpawner.profiles = [
 SHORT = "short"  # a partition only cluster current has (made live by the test; the host has jhpc-small)
 
 
-def _hub(cluster, config, workdir, **fmt):
-    known_hosts = workdir / "known_hosts"
-    token = secrets.token_hex(16)
-    hub = Hub(workdir, config.format(hub_ip=cluster.hub_ip, prefix=cluster.ssh_prefix(str(known_hosts)),
-                                     node_cmd=NODE_CMD,
-                                     resolver={n: cluster.addr[n] for n in cluster.nodes}, **fmt),
-              env={"CONFIGPROXY_AUTH_TOKEN": token})  # fmt: skip
-    hub.proxy_token = token
-    return hub
-
-
-def _teardown(hub, name, clusters):
-    try:
-        hub.stop()
-    finally:
-        ARTIFACTS.joinpath("hub-logs").mkdir(parents=True, exist_ok=True)
-        if hub.log_path.exists():
-            shutil.copy(hub.log_path, ARTIFACTS / "hub-logs" / f"{name}.log")
-        for cluster in clusters:
-            for job_id, _, _ in cluster.live_jobs():
-                cluster.run("ctl", ["scancel", job_id], check=False)
-
-
 @pytest.fixture(scope="module")
 def lts():
     ok, why = clustertools.available()
@@ -95,9 +70,10 @@ def lts():
 @pytest.fixture(scope="module")
 def hub(lts, tmp_path_factory, jupyterhub_version):
     """One hub on ``lts`` for the module; each test leaves no server and no job behind."""
-    hub = _hub(lts, LTS_CONFIG + WEB_CONFIG, tmp_path_factory.mktemp("hub-lts")).start()
+    hub = clustertools.cluster_hub(lts, LTS_CONFIG + WEB_CONFIG, tmp_path_factory.mktemp("hub-lts"),
+                                   node_cmd=NODE_CMD).start()  # fmt: skip
     yield hub
-    _teardown(hub, "cluster-lts", [lts])
+    clustertools.finish_hub(hub, "cluster-lts", [lts])
 
 
 def test_lts_spawn_route_stop(lts, hub):
@@ -128,7 +104,7 @@ def test_one_hub_host_slurm_and_current_at_once(slurm, tmp_path, jupyterhub_vers
     current.run("ctl", ["scontrol", "delete", f"PartitionName={SHORT}"], check=False)
     current.run("ctl", ["scontrol", "create", f"PartitionName={SHORT}", "Nodes=n1,n2", "MaxTime=00:20:00",
                         "MaxCPUsPerNode=1", "State=UP"])  # fmt: skip
-    hub = _hub(current, MULTI_CONFIG, tmp_path, short=SHORT).start()
+    hub = clustertools.cluster_hub(current, MULTI_CONFIG, tmp_path, node_cmd=NODE_CMD, short=SHORT).start()
     here = None
     try:
         t0 = time.monotonic()
@@ -166,7 +142,7 @@ def test_one_hub_host_slurm_and_current_at_once(slurm, tmp_path, jupyterhub_vers
             time.sleep(0.5)
         assert here not in slurmtools.live_jobs()
     finally:
-        _teardown(hub, "cluster-multi", [current])
+        clustertools.finish_hub(hub, "cluster-multi", [current])
         current.run("ctl", ["scontrol", "delete", f"PartitionName={SHORT}"], check=False)
         # job ids of the two clusters overlap: cancel on the host only the job this test saw there
         if here and here in slurmtools.live_jobs():

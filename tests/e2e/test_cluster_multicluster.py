@@ -12,12 +12,10 @@ limits (20 min, 1 core per node) is made live on the controller for the module a
 from __future__ import annotations
 
 import re
-import secrets
-import shutil
 import time
 
+import clustertools
 import pytest
-from hubharness import ARTIFACTS, Hub
 from test_cluster_current import NODE_CMD, WEB_CONFIG, current, route_target, wait_job_gone  # noqa: F401 (fixture)
 
 from e2e.conftest import require
@@ -60,23 +58,10 @@ def limited(current):
 
 @pytest.fixture(scope="module")
 def hub(current, limited, tmp_path_factory, jupyterhub_version):
-    workdir = tmp_path_factory.mktemp("hub-multicluster")
-    token = secrets.token_hex(16)
-    config = CONFIG.format(hub_ip=current.hub_ip, prefix=current.ssh_prefix(str(workdir / "known_hosts")),
-                           node_cmd=NODE_CMD, resolver={n: current.addr[n] for n in current.nodes},
-                           limited=LIMITED)  # fmt: skip
-    hub = Hub(workdir, config + WEB_CONFIG, env={"CONFIGPROXY_AUTH_TOKEN": token})
-    hub.proxy_token = token
-    hub.start()
+    hub = clustertools.cluster_hub(current, CONFIG + WEB_CONFIG, tmp_path_factory.mktemp("hub-multicluster"),
+                                   node_cmd=NODE_CMD, limited=LIMITED).start()  # fmt: skip
     yield hub
-    try:
-        hub.stop()
-    finally:
-        ARTIFACTS.joinpath("hub-logs").mkdir(parents=True, exist_ok=True)
-        if hub.log_path.exists():
-            shutil.copy(hub.log_path, ARTIFACTS / "hub-logs" / "cluster-multicluster.log")
-        for job_id, _, _ in current.live_jobs("alice"):
-            current.run("ctl", ["scancel", job_id], check=False)
+    clustertools.finish_hub(hub, "cluster-multicluster", [current], user="alice")
 
 
 def form_of(hub, user="alice"):

@@ -10,7 +10,7 @@ import subprocess
 
 import clustertools
 import pytest
-from hubharness import ARTIFACTS, Hub
+from hubharness import Hub
 from test_cluster_current import CONFIG, NODE_CMD, job_of, route_target, spawn_ready, wait_job_gone
 
 from e2e.conftest import require
@@ -63,12 +63,7 @@ def test_postgres_hub_spawn_restart_stop(db_url, tmp_path, jupyterhub_version):
             names = {r[0] for r in conn.execute(sa.text("select name from users"))}
         assert "alice" in names
     finally:
-        hub.stop()
-        ARTIFACTS.joinpath("hub-logs").mkdir(parents=True, exist_ok=True)
-        if hub.log_path.exists():
-            shutil.copy(hub.log_path, ARTIFACTS / "hub-logs" / "cluster-postgres.log")
-        for job_id, _, _ in current.live_jobs("alice"):
-            current.run("ctl", ["scancel", job_id], check=False)
+        clustertools.finish_hub(hub, "cluster-postgres", [current], user="alice")
 
 
 def test_postgres_hub_storm_of_20_and_restart(db_url, slurm, hubs, shared_dir):
