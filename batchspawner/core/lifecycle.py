@@ -391,7 +391,11 @@ class PollAndStop:
                 sent += 1
             if not getattr(self, "_spawn_pending", False):
                 break
+            # asyncio.wait, not wait_for: Python 3.11's wait_for swallows a cancel that comes in the
+            # turn the event is set, and JupyterHub's iterate_until then got StopAsyncIteration
+            # instead of CancelledError (a traceback on /progress; tests/unit/core/test_progress_cancel.py)
+            waiter = asyncio.ensure_future(changed.wait())
             try:
-                await asyncio.wait_for(changed.wait(), 5)
-            except asyncio.TimeoutError:
-                pass
+                await asyncio.wait({waiter}, timeout=5)
+            finally:
+                waiter.cancel()
