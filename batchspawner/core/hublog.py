@@ -11,6 +11,9 @@ traceback, from code this package cannot change:
   exception keeps its traceback.
 - ``Task exception was never retrieved ... JobDidNotStart`` (asyncio) for a start that failed
   after JupyterHub's spawn handler stopped waiting (see :class:`QuietReportedFailures`).
+- ``Error starting NAME's server: Invalid option 'FIELD': RULE`` (``User.spawn``, ERROR, no traceback)
+  for options a user got wrong through the REST API (HTTP 400 naming the field): becomes the WARNING
+  ``refused server options of NAME: ...``; a start that failed for any other reason stays an ERROR.
 - ``api_request to proxy failed: 404 ...`` (``ConfigurableHTTPProxy.api_request``) when a start
   that never reached the proxy is cancelled: the hub's stop removes a route that was never added.
   The proxy's ``delete_route`` already logs "Route ... already deleted" for this (a warning), and
@@ -24,8 +27,12 @@ refused>``), the other two are dropped. Nothing else is changed.
 from __future__ import annotations
 
 import logging
+import re
 
 FORM_FAILED = "Failed to spawn single-user server with form"
+# jupyterhub/user.py logs each HTTPError out of a start as ERROR "Error starting NAME's server: ..."
+# (already formatted); an OptionError's message (core/options.py) is "Invalid option 'FIELD': RULE"
+_REST_REFUSED = re.compile(r"Error starting (.+?)'s server: (Invalid option '[^']*': .*)", re.S)
 PROXY_FAILED_404 = "api_request to proxy failed: 404"
 
 
@@ -68,6 +75,13 @@ class QuietUserMistakes(logging.Filter):
         msg = record.msg if isinstance(record.msg, str) else ""
         if msg.startswith(PROXY_FAILED_404):
             return False
+        refused = _REST_REFUSED.fullmatch(msg) if record.levelno >= logging.ERROR and not record.args else None
+        if refused:  # options a user got wrong through the REST API (the 400 tells her): not an ERROR
+            record.msg = "refused server options of %s: %s"
+            record.args = (refused.group(1), refused.group(2).splitlines()[0][:500])
+            record.levelno = logging.WARNING
+            record.levelname = "WARNING"
+            return True
         if msg == FORM_FAILED and record.exc_info and record.exc_info[1] is not None:
             what = _user_facing(record.exc_info[1])
             if what:

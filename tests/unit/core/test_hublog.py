@@ -64,3 +64,21 @@ def _check_asyncio():
     aio.error("Task exception was never retrieved\nfuture: <Task finished>", exc_info=_raised(KeyError("x")))
     out = stream.getvalue()
     assert out.count("Task exception was never retrieved") == 1 and "KeyError" in out and "JobDidNotStart" not in out
+
+
+def test_refused_rest_options_are_a_warning_other_start_errors_stay_errors():
+    """JupyterHub logs every HTTPError out of a start as ``[E] Error starting NAME's server: ...``
+    (jupyterhub/user.py): for options a user got wrong through the REST API that is a WARNING here;
+    a job that failed, or anything else, stays an ERROR."""
+    logger, stream = _logger("test-hublog-rest")
+    hublog.install(logger)
+    refused = OptionError("account", "is not one of your Slurm accounts: chem, physics")
+    logger.error(f"Error starting alice's server: {refused}")
+    logger.error("Error starting bob's server: The batch job 7 ended before your server started (job state FAILED).")
+    logger.error("Error starting carol's server: Invalid optionality of the universe")
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == ("WARNING refused server options of alice: "
+                        "Invalid option 'account': is not one of your Slurm accounts: chem, physics")
+    assert lines[1].startswith("ERROR Error starting bob's server: The batch job 7")
+    assert lines[2].startswith("ERROR Error starting carol's server")
+    assert len(lines) == 3
