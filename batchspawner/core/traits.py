@@ -31,6 +31,11 @@ def _req(help_text, default_value="", admin_only=False, **kw):
     return trait
 
 
+def _options_applied_in_start(spawner, user_options):
+    """BatchSpawnerBase's ``apply_user_options``: the options are checked and applied in start()."""
+    return None
+
+
 class BatchTraits(HasTraits):
     """Part of :class:`~batchspawner.spawner.BatchSpawnerBase` (see the module's docstring)."""
 
@@ -316,6 +321,14 @@ class BatchTraits(HasTraits):
         characters only). WrapSpawner passes its own ``allowed_user_options`` to the child;
         ProfilesSpawner passes none (its fields are the allowlist).""",
     ).tag(config=True)
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        # JupyterHub >= 5.3 warns "Received unhandled user_options" on every spawn with options
+        # unless this hook is set; a batch spawner checks them (allowed_user_options, values) and
+        # applies them to the job script in start(), so the hook has nothing left to do. A site's
+        # own apply_user_options (a callable or a dict) still replaces this default.
+        return _options_applied_in_start
 
     @validate("allowed_user_options")
     def _check_allowed_user_options(self, proposal):

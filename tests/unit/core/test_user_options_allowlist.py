@@ -69,3 +69,25 @@ def test_protected_keys_cannot_be_allowed():
 
     with pytest.raises(TraitError, match="SlurmSpawner.allowed_user_options: cmd, prologue"):
         make_spawner(SlurmSpawner, allowed_user_options=["runtime", "prologue", "cmd"])
+
+
+async def test_no_unhandled_user_options_warning_on_a_spawn_with_options(caplog):
+    """JupyterHub >= 5.3 runs ``apply_user_options`` before start() and warns "Received unhandled
+    user_options" on every spawn when none is set (a batchspawner 1.3 site's own options_form on
+    SlurmSpawner did). The batch spawner's default hook leaves them to start(); a site's own wins."""
+    import logging
+
+    from batchspawner.schedulers.slurm import SlurmSpawner
+    from fakes import FakeRunner
+    from helpers import make_spawner
+
+    spawner = make_spawner(SlurmSpawner, FakeRunner())
+    if not spawner.has_trait("apply_user_options"):
+        pytest.skip("JupyterHub < 5.3 has no apply_user_options")
+    caplog.set_level(logging.DEBUG)
+    await spawner._run_apply_user_options({"runtime": "01:00:00", "partition": "debug"})
+    assert "unhandled user_options" not in caplog.text
+    seen = []
+    own = make_spawner(SlurmSpawner, FakeRunner(), apply_user_options=lambda sp, opts: seen.append(opts))
+    await own._run_apply_user_options({"runtime": "01:00:00"})
+    assert seen == [{"runtime": "01:00:00"}]
