@@ -62,6 +62,9 @@ from batchspawner.core.traits import _req  # noqa: F401
 from batchspawner.hub import api  # noqa: F401  (POST /hub/api/batchspawner)
 from batchspawner.hub import bodylimit  # noqa: F401  (issue 21: oversized user_options get 413 first)
 from batchspawner.hub import web  # noqa: F401  (/hub/hpc/log, /hub/hpc/sessions and the page templates)
+from batchspawner.hub.services import services_take_sigint
+
+services_take_sigint()  # the hub's managed services end on SIGINT even if the hub was started ignoring it
 
 
 class BatchSpawnerBase(
