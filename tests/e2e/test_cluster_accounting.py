@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import html
 import re
-import shutil
 import time
 
 import clustertools
 import pytest
-from test_cluster_current import NODE_CMD, WEB_CONFIG, wait_job_gone
+from test_cluster_current import NODE_CMD, WEB_CONFIG, current, wait_job_gone  # noqa: F401 (fixture)
 
 from batchspawner.hub.sessions import ended_record
-from e2e.conftest import require
 
 CONFIG = """
 c.JupyterHub.hub_ip = {hub_ip!r}
@@ -55,14 +53,6 @@ c.ProfilesSpawner.profiles = [
                  'ngpus': {{'type': 'int', 'min': 0, 'max': 4, 'default': 0}}}}}},
 ]
 """
-
-
-@pytest.fixture(scope="module")
-def current():
-    ok, why = clustertools.available()
-    require(ok, why)
-    require(bool(shutil.which("configurable-http-proxy")), "configurable-http-proxy not installed")
-    return clustertools.start("current")
 
 
 OTHER = [  # another cluster of the accounting database, and alice's association there (sacctmgr -i, root on ctl)
