@@ -240,6 +240,19 @@ def form_facts(cluster: Cluster, user: str, raw: dict) -> dict:
 
 
 # ------------------------------------------------------------------ a hub on a cluster (e2e modules)
+# the head of a ProfilesSpawner hub's config for cluster tests (cluster_hub formats it): named
+# servers, quick polls and status rounds, 30 min jobs; a module adds its profiles
+PROFILES_HUB = """
+c.JupyterHub.hub_ip = {hub_ip!r}
+c.JupyterHub.spawner_class = 'profiles'
+c.JupyterHub.allow_named_servers = True
+c.Spawner.poll_interval = 2
+c.SlurmSpawner.startup_poll_interval = 0.25
+c.SlurmSpawner.status_interval = 2
+c.SlurmSpawner.req_runtime = '00:30:00'
+"""
+
+
 def cluster_hub(cluster: Cluster, config: str, workdir: Path, **fmt):
     """A hub (tests/hubharness.Hub, not started yet) that reaches ``cluster`` through its login node.
 

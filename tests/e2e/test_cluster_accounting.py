@@ -33,14 +33,7 @@ from test_cluster_current import NODE_CMD, WEB_CONFIG, current, wait_job_gone  #
 
 from batchspawner.hub.sessions import ended_record
 
-CONFIG = """
-c.JupyterHub.hub_ip = {hub_ip!r}
-c.JupyterHub.spawner_class = 'profiles'
-c.JupyterHub.allow_named_servers = True
-c.Spawner.poll_interval = 2
-c.SlurmSpawner.startup_poll_interval = 0.25
-c.SlurmSpawner.status_interval = 2
-c.SlurmSpawner.req_runtime = '00:30:00'
+CONFIG = clustertools.PROFILES_HUB + """
 c.ProfilesSpawner.cluster_wait = 10
 c.ProfilesSpawner.profiles = [
     {{'key': 'current', 'display': 'Cluster current (Slurm 26.05)', 'class': 'batchspawner.MultiSlurmSpawner',

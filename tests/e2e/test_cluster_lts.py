@@ -35,14 +35,7 @@ c.SlurmSpawner.status_interval = 2
 c.MultiSlurmSpawner.daemon_resolver = {resolver!r}
 """
 
-MULTI_CONFIG = """
-c.JupyterHub.hub_ip = {hub_ip!r}
-c.JupyterHub.spawner_class = 'profiles'
-c.JupyterHub.allow_named_servers = True
-c.Spawner.poll_interval = 2
-c.SlurmSpawner.startup_poll_interval = 0.25
-c.SlurmSpawner.status_interval = 2
-c.SlurmSpawner.req_runtime = '00:30:00'
+MULTI_CONFIG = clustertools.PROFILES_HUB + """
 c.ProfilesSpawner.cluster_wait = 10
 _runtime = {{'type': 'walltime', 'max': '08:00:00', 'default': '00:30:00'}}
 c.ProfilesSpawner.profiles = [

@@ -22,14 +22,7 @@ from e2e.conftest import require
 
 LIMITED = "mclimited"  # made live by this module only (test_cluster_lts.py makes its own "short")
 
-CONFIG = """
-c.JupyterHub.hub_ip = {hub_ip!r}
-c.JupyterHub.spawner_class = 'profiles'
-c.JupyterHub.allow_named_servers = True
-c.Spawner.poll_interval = 2
-c.SlurmSpawner.startup_poll_interval = 0.25
-c.SlurmSpawner.status_interval = 2
-c.SlurmSpawner.req_runtime = '00:30:00'
+CONFIG = clustertools.PROFILES_HUB + """
 c.ProfilesSpawner.cluster_wait = 15
 c.ProfilesSpawner.profiles = [
     {{'key': 'mc', 'display': 'Cluster current (--clusters=current)', 'class': 'batchspawner.MultiSlurmSpawner',
