@@ -18,6 +18,35 @@ from test_slurm_spawner import Cluster, _start_and_report, spawner_with
 FAKE_SSH = str(Path(__file__).resolve().parents[2] / "fakessh" / "ssh")
 
 
+def _fake_ssh_relays() -> set:
+    """Pids of tunnel relays that run tests/fakessh/ssh (this module's; the relays outlive their hub)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"batchspawner.commands.tunnelrelay" in argv and FAKE_SSH.encode() in argv:
+            found.add(int(entry))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_relay_left_behind():
+    """A test that fails before closing its tunnel leaves no relay running (the fast tier starts no
+    daemon that outlives it): relays this test started are ended after it, by pid."""
+    before = _fake_ssh_relays()
+    yield
+    for pid in _fake_ssh_relays() - before:
+        try:
+            os.kill(pid, 15)
+        except ProcessLookupError:
+            pass
+
+
 @pytest.fixture
 async def echo_server():
     async def handle(reader, writer):
