@@ -21,21 +21,18 @@ import signal
 import sys
 import threading
 
+from batchspawner.polling.base import running_hub_app
+
 log = logging.getLogger("JupyterHub")
 
 
 def in_hub_process() -> bool:
     """Whether this is a JupyterHub process: its application exists, or the program is ``jupyterhub``
     (JupyterHub imports the spawner classes' entry points before it creates its application)."""
-    app_module = sys.modules.get("jupyterhub.app")
-    if app_module is None:
+    if "jupyterhub.app" not in sys.modules:
         return False
-    hub_class = getattr(app_module, "JupyterHub", None)
-    try:
-        if hub_class is not None and hub_class.initialized():
-            return True
-    except Exception:
-        pass
+    if running_hub_app() is not None:
+        return True
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     program = os.path.basename(sys.argv[0]) if sys.argv else ""
     return program == "jupyterhub" or getattr(spec, "name", "") in ("jupyterhub", "jupyterhub.__main__")

@@ -109,7 +109,8 @@ def _clean_env():
 # wall time is about to run out: Lab's HTML pages get a small script (an output transform of the
 # server's own pages; nothing is installed in Lab) that asks ``{base_url}batchspawner/walltime``
 # (logged-in users of this server only) every WALLTIME_POLL seconds, and once more when a running
-# job's time left reaches the warning window (so a Lab open before then shows it at the crossing). That handler asks the hub,
+# job's time left reaches the warning window (a Lab open before then shows it at the crossing).
+# That handler asks the hub,
 # ``GET $JUPYTERHUB_API_URL/batchspawner`` with the server's own token, at most once per
 # WALLTIME_CACHE seconds; the hub answers from its caches (time left, warn or not:
 # ``BatchSpawnerBase.walltime_warning``), so it works for every scheduler and needs no scheduler

@@ -291,20 +291,24 @@ def _register_atexit():
     _hook_hub_cleanup()
 
 
-def _hook_hub_cleanup():
-    """In a JupyterHub process, :func:`hook_hub_cleanup` the running hub (once; nothing is
-    imported that the process has not imported already)."""
+def running_hub_app():
+    """This process's JupyterHub application once it exists, else None (nothing is imported that
+    the process has not imported already)."""
     app_module = sys.modules.get("jupyterhub.app")
-    if app_module is None:
-        return
     hub_class = getattr(app_module, "JupyterHub", None)
     try:
         if hub_class is None or not hub_class.initialized():
-            return
-        app = hub_class.instance()
+            return None
+        return hub_class.instance()
     except Exception:  # not a hub process after all
-        return
-    hook_hub_cleanup(app)
+        return None
+
+
+def _hook_hub_cleanup():
+    """In a JupyterHub process, :func:`hook_hub_cleanup` the running hub (once)."""
+    app = running_hub_app()
+    if app is not None:
+        hook_hub_cleanup(app)
 
 
 def hook_hub_cleanup(app):
